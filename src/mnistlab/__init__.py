@@ -1,0 +1,3 @@
+"""mnistlab: design, train and analyse tiny CNNs on MNIST."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,100 @@
+"""Configuration: a model's training recipe, and the full configuration of one run. Both frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from mnistlab.data.augment import Augment
+from mnistlab.errors import MnistlabError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "step", "onecycle", "plateau")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained. Each model in the zoo carries one; any field can be overridden per run."""
+
+    epochs: int = 15
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.01  # the starting rate (for onecycle: the peak, max_lr)
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    weight_decay: float = 0.0
+    scheduler: str = "none"  # none | step | onecycle | plateau
+    step_size: int = 6  # step: epochs between decays
+    gamma: float = 0.1  # step and plateau: the decay factor
+    pct_start: float = 0.3  # onecycle: fraction of the steps spent warming up
+    div_factor: float = 10.0  # onecycle: initial lr = lr / div_factor
+    final_div_factor: float = 100.0  # onecycle: final lr = initial lr / final_div_factor
+    patience: int = 1  # plateau: epochs without improvement before decaying
+    augment: Augment = Augment()
+    dropout: float = 0.0  # passed to the model's builder
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig(Recipe):
+    """One run: a model, its recipe (possibly overridden) and where and how to run it."""
+
+    model: str = "model8"
+    seed: int = 1  # weights, batch order and augmentation all follow it
+    val_size: int = 5000  # images held out of training for model selection (0: none)
+    limit: int | None = None  # keep only the first N images of each split (tiny runs, tests)
+    device: str = "auto"  # auto | cpu | cuda | mps
+    threads: int = 0  # torch CPU threads (0: leave torch's default)
+    compile: bool = False  # torch.compile the model
+    output_dir: str = "runs/model8"
+    data_dir: str | None = None
+    test_every_epoch: bool = True  # record test accuracy per epoch (reported, never used for selection)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes kept with the run
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
+            (self.batch_size > 0, f"batch size must be positive, got {self.batch_size}"),
+            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}"),
+            (self.scheduler in SCHEDULERS, f"unknown scheduler {self.scheduler!r}; choose {', '.join(SCHEDULERS)}"),
+            (self.step_size > 0, f"step size must be positive, got {self.step_size}"),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
+            (0 < self.pct_start < 1, f"pct_start must be in (0, 1), got {self.pct_start}"),
+            (0 <= self.val_size < 60_000, f"validation size must be in [0, 60000), got {self.val_size}"),
+            (self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}"),
+            (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}"),
+            (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise MnistlabError(message)
+
+    @classmethod
+    def for_model(cls, model: str, **overrides: Any) -> TrainConfig:
+        """The model's recipe, with ``overrides`` (None values ignored) applied on top."""
+        from mnistlab.models import get_card  # the zoo imports this module
+
+        recipe = get_card(model).recipe
+        values = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe)}
+        values["output_dir"] = f"runs/{model}"
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("augment"), dict):
+            values["augment"] = Augment(**values["augment"])
+        return cls(model=model, **values)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        if isinstance(values.get("augment"), dict):
+            values["augment"] = Augment(**values["augment"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

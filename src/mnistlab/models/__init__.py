@@ -1,0 +1,16 @@
+"""Models: the registry (``registry``), the seed's eight models (``zoo``) and checkpoints (``checkpoint``)."""
+
+from mnistlab.models import zoo as _zoo  # noqa: F401  (registers the models)
+from mnistlab.models.checkpoint import load_checkpoint, save_checkpoint
+from mnistlab.models.registry import ModelCard, SeedResult, create_model, get_card, list_models, register_model
+
+__all__ = [
+    "ModelCard",
+    "SeedResult",
+    "create_model",
+    "get_card",
+    "list_models",
+    "load_checkpoint",
+    "register_model",
+    "save_checkpoint",
+]

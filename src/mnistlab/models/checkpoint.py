@@ -1,0 +1,80 @@
+"""Checkpoints: the weights with the config and model name that made them, written atomically."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnistlab.errors import MnistlabError
+from mnistlab.fileio import atomic_write
+from mnistlab.models.registry import create_model, get_card
+
+FORMAT = "mnistlab-checkpoint"
+VERSION = 1
+
+
+def builder_kwargs(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The config values this model's builder takes (e.g. ``dropout``); other models ignore them."""
+    accepted = inspect.signature(get_card(name).builder).parameters
+    return {key: config[key] for key in accepted if key in config}
+
+
+def build_model(name: str, config: dict[str, Any]) -> nn.Module:
+    return create_model(name, **builder_kwargs(name, config))
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any], **state: Any) -> Path:
+    """Save ``model``'s weights, its name and config, and any extra training ``state`` (epoch, optimizer…)."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": config["model"],
+        "config": config,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **state,
+    }
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, checked to be one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise MnistlabError(f"checkpoint {path} does not exist; train one with `mnistlab train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MnistlabError(f"{path} is not a readable checkpoint ({first[:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise MnistlabError(f"{path} is not an mnistlab checkpoint")
+    if payload.get("version") != VERSION:
+        raise MnistlabError(
+            f"{path} is checkpoint format version {payload.get('version')}, this mnistlab reads {VERSION}; "
+            "re-train or use the matching mnistlab"
+        )
+    return payload
+
+
+def load_checkpoint(path: str | Path, model: str | None = None) -> nn.Module:
+    """The checkpoint's model in eval mode: [N, 1, 28, 28] normalised images in, log-probabilities out.
+
+    With ``model``, refuse a checkpoint of any other model.
+    """
+    payload = read_checkpoint(path)
+    name = payload["model"]
+    if model is not None and name != model:
+        raise MnistlabError(f"{path} holds a {name} checkpoint, not {model}")
+    network = build_model(name, payload["config"])
+    try:
+        network.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise MnistlabError(
+            f"{path}: weights do not fit {name} as this version defines it ({str(exc).splitlines()[0][:100]})"
+        ) from None
+    return network.eval()

@@ -1,0 +1,81 @@
+"""The model registry: builders registered by name, each with its card (Target, recipe, seed's numbers)."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from mnistlab.config import Recipe
+from mnistlab.errors import MnistlabError
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """What the seed project reported for this model (its numbers cannot be re-run; ours can)."""
+
+    params: int
+    best_train_acc: float
+    best_test_acc: float
+    epochs: int
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    title: str  # "Model 4"
+    builder: Callable[..., nn.Module]
+    target: tuple[str, ...]  # the Target bullets (the seed's words where it has them)
+    design: str  # the architecture and the choices that were ours, in a sentence or three
+    recipe: Recipe
+    params: int  # the documented parameter count; a test checks the built model against it
+    seed_result: SeedResult | None = None
+
+
+_REGISTRY: dict[str, ModelCard] = {}
+
+
+def register_model(
+    *,
+    title: str,
+    target: tuple[str, ...],
+    design: str,
+    recipe: Recipe,
+    params: int,
+    seed_result: SeedResult | None = None,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder under its function name, with the card that describes it."""
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelCard(name, title, builder, target, design, recipe, params, seed_result)
+        return builder
+
+    return decorate
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return sorted((n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)), key=_natural)
+
+
+def get_card(name: str) -> ModelCard:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise MnistlabError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model. Keyword arguments go to its builder (e.g. ``dropout``)."""
+    return get_card(name).builder(**kwargs)
+
+
+def _natural(name: str) -> tuple[str, int]:
+    stem = name.rstrip("0123456789")
+    digits = name[len(stem) :]
+    return stem, int(digits) if digits else -1

@@ -1,0 +1,248 @@
+"""The eight models of the seed's progression, each with its Target, its design notes and its recipe.
+
+Conventions from Model 2 on (the seed does not say; these are ours): convolutions have no bias and are
+followed by BatchNorm then ReLU (BatchNorm's shift makes a bias redundant); the layer that produces the
+10 class scores has neither; dropout follows each 3x3 block. Channel widths were chosen to hit the seed's
+parameter counts exactly with a shape a student of the course would recognise.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistlab.config import Recipe
+from mnistlab.data.augment import Augment
+from mnistlab.models.registry import SeedResult, register_model
+
+
+class Net(nn.Module):
+    """A feature stack whose output holds the 10 class scores; ``forward`` returns log-probabilities."""
+
+    def __init__(self, layers: OrderedDict[str, nn.Module]) -> None:
+        super().__init__()
+        self.features = nn.Sequential(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        scores = self.features(x).flatten(1)  # (B, 10)
+        return F.log_softmax(scores, dim=1)
+
+
+def conv(
+    cin: int,
+    cout: int,
+    kernel: int = 3,
+    padding: int = 0,
+    *,
+    norm: bool = True,
+    dropout: float = 0.0,
+) -> nn.Sequential:
+    """Conv (no bias) -> BatchNorm -> ReLU -> Dropout; ``norm=False`` gives a plain biased conv + ReLU."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    layers["conv"] = nn.Conv2d(cin, cout, kernel, padding=padding, bias=not norm)
+    if norm:
+        layers["bn"] = nn.BatchNorm2d(cout)
+    layers["relu"] = nn.ReLU()
+    if dropout:
+        layers["drop"] = nn.Dropout(dropout)
+    return nn.Sequential(layers)
+
+
+def head(cin: int, kernel: int = 1, *, bias: bool = False) -> nn.Conv2d:
+    """The layer that produces the 10 class scores: no BatchNorm, no ReLU."""
+    return nn.Conv2d(cin, 10, kernel, bias=bias)
+
+
+def _sgd(epochs: int, **kwargs: object) -> Recipe:
+    return Recipe(epochs=epochs, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9, **kwargs)  # type: ignore[arg-type]
+
+
+ROTATE_7 = Augment(rotation=7.0)
+
+
+@register_model(
+    title="Model 1",
+    target=("Get the basic skeleton right. We will try and avoid changing this skeleton as much as possible.",
+            "No fancy stuff."),
+    design="Seven 3x3 convolutions 32-64 | pool | 128-256 | pool | 512-1024-10, biased, ReLU, no BatchNorm; "
+           "the last three unpadded convolutions shrink 7x7 to 1x1. Widths ours (the classic skeleton "
+           "that gives exactly the seed's count).",
+    recipe=_sgd(20),
+    params=6_379_786,
+    seed_result=SeedResult(6_379_786, 100.00, 99.21, 20),
+)  # fmt: skip
+def model1() -> nn.Module:
+    return Net(OrderedDict(
+        conv1=conv(1, 32, padding=1, norm=False),      # 28
+        conv2=conv(32, 64, padding=1, norm=False),     # 28
+        pool1=nn.MaxPool2d(2),                         # 14
+        conv3=conv(64, 128, padding=1, norm=False),    # 14
+        conv4=conv(128, 256, padding=1, norm=False),   # 14
+        pool2=nn.MaxPool2d(2),                         # 7
+        conv5=conv(256, 512, norm=False),              # 5
+        conv6=conv(512, 1024, norm=False),             # 3
+        conv7=head(1024, 3, bias=True),                # 1
+    ))  # fmt: skip
+
+
+@register_model(
+    title="Model 2",
+    target=("Reduce the number of parameters while maintaining the model performance.",
+            "Introduce batch normalization and dropout for regularization."),
+    design="Padded 3x3 convolutions 10-10-20 | pool | 1x1 to 10 | 10-20 | pool | 1x1 to 10 | a 7x7 "
+           "convolution to the 10 classes. Widths, BatchNorm on the 1x1 transitions and dropout 0.1 are ours.",
+    recipe=_sgd(20, dropout=0.1),
+    params=10_970,
+    seed_result=SeedResult(10_970, 99.87, 99.20, 20),
+)  # fmt: skip
+def model2(dropout: float = 0.1) -> nn.Module:
+    return Net(OrderedDict(
+        conv1=conv(1, 10, padding=1, dropout=dropout),   # 28
+        conv2=conv(10, 10, padding=1, dropout=dropout),  # 28
+        conv3=conv(10, 20, padding=1, dropout=dropout),  # 28
+        pool1=nn.MaxPool2d(2),                           # 14
+        trans1=conv(20, 10, kernel=1),                   # 14
+        conv4=conv(10, 10, padding=1, dropout=dropout),  # 14
+        conv5=conv(10, 20, padding=1, dropout=dropout),  # 14
+        pool2=nn.MaxPool2d(2),                           # 7
+        trans2=conv(20, 10, kernel=1),                   # 7
+        out=head(10, 7),                                 # 1
+    ))  # fmt: skip
+
+
+@register_model(
+    title="Model 3",
+    target=("Make the skeleton lean: drop padding so every convolution shrinks the map, and move the 1x1 "
+            "transition before the pool, as Models 4-8 do.",
+            "Keep the big final kernel for one more step, so that Model 4 changes one thing: it replaces it "
+            "with GAP."),
+    design="Unpadded 3x3 convolutions 10-16 | 1x1 to 8 | pool | 12-16-10 | a 6x6 convolution to the 10 "
+           "classes. The seed left this model blank; all of it is ours.",
+    recipe=_sgd(20, dropout=0.1),
+    params=9_434,
+)  # fmt: skip
+def model3(dropout: float = 0.1) -> nn.Module:
+    return Net(OrderedDict(
+        conv1=conv(1, 10, dropout=dropout),    # 26
+        conv2=conv(10, 16, dropout=dropout),   # 24
+        trans1=conv(16, 8, kernel=1),          # 24
+        pool1=nn.MaxPool2d(2),                 # 12
+        conv3=conv(8, 12, dropout=dropout),    # 10
+        conv4=conv(12, 16, dropout=dropout),   # 8
+        conv5=conv(16, 10, dropout=dropout),   # 6
+        out=head(10, 6),                       # 1
+    ))  # fmt: skip
+
+
+def _gap_net(widths: tuple[int, ...], dropout: float) -> Net:
+    """Models 4-6: conv-conv | 1x1 | pool | conv-conv-conv-conv(padded) | GAP 6x6 | 1x1 to the classes."""
+    c1, c2, c3, c4, c5, c6, c7 = widths
+    return Net(OrderedDict(
+        conv1=conv(1, c1, dropout=dropout),              # 26
+        conv2=conv(c1, c2, dropout=dropout),             # 24
+        trans1=conv(c2, c3, kernel=1),                   # 24
+        pool1=nn.MaxPool2d(2),                           # 12
+        conv3=conv(c3, c4, dropout=dropout),             # 10
+        conv4=conv(c4, c5, dropout=dropout),             # 8
+        conv5=conv(c5, c6, dropout=dropout),             # 6
+        conv6=conv(c6, c7, padding=1, dropout=dropout),  # 6
+        gap=nn.AvgPool2d(6),                             # 1
+        out=head(c7),                                    # 1
+    ))  # fmt: skip
+
+
+@register_model(
+    title="Model 4",
+    target=("Keeping the same number of parameters while maintaining the model performance.",
+            "Introduce Global Average Pooling (GAP) and remove the last BIG kernel."),
+    design="Unpadded 3x3 convolutions 20-20 | 1x1 to 10 | pool | 14-16-16 | padded 3x3 to 10 | "
+           "AvgPool 6x6 (GAP) | 1x1 to the classes. Widths and dropout 0.1 are ours.",
+    recipe=_sgd(20, dropout=0.1),
+    params=11_312,
+    seed_result=SeedResult(11_312, 99.28, 99.30, 20),
+)  # fmt: skip
+def model4(dropout: float = 0.1) -> nn.Module:
+    return _gap_net((20, 20, 10, 14, 16, 16, 10), dropout)
+
+
+@register_model(
+    title="Model 5",
+    target=("Reduce the number of parameters while maintaining the model performance.",
+            "Use a smaller number of channels in the initial convolutional layers."),
+    design="Model 4's layers with 8-16 channels before the first pool instead of 20-20, and 12-12-16-16-16 "
+           "after it. Widths and dropout 0.05 are ours.",
+    recipe=_sgd(20, dropout=0.05),
+    params=9_400,
+    seed_result=SeedResult(9_400, 99.21, 99.40, 20),
+)  # fmt: skip
+def model5(dropout: float = 0.05) -> nn.Module:
+    return _gap_net((8, 16, 12, 12, 16, 16, 16), dropout)
+
+
+@register_model(
+    title="Model 6",
+    target=("Introduce image augmentation techniques to improve model generalization.",
+            "Reduce the number of epochs to 15 while maintaining model performance.",
+            "Further optimize the model architecture to reduce the number of parameters."),
+    design="Model 5's layers with widths 8-16 | 12 | 16-16-12-16; trained with random rotation of +-7 "
+           "degrees and StepLR (x0.1 every 6 epochs). Widths, rotation and schedule are ours.",
+    recipe=_sgd(15, dropout=0.05, augment=ROTATE_7, scheduler="step", step_size=6, gamma=0.1),
+    params=9_256,
+    seed_result=SeedResult(9_256, 98.65, 99.06, 15),
+)  # fmt: skip
+def model6(dropout: float = 0.05) -> nn.Module:
+    return _gap_net((8, 16, 12, 16, 16, 12, 16), dropout)
+
+
+@register_model(
+    title="Model 7",
+    target=("Optimize the model architecture for better performance.",
+            "Incorporate adaptive average pooling for flexible input sizes.",
+            "Utilize an adaptive learning rate scheduler for improved convergence."),
+    design="Unpadded 3x3 convolutions 16-24 | 1x1 to 8 | pool | 16-16 | AdaptiveAvgPool2d(1) | 1x1 to the "
+           "classes; ReduceLROnPlateau on the validation loss. Widths, rotation +-7 degrees and the "
+           "scheduler's settings are ours.",
+    recipe=_sgd(15, dropout=0.05, augment=ROTATE_7, scheduler="plateau", gamma=0.1, patience=1),
+    params=7_568,
+    seed_result=SeedResult(7_568, 98.59, 99.11, 15),
+)  # fmt: skip
+def model7(dropout: float = 0.05) -> nn.Module:
+    return Net(OrderedDict(
+        conv1=conv(1, 16, dropout=dropout),   # 26
+        conv2=conv(16, 24, dropout=dropout),  # 24
+        trans1=conv(24, 8, kernel=1),         # 24
+        pool1=nn.MaxPool2d(2),                # 12
+        conv3=conv(8, 16, dropout=dropout),   # 10
+        conv4=conv(16, 16, dropout=dropout),  # 8
+        gap=nn.AdaptiveAvgPool2d(1),          # 1
+        out=head(16),                         # 1
+    ))  # fmt: skip
+
+
+@register_model(
+    title="Model 8",
+    target=("Reach at least 99.4% test accuracy in every one of the last 3 of 15 epochs, on every seed, "
+            "with fewer than 8,000 parameters.",
+            "Spend the parameters after the first pool, where the receptive field grows fastest, and train "
+            "with a one-cycle schedule and mild rotation."),
+    design="Unpadded 3x3 convolutions 8-16 | 1x1 to 8 | pool | 16-16 | padded 3x3 16 | GAP | 1x1 to the "
+           "classes; receptive field 32 at the GAP. SGD with OneCycleLR (peak 0.05), rotation +-7 degrees.",
+    recipe=Recipe(epochs=15, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9, scheduler="onecycle",
+                  pct_start=0.3, div_factor=10.0, final_div_factor=100.0, augment=ROTATE_7, dropout=0.05),
+    params=7_432,
+)  # fmt: skip
+def model8(dropout: float = 0.05) -> nn.Module:
+    return Net(OrderedDict(
+        conv1=conv(1, 8, dropout=dropout),               # 26
+        conv2=conv(8, 16, dropout=dropout),              # 24
+        trans1=conv(16, 8, kernel=1),                    # 24
+        pool1=nn.MaxPool2d(2),                           # 12
+        conv3=conv(8, 16, dropout=dropout),              # 10
+        conv4=conv(16, 16, dropout=dropout),             # 8
+        conv5=conv(16, 16, padding=1, dropout=dropout),  # 8
+        gap=nn.AdaptiveAvgPool2d(1),                     # 1
+        out=head(16),                                    # 1
+    ))  # fmt: skip
