@@ -1,0 +1,142 @@
+"""The per-layer analysis: computed receptive fields proven against an empirical gradient measure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rf_probe import check_extent, expected_window, measured_extent
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from mnistlab.analysis import AnalysisError, summarize
+from mnistlab.models import create_model, list_models
+
+
+def spatial_hw(row):
+    return tuple(row.output_shape[-2:]) if len(row.output_shape) == 3 else None
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_receptive_field_matches_gradient_measure_for_every_model(name):
+    model = create_model(name)
+    summary = summarize(model, name=name)
+    for row in summary.rows:
+        if row.type in ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"):
+            check_extent(measured_extent(model, row.name), expected_window(row, spatial_hw(row)))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_params_and_macs_match_independent_counts(name):
+    model = create_model(name).eval()
+    summary = summarize(model)
+    assert summary.params == sum(p.numel() for p in model.parameters())
+    assert sum(r.params for r in summary.rows) == summary.params
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, 28, 28))
+    assert counter.get_total_flops() == 2 * summary.macs  # conv and matmul FLOPs are 2 per MAC
+
+
+def test_seed_tables_where_they_were_wrong():
+    # Model 2: the 7x7 conv after two pools (jump 4) adds 6 * 4 = 24 to 18, giving 42, not the seed's 36
+    rows = {r.name: r for r in summarize(create_model("model2")).rows}
+    assert rows["features.out"].receptive_field == 42
+    # Model 4: three 3x3 convs at jump 2 after the pool (6) give 18, the padded one 22 (the seed says 20)
+    rows = {r.name: r for r in summarize(create_model("model4")).rows}
+    assert rows["features.conv6.conv"].receptive_field == 22
+    assert rows["features.gap"].receptive_field == 32
+    # Model 7: global pooling sees the whole 8x8 map at jump 2: 14 + 7 * 2 = 28, not 14
+    rows = {r.name: r for r in summarize(create_model("model7")).rows}
+    assert rows["features.gap"].receptive_field == 28
+
+
+class Functional(nn.Module):
+    """A model written with functional calls, dilation, a strided conv and padding in a pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=2, dilation=2)
+        self.c2 = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+        self.fc = nn.Linear(8 * 7 * 7, 10)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))  # 28x28, rf 5
+        x = F.max_pool2d(F.relu(self.c2(x)), 3, stride=1, padding=1)  # 14x14, rf 7 then 11
+        x = x.view(x.size(0), -1)
+        return F.log_softmax(self.fc(x[:, : 8 * 7 * 7]), dim=1)
+
+
+def test_functional_ops_dilation_and_stride():
+    model = Functional()
+    rows = {r.name: r for r in summarize(model).rows}
+    assert rows["c1"].receptive_field == 5 and rows["c1"].jump == 1
+    assert rows["c2"].receptive_field == 7 and rows["c2"].jump == 2
+    assert rows["max_pool2d"].receptive_field == 11 and rows["max_pool2d"].output_shape == (8, 14, 14)
+    for name in ("c1", "c2", "max_pool2d"):
+        check_extent(measured_extent(model, name), expected_window(rows[name], spatial_hw(rows[name])))
+
+
+def test_unknown_operation_is_reported_not_guessed():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.roll(x, 1, dims=2)
+
+    with pytest.raises(AnalysisError, match="unknown function"):
+        summarize(Odd())
+
+
+def test_summary_is_data_then_rendered():
+    summary = summarize(create_model("model8"), name="model8")
+    row = summary.rows[0]
+    assert (row.receptive_field, row.jump, row.params, row.output_shape) == (3, 1, 72, (8, 26, 26))
+    data = json.loads(summary.to_json())
+    assert data["params"] == 7432 and len(data["rows"]) == len(summary.rows)
+    markdown = summary.render_markdown()
+    assert markdown.splitlines()[0].startswith("| Layer | Type | Kernel Size | Stride | Padding |")
+    assert "| features.conv5.conv | Conv2d | 3 | 1 | 1 | 1 | 16x8x8 | 18x18 | 2 | 2,304 | 147,456 |" in markdown
+    assert "Total: 7,432 parameters" in summary.render_table()
+
+
+@st.composite
+def stacks(draw):
+    """Random conv/pool stacks that keep a map of at least 1x1."""
+    size = draw(st.sampled_from([20, 28, 32]))
+    layers, channels, current = [], 1, size
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["conv", "max", "avg"]))
+        k = draw(st.integers(1, 5) if kind == "conv" else st.integers(2, 3))
+        s = draw(st.integers(1, 2))
+        p = draw(st.integers(0, k // 2))
+        d = draw(st.integers(1, 2)) if kind == "conv" else 1
+        span = d * (k - 1) + 1
+        after = (current + 2 * p - span) // s + 1
+        if after < 1:
+            break
+        if kind == "conv":
+            out = draw(st.integers(1, 3))
+            layers += [nn.Conv2d(channels, out, k, stride=s, padding=p, dilation=d), nn.ReLU()]
+            channels = out
+        elif kind == "max":
+            layers.append(nn.MaxPool2d(k, s, p))
+        else:
+            layers.append(nn.AvgPool2d(k, s, p))
+        current = after
+    if not layers:
+        layers.append(nn.Conv2d(1, 1, 3))
+    if draw(st.booleans()):
+        layers.append(nn.AdaptiveAvgPool2d(1))
+    return nn.Sequential(*layers), size
+
+
+@settings(max_examples=60, deadline=None)
+@given(stacks())
+def test_random_stacks_match_gradient_measure(stack):
+    model, size = stack
+    summary = summarize(model, input_shape=(1, size, size))
+    last = summary.rows[-1]
+    window = expected_window(last, spatial_hw(last))
+    check_extent(measured_extent(model, last.name, size), window, size, dense=False)
