@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from mnistlab import __version__
+from mnistlab import __version__, perf
 from mnistlab.config import TrainConfig
 from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
 from mnistlab.errors import MnistlabError
@@ -220,8 +220,7 @@ def fit(
     start = time.perf_counter()
     out = Path(config.output_dir)
     device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    perf.configure(config.threads)
     loaders = _loaders(config, device, data)
     torch.manual_seed(config.seed)
     model = build_model(config.model, config.to_dict()).to(device)

@@ -1,0 +1,265 @@
+"""The command line: ``mnistlab train | evaluate | predict | export | summary | data | report | reproduce``.
+
+User errors (bad options, missing or foreign files) end in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mnistlab.errors import MnistlabError
+
+# Recipe and run fields the train command exposes as options (built from the dataclass, not retyped).
+_HIDDEN = {"model", "augment", "extra", "output_dir", "data_dir", "test_every_epoch"}
+
+
+def _config_options(command: Any) -> Any:
+    from mnistlab.config import TrainConfig
+
+    for f in reversed(dataclasses.fields(TrainConfig)):
+        if f.name in _HIDDEN:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool):
+            command = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None)(command)
+        else:
+            kind = int if f.name == "limit" else type(default)
+            command = click.option(flag, f.name, type=kind, default=None, show_default=False,
+                                   help=f"default: the model's recipe ({default!r} if it says nothing)")(command)  # fmt: skip
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mnistlab")
+def cli() -> None:
+    """Design, train and analyse tiny CNNs on MNIST."""
+
+
+# ------------------------------------------------------------------------------------------------- train
+
+
+@cli.command()
+@click.option("--model", "model_name", default="model8", show_default=True, help="a registered model name")
+@click.option("--output-dir", type=click.Path(), default=None, help="run directory [runs/<model>]")
+@click.option("--data-dir", type=click.Path(), default=None, help="MNIST cache [$MNISTLAB_DATA or ~/.cache/mnistlab]")
+@click.option("--rotation", type=float, default=None, help="augmentation: max rotation in degrees")
+@click.option("--translate", type=float, default=None, help="augmentation: max shift, fraction of the size")
+@click.option("--scale", type=float, default=None, help="augmentation: max zoom change, e.g. 0.1")
+@click.option("--shear", type=float, default=None, help="augmentation: max shear in degrees")
+@click.option("--resume", "resume_dir", type=click.Path(), default=None, help="continue the run in this directory")
+@click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
+@click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+@_config_options
+def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_dir: str | None, dry_run: bool,
+          overwrite: bool, quiet: bool, rotation: float | None, translate: float | None, scale: float | None,
+          shear: float | None, **fields: Any) -> None:  # fmt: skip
+    """Train a model; write config, history, summary and checkpoints to its run directory."""
+    from mnistlab.config import TrainConfig
+    from mnistlab.data.augment import Augment
+    from mnistlab.engine import fit
+
+    if resume_dir is not None:
+        config_path = Path(resume_dir) / "config.json"
+        if not config_path.is_file():
+            raise MnistlabError(f"{resume_dir} holds no config.json: nothing to resume")
+        config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+        summary = fit(config, resume=True, progress=not quiet, log=click.echo)
+    else:
+        config = TrainConfig.for_model(model_name, output_dir=output_dir, data_dir=data_dir, **fields)
+        augment = {k: v for k, v in dict(rotation=rotation, translate=translate, scale=scale, shear=shear).items()
+                   if v is not None}  # fmt: skip
+        if augment:
+            config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **augment))
+        if dry_run:
+            config = dataclasses.replace(config, epochs=1, limit=config.limit or 512, val_size=min(config.val_size, 256))
+            config = dataclasses.replace(config, output_dir=output_dir or f"runs/{model_name}-dry-run")
+        out = Path(config.output_dir)
+        if (out / "last.pt").exists() and (overwrite or dry_run):
+            shutil.rmtree(out)
+        click.echo(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {out}")
+        summary = fit(config, progress=not quiet, log=click.echo)
+    mean = summary.get("test_acc_last3_mean")
+    click.echo(
+        f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, "
+        f"test accuracy last {len(summary['test_acc_last3'])} epochs {summary['test_acc_last3']} "
+        f"(mean {mean:.2f}, min {summary['test_acc_last3_min']:.2f}); results in {config.output_dir}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), required=True, help="a .pt file written by train")
+@click.option("--output-dir", type=click.Path(), default=None, help="where to write the PNGs [the checkpoint's folder]")
+@click.option("--data-dir", type=click.Path(), default=None)
+def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> None:
+    """Test accuracy, per-class accuracy and confusion matrix; curves, confusion and mistakes as PNGs."""
+    from mnistlab.data.mnist import load_mnist
+    from mnistlab.evaluation import evaluate_checkpoint, render_confusion
+    from mnistlab.fileio import atomic_write_json
+    from mnistlab.plots import plot_confusion, plot_curves, plot_misclassified
+
+    result = evaluate_checkpoint(checkpoint, data_dir)
+    out = Path(output_dir) if output_dir else Path(checkpoint).parent
+    click.echo(f"test accuracy {result.accuracy:.2f}% ({len(result.mistakes)} errors of {len(result.labels)}), "
+               f"loss {result.loss:.4f}")  # fmt: skip
+    click.echo("per class: " + "  ".join(f"{d}:{a:.2f}" for d, a in enumerate(result.per_class)))
+    click.echo(render_confusion(result.confusion))
+    images, _ = load_mnist("test", data_dir)
+    written = [
+        plot_confusion(result.confusion, out / "confusion.png"),
+        plot_misclassified(images, result.labels, result.predictions, out / "misclassified.png"),
+        atomic_write_json(out / "evaluation.json", result.to_dict()),
+    ]
+    history = Path(checkpoint).parent / "history.jsonl"
+    if history.is_file():
+        rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+        written.append(plot_curves(rows, out / "curves.png"))
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+# ----------------------------------------------------------------------------------------------- predict
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--checkpoint", type=click.Path(), required=True)
+def predict(images: tuple[str, ...], checkpoint: str) -> None:
+    """Read the digit in each image (PNG/JPEG, any size, either polarity)."""
+    from mnistlab.models.checkpoint import load_checkpoint
+    from mnistlab.predict import predict_files
+
+    predictions, failed = predict_files(load_checkpoint(checkpoint), list(images))
+    for p in predictions:
+        click.echo(f"{p.path}: {p.digit} (p={p.probability:.3f})")
+    for path, reason in failed:
+        click.echo(f"error: {reason}", err=True)
+    if failed:
+        sys.exit(2)
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), required=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--output", type=click.Path(), default=None, help="[the checkpoint with .onnx]")
+def export(checkpoint: str, fmt: str, output: str | None) -> None:
+    """Export a checkpoint (ONNX, checked against PyTorch in onnxruntime)."""
+    from mnistlab.export import export_onnx
+
+    target = Path(output) if output else Path(checkpoint).with_suffix(".onnx")
+    difference = export_onnx(checkpoint, target)
+    click.echo(f"wrote {target} (max |onnxruntime - torch| = {difference:.2e})")
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+
+@cli.command()
+@click.argument("model_name", metavar="MODEL")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True)
+def summary(model_name: str, fmt: str) -> None:
+    """Per-layer shapes, receptive field, jump, parameters and MACs of a registered model."""
+    from mnistlab.analysis import summarize
+    from mnistlab.models import create_model
+
+    result = summarize(create_model(model_name), name=model_name)
+    click.echo({"table": result.render_table, "markdown": result.render_markdown, "json": result.to_json}[fmt]())
+
+
+@cli.command(name="models")
+def models_() -> None:
+    """List the registered models with their parameter counts."""
+    from mnistlab.models import get_card, list_models
+
+    for name in list_models():
+        card = get_card(name)
+        click.echo(f"{name:<10} {card.title:<16} {card.params:>10,} params")
+
+
+# -------------------------------------------------------------------------------------------------- data
+
+
+@cli.group()
+def data() -> None:
+    """The MNIST cache."""
+
+
+@data.command()
+@click.option("--data-dir", type=click.Path(), default=None)
+def fetch(data_dir: str | None) -> None:
+    """Fetch and verify MNIST into the cache; say where each file came from."""
+    from mnistlab.data.mnist import fetch as fetch_files
+    from mnistlab.data.mnist import resolve_data_dir
+
+    click.echo(f"data directory: {resolve_data_dir(data_dir)}")
+    for result in fetch_files(data_dir, log=click.echo):
+        click.echo(f"{result.path.name}: {result.source} (sha256 verified)")
+
+
+# ------------------------------------------------------------------------------------- report, reproduce
+
+
+@cli.command()
+@click.option("--results", type=click.Path(), default="results", show_default=True)
+@click.option("--output", type=click.Path(), default="REPORT.md", show_default=True)
+def report(results: str, output: str) -> None:
+    """Write REPORT.md from the recorded runs under results/."""
+    from mnistlab.report import write_report
+
+    path = write_report(Path(results), Path(output))
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.option("--models", default="model2,model3,model4,model5,model6,model7,model8", show_default=True)
+@click.option("--seeds", default="1,2,3", show_default=True, help="seeds for Model 8 (others use the first)")
+@click.option("--results", type=click.Path(), default="results", show_default=True)
+@click.option("--tuning/--no-tuning", default=True, help="also the validation runs behind Model 8's choices")
+@click.option("--quiet", is_flag=True)
+def reproduce(models: str, seeds: str, results: str, tuning: bool, quiet: bool) -> None:
+    """Re-run every recorded experiment that is missing; resume the interrupted ones."""
+    from mnistlab.experiments import TUNING, final_runs, run_all, status
+    from mnistlab.models import get_card
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for name in names:
+        get_card(name)
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(","))
+    except ValueError:
+        raise MnistlabError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    runs = (list(TUNING) if tuning else []) + final_runs(names, seed_list)
+    todo = [r for r in runs if status(r, Path(results)) != "done"]
+    click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
+    run_all(runs, Path(results), log=click.echo, progress=not quiet)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except MnistlabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

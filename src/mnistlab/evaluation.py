@@ -1,0 +1,60 @@
+"""Evaluating a checkpoint on the official test set: accuracy, per-class accuracy, confusion, mistakes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mnistlab.data.loader import TensorLoader
+from mnistlab.data.mnist import load_mnist
+from mnistlab.engine import evaluate
+from mnistlab.models.checkpoint import load_checkpoint
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    accuracy: float  # percent
+    loss: float
+    per_class: tuple[float, ...]  # percent correct for digits 0..9
+    confusion: np.ndarray  # [10, 10] counts: row = true digit, column = predicted
+    predictions: np.ndarray  # [N]
+    labels: np.ndarray  # [N]
+
+    @property
+    def mistakes(self) -> np.ndarray:
+        return np.flatnonzero(self.predictions != self.labels)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "errors": int(len(self.mistakes)),
+            "per_class": list(self.per_class),
+            "confusion": self.confusion.tolist(),
+        }
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int = 10) -> np.ndarray:
+    return np.bincount(labels * classes + predictions, minlength=classes * classes).reshape(classes, classes)
+
+
+def evaluate_model(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> EvalResult:
+    metrics = evaluate(model, TensorLoader(images, labels, 1000), keep_predictions=True)
+    predictions = metrics["predictions"].numpy()
+    confusion = confusion_matrix(labels, predictions)
+    per_class = tuple(100.0 * confusion[d, d] / max(confusion[d].sum(), 1) for d in range(10))
+    return EvalResult(metrics["acc"], metrics["loss"], per_class, confusion, predictions, labels)
+
+
+def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None) -> EvalResult:
+    images, labels = load_mnist("test", data_dir)
+    return evaluate_model(load_checkpoint(path), images, labels)
+
+
+def render_confusion(confusion: np.ndarray) -> str:
+    head = "true\\pred " + " ".join(f"{d:>5}" for d in range(10))
+    lines = [head] + [f"{t:>9} " + " ".join(f"{v:>5}" for v in row) for t, row in enumerate(confusion)]
+    return "\n".join(lines)

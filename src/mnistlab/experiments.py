@@ -1,0 +1,84 @@
+"""The recorded experiments: which runs make the report, and a resumable runner for them.
+
+Every run lives in ``results/<group>/<name>/`` (config, history, summary, checkpoints). A finished run
+(``summary.json`` present) is skipped, an interrupted one (``last.pt`` only) is resumed, so
+``mnistlab reproduce`` can be stopped and started again at any time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnistlab.config import TrainConfig
+from mnistlab.engine import fit
+
+RESULTS = Path("results")
+FINAL_SEEDS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class Run:
+    model: str
+    seed: int
+    group: str  # folder under results/: the model's name, or "tuning"
+    name: str  # folder under the group
+    overrides: dict[str, Any] = field(default_factory=dict)
+    why: str = ""  # what the run is for, shown in the report
+
+    def config(self, results: Path) -> TrainConfig:
+        out = results / self.group / self.name
+        return TrainConfig.for_model(self.model, seed=self.seed, output_dir=str(out), **self.overrides)
+
+
+# Hyper-parameter choices for Model 8, compared on the validation split (never on test).
+TUNING: tuple[Run, ...] = (
+    Run("model8", 1, "tuning", "model8-dropout0.05", {"dropout": 0.05}, "dropout 0.05 after every 3x3 block"),
+    Run("model8", 1, "tuning", "model8-dropout0", {"dropout": 0.0}, "no dropout"),
+)
+
+
+def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS) -> list[Run]:
+    """Each model with its own recipe: Model 8 on every seed, the others on the first."""
+    runs = []
+    for model in models:
+        for seed in seeds if model.startswith("model8") or model.startswith("record") else seeds[:1]:
+            runs.append(Run(model, seed, model, f"seed{seed}"))
+    return runs
+
+
+def status(run: Run, results: Path = RESULTS) -> str:
+    out = results / run.group / run.name
+    if (out / "summary.json").exists():
+        return "done"
+    if (out / "last.pt").exists():
+        return "partial"
+    return "todo"
+
+
+def run_all(
+    runs: list[Run],
+    results: Path = RESULTS,
+    *,
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run what is not done yet, resuming what was interrupted; return every run's summary."""
+    summaries = []
+    for index, run in enumerate(runs, 1):
+        state = status(run, results)
+        config = run.config(results)
+        if overrides:
+            config = TrainConfig.from_dict({**config.to_dict(), **overrides})
+        head = f"[{index}/{len(runs)}] {run.group}/{run.name}"
+        if state == "done":
+            log(f"{head}: done, skipped")
+            summaries.append(json.loads((Path(config.output_dir) / "summary.json").read_text()))
+            continue
+        log(f"{head}: {'resuming' if state == 'partial' else 'training'} {run.model} seed {run.seed}")
+        summaries.append(fit(config, resume=state == "partial", progress=progress, log=log))
+    return summaries

@@ -1,0 +1,71 @@
+"""Figures, drawn from recorded data: training curves, confusion matrix, misclassified digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mnistlab.fileio import atomic_write  # noqa: E402
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+    return path
+
+
+def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch for train, validation and test (as recorded)."""
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for split, style in (("train", "-o"), ("val", "-s"), ("test", "-^")):
+        if history and history[0].get(f"{split}_loss") is not None:
+            loss_ax.plot(epochs, [h[f"{split}_loss"] for h in history], style, ms=3, label=split)
+            acc_ax.plot(epochs, [h[f"{split}_acc"] for h in history], style, ms=3, label=split)
+    acc_ax.axhline(99.4, color="grey", ls="--", lw=0.8, label="99.4%")
+    loss_ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=f"{title} loss".strip())
+    top = max((h.get("test_acc") or 0) for h in history) if history else 100
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(min(98.0, top - 1), 100.0),
+               title=f"{title} accuracy".strip())  # fmt: skip
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_confusion(confusion: np.ndarray, path: str | Path, title: str = "Confusion matrix") -> Path:
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    shown = confusion.astype(float).copy()
+    np.fill_diagonal(shown, np.nan)  # the diagonal would swamp the colour scale
+    image = ax.imshow(shown, cmap="Reds")
+    for t in range(10):
+        for p in range(10):
+            ax.text(p, t, str(confusion[t, p]), ha="center", va="center", fontsize=7,
+                    color="black" if t != p else "tab:blue")  # fmt: skip
+    ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10), title=title)
+    fig.colorbar(image, ax=ax, label="errors")
+    return _save(fig, path)
+
+
+def plot_misclassified(
+    images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, path: str | Path, limit: int = 40
+) -> Path:
+    """A grid of misclassified digits, each titled true→predicted."""
+    wrong = np.flatnonzero(predictions != labels)[:limit]
+    cols = 10
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, index in zip(axes.flat, wrong):
+        ax.imshow(images[index], cmap="gray_r")
+        ax.set_title(f"{labels[index]}→{predictions[index]}", fontsize=9)
+    fig.suptitle(f"{len(np.flatnonzero(predictions != labels))} misclassified (first {len(wrong)} shown)")
+    return _save(fig, path)
