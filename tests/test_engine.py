@@ -1,0 +1,117 @@
+"""The engine on tiny data: learning, resume, checkpoints, schedulers, user errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mnistlab.config import TrainConfig
+from mnistlab.engine import fit, make_optimizer, make_scheduler
+from mnistlab.errors import MnistlabError
+from mnistlab.models import create_model, load_checkpoint
+from mnistlab.models.checkpoint import save_checkpoint
+
+
+def tiny_config(tmp_path, **overrides):
+    values = dict(epochs=3, batch_size=32, val_size=100, device="cpu", output_dir=str(tmp_path / "run"))
+    values.update(overrides)
+    return TrainConfig.for_model("model8", **values)
+
+
+def test_short_fit_learns_and_writes_the_run_directory(tmp_path, tiny_data):
+    summary = fit(tiny_config(tmp_path), data=tiny_data, progress=False, log=lambda m: None)
+    run = tmp_path / "run"
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert summary["data"] == {"train": 500, "val": 100, "test": 200}
+    assert summary["params"] == 7432 and len(summary["test_acc_last3"]) == 3
+    assert summary["provenance"]["torch"] == torch.__version__
+    for name in ("config.json", "summary.json", "last.pt", "best.pt"):
+        assert (run / name).is_file()
+    assert not list(run.glob("*.tmp"))
+
+
+def test_resume_reaches_the_same_numbers(tmp_path, tiny_data):
+    quiet = dict(data=tiny_data, progress=False, log=lambda m: None)
+    whole = fit(tiny_config(tmp_path / "a"), **quiet)
+    config = tiny_config(tmp_path / "b")
+    assert fit(config, stop_after=1, **quiet) == {"stopped_after": 1}
+    resumed = fit(config, resume=True, **quiet)
+    for key in ("test_acc_last3", "best_val_acc", "best_train_acc", "best_epoch"):
+        assert resumed[key] == whole[key], key
+    a = load_checkpoint(tmp_path / "a" / "run" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(pa, pb)
+
+
+def test_refuses_to_overwrite_or_resume_another_config(tmp_path, tiny_data):
+    quiet = dict(data=tiny_data, progress=False, log=lambda m: None)
+    config = tiny_config(tmp_path, epochs=1)
+    fit(config, **quiet)
+    with pytest.raises(MnistlabError, match="already holds a run"):
+        fit(config, **quiet)
+    with pytest.raises(MnistlabError, match="different config"):
+        fit(tiny_config(tmp_path, epochs=1, lr=0.02), resume=True, **quiet)
+
+
+def test_checkpoint_round_trip_and_foreign_checkpoints(tmp_path):
+    model = create_model("model8").eval()
+    config = tiny_config(tmp_path).to_dict()
+    path = save_checkpoint(tmp_path / "m.pt", model, config)
+    loaded = load_checkpoint(path, model="model8")
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x)) and not loaded.training
+    with pytest.raises(MnistlabError, match="holds a model8 checkpoint, not model7"):
+        load_checkpoint(path, model="model7")
+    other = save_checkpoint(tmp_path / "o.pt", create_model("model7"), {**config, "model": "model8"})
+    with pytest.raises(MnistlabError, match="do not fit model8"):
+        load_checkpoint(other)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(MnistlabError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": 1}, tmp_path / "plain.pt")
+    with pytest.raises(MnistlabError, match="not an mnistlab checkpoint"):
+        load_checkpoint(tmp_path / "plain.pt")
+    with pytest.raises(MnistlabError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_schedulers_step_as_configured(tmp_path):
+    model = create_model("model8")
+    step = tiny_config(tmp_path, scheduler="step", step_size=1, gamma=0.5, lr=0.1)
+    optimizer = make_optimizer(model, step)
+    scheduler = make_scheduler(optimizer, step, steps_per_epoch=10)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    onecycle = tiny_config(tmp_path, scheduler="onecycle", lr=0.1)
+    optimizer = make_optimizer(model, onecycle)
+    scheduler = make_scheduler(optimizer, onecycle, steps_per_epoch=10)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / onecycle.div_factor)
+    plateau = tiny_config(tmp_path, scheduler="plateau", patience=0, gamma=0.5, lr=0.1)
+    optimizer = make_optimizer(model, plateau)
+    scheduler = make_scheduler(optimizer, plateau, steps_per_epoch=10)
+    scheduler.step(1.0)  # an improvement: no decay
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    scheduler.step(2.0)  # worse, patience 0: decay
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"epochs": 0}, "epochs must be positive"),
+        ({"lr": 0.0}, "learning rate must be positive"),
+        ({"batch_size": -1}, "batch size must be positive"),
+        ({"optimizer": "rmsprop"}, "unknown optimizer"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"device": "tpu"}, "unknown device"),
+    ],
+)
+def test_nonsense_hyper_parameters_are_refused(tmp_path, overrides, message):
+    with pytest.raises(MnistlabError, match=message):
+        tiny_config(tmp_path, **overrides)

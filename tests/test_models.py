@@ -1,0 +1,71 @@
+"""Every registered model: documented parameter count, output, backward pass, determinism, registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnistlab.errors import MnistlabError
+from mnistlab.models import create_model, get_card, list_models, register_model
+from mnistlab.models.registry import _REGISTRY
+
+SEED_COUNTS = {"model1": 6_379_786, "model2": 10_970, "model4": 11_312, "model5": 9_400, "model6": 9_256,
+               "model7": 7_568}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_parameter_count_is_the_documented_one(name):
+    model = create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == get_card(name).params
+
+
+@pytest.mark.parametrize("name", sorted(SEED_COUNTS))
+def test_seed_models_hit_the_seed_counts_exactly(name):
+    assert sum(p.numel() for p in create_model(name).parameters()) == SEED_COUNTS[name]
+
+
+def test_model8_is_under_8000():
+    assert sum(p.numel() for p in create_model("model8").parameters()) < 8_000
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_log_probabilities_backward_and_deterministic_eval(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.randn(3, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (3, 10)
+    assert torch.allclose(out.exp().sum(1), torch.ones(3), atol=1e-5)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_recipes_are_data_next_to_the_models():
+    card = get_card("model6")
+    assert card.recipe.epochs == 15 and card.recipe.augment.rotation > 0
+    assert card.seed_result is not None and card.seed_result.params == 9_256
+    assert all(get_card(n).target for n in list_models())
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(MnistlabError, match="unknown model 'model9'.*model1, model2"):
+        create_model("model9")
+
+
+def test_list_models_pattern_and_register_decorator():
+    assert list_models("model1*") == ["model1"]
+    assert list_models()[:3] == ["model1", "model2", "model3"]
+
+    @register_model(title="Tiny", target=("test",), design="one conv", recipe=get_card("model8").recipe, params=10)
+    def tiny_for_test() -> torch.nn.Module:
+        return torch.nn.Conv2d(1, 1, 3)
+
+    try:
+        assert "tiny_for_test" in list_models("tiny*")
+        with pytest.raises(ValueError, match="registered twice"):
+            register_model(title="x", target=(), design="", recipe=get_card("model8").recipe, params=0)(tiny_for_test)
+    finally:
+        _REGISTRY.pop("tiny_for_test")
