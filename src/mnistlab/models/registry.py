@@ -33,6 +33,7 @@ class ModelCard:
     recipe: Recipe
     params: int  # the documented parameter count; a test checks the built model against it
     seed_result: SeedResult | None = None
+    seed_rf: tuple[int, ...] = ()  # the seed's hand-made receptive-field column, one per conv/pool layer
 
 
 _REGISTRY: dict[str, ModelCard] = {}
@@ -46,6 +47,7 @@ def register_model(
     recipe: Recipe,
     params: int,
     seed_result: SeedResult | None = None,
+    seed_rf: tuple[int, ...] = (),
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under its function name, with the card that describes it."""
 
@@ -53,7 +55,7 @@ def register_model(
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelCard(name, title, builder, target, design, recipe, params, seed_result)
+        _REGISTRY[name] = ModelCard(name, title, builder, target, design, recipe, params, seed_result, seed_rf)
         return builder
 
     return decorate

@@ -73,6 +73,7 @@ ROTATE_7 = Augment(rotation=7.0)
     recipe=_sgd(20),
     params=6_379_786,
     seed_result=SeedResult(6_379_786, 100.00, 99.21, 20),
+    seed_rf=(3, 5, 6, 10, 14, 16, 24, 32, 40),
 )  # fmt: skip
 def model1() -> nn.Module:
     return Net(OrderedDict(
@@ -97,6 +98,7 @@ def model1() -> nn.Module:
     recipe=_sgd(20, dropout=0.1),
     params=10_970,
     seed_result=SeedResult(10_970, 99.87, 99.20, 20),
+    seed_rf=(3, 5, 7, 8, 8, 12, 16, 18, 18, 36),
 )  # fmt: skip
 def model2(dropout: float = 0.1) -> nn.Module:
     return Net(OrderedDict(
@@ -163,6 +165,7 @@ def _gap_net(widths: tuple[int, ...], dropout: float) -> Net:
     recipe=_sgd(20, dropout=0.1),
     params=11_312,
     seed_result=SeedResult(11_312, 99.28, 99.30, 20),
+    seed_rf=(3, 5, 5, 6, 10, 14, 18, 20, 32, 32),
 )  # fmt: skip
 def model4(dropout: float = 0.1) -> nn.Module:
     return _gap_net((20, 20, 10, 14, 16, 16, 10), dropout)
@@ -177,6 +180,7 @@ def model4(dropout: float = 0.1) -> nn.Module:
     recipe=_sgd(20, dropout=0.05),
     params=9_400,
     seed_result=SeedResult(9_400, 99.21, 99.40, 20),
+    seed_rf=(3, 5, 5, 6, 10, 14, 18, 20, 32, 32),
 )  # fmt: skip
 def model5(dropout: float = 0.05) -> nn.Module:
     return _gap_net((8, 16, 12, 12, 16, 16, 16), dropout)
@@ -192,6 +196,7 @@ def model5(dropout: float = 0.05) -> nn.Module:
     recipe=_sgd(15, dropout=0.05, augment=ROTATE_7, scheduler="step", step_size=6, gamma=0.1),
     params=9_256,
     seed_result=SeedResult(9_256, 98.65, 99.06, 15),
+    seed_rf=(3, 5, 5, 6, 10, 14, 18, 20, 32, 32),
 )  # fmt: skip
 def model6(dropout: float = 0.05) -> nn.Module:
     return _gap_net((8, 16, 12, 16, 16, 12, 16), dropout)
@@ -208,6 +213,7 @@ def model6(dropout: float = 0.05) -> nn.Module:
     recipe=_sgd(15, dropout=0.05, augment=ROTATE_7, scheduler="plateau", gamma=0.1, patience=1),
     params=7_568,
     seed_result=SeedResult(7_568, 98.59, 99.11, 15),
+    seed_rf=(3, 5, 5, 6, 10, 14, 14, 14),
 )  # fmt: skip
 def model7(dropout: float = 0.05) -> nn.Module:
     return Net(OrderedDict(
