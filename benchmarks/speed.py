@@ -15,7 +15,6 @@ The floor is the model's training FLOPs (3 x 2 x MACs per image) at the measured
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -49,7 +48,9 @@ class ConventionalMNIST(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = Image.fromarray(self.images[index], mode="L")
-        image = image.rotate(float(self.rng.uniform(-self.degrees, self.degrees)), resample=Image.Resampling.BILINEAR)
+        image = image.rotate(
+            float(self.rng.uniform(-self.degrees, self.degrees)), resample=Image.Resampling.BILINEAR
+        )
         tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).unsqueeze(0)
         return (tensor - 0.1307) / 0.3081, int(self.labels[index])
 
@@ -82,7 +83,9 @@ def train_images_per_second(model: torch.nn.Module, batches, images: int, warmup
     return seen / (time.perf_counter() - start)
 
 
-def bench_model(name: str, train: tuple[np.ndarray, np.ndarray], images: int, batch: int, rate: float) -> dict:
+def bench_model(
+    name: str, train: tuple[np.ndarray, np.ndarray], images: int, batch: int, rate: float
+) -> dict:
     torch.manual_seed(0)
     subset = (train[0][: images + 4 * batch], train[1][: images + 4 * batch])
     conventional = DataLoader(ConventionalMNIST(*subset, degrees=7.0), batch_size=batch, shuffle=True)
@@ -123,7 +126,11 @@ def bench_inference(name: str, test: tuple[np.ndarray, np.ndarray]) -> dict:
             start = time.perf_counter()
             model(one)
             latencies.append(time.perf_counter() - start)
-    return {"model": name, "test_images_per_s_batch1000": throughput, "single_image_ms": 1e3 * statistics.median(latencies)}
+    return {
+        "model": name,
+        "test_images_per_s_batch1000": throughput,
+        "single_image_ms": 1e3 * statistics.median(latencies),
+    }
 
 
 def main() -> None:
@@ -143,8 +150,12 @@ def main() -> None:
     rows = [bench_model(m, train, args.images, args.batch_size, rate) for m in args.models.split(",")]
     inference = [bench_inference(m, test) for m in args.models.split(",")]
 
-    print(f"\ntraining, batch {args.batch_size}, rotation ±7°, {args.images} images timed, per 60,000-image epoch:")
-    print(f"{'model':<8} {'conventional':>13} {'mnistlab':>10} {'speed-up':>9} {'floor':>7}  images/s (conv → ours)")
+    print(
+        f"\ntraining, batch {args.batch_size}, rotation ±7°, {args.images} images timed, per 60,000-image epoch:"
+    )
+    print(
+        f"{'model':<8} {'conventional':>13} {'mnistlab':>10} {'speed-up':>9} {'floor':>7}  images/s (conv → ours)"
+    )
     for r in rows:
         print(f"{r['model']:<8} {r['conventional_s_per_epoch']:>11.1f} s {r['mnistlab_s_per_epoch']:>8.1f} s "
               f"{r['speedup']:>8.2f}x {r['floor_s_per_epoch']:>5.1f} s  "

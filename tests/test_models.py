@@ -59,13 +59,17 @@ def test_list_models_pattern_and_register_decorator():
     assert list_models("model1*") == ["model1"]
     assert list_models()[:3] == ["model1", "model2", "model3"]
 
-    @register_model(title="Tiny", target=("test",), design="one conv", recipe=get_card("model8").recipe, params=10)
+    @register_model(
+        title="Tiny", target=("test",), design="one conv", recipe=get_card("model8").recipe, params=10
+    )
     def tiny_for_test() -> torch.nn.Module:
         return torch.nn.Conv2d(1, 1, 3)
 
     try:
         assert "tiny_for_test" in list_models("tiny*")
         with pytest.raises(ValueError, match="registered twice"):
-            register_model(title="x", target=(), design="", recipe=get_card("model8").recipe, params=0)(tiny_for_test)
+            register_model(title="x", target=(), design="", recipe=get_card("model8").recipe, params=0)(
+                tiny_for_test
+            )
     finally:
         _REGISTRY.pop("tiny_for_test")

@@ -153,7 +153,9 @@ def _merge(fields_: list[Field], where: str) -> Field:
     return Field(rf, first.jump, center, spatial=all(f.spatial for f in fields_))  # type: ignore[arg-type]
 
 
-def summarize(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None) -> Summary:
+def summarize(
+    model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None
+) -> Summary:
     """Trace ``model`` on one ``input_shape`` image and return its per-layer summary."""
     try:
         graph = fx.symbolic_trace(model)
@@ -242,7 +244,11 @@ def _layer(
             macs = out_elems * (module.in_channels // module.groups) * k[0] * k[1]
             return "Conv2d", _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), own, macs
         if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-            k, s, p = _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(module.padding)
+            k, s, p = (
+                _pair(module.kernel_size),
+                _pair(module.stride or module.kernel_size),
+                _pair(module.padding),
+            )
             d = _pair(getattr(module, "dilation", 1))
             return type(module).__name__, _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), 0, 0
         if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
@@ -314,7 +320,9 @@ def _adaptive(
     if in_size is None:
         raise AnalysisError(f"{where}: adaptive pooling of a map of unknown size")
     if any(i % o for i, o in zip(in_size, out_size)):
-        raise AnalysisError(f"{where}: adaptive pooling {in_size}->{out_size} has uneven windows; not analysed")
+        raise AnalysisError(
+            f"{where}: adaptive pooling {in_size}->{out_size} has uneven windows; not analysed"
+        )
     k = (in_size[0] // out_size[0], in_size[1] // out_size[1])
     return kind, field.through(k, k, (0, 0)), (k, k, (0, 0), None), 0, 0
 
@@ -363,5 +371,8 @@ def render(summary: Summary, markdown: bool) -> str:
     widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(COLUMNS)]
     line = "  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))
     rule = "-" * len(line)
-    rows = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in body]
+    rows = [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in body
+    ]
     return "\n".join([summary.model, rule, line, rule, *rows, rule, total]) + "\n"

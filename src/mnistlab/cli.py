@@ -49,12 +49,16 @@ def cli() -> None:
 @cli.command()
 @click.option("--model", "model_name", default="model8", show_default=True, help="a registered model name")
 @click.option("--output-dir", type=click.Path(), default=None, help="run directory [runs/<model>]")
-@click.option("--data-dir", type=click.Path(), default=None, help="MNIST cache [$MNISTLAB_DATA or ~/.cache/mnistlab]")
+@click.option(
+    "--data-dir", type=click.Path(), default=None, help="MNIST cache [$MNISTLAB_DATA or ~/.cache/mnistlab]"
+)
 @click.option("--rotation", type=float, default=None, help="augmentation: max rotation in degrees")
 @click.option("--translate", type=float, default=None, help="augmentation: max shift, fraction of the size")
 @click.option("--scale", type=float, default=None, help="augmentation: max zoom change, e.g. 0.1")
 @click.option("--shear", type=float, default=None, help="augmentation: max shear in degrees")
-@click.option("--resume", "resume_dir", type=click.Path(), default=None, help="continue the run in this directory")
+@click.option(
+    "--resume", "resume_dir", type=click.Path(), default=None, help="continue the run in this directory"
+)
 @click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
 @click.option("--quiet", is_flag=True, help="no progress bars")
@@ -64,7 +68,6 @@ def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_
           shear: float | None, **fields: Any) -> None:  # fmt: skip
     """Train a model; write config, history, summary and checkpoints to its run directory."""
     from mnistlab.config import TrainConfig
-    from mnistlab.data.augment import Augment
     from mnistlab.engine import fit
 
     if resume_dir is not None:
@@ -80,7 +83,9 @@ def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_
         if augment:
             config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **augment))
         if dry_run:
-            config = dataclasses.replace(config, epochs=1, limit=config.limit or 512, val_size=min(config.val_size, 256))
+            config = dataclasses.replace(
+                config, epochs=1, limit=config.limit or 512, val_size=min(config.val_size, 256)
+            )
             config = dataclasses.replace(config, output_dir=output_dir or f"runs/{model_name}-dry-run")
         out = Path(config.output_dir)
         if (out / "last.pt").exists() and (overwrite or dry_run):
@@ -100,7 +105,9 @@ def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_
 
 @cli.command()
 @click.option("--checkpoint", type=click.Path(), required=True, help="a .pt file written by train")
-@click.option("--output-dir", type=click.Path(), default=None, help="where to write the PNGs [the checkpoint's folder]")
+@click.option(
+    "--output-dir", type=click.Path(), default=None, help="where to write the PNGs [the checkpoint's folder]"
+)
 @click.option("--data-dir", type=click.Path(), default=None)
 def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> None:
     """Test accuracy, per-class accuracy and confusion matrix; curves, confusion and mistakes as PNGs."""
@@ -142,7 +149,7 @@ def predict(images: tuple[str, ...], checkpoint: str) -> None:
     predictions, failed = predict_files(load_checkpoint(checkpoint), list(images))
     for p in predictions:
         click.echo(f"{p.path}: {p.digit} (p={p.probability:.3f})")
-    for path, reason in failed:
+    for _path, reason in failed:
         click.echo(f"error: {reason}", err=True)
     if failed:
         sys.exit(2)
@@ -169,14 +176,18 @@ def export(checkpoint: str, fmt: str, output: str | None) -> None:
 
 @cli.command()
 @click.argument("model_name", metavar="MODEL")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True
+)
 def summary(model_name: str, fmt: str) -> None:
     """Per-layer shapes, receptive field, jump, parameters and MACs of a registered model."""
     from mnistlab.analysis import summarize
     from mnistlab.models import create_model
 
     result = summarize(create_model(model_name), name=model_name)
-    click.echo({"table": result.render_table, "markdown": result.render_markdown, "json": result.to_json}[fmt]())
+    click.echo(
+        {"table": result.render_table, "markdown": result.render_markdown, "json": result.to_json}[fmt]()
+    )
 
 
 @cli.command(name="models")

@@ -61,8 +61,14 @@ class TrainConfig(Recipe):
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}"),
-            (self.scheduler in SCHEDULERS, f"unknown scheduler {self.scheduler!r}; choose {', '.join(SCHEDULERS)}"),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}",
+            ),
+            (
+                self.scheduler in SCHEDULERS,
+                f"unknown scheduler {self.scheduler!r}; choose {', '.join(SCHEDULERS)}",
+            ),
             (self.step_size > 0, f"step size must be positive, got {self.step_size}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (0 < self.pct_start < 1, f"pct_start must be in (0, 1), got {self.pct_start}"),

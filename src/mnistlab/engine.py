@@ -116,7 +116,11 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, batches: Batches, *, device: torch.device = torch.device("cpu"), keep_predictions: bool = False
+    model: nn.Module,
+    batches: Batches,
+    *,
+    device: torch.device = torch.device("cpu"),
+    keep_predictions: bool = False,
 ) -> dict[str, Any]:
     """Mean loss and accuracy (%) over ``batches``; with ``keep_predictions``, also the predicted classes."""
     model.eval()
@@ -131,7 +135,11 @@ def evaluate(
         seen += len(labels)
         if keep_predictions:
             predictions.append(predicted.cpu())
-    result: dict[str, Any] = {"loss": loss_sum / max(seen, 1), "acc": 100.0 * correct / max(seen, 1), "n": seen}
+    result: dict[str, Any] = {
+        "loss": loss_sum / max(seen, 1),
+        "acc": 100.0 * correct / max(seen, 1),
+        "n": seen,
+    }
     if keep_predictions:
         result["predictions"] = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.int64)
     return result
@@ -235,7 +243,9 @@ def fit(
     if resume:
         state = read_checkpoint(out / "last.pt")
         if state["config"] != json.loads(json.dumps(config.to_dict())):
-            raise MnistlabError(f"{out} was started with a different config; resume it with its own config.json")
+            raise MnistlabError(
+                f"{out} was started with a different config; resume it with its own config.json"
+            )
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
@@ -244,7 +254,9 @@ def fit(
         best_score = state["best_score"]
         log(f"resuming {out} after epoch {len(history)}")
     elif (out / "last.pt").exists():
-        raise MnistlabError(f"{out} already holds a run; pass --resume to continue it or choose another --output-dir")
+        raise MnistlabError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --output-dir"
+        )
     atomic_write_json(out / "config.json", config.to_dict())
     forward = torch.compile(model) if config.compile else model
     has_params = sum(p.numel() for p in model.parameters())
@@ -298,8 +310,11 @@ def fit(
         "seed": config.seed,
         **summarize_history(history, loaders.val is not None),
         "wall_seconds": time.perf_counter() - start,
-        "data": {"train": loaders.train.num_samples, "val": loaders.val.num_samples if loaders.val else 0,
-                 "test": loaders.test.num_samples},  # fmt: skip
+        "data": {
+            "train": loaders.train.num_samples,
+            "val": loaders.val.num_samples if loaders.val else 0,
+            "test": loaders.test.num_samples,
+        },  # fmt: skip
         "provenance": provenance(device),
     }
     atomic_write_json(out / "summary.json", summary)

@@ -79,7 +79,9 @@ def _shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def predict_arrays(model: torch.nn.Module, digits: list[np.ndarray]) -> list[tuple[int, float, tuple[float, ...]]]:
+def predict_arrays(
+    model: torch.nn.Module, digits: list[np.ndarray]
+) -> list[tuple[int, float, tuple[float, ...]]]:
     """Digits (28x28 in [0, 1]) to (class, probability, all probabilities)."""
     batch = normalize(torch.from_numpy(np.stack(digits)).unsqueeze(1))
     probabilities = model.eval()(batch).exp()

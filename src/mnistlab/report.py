@@ -96,7 +96,9 @@ def analysis_sentences(result: ModelResult, previous: ModelResult | None) -> lis
                    f"{train:.2f}% (measured on augmented or dropped-out batches): the regularisation costs "
                    "training accuracy, not test accuracy; there is no overfitting.")  # fmt: skip
     else:
-        out.append(f"Train ({train:.2f}%) and last test accuracy ({last:.2f}%) are within {abs(gap):.2f} points.")
+        out.append(
+            f"Train ({train:.2f}%) and last test accuracy ({last:.2f}%) are within {abs(gap):.2f} points."
+        )
     for run in result.runs:
         hits = sum(a >= TARGET for a in run.last3)
         out.append(f"Seed {run.summary['seed']}: {TARGET}% reached in {hits} of the last {len(run.last3)} epochs "
@@ -141,7 +143,9 @@ def recipe_table(card: ModelCard) -> str:
         "onecycle": f"OneCycleLR(max_lr {r.lr}, pct_start {r.pct_start}, div {r.div_factor}, final div {r.final_div_factor})",
         "plateau": f"ReduceLROnPlateau(validation loss, factor {r.gamma}, patience {r.patience})",
     }[r.scheduler]
-    optimizer = f"{r.optimizer.upper()}(lr {r.lr}" + (f", momentum {r.momentum}" if r.optimizer == "sgd" else "")
+    optimizer = f"{r.optimizer.upper()}(lr {r.lr}" + (
+        f", momentum {r.momentum}" if r.optimizer == "sgd" else ""
+    )
     optimizer += f", weight decay {r.weight_decay})" if r.weight_decay else ")"
     rows = [("epochs", r.epochs), ("batch size", r.batch_size), ("optimizer", optimizer), ("scheduler", scheduler),
             ("augmentation", augment), ("dropout", r.dropout), ("label smoothing", r.label_smoothing)]  # fmt: skip
@@ -162,7 +166,9 @@ def results_table(result: ModelResult) -> str:
         )
     if len(result.runs) > 1:
         values = result.last3_all
-        lines.append(f"| **all {len(result.runs)} seeds** | | | | | | **{mean(values):.2f}** | **{min(values):.2f}** | | | |")
+        lines.append(
+            f"| **all {len(result.runs)} seeds** | | | | | | **{mean(values):.2f}** | **{min(values):.2f}** | | | |"
+        )
     return head + "\n".join(lines) + "\n"
 
 
@@ -230,18 +236,26 @@ def write_report(results: Path = Path("results"), output: Path = Path("REPORT.md
         parts += ["", "### Design", "", card.design, "", recipe_table(card), "### Results", ""]
         if result.runs:
             parts += [results_table(result)]
-            figure = plot_curves(result.runs[0].history, figures / f"{card.name}-curves.png", title=card.title)
+            figure = plot_curves(
+                result.runs[0].history, figures / f"{card.name}-curves.png", title=card.title
+            )
             parts += [f"![{card.title} curves]({os.path.relpath(figure, output.parent)})", ""]
         parts += ["### Analysis", ""] + [f"- {s}" for s in analysis_sentences(result, previous)] + [""]
         parts += ["### Receptive field (computed)", "", summary.render_markdown()]
         differences = rf_comparison(card, summary)
         if differences:
             wrong_tables.append((card.title, differences))
-            parts += ["Where the seed's hand-made table differs:", ""] + [f"- {d}" for d in differences] + [""]
+            parts += (
+                ["Where the seed's hand-made table differs:", ""] + [f"- {d}" for d in differences] + [""]
+            )
         previous = result
     parts += ["## Where the seed's receptive-field tables were wrong", ""]
     for title, differences in wrong_tables:
         parts += [f"- **{title}**: " + "; ".join(differences)]
-    parts += ["", "Computed by `mnistlab.analysis.summarize` and checked in `tests/test_analysis.py` against an "
-              "empirical measure (the non-zero input gradient of one output unit through positive weights).", ""]
+    parts += [
+        "",
+        "Computed by `mnistlab.analysis.summarize` and checked in `tests/test_analysis.py` against an "
+        "empirical measure (the non-zero input gradient of one output unit through positive weights).",
+        "",
+    ]
     return atomic_write_text(output, "\n".join(parts))

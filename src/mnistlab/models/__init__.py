@@ -2,7 +2,14 @@
 
 from mnistlab.models import zoo as _zoo  # noqa: F401  (registers the models)
 from mnistlab.models.checkpoint import load_checkpoint, save_checkpoint
-from mnistlab.models.registry import ModelCard, SeedResult, create_model, get_card, list_models, register_model
+from mnistlab.models.registry import (
+    ModelCard,
+    SeedResult,
+    create_model,
+    get_card,
+    list_models,
+    register_model,
+)
 
 __all__ = [
     "ModelCard",

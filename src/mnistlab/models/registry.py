@@ -55,7 +55,9 @@ def register_model(
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelCard(name, title, builder, target, design, recipe, params, seed_result, seed_rf)
+        _REGISTRY[name] = ModelCard(
+            name, title, builder, target, design, recipe, params, seed_result, seed_rf
+        )
         return builder
 
     return decorate
