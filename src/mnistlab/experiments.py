@@ -38,6 +38,30 @@ class Run:
 TUNING: tuple[Run, ...] = (
     Run("model8", 1, "tuning", "model8-dropout0.05", {"dropout": 0.05}, "dropout 0.05 after every 3x3 block"),
     Run("model8", 1, "tuning", "model8-dropout0", {"dropout": 0.0}, "no dropout"),
+    Run(
+        "model8",
+        1,
+        "tuning",
+        "model8-dropout0-translate0.1",
+        {"dropout": 0.0, "augment": {"rotation": 7.0, "translate": 0.1}},
+        "no dropout; shifts up to 10% as well",
+    ),
+    Run(
+        "model8",
+        1,
+        "tuning",
+        "model8-dropout0-batch64",
+        {"dropout": 0.0, "batch_size": 64},
+        "no dropout; batch 64 (twice the steps)",
+    ),
+    Run(
+        "model8",
+        1,
+        "tuning",
+        "model8-dropout0-lr0.1",
+        {"dropout": 0.0, "lr": 0.1},
+        "no dropout; one-cycle peak 0.1",
+    ),
 )
 
 

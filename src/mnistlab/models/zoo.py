@@ -16,6 +16,7 @@ from torch import nn
 
 from mnistlab.config import Recipe
 from mnistlab.data.augment import Augment
+from mnistlab.models.layers import Dropout
 from mnistlab.models.registry import SeedResult, register_model
 
 
@@ -47,7 +48,7 @@ def conv(
         layers["bn"] = nn.BatchNorm2d(cout)
     layers["relu"] = nn.ReLU()
     if dropout:
-        layers["drop"] = nn.Dropout(dropout)
+        layers["drop"] = Dropout(dropout)
     return nn.Sequential(layers)
 
 
