@@ -12,7 +12,9 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
+
+from mnistlab.analysis import trace
 
 
 def _avg_like(pool: nn.Module) -> nn.Module:
@@ -26,7 +28,7 @@ def _avg_like(pool: nn.Module) -> nn.Module:
 def measured_extent(model: nn.Module, node_name: str, input_size: int = 28) -> tuple[tuple[int, int], ...]:
     """(low, high) input rows and columns that influence the centre unit of ``node_name``'s output."""
     model = copy.deepcopy(model).double().eval()
-    graph = fx.symbolic_trace(model)
+    graph = trace(model)  # torch.fx, keeping known layers as leaves
     for name, module in list(graph.named_modules()):
         if isinstance(module, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
             parent, _, leaf = name.rpartition(".")

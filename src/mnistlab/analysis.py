@@ -153,12 +153,24 @@ def _merge(fields_: list[Field], where: str) -> Field:
     return Field(rf, first.jump, center, spatial=all(f.spatial for f in fields_))  # type: ignore[arg-type]
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, also keeping subclasses of the known layers (e.g. our Dropout) as leaves."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _NEUTRAL_MODULES) or super().is_leaf_module(m, module_qualified_name)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """The model as a torch.fx graph whose nodes are the layers this module knows how to analyse."""
+    return fx.GraphModule(model, _Tracer().trace(model))
+
+
 def summarize(
     model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None
 ) -> Summary:
     """Trace ``model`` on one ``input_shape`` image and return its per-layer summary."""
     try:
-        graph = fx.symbolic_trace(model)
+        graph = trace(model)
     except Exception as exc:  # fx raises many types for untraceable control flow
         raise AnalysisError(f"cannot trace {type(model).__name__} with torch.fx: {exc}") from None
     was_training = model.training

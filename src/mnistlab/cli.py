@@ -235,12 +235,15 @@ def report(results: str, output: str) -> None:
 
 
 @cli.command()
-@click.option("--models", default="model2,model3,model4,model5,model6,model7,model8", show_default=True)
+@click.option(
+    "--models", default="model8,model2,model3,model4,model5,model6,model7,model1", show_default=True
+)
 @click.option("--seeds", default="1,2,3", show_default=True, help="seeds for Model 8 (others use the first)")
 @click.option("--results", type=click.Path(), default="results", show_default=True)
 @click.option("--tuning/--no-tuning", default=True, help="also the validation runs behind Model 8's choices")
+@click.option("--full", is_flag=True, help="no shortened runs (Model 1's full recipe; for a GPU)")
 @click.option("--quiet", is_flag=True)
-def reproduce(models: str, seeds: str, results: str, tuning: bool, quiet: bool) -> None:
+def reproduce(models: str, seeds: str, results: str, tuning: bool, full: bool, quiet: bool) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
     from mnistlab.experiments import TUNING, final_runs, run_all, status
     from mnistlab.models import get_card
@@ -252,7 +255,7 @@ def reproduce(models: str, seeds: str, results: str, tuning: bool, quiet: bool) 
         seed_list = tuple(int(s) for s in seeds.split(","))
     except ValueError:
         raise MnistlabError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-    runs = (list(TUNING) if tuning else []) + final_runs(names, seed_list)
+    runs = (list(TUNING) if tuning else []) + final_runs(names, seed_list, full)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
     run_all(runs, Path(results), log=click.echo, progress=not quiet)

@@ -1,0 +1,40 @@
+"""Recorded experiments and the report written from them, on tiny runs."""
+
+from __future__ import annotations
+
+import json
+
+from mnistlab.experiments import Run, run_all, status
+from mnistlab.report import write_report
+
+TINY = {"epochs": 3, "batch_size": 64, "val_size": 100, "device": "cpu"}
+
+
+def test_run_all_skips_done_and_resumes_partial(tmp_path, tiny_data):
+    runs = [Run("model8", 1, "model8", "seed1"), Run("model8", 2, "model8", "seed2")]
+    logs: list[str] = []
+    run_all(runs[:1], tmp_path, overrides=TINY, progress=False, log=logs.append, data=tiny_data)
+    assert status(runs[0], tmp_path) == "done" and status(runs[1], tmp_path) == "todo"
+    run_all(runs, tmp_path, overrides=TINY, progress=False, log=logs.append, data=tiny_data)
+    assert any("seed1: done, skipped" in line for line in logs)
+    assert status(runs[1], tmp_path) == "done"
+
+
+def test_report_is_written_from_the_records(tmp_path, tiny_data):
+    runs = [Run("model8", s, "model8", f"seed{s}") for s in (1, 2)] + [Run("model7", 1, "model7", "seed1")]
+    run_all(runs, tmp_path / "results", overrides=TINY, progress=False, log=lambda m: None, data=tiny_data)
+    report = write_report(tmp_path / "results", tmp_path / "REPORT.md").read_text()
+    summary = json.loads((tmp_path / "results" / "model8" / "seed2" / "summary.json").read_text())
+    assert "## All models against the seed" in report
+    assert f"{summary['test_acc_last3_mean']:.2f}" in report  # numbers come from the records
+    assert "| **all 2 seeds** |" in report
+    assert "Seed 2: 99.4% reached in" in report
+    assert "Against Model 7:" in report  # the analysis compares with the previous model
+    assert "Model 3 (`model3`) | 9,434 | - | - | not run" in report
+    # the seed's wrong receptive fields are named
+    assert "features.out (Conv2d, kernel 7, jump before it 4): seed 36x36, computed 42x42" in report
+    assert (
+        "features.gap (AdaptiveAvgPool2d, kernel 8, jump before it 2): seed 14x14, computed 28x28" in report
+    )
+    assert (tmp_path / "results" / "figures" / "model8-curves.png").is_file()
+    assert "![Model 8 curves](results/figures/model8-curves.png)" in report
