@@ -23,7 +23,11 @@ def test_run_all_skips_done_and_resumes_partial(tmp_path, tiny_data):
 def test_report_is_written_from_the_records(tmp_path, tiny_data):
     runs = [Run("model8", s, "model8", f"seed{s}") for s in (1, 2)] + [Run("model7", 1, "model7", "seed1")]
     run_all(runs, tmp_path / "results", overrides=TINY, progress=False, log=lambda m: None, data=tiny_data)
-    report = write_report(tmp_path / "results", tmp_path / "REPORT.md").read_text()
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\nrest\n")
+    report = write_report(tmp_path / "results", tmp_path / "REPORT.md", readme).read_text()
+    assert "old" not in readme.read_text() and "| Model 8 (`model8`) | 7,432 |" in readme.read_text()
+    assert readme.read_text().endswith("<!-- results:end -->\nrest\n")
     summary = json.loads((tmp_path / "results" / "model8" / "seed2" / "summary.json").read_text())
     assert "## All models against the seed" in report
     assert f"{summary['test_acc_last3_mean']:.2f}" in report  # numbers come from the records

@@ -226,11 +226,13 @@ def fetch(data_dir: str | None) -> None:
 @cli.command()
 @click.option("--results", type=click.Path(), default="results", show_default=True)
 @click.option("--output", type=click.Path(), default="REPORT.md", show_default=True)
-def report(results: str, output: str) -> None:
-    """Write REPORT.md from the recorded runs under results/."""
+@click.option("--readme", type=click.Path(), default="README.md", show_default=True,
+              help="README whose results table (between its markers) is refreshed")  # fmt: skip
+def report(results: str, output: str, readme: str) -> None:
+    """Write REPORT.md from the recorded runs under results/, and the README's results table."""
     from mnistlab.report import write_report
 
-    path = write_report(Path(results), Path(output))
+    path = write_report(Path(results), Path(output), Path(readme))
     click.echo(f"wrote {path}")
 
 

@@ -207,8 +207,29 @@ def tuning_section(results: Path) -> str:
     return "\n".join(lines) + "\n" if found else ""
 
 
-def write_report(results: Path = Path("results"), output: Path = Path("REPORT.md")) -> Path:
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Put ``table`` between the README's results markers; False if the README has no markers."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(readme, f"{head}{README_START}\n{table}{README_END}{tail}")
+    return True
+
+
+def write_report(
+    results: Path = Path("results"), output: Path = Path("REPORT.md"), readme: Path | None = None
+) -> Path:
+    """Write the report; with ``readme``, also refresh the comparison table in the README."""
     model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in list_models()]
+    if readme is not None:
+        update_readme(readme, comparison_table(model_results))
     figures = results / "figures"
     parts = [
         "# mnistlab report",

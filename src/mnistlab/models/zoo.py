@@ -152,7 +152,7 @@ def _gap_net(widths: tuple[int, ...], dropout: float) -> Net:
         conv4=conv(c4, c5, dropout=dropout),             # 8
         conv5=conv(c5, c6, dropout=dropout),             # 6
         conv6=conv(c6, c7, padding=1, dropout=dropout),  # 6
-        gap=nn.AvgPool2d(6),                             # 1
+        gap=nn.AvgPool2d(6, stride=1),                   # 1 (the seed's stride 1: one window either way)
         out=head(c7),                                    # 1
     ))  # fmt: skip
 
