@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $@
 
+# the recorded recipe of the final model, into runs/<model>/seed<seed>/ (a finished run is kept, not redone)
 train: setup
-	$(BIN)/mnistlab train --model $(MODEL) --seed $(SEED) --output-dir runs/$(MODEL)-seed$(SEED) --overwrite
+	$(BIN)/mnistlab reproduce --models $(MODEL) --seeds $(SEED) --no-tuning --results runs
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -42,3 +42,23 @@ def test_report_is_written_from_the_records(tmp_path, tiny_data):
     )
     assert (tmp_path / "results" / "figures" / "model8-curves.png").is_file()
     assert "![Model 8 curves](results/figures/model8-curves.png)" in report
+
+
+def test_model8_recipe_is_the_candidate_validation_chose():
+    """Model 8's recipe must be the tuning candidate with the best validation mean in the recorded runs."""
+    from pathlib import Path
+
+    import pytest
+
+    from mnistlab.config import TrainConfig
+    from mnistlab.report import tuning_scores
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    scores = tuning_scores(results)
+    if not scores:
+        pytest.skip("no recorded tuning runs")
+    best, record, _ = max(scores, key=lambda item: item[2])
+    recipe = TrainConfig.for_model("model8").to_dict()
+    chosen = record.config
+    for key in ("dropout", "lr", "batch_size", "epochs", "scheduler", "augment", "momentum", "label_smoothing"):
+        assert recipe[key] == chosen[key], (key, best.name)

@@ -260,7 +260,10 @@ def reproduce(models: str, seeds: str, results: str, tuning: bool, full: bool, q
     runs = (list(TUNING) if tuning else []) + final_runs(names, seed_list, full)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
-    run_all(runs, Path(results), log=click.echo, progress=not quiet)
+    summaries = run_all(runs, Path(results), log=click.echo, progress=not quiet)
+    for run, summary in zip(runs, summaries):
+        click.echo(f"{run.group}/{run.name}: params {summary['params']:,}, test accuracy in the last epochs "
+                   f"{summary['test_acc_last3']} (min {summary['test_acc_last3_min']:.2f})")  # fmt: skip
 
 
 def main() -> None:
