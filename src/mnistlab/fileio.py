@@ -20,6 +20,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; these are ordinary results
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
