@@ -62,6 +62,15 @@ TUNING: tuple[Run, ...] = (
         {"dropout": 0.0, "lr": 0.1},
         "no dropout; one-cycle peak 0.1",
     ),
+    # second round: the best of the first (batch 64) with shifts as well
+    Run(
+        "model8",
+        1,
+        "tuning",
+        "model8-dropout0-batch64-translate0.1",
+        {"dropout": 0.0, "batch_size": 64, "augment": {"rotation": 7.0, "translate": 0.1}},
+        "no dropout; batch 64; shifts up to 10% as well",
+    ),  # fmt: skip
 )
 
 
