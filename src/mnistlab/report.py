@@ -254,7 +254,9 @@ def write_report(
         "each run folder holds its config, per-epoch history, summary with provenance, and checkpoints). "
         "Test accuracy is recorded every epoch but never used to choose anything: best checkpoints and "
         "hyper-parameters are chosen on a 5,000-image validation split carved from the training set. "
-        "'Last-3' is the test accuracy in each of the last three epochs.",
+        "'Last-3' is the test accuracy in each of the last three epochs. Train times are wall-clock on the "
+        "2-core machine named in each row, which was also used for development while some runs went on: "
+        "controlled timings are in `benchmarks/`.",
         "",
         "## All models against the seed",
         "",
