@@ -33,7 +33,7 @@ def _config_options(command: Any) -> Any:
         else:
             kind = int if f.name == "limit" else type(default)
             command = click.option(flag, f.name, type=kind, default=None, show_default=False,
-                                   help=f"default: the model's recipe ({default!r} if it says nothing)")(command)  # fmt: skip
+                                   help="overrides the model's recipe or the run default")(command)  # fmt: skip
     return command
 
 
@@ -244,8 +244,11 @@ def report(results: str, output: str, readme: str) -> None:
 @click.option("--results", type=click.Path(), default="results", show_default=True)
 @click.option("--tuning/--no-tuning", default=True, help="also the validation runs behind Model 8's choices")
 @click.option("--full", is_flag=True, help="no shortened runs (Model 1's full recipe; for a GPU)")
+@click.option("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
 @click.option("--quiet", is_flag=True)
-def reproduce(models: str, seeds: str, results: str, tuning: bool, full: bool, quiet: bool) -> None:
+def reproduce(
+    models: str, seeds: str, results: str, tuning: bool, full: bool, threads: int, quiet: bool
+) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
     from mnistlab.experiments import TUNING, final_runs, run_all, status
     from mnistlab.models import get_card
@@ -260,7 +263,8 @@ def reproduce(models: str, seeds: str, results: str, tuning: bool, full: bool, q
     runs = (list(TUNING) if tuning else []) + final_runs(names, seed_list, full)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
-    summaries = run_all(runs, Path(results), log=click.echo, progress=not quiet)
+    overrides = {"threads": threads} if threads else None
+    summaries = run_all(runs, Path(results), overrides=overrides, log=click.echo, progress=not quiet)
     for run, summary in zip(runs, summaries):
         click.echo(f"{run.group}/{run.name}: params {summary['params']:,}, test accuracy in the last epochs "
                    f"{summary['test_acc_last3']} (min {summary['test_acc_last3_min']:.2f})")  # fmt: skip

@@ -242,7 +242,7 @@ def fit(
 
     if resume:
         state = read_checkpoint(out / "last.pt")
-        if state["config"] != json.loads(json.dumps(config.to_dict())):
+        if _identity(state["config"]) != _identity(json.loads(json.dumps(config.to_dict()))):
             raise MnistlabError(
                 f"{out} was started with a different config; resume it with its own config.json"
             )
@@ -319,6 +319,14 @@ def fit(
     }
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+EXECUTION_ONLY = ("threads", "device", "data_dir", "compile", "extra")
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config that decides the numbers; how and where it runs may change on resume."""
+    return {k: v for k, v in config.items() if k not in EXECUTION_ONLY}
 
 
 def _epoch_line(h: dict[str, Any], epochs: int) -> str:

@@ -17,7 +17,7 @@ from torch import nn
 from mnistlab.config import Recipe
 from mnistlab.data.augment import Augment
 from mnistlab.models.layers import Dropout
-from mnistlab.models.registry import SeedResult, register_model
+from mnistlab.models.registry import SeedResult, get_card, register_model
 
 
 class Net(nn.Module):
@@ -251,6 +251,29 @@ def model8(dropout: float = 0.0) -> nn.Module:
         trans1=conv(16, 8, kernel=1),                    # 24
         pool1=nn.MaxPool2d(2),                           # 12
         conv3=conv(8, 16, dropout=dropout),              # 10
+        conv4=conv(16, 16, dropout=dropout),             # 8
+        conv5=conv(16, 16, padding=1, dropout=dropout),  # 8
+        gap=nn.AdaptiveAvgPool2d(1),                     # 1
+        out=head(16),                                    # 1
+    ))  # fmt: skip
+
+
+@register_model(
+    title="Model 8 (wide)",
+    target=("Model 8's target with more margin: the same layers, the parameter budget spent up to 8,000.",),
+    design="Model 8 with 10 channels in the first convolution and the 1x1 transition and 15 in the second "
+           "(10-15 | 1x1 to 10 | pool | 16-16 | padded 3x3 16 | GAP | 1x1); Model 8's recipe, which was chosen "
+           "on the validation split.",
+    recipe=get_card("model8").recipe,
+    params=7_964,
+)  # fmt: skip
+def model8_wide(dropout: float = 0.0) -> nn.Module:
+    return Net(OrderedDict(
+        conv1=conv(1, 10, dropout=dropout),              # 26
+        conv2=conv(10, 15, dropout=dropout),             # 24
+        trans1=conv(15, 10, kernel=1),                   # 24
+        pool1=nn.MaxPool2d(2),                           # 12
+        conv3=conv(10, 16, dropout=dropout),             # 10
         conv4=conv(16, 16, dropout=dropout),             # 8
         conv5=conv(16, 16, padding=1, dropout=dropout),  # 8
         gap=nn.AdaptiveAvgPool2d(1),                     # 1
