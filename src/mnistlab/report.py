@@ -186,7 +186,24 @@ def comparison_table(results: list[ModelResult]) -> str:
         else:
             ours = "not run | | | | | | "
         lines.append(f"| {r.card.title} (`{r.card.name}`) | {r.card.params:,} | {seed_cells} | {ours} |")
-    return head + "\n".join(lines) + "\n"
+    notes = [target_line(r) for r in results if len(r.runs) > 1]
+    return head + "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
+
+
+def target_line(result: ModelResult) -> str:
+    """Whether the course's target held, seed by seed, in words."""
+    held = [r.summary["seed"] for r in result.runs if min(r.last3) >= TARGET]
+    failed = [r for r in result.runs if min(r.last3) < TARGET]
+    text = (f"**{result.card.title}** ({result.card.params:,} parameters): {TARGET}% or more in each of the last 3 "
+            f"epochs on {len(held)} of {len(result.runs)} seeds (mean {mean(result.last3_all):.2f}, "
+            f"min {min(result.last3_all):.2f}).")  # fmt: skip
+    if failed:
+        text += (
+            " Not met on "
+            + ", ".join(f"seed {r.summary['seed']} (min {min(r.last3):.2f})" for r in failed)
+            + "."
+        )
+    return text
 
 
 def tuning_section(results: Path) -> str:
