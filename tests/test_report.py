@@ -60,5 +60,14 @@ def test_model8_recipe_is_the_candidate_validation_chose():
     best, record, _ = max(scores, key=lambda item: item[2])
     recipe = TrainConfig.for_model("model8").to_dict()
     chosen = record.config
-    for key in ("dropout", "lr", "batch_size", "epochs", "scheduler", "augment", "momentum", "label_smoothing"):
+    for key in (
+        "dropout",
+        "lr",
+        "batch_size",
+        "epochs",
+        "scheduler",
+        "augment",
+        "momentum",
+        "label_smoothing",
+    ):
         assert recipe[key] == chosen[key], (key, best.name)
