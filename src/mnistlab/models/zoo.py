@@ -245,12 +245,18 @@ def model7(dropout: float = 0.05) -> nn.Module:
     params=7_432,
 )  # fmt: skip
 def model8(dropout: float = 0.0) -> nn.Module:
+    return _model8_net((8, 16, 8), dropout)
+
+
+def _model8_net(widths: tuple[int, int, int], dropout: float) -> Net:
+    """Model 8's layers; ``widths`` are the first conv, the second conv and the 1x1 transition."""
+    c1, c2, c3 = widths
     return Net(OrderedDict(
-        conv1=conv(1, 8, dropout=dropout),               # 26
-        conv2=conv(8, 16, dropout=dropout),              # 24
-        trans1=conv(16, 8, kernel=1),                    # 24
+        conv1=conv(1, c1, dropout=dropout),              # 26
+        conv2=conv(c1, c2, dropout=dropout),             # 24
+        trans1=conv(c2, c3, kernel=1),                   # 24
         pool1=nn.MaxPool2d(2),                           # 12
-        conv3=conv(8, 16, dropout=dropout),              # 10
+        conv3=conv(c3, 16, dropout=dropout),             # 10
         conv4=conv(16, 16, dropout=dropout),             # 8
         conv5=conv(16, 16, padding=1, dropout=dropout),  # 8
         gap=nn.AdaptiveAvgPool2d(1),                     # 1
@@ -268,14 +274,4 @@ def model8(dropout: float = 0.0) -> nn.Module:
     params=7_964,
 )  # fmt: skip
 def model8_wide(dropout: float = 0.0) -> nn.Module:
-    return Net(OrderedDict(
-        conv1=conv(1, 10, dropout=dropout),              # 26
-        conv2=conv(10, 15, dropout=dropout),             # 24
-        trans1=conv(15, 10, kernel=1),                   # 24
-        pool1=nn.MaxPool2d(2),                           # 12
-        conv3=conv(10, 16, dropout=dropout),             # 10
-        conv4=conv(16, 16, dropout=dropout),             # 8
-        conv5=conv(16, 16, padding=1, dropout=dropout),  # 8
-        gap=nn.AdaptiveAvgPool2d(1),                     # 1
-        out=head(16),                                    # 1
-    ))  # fmt: skip
+    return _model8_net((10, 15, 10), dropout)
