@@ -112,6 +112,7 @@ def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_
 def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> None:
     """Test accuracy, per-class accuracy and confusion matrix; curves, confusion and mistakes as PNGs."""
     from mnistlab.data.mnist import load_mnist
+    from mnistlab.engine import read_history
     from mnistlab.evaluation import evaluate_checkpoint, render_confusion
     from mnistlab.fileio import atomic_write_json
     from mnistlab.plots import plot_confusion, plot_curves, plot_misclassified
@@ -128,10 +129,9 @@ def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> N
         plot_misclassified(images, result.labels, result.predictions, out / "misclassified.png"),
         atomic_write_json(out / "evaluation.json", result.to_dict()),
     ]
-    history = Path(checkpoint).parent / "history.jsonl"
-    if history.is_file():
-        rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
-        written.append(plot_curves(rows, out / "curves.png"))
+    run_dir = Path(checkpoint).parent
+    if (run_dir / "history.jsonl").is_file():
+        written.append(plot_curves(read_history(run_dir), out / "curves.png"))
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 

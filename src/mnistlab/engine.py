@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from mnistlab import __version__, perf
 from mnistlab.config import TrainConfig
-from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
+from mnistlab.data.loader import Loaders, get_dataloaders, make_loaders
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_json, atomic_write_text
 from mnistlab.models.checkpoint import build_model, read_checkpoint, save_checkpoint
@@ -339,6 +339,7 @@ def _epoch_line(h: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def loader_for(images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> TensorLoader:
-    """A plain, unshuffled loader over arrays: for evaluation code outside ``fit``."""
-    return TensorLoader(images, labels, batch_size)
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run directory, as ``fit`` wrote them to ``history.jsonl``."""
+    text = (Path(run_dir) / "history.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

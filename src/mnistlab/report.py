@@ -12,6 +12,7 @@ from statistics import mean
 from typing import Any
 
 from mnistlab.analysis import Summary, summarize
+from mnistlab.engine import read_history
 from mnistlab.experiments import TUNING
 from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model, get_card, list_models
@@ -37,7 +38,7 @@ class RunRecord:
 def load_run(path: Path) -> RunRecord | None:
     if not (path / "summary.json").is_file():
         return None
-    history = [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines() if line.strip()]
+    history = read_history(path)
     return RunRecord(path, json.loads((path / "summary.json").read_text()), history,
                      json.loads((path / "config.json").read_text()))  # fmt: skip
 
