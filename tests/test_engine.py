@@ -34,10 +34,11 @@ def test_short_fit_learns_and_writes_the_run_directory(tmp_path, tiny_data):
     assert not list(run.glob("*.tmp"))
 
 
-def test_resume_reaches_the_same_numbers(tmp_path, tiny_data):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_reaches_the_same_numbers(tmp_path, tiny_data, ema):
     quiet = dict(data=tiny_data, progress=False, log=lambda m: None)
-    whole = fit(tiny_config(tmp_path / "a"), **quiet)
-    config = tiny_config(tmp_path / "b")
+    whole = fit(tiny_config(tmp_path / "a", ema=ema), **quiet)
+    config = tiny_config(tmp_path / "b", ema=ema)
     assert fit(config, stop_after=1, **quiet) == {"stopped_after": 1}
     resumed = fit(config, resume=True, **quiet)
     for key in ("test_acc_last3", "best_val_acc", "best_train_acc", "best_epoch"):
@@ -46,6 +47,21 @@ def test_resume_reaches_the_same_numbers(tmp_path, tiny_data):
     b = load_checkpoint(tmp_path / "b" / "run" / "last.pt")
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(pa, pb)
+
+
+def test_ema_weights_are_the_ones_evaluated_and_shipped(tmp_path, tiny_data):
+    from mnistlab.data.loader import make_loaders
+    from mnistlab.engine import evaluate
+
+    summary = fit(tiny_config(tmp_path, ema=0.9), data=tiny_data, progress=False, log=lambda m: None)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    shipped, trained = state["state_dict"], state["train_state_dict"]
+    assert any(not torch.equal(shipped[k], trained[k]) for k in shipped)  # the average differs from the last step
+    loaders = make_loaders(*tiny_data, batch_size=32, val_size=100, seed=1)
+    again = evaluate(load_checkpoint(tmp_path / "run" / "last.pt"), loaders.test)
+    assert again["acc"] == pytest.approx(summary["last_test_acc"])
+    with pytest.raises(MnistlabError, match="ema decay"):
+        tiny_config(tmp_path, ema=1.0)
 
 
 def test_refuses_to_overwrite_or_resume_another_config(tmp_path, tiny_data):

@@ -34,6 +34,7 @@ class Recipe:
     augment: Augment = Augment()
     dropout: float = 0.0  # passed to the model's builder
     label_smoothing: float = 0.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class TrainConfig(Recipe):
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (0 <= self.ema < 1, f"ema decay must be in [0, 1), got {self.ema}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (
                 self.optimizer in OPTIMIZERS,

@@ -83,11 +83,13 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     *,
     batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    averaged: torch.optim.swa_utils.AveragedModel | None = None,
     label_smoothing: float = 0.0,
     device: torch.device = torch.device("cpu"),
     progress: tqdm | None = None,
 ) -> dict[str, float]:
-    """One pass over ``batches``; ``batch_scheduler`` (one-cycle) is stepped after every batch."""
+    """One pass over ``batches``; ``batch_scheduler`` (one-cycle) is stepped and ``averaged`` (the moving
+    average of the weights) updated after every batch."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -103,6 +105,8 @@ def train_one_epoch(
         optimizer.step()
         if batch_scheduler is not None:
             batch_scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         # accumulate on the device: no host sync per batch
         loss_sum += loss.detach() * len(labels)
         correct += (log_probs.detach().argmax(1) == labels).sum()
@@ -236,17 +240,22 @@ def fit(
         model = model.to(memory_format=torch.channels_last)  # measured faster for these convs on CPU
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, len(loaders.train))
+    averaged = make_average(model, config.ema)
+    scored = averaged.module if averaged is not None else model  # the weights evaluated, reported and shipped
     history: list[dict[str, Any]] = []
     best_key = "val_acc" if loaders.val is not None else "train_acc"
     best_score = -math.inf
 
     if resume:
         state = read_checkpoint(out / "last.pt")
-        if _identity(state["config"]) != _identity(json.loads(json.dumps(config.to_dict()))):
+        recorded = TrainConfig.from_dict(state["config"]).to_dict()  # fields added since get their defaults
+        if _identity(json.loads(json.dumps(recorded))) != _identity(json.loads(json.dumps(config.to_dict()))):
             raise MnistlabError(
                 f"{out} was started with a different config; resume it with its own config.json"
             )
-        model.load_state_dict(state["state_dict"])
+        model.load_state_dict(state["train_state_dict"] if averaged is not None else state["state_dict"])
+        if averaged is not None:
+            averaged.load_state_dict(state["average"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
@@ -269,12 +278,13 @@ def fit(
                   disable=not progress) as bar:  # fmt: skip
             train = train_one_epoch(
                 forward, loaders.train, optimizer,
-                batch_scheduler=scheduler if config.scheduler == "onecycle" else None,
+                batch_scheduler=scheduler if config.scheduler == "onecycle" else None, averaged=averaged,
                 label_smoothing=config.label_smoothing, device=device, progress=bar,
             )  # fmt: skip
         lr = optimizer.param_groups[0]["lr"]
-        val = evaluate(forward, loaders.val, device=device) if loaders.val is not None else None
-        test = evaluate(forward, loaders.test, device=device) if config.test_every_epoch else None
+        judged = forward if averaged is None else scored
+        val = evaluate(judged, loaders.val, device=device) if loaders.val is not None else None
+        test = evaluate(judged, loaders.test, device=device) if config.test_every_epoch else None
         if config.scheduler == "step":
             scheduler.step()  # type: ignore[union-attr]
         elif config.scheduler == "plateau":
@@ -296,10 +306,15 @@ def fit(
         atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         if record[best_key] > best_score:
             best_score = record[best_key]
-            save_checkpoint(out / "best.pt", model, config.to_dict(), epoch=epoch)
+            save_checkpoint(out / "best.pt", scored, config.to_dict(), epoch=epoch)
+        resume_state = (
+            {} if averaged is None
+            else {"train_state_dict": _cpu(model.state_dict()), "average": _cpu(averaged.state_dict())}
+        )  # fmt: skip
         save_checkpoint(
-            out / "last.pt", model, config.to_dict(), epoch=epoch, history=history, best_score=best_score,
+            out / "last.pt", scored, config.to_dict(), epoch=epoch, history=history, best_score=best_score,
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler is not None else None,
+            **resume_state,
         )  # fmt: skip
         if stop_after is not None and epoch >= stop_after and epoch < config.epochs:
             return {"stopped_after": epoch}
@@ -319,6 +334,19 @@ def fit(
     }
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def make_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics (None when decay is 0)."""
+    if not decay:
+        return None
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
+    )
+
+
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 EXECUTION_ONLY = ("threads", "device", "data_dir", "compile", "extra")

@@ -1,5 +1,6 @@
 """Models: the registry (``registry``), the seed's eight models (``zoo``) and checkpoints (``checkpoint``)."""
 
+from mnistlab.models import compact as _compact  # noqa: F401  (registers the models beyond the eight)
 from mnistlab.models import zoo as _zoo  # noqa: F401  (registers the models)
 from mnistlab.models.checkpoint import load_checkpoint, save_checkpoint
 from mnistlab.models.registry import (
