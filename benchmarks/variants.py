@@ -28,9 +28,14 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "default": ("mnistlab's settings: channels-last, mallopt, 2 threads, batch 128, no dropout", {}),
     "contiguous": ("weights and activations in the default (NCHW) memory format", {"channels_last": False}),
     "no-mallopt": ("glibc's default allocator thresholds", {"mallopt": False}),
-    "dropout-torch": ("dropout 0.05 after every 3x3 block, masks from torch's Bernoulli", {"dropout": "torch"}),
-    "dropout-numpy": ("dropout 0.05 after every 3x3 block, masks from numpy (mnistlab's Dropout)",
-                      {"dropout": "numpy"}),  # fmt: skip
+    "dropout-torch": (
+        "dropout 0.05 after every 3x3 block, masks from torch's Bernoulli",
+        {"dropout": "torch"},
+    ),
+    "dropout-numpy": (
+        "dropout 0.05 after every 3x3 block, masks from numpy (mnistlab's Dropout)",
+        {"dropout": "numpy"},
+    ),  # fmt: skip
     "compile": ("torch.compile (inductor); compile time reported apart", {"compile": True}),
     "batch256": ("batch 256 (a different recipe)", {"batch": 256}),
     "batch512": ("batch 512 (a different recipe)", {"batch": 512}),
@@ -165,10 +170,10 @@ def main() -> None:
         extra = f" (+{median['compile_seconds']:.0f} s compile)" if median["compile_seconds"] else ""
         print(f"{name:<14} {median['s_per_epoch']:>8.1f} {median['faults_per_step']:>12.0f}  {what}{extra}")
 
+    import torch
+
     from mnistlab.engine import provenance
     from mnistlab.fileio import atomic_write_json
-
-    import torch
 
     atomic_write_json(args.output, {"model": args.model, "steps": args.steps, "repeats": args.repeats,
                                     "variants": rows, "provenance": provenance(torch.device("cpu"))})  # fmt: skip

@@ -56,7 +56,9 @@ def test_ema_weights_are_the_ones_evaluated_and_shipped(tmp_path, tiny_data):
     summary = fit(tiny_config(tmp_path, ema=0.9), data=tiny_data, progress=False, log=lambda m: None)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     shipped, trained = state["state_dict"], state["train_state_dict"]
-    assert any(not torch.equal(shipped[k], trained[k]) for k in shipped)  # the average differs from the last step
+    assert any(
+        not torch.equal(shipped[k], trained[k]) for k in shipped
+    )  # the average differs from the last step
     loaders = make_loaders(*tiny_data, batch_size=32, val_size=100, seed=1)
     again = evaluate(load_checkpoint(tmp_path / "run" / "last.pt"), loaders.test)
     assert again["acc"] == pytest.approx(summary["last_test_acc"])

@@ -51,10 +51,11 @@ def test_model8_recipe_is_the_candidate_validation_chose():
     import pytest
 
     from mnistlab.config import TrainConfig
+    from mnistlab.experiments import STUDIES
     from mnistlab.report import tuning_scores
 
     results = Path(__file__).resolve().parent.parent / "results"
-    scores = tuning_scores(results)
+    scores = tuning_scores(results, STUDIES[0])
     if not scores:
         pytest.skip("no recorded tuning runs")
     best, record, _ = max(scores, key=lambda item: item[2])

@@ -34,7 +34,9 @@ class Recipe:
     augment: Augment = Augment()
     dropout: float = 0.0  # passed to the model's builder
     label_smoothing: float = 0.0
-    ema: float = 0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
+    ema: float = (
+        0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
+    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from mnistlab.analysis import Summary, summarize
 from mnistlab.engine import read_history
-from mnistlab.experiments import TUNING
+from mnistlab.experiments import STUDIES, Study
 from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model, get_card, list_models
 from mnistlab.models.registry import ModelCard
@@ -207,34 +207,34 @@ def target_line(result: ModelResult) -> str:
     return text
 
 
-def tuning_section(results: Path) -> str:
-    lines = ["## Model 8: choices made on the validation split", "",
+def tuning_section(results: Path, study: Study) -> str:
+    lines = [f"## {study.title}", "",
              "Each candidate trained on the 55,000 training images with seed 1; the 5,000 held-out validation images "
              "decide. Test accuracy is shown for the record only; it chose nothing.", "",
-             "| candidate | what | val acc, last 3 epochs | val mean | test at last epoch | train time |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    scores = tuning_scores(results)
+             "| candidate | what | params | val acc, last 3 epochs | val mean | test at last epoch | train time |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    scores = tuning_scores(results, study)
     for run, record, score in scores:
         vals = [h["val_acc"] for h in record.history[-3:]]
-        lines.append(f"| `{run.name}` | {run.why} | {', '.join(_pct(v) for v in vals)} | {score:.2f} | "
-                     f"{_pct(record.summary['last_test_acc'])} | {_seconds(record.summary['train_seconds'])} |")  # fmt: skip
+        lines.append(f"| `{run.name}` | {run.why} | {record.summary['params']:,} | {', '.join(_pct(v) for v in vals)} | "
+                     f"{score:.2f} | {_pct(record.summary['last_test_acc'])} | "
+                     f"{_seconds(record.summary['train_seconds'])} |")  # fmt: skip
     if not scores:
         return ""
     best = max(scores, key=lambda item: item[2])[0]
     lines += [
         "",
-        f"Chosen by the highest validation mean: `{best.name}` ({best.why}). With these settings fixed, "
-        "the final Model 8 runs train on all 60,000 training images; with no split left, their `best.pt` is "
-        "the epoch of best training accuracy, and the figures reported are the last epochs', which choose "
-        "nothing.",
+        f"Chosen by the highest validation mean: `{best.name}` ({best.why}); it became {study.outcome}. "
+        "Final runs train on all 60,000 training images; with no split left, their `best.pt` is the epoch "
+        "of best training accuracy, and the figures reported are the last epochs', which choose nothing.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def tuning_scores(results: Path) -> list[tuple[Any, RunRecord, float]]:
+def tuning_scores(results: Path, study: Study) -> list[tuple[Any, RunRecord, float]]:
     """(candidate, its record, mean validation accuracy over its last 3 epochs) for each finished candidate."""
     scored = []
-    for run in TUNING:
+    for run in study.runs:
         record = load_run(results / run.group / run.name)
         if record is not None:
             scored.append((run, record, mean(h["val_acc"] for h in record.history[-3:])))
@@ -280,9 +280,10 @@ def write_report(
         "",
         comparison_table(model_results),
     ]
-    tuning = tuning_section(results)
-    if tuning:
-        parts += [tuning]
+    for study in STUDIES:
+        tuning = tuning_section(results, study)
+        if tuning:
+            parts += [tuning]
     wrong_tables = []
     previous = None
     for result in model_results:

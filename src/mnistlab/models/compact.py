@@ -100,3 +100,15 @@ def slim_b(dropout: float = 0.0) -> nn.Module:
 )  # fmt: skip
 def slim_sep(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (24, 24, 24), padded=1, dropout=dropout, factored=True)
+
+
+@register_model(
+    title="Slim 3.5k, deeper separable body (candidate)",
+    target=("slim_sep's target; four separable blocks of 20 channels instead of three of 24.",),
+    design="Unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | GAP | 1x1 to the "
+           "classes (3,424 parameters); Model 8's recipe.",
+    recipe=SLIM_RECIPE,
+    params=3_424,
+)  # fmt: skip
+def slim_sep4(dropout: float = 0.0) -> nn.Module:
+    return slim_net((8, 12), (20, 20, 20, 20), padded=2, dropout=dropout, factored=True)
