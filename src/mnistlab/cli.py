@@ -197,7 +197,8 @@ def models_() -> None:
 
     for name in list_models():
         card = get_card(name)
-        click.echo(f"{name:<10} {card.title:<16} {card.params:>10,} params")
+        note = "  (candidate, not chosen on validation)" if card.candidate else ""
+        click.echo(f"{name:<12} {card.title:<28} {card.params:>10,} params{note}")
 
 
 # -------------------------------------------------------------------------------------------------- data

@@ -261,7 +261,7 @@ def write_report(
     results: Path = Path("results"), output: Path = Path("REPORT.md"), readme: Path | None = None
 ) -> Path:
     """Write the report; with ``readme``, also refresh the comparison table in the README."""
-    model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in list_models()]
+    model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in list_models(candidates=False)]
     if readme is not None:
         update_readme(readme, comparison_table(model_results))
     figures = results / "figures"

@@ -64,33 +64,35 @@ SLIM_RECIPE = Recipe(epochs=15, batch_size=64, optimizer="sgd", lr=0.05, momentu
 
 
 @register_model(
-    title="Slim 3.5k (candidate)",
+    title="Slim 3.5k",
     target=("At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most "
             "3,500 parameters.",),
     design="Unpadded 3x3 6-10 | pool | 10-10 | padded 3x3 10 | GAP | 1x1 to the classes (3,486 "
            "parameters); Model 8's recipe.",
     recipe=SLIM_RECIPE,
     params=3_486,
+    candidate=True,
 )  # fmt: skip
 def slim_a(dropout: float = 0.0) -> nn.Module:
     return slim_net((6, 10), (10, 10, 10), padded=1, dropout=dropout)
 
 
 @register_model(
-    title="Slim 3.5k, padded body (candidate)",
+    title="Slim 3.5k, padded body",
     target=("slim_a's target; the same parameters spent on a body that keeps the 12x12 map (2.2x the "
             "multiply-adds after the pool).",),
     design="Unpadded 3x3 6-10 | pool | padded 3x3 10-10-10 | GAP | 1x1 to the classes (3,486 parameters); "
            "Model 8's recipe.",
     recipe=SLIM_RECIPE,
     params=3_486,
+    candidate=True,
 )  # fmt: skip
 def slim_b(dropout: float = 0.0) -> nn.Module:
     return slim_net((6, 10), (10, 10, 10), padded=3, dropout=dropout)
 
 
 @register_model(
-    title="Slim 3.5k, separable body (candidate)",
+    title="Slim 3.5k, separable body",
     target=("slim_a's target; the body's 3x3 convolutions factored into depthwise and pointwise parts, which "
             "buys 24 channels after the pool instead of 10 for the same parameters.",),
     design="Unpadded 3x3 8-12 | pool | separable 3x3 24-24 | padded separable 3x3 24 | GAP | 1x1 to the "
@@ -103,7 +105,7 @@ def slim_sep(dropout: float = 0.0) -> nn.Module:
 
 
 @register_model(
-    title="Slim 3.5k, deeper separable body (candidate)",
+    title="Slim 3.5k, deeper separable",
     target=("slim_sep's target; four separable blocks of 20 channels instead of three of 24.",),
     design="Unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | GAP | 1x1 to the "
            "classes (3,424 parameters); Model 8's recipe.",

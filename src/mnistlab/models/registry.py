@@ -34,6 +34,7 @@ class ModelCard:
     params: int  # the documented parameter count; a test checks the built model against it
     seed_result: SeedResult | None = None
     seed_rf: tuple[int, ...] = ()  # the seed's hand-made receptive-field column, one per conv/pool layer
+    candidate: bool = False  # tried on the validation split and not chosen: reported in its study only
 
 
 _REGISTRY: dict[str, ModelCard] = {}
@@ -48,6 +49,7 @@ def register_model(
     params: int,
     seed_result: SeedResult | None = None,
     seed_rf: tuple[int, ...] = (),
+    candidate: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under its function name, with the card that describes it."""
 
@@ -56,15 +58,17 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelCard(
-            name, title, builder, target, design, recipe, params, seed_result, seed_rf
+            name, title, builder, target, design, recipe, params, seed_result, seed_rf, candidate
         )
         return builder
 
     return decorate
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    return sorted((n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)), key=_natural)
+def list_models(pattern: str = "*", *, candidates: bool = True) -> list[str]:
+    """Registered names matching ``pattern``; ``candidates=False`` leaves out the models that lost a study."""
+    names = (n for n, card in _REGISTRY.items() if candidates or not card.candidate)
+    return sorted((n for n in names if fnmatch.fnmatch(n, pattern)), key=_natural)
 
 
 def get_card(name: str) -> ModelCard:

@@ -272,6 +272,7 @@ def _model8_net(widths: tuple[int, int, int], dropout: float) -> Net:
            "on the validation split.",
     recipe=get_card("model8").recipe,
     params=7_964,
+    candidate=True,
 )  # fmt: skip
 def model8_wide(dropout: float = 0.0) -> nn.Module:
     return _model8_net((10, 15, 10), dropout)
