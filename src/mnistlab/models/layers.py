@@ -1,6 +1,8 @@
-"""Layers shared by the zoo."""
+"""Layers and blocks shared by the models."""
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -36,3 +38,78 @@ class Dropout(nn.Dropout):
 
 def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+class Net(nn.Module):
+    """A feature stack whose output holds the 10 class scores; ``forward`` returns log-probabilities."""
+
+    def __init__(self, layers: OrderedDict[str, nn.Module]) -> None:
+        super().__init__()
+        self.features = nn.Sequential(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
+        scores = self.features(x).flatten(1)  # (B, 10)
+        return F.log_softmax(scores, dim=1)
+
+
+def conv(
+    cin: int,
+    cout: int,
+    kernel: int = 3,
+    padding: int = 0,
+    *,
+    norm: bool = True,
+    dropout: float = 0.0,
+) -> nn.Sequential:
+    """Conv (no bias) -> BatchNorm -> ReLU -> Dropout; ``norm=False`` gives a plain biased conv + ReLU."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    layers["conv"] = nn.Conv2d(cin, cout, kernel, padding=padding, bias=not norm)
+    if norm:
+        layers["bn"] = nn.BatchNorm2d(cout)
+    layers["relu"] = nn.ReLU()
+    if dropout:
+        layers["drop"] = Dropout(dropout)
+    return nn.Sequential(layers)
+
+
+def head(cin: int, kernel: int = 1, *, bias: bool = False) -> nn.Conv2d:
+    """The layer that produces the 10 class scores: no BatchNorm, no ReLU."""
+    return nn.Conv2d(cin, 10, kernel, bias=bias)
+
+
+def separable(cin: int, cout: int, padding: int = 0) -> nn.Sequential:
+    """Depthwise 3x3 (one filter per channel) then pointwise 1x1, then BatchNorm and ReLU: a 3x3 convolution
+    factored into 9*cin + cin*cout weights instead of 9*cin*cout."""
+    return nn.Sequential(OrderedDict(
+        depthwise=nn.Conv2d(cin, cin, 3, padding=padding, groups=cin, bias=False),
+        pointwise=nn.Conv2d(cin, cout, 1, bias=False),
+        bn=nn.BatchNorm2d(cout),
+        relu=nn.ReLU(),
+    ))  # fmt: skip
+
+
+def slim_net(
+    stem: tuple[int, ...],
+    body: tuple[int, ...],
+    padded: int = 1,
+    dropout: float = 0.0,
+    *,
+    factored: bool = False,
+) -> Net:
+    """``stem`` widths at full resolution, pool, ``body`` widths; the last ``padded`` body convs keep size.
+
+    With ``factored``, the body's convolutions are depthwise-separable (``separable``)."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    cin, index = 1, 1
+    for width in stem:
+        layers[f"conv{index}"] = conv(cin, width, dropout=dropout)
+        cin, index = width, index + 1
+    layers["pool1"] = nn.MaxPool2d(2)
+    for k, width in enumerate(body):
+        pad = 1 if k >= len(body) - padded else 0
+        block = separable(cin, width, pad) if factored else conv(cin, width, padding=pad, dropout=dropout)
+        layers[f"{'sep' if factored else 'conv'}{index}"] = block
+        cin, index = width, index + 1
+    layers["gap"] = nn.AdaptiveAvgPool2d(1)
+    layers["out"] = head(cin)
+    return Net(layers)

@@ -10,51 +10,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mnistlab.config import Recipe
 from mnistlab.data.augment import Augment
-from mnistlab.models.layers import Dropout
+from mnistlab.models.layers import Net, conv, head
 from mnistlab.models.registry import SeedResult, get_card, register_model
-
-
-class Net(nn.Module):
-    """A feature stack whose output holds the 10 class scores; ``forward`` returns log-probabilities."""
-
-    def __init__(self, layers: OrderedDict[str, nn.Module]) -> None:
-        super().__init__()
-        self.features = nn.Sequential(layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 28, 28)
-        scores = self.features(x).flatten(1)  # (B, 10)
-        return F.log_softmax(scores, dim=1)
-
-
-def conv(
-    cin: int,
-    cout: int,
-    kernel: int = 3,
-    padding: int = 0,
-    *,
-    norm: bool = True,
-    dropout: float = 0.0,
-) -> nn.Sequential:
-    """Conv (no bias) -> BatchNorm -> ReLU -> Dropout; ``norm=False`` gives a plain biased conv + ReLU."""
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers["conv"] = nn.Conv2d(cin, cout, kernel, padding=padding, bias=not norm)
-    if norm:
-        layers["bn"] = nn.BatchNorm2d(cout)
-    layers["relu"] = nn.ReLU()
-    if dropout:
-        layers["drop"] = Dropout(dropout)
-    return nn.Sequential(layers)
-
-
-def head(cin: int, kernel: int = 1, *, bias: bool = False) -> nn.Conv2d:
-    """The layer that produces the 10 class scores: no BatchNorm, no ReLU."""
-    return nn.Conv2d(cin, 10, kernel, bias=bias)
 
 
 def _sgd(epochs: int, **kwargs: object) -> Recipe:
