@@ -90,7 +90,7 @@ def test_unknown_operation_is_reported_not_guessed():
 
 
 def test_summary_is_data_then_rendered():
-    summary = summarize(create_model("model8"), name="model8")
+    summary = summarize(create_model("model8_v1"), name="model8_v1")
     row = summary.rows[0]
     assert (row.receptive_field, row.jump, row.params, row.output_shape) == (3, 1, 72, (8, 26, 26))
     data = json.loads(summary.to_json())

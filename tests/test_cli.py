@@ -70,7 +70,7 @@ def test_predict_reads_pictures_of_any_size_and_polarity(dry_run, tmp_path):
 
 def test_summary_formats():
     result = mnistlab("summary", "model8", "--format", "json")
-    assert json.loads(result.stdout)["params"] == 7432
+    assert json.loads(result.stdout)["params"] == 7500
     assert "| Layer | Type | Kernel Size" in mnistlab("summary", "model2", "--format", "markdown").stdout
 
 

@@ -27,7 +27,7 @@ def test_short_fit_learns_and_writes_the_run_directory(tmp_path, tiny_data):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert summary["data"] == {"train": 500, "val": 100, "test": 200}
-    assert summary["params"] == 7432 and len(summary["test_acc_last3"]) == 3
+    assert summary["params"] == 7500 and len(summary["test_acc_last3"]) == 3
     assert summary["provenance"]["torch"] == torch.__version__
     for name in ("config.json", "summary.json", "last.pt", "best.pt"):
         assert (run / name).is_file()

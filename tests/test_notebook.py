@@ -29,5 +29,5 @@ def test_main_notebook_runs(tmp_path):
     outputs = "".join(
         o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
     )
-    assert "test accuracy" in outputs and "Total: 7,432 parameters" in outputs
+    assert "test accuracy" in outputs and "Total: 7,500 parameters" in outputs
     assert (tmp_path / "nb" / "best.pt").is_file() and (tmp_path / "nb" / "misclassified.png").is_file()

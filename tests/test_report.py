@@ -26,7 +26,7 @@ def test_report_is_written_from_the_records(tmp_path, tiny_data):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\nrest\n")
     report = write_report(tmp_path / "results", tmp_path / "REPORT.md", readme).read_text()
-    assert "old" not in readme.read_text() and "| Model 8 (`model8`) | 7,432 |" in readme.read_text()
+    assert "old" not in readme.read_text() and "| Model 8 (`model8`) | 7,500 |" in readme.read_text()
     assert readme.read_text().endswith("<!-- results:end -->\nrest\n")
     summary = json.loads((tmp_path / "results" / "model8" / "seed2" / "summary.json").read_text())
     assert "## All models against the seed" in report
@@ -72,3 +72,30 @@ def test_model8_recipe_is_the_candidate_validation_chose():
         "label_smoothing",
     ):
         assert recipe[key] == chosen[key], (key, best.name)
+
+
+def test_every_recorded_tuning_run_is_its_declared_config():
+    """`mnistlab reproduce --tuning` must re-make exactly the recorded validation runs."""
+    from pathlib import Path
+
+    import pytest
+
+    import json
+
+    from mnistlab.config import TrainConfig
+    from mnistlab.engine import EXECUTION_ONLY
+    from mnistlab.experiments import TUNING
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    checked = 0
+    for run in TUNING:
+        recorded = results / run.group / run.name / "config.json"
+        if not recorded.is_file():
+            continue
+        then = TrainConfig.from_dict(json.loads(recorded.read_text())).to_dict()
+        now = run.config(Path("results")).to_dict()
+        for key in set(then) - set(EXECUTION_ONLY):
+            assert then[key] == now[key], (run.name, key, then[key], now[key])
+        checked += 1
+    if not checked:
+        pytest.skip("no recorded tuning runs")

@@ -44,44 +44,56 @@ class Study:
     outcome: str  # what the winner became
 
 
-# Hyper-parameter choices for Model 8, compared on the validation split (never on test).
+# Hyper-parameter choices for Model 8, compared on the validation split (never on test). The first round
+# started from the recipe of the time (batch 128, rotation only), written out so that each run's config is
+# exactly the one recorded.
+FIRST_ROUND = {"batch_size": 128, "augment": {"rotation": 7.0}}
+NO_SHIFTS = {"augment": {"rotation": 7.0}}
 MODEL8_TUNING: tuple[Run, ...] = (
-    Run("model8", 1, "tuning", "model8-dropout0.05", {"dropout": 0.05}, "dropout 0.05 after every 3x3 block"),
-    Run("model8", 1, "tuning", "model8-dropout0", {"dropout": 0.0}, "no dropout"),
     Run(
-        "model8",
+        "model8_v1",
+        1,
+        "tuning",
+        "model8-dropout0.05",
+        {**FIRST_ROUND, "dropout": 0.05},
+        "dropout 0.05 after every 3x3 block",
+    ),
+    Run("model8_v1", 1, "tuning", "model8-dropout0", {**FIRST_ROUND, "dropout": 0.0}, "no dropout"),
+    Run(
+        "model8_v1",
         1,
         "tuning",
         "model8-dropout0-translate0.1",
-        {"dropout": 0.0, "augment": {"rotation": 7.0, "translate": 0.1}},
+        {**FIRST_ROUND, "dropout": 0.0, "augment": {"rotation": 7.0, "translate": 0.1}},
         "no dropout; shifts up to 10% as well",
     ),
     Run(
-        "model8",
+        "model8_v1",
         1,
         "tuning",
         "model8-dropout0-batch64",
-        {"dropout": 0.0, "batch_size": 64},
+        {**FIRST_ROUND, "dropout": 0.0, "batch_size": 64},
         "no dropout; batch 64 (twice the steps)",
     ),
     Run(
-        "model8",
+        "model8_v1",
         1,
         "tuning",
         "model8-dropout0-lr0.1",
-        {"dropout": 0.0, "lr": 0.1},
+        {**FIRST_ROUND, "dropout": 0.0, "lr": 0.1},
         "no dropout; one-cycle peak 0.1",
     ),
     # second round: the best of the first (batch 64) with shifts as well
     Run(
-        "model8",
+        "model8_v1",
         1,
         "tuning",
         "model8-dropout0-batch64-translate0.1",
         {"dropout": 0.0, "batch_size": 64, "augment": {"rotation": 7.0, "translate": 0.1}},
         "no dropout; batch 64; shifts up to 10% as well",
     ),  # fmt: skip
-    # the architecture, with that recipe: Model 8 (the candidate above) against a wider variant
+    # the architecture, with that recipe: the first design (the candidate above), a wider variant, and the
+    # redesign after the first design missed the target on one of its 3 final seeds
     Run(
         "model8_wide",
         1,
@@ -90,6 +102,14 @@ MODEL8_TUNING: tuple[Run, ...] = (
         {},
         "Model 8 (wide), 7,964 parameters, with the chosen recipe",
     ),  # fmt: skip
+    Run(
+        "model8",
+        1,
+        "tuning",
+        "model8-separable",
+        {},
+        "Model 8 redesigned: separable body 36-36-36-36, 7,500 parameters, the same recipe",
+    ),
 )
 
 
@@ -101,6 +121,17 @@ RECORD_TUNING: tuple[Run, ...] = (
     Run("slim_b", 1, "tuning", "slim_b", {}, "the same, body padded (keeps 12x12), 3,486 parameters"),
     Run("slim_sep", 1, "tuning", "slim_sep", {}, "separable body 24-24-24, 3,340 parameters"),
     Run("slim_sep4", 1, "tuning", "slim_sep4", {}, "separable body 20-20-20-20, 3,424 parameters"),
+    Run(
+        "slim_sep4", 1, "tuning", "slim_sep4-rotation", NO_SHIFTS, "slim_sep4 without shifts (rotation only)"
+    ),
+    Run(
+        "slim_sep4",
+        1,
+        "tuning",
+        "slim_sep4-rotation-batch32",
+        {**NO_SHIFTS, "batch_size": 32},
+        "slim_sep4 without shifts, batch 32 (twice the steps)",
+    ),
 )
 
 STUDIES: tuple[Study, ...] = (
@@ -118,7 +149,8 @@ TUNING: tuple[Run, ...] = tuple(run for study in STUDIES for run in study.runs)
 AFFORDABLE = {"model1": {"epochs": 1}}
 # Model 8's hyper-parameters were chosen on the validation split (MODEL8_TUNING); its final runs then train on all
 # 60,000 training images. The test set is only ever reported.
-REFIT = {"model8": {"val_size": 0}, "model8_wide": {"val_size": 0}}
+REFIT = {name: {"val_size": 0} for name in ("model8", "model8_v1", "model8_wide")}
+EVERY_SEED = ("model8", "model8_v1")  # reported over all seeds; the others on the first
 
 
 def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS, full: bool = False) -> list[Run]:
@@ -128,7 +160,7 @@ def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS, full: bo
         shortened = {} if full else AFFORDABLE.get(model, {})
         overrides = {**REFIT.get(model, {}), **shortened}
         why = "shortened on CPU: " + ", ".join(f"{k}={v}" for k, v in shortened.items()) if shortened else ""
-        for seed in seeds if model.startswith("model8") or model.startswith("record") else seeds[:1]:
+        for seed in seeds if model in EVERY_SEED else seeds[:1]:
             runs.append(Run(model, seed, model, f"seed{seed}", dict(overrides), why))
     return runs
 

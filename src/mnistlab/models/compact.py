@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from mnistlab.config import Recipe
-from mnistlab.data.augment import Augment
 from mnistlab.models.layers import slim_net
 from mnistlab.models.registry import register_model
+from mnistlab.models.zoo import MODEL8_RECIPE
 
 # Model 8's recipe (chosen on the validation split for Model 8) is every candidate's starting point.
-SLIM_RECIPE = Recipe(epochs=15, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, scheduler="onecycle",
-                     pct_start=0.3, div_factor=10.0, final_div_factor=100.0,
-                     augment=Augment(rotation=7.0, translate=0.1), dropout=0.0)  # fmt: skip
+SLIM_RECIPE = MODEL8_RECIPE
 
 
 @register_model(
@@ -73,16 +70,3 @@ def slim_sep(dropout: float = 0.0) -> nn.Module:
 )  # fmt: skip
 def slim_sep4(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (20, 20, 20, 20), padded=2, dropout=dropout, factored=True)
-
-
-@register_model(
-    title="Model 8, separable (candidate)",
-    target=("Model 8's target with margin: at least 99.4% in each of the last 3 of 15 epochs on every seed, "
-            "under 8,000 parameters.",),
-    design="Unpadded 3x3 8-16 | pool | separable 3x3 36-36 | padded separable 3x3 36-36 | GAP | 1x1 to the "
-           "classes (7,500 parameters); Model 8's recipe.",
-    recipe=SLIM_RECIPE,
-    params=7_500,
-)  # fmt: skip
-def model8_sep(dropout: float = 0.0) -> nn.Module:
-    return slim_net((8, 16), (36, 36, 36, 36), padded=2, dropout=dropout, factored=True)

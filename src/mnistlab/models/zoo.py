@@ -14,8 +14,8 @@ from torch import nn
 
 from mnistlab.config import Recipe
 from mnistlab.data.augment import Augment
-from mnistlab.models.layers import Net, conv, head
-from mnistlab.models.registry import SeedResult, get_card, register_model
+from mnistlab.models.layers import Net, conv, head, slim_net
+from mnistlab.models.registry import SeedResult, register_model
 
 
 def _sgd(epochs: int, **kwargs: object) -> Recipe:
@@ -190,22 +190,44 @@ def model7(dropout: float = 0.05) -> nn.Module:
     ))  # fmt: skip
 
 
+MODEL8_RECIPE = Recipe(epochs=15, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, scheduler="onecycle",
+                       pct_start=0.3, div_factor=10.0, final_div_factor=100.0,
+                       augment=Augment(rotation=7.0, translate=0.1), dropout=0.0)  # fmt: skip
+
+
 @register_model(
     title="Model 8",
     target=("Reach at least 99.4% test accuracy in every one of the last 3 of 15 epochs, on every seed, "
             "with fewer than 8,000 parameters.",
+            "With margin: the first design (Model 8, first design) held it on 2 of 3 seeds only. Factor the "
+            "3x3 convolutions after the pool into depthwise and pointwise parts, which buys 36 channels there "
+            "instead of 16 for the same parameters."),
+    design="Unpadded 3x3 convolutions 8-16 | pool | separable 3x3 36-36 | padded separable 3x3 36-36 | GAP | "
+           "1x1 to the classes; each separable block is a depthwise 3x3, a pointwise 1x1, BatchNorm and ReLU. "
+           "SGD with OneCycleLR (peak 0.05) at batch 64, rotation +-7 degrees and shifts up to 10%, no dropout: "
+           "the first design's recipe, chosen on the validation split; the architecture too (see the tuning "
+           "table).",
+    recipe=MODEL8_RECIPE,
+    params=7_500,
+)  # fmt: skip
+def model8(dropout: float = 0.0) -> nn.Module:
+    return slim_net((8, 16), (36, 36, 36, 36), padded=2, dropout=dropout, factored=True)
+
+
+@register_model(
+    title="Model 8 (first design)",
+    target=("Model 8's target: at least 99.4% in every one of the last 3 of 15 epochs, on every seed, with "
+            "fewer than 8,000 parameters.",
             "Spend the parameters after the first pool, where the receptive field grows fastest, and train "
             "with a one-cycle schedule and mild rotation."),
     design="Unpadded 3x3 convolutions 8-16 | 1x1 to 8 | pool | 16-16 | padded 3x3 16 | GAP | 1x1 to the "
            "classes; receptive field 32 at the GAP. SGD with OneCycleLR (peak 0.05) at batch 64, rotation "
            "+-7 degrees and shifts up to 10%, no dropout: each choice made on the validation split (see the "
-           "tuning table).",
-    recipe=Recipe(epochs=15, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, scheduler="onecycle",
-                  pct_start=0.3, div_factor=10.0, final_div_factor=100.0,
-                  augment=Augment(rotation=7.0, translate=0.1), dropout=0.0),
+           "tuning table). It held the target on 2 of 3 seeds, so Model 8 was redesigned.",
+    recipe=MODEL8_RECIPE,
     params=7_432,
 )  # fmt: skip
-def model8(dropout: float = 0.0) -> nn.Module:
+def model8_v1(dropout: float = 0.0) -> nn.Module:
     return _model8_net((8, 16, 8), dropout)
 
 
@@ -227,11 +249,12 @@ def _model8_net(widths: tuple[int, int, int], dropout: float) -> Net:
 
 @register_model(
     title="Model 8 (wide)",
-    target=("Model 8's target with more margin: the same layers, the parameter budget spent up to 8,000.",),
-    design="Model 8 with 10 channels in the first convolution and the 1x1 transition and 15 in the second "
+    target=("Model 8's target with more margin: the first design's layers, the parameter budget spent up to "
+            "8,000.",),
+    design="Model 8's first design with 10 channels in the first convolution and the 1x1 transition and 15 in the second "
            "(10-15 | 1x1 to 10 | pool | 16-16 | padded 3x3 16 | GAP | 1x1); Model 8's recipe, which was chosen "
            "on the validation split.",
-    recipe=get_card("model8").recipe,
+    recipe=MODEL8_RECIPE,
     params=7_964,
     candidate=True,
 )  # fmt: skip
