@@ -28,6 +28,7 @@ class Run:
     name: str  # folder under the group
     overrides: dict[str, Any] = field(default_factory=dict)
     why: str = ""  # what the run is for, shown in the report
+    against: str = ""  # the run it changes one thing of (tuning): the report shows the difference
 
     def config(self, results: Path) -> TrainConfig:
         out = results / self.group / self.name
@@ -50,89 +51,43 @@ class Study:
 FIRST_ROUND = {"batch_size": 128, "augment": {"rotation": 7.0}}
 NO_SHIFTS = {"augment": {"rotation": 7.0}}
 MODEL8_TUNING: tuple[Run, ...] = (
-    Run(
-        "model8_v1",
-        1,
-        "tuning",
-        "model8-dropout0.05",
-        {**FIRST_ROUND, "dropout": 0.05},
-        "dropout 0.05 after every 3x3 block",
-    ),
-    Run("model8_v1", 1, "tuning", "model8-dropout0", {**FIRST_ROUND, "dropout": 0.0}, "no dropout"),
-    Run(
-        "model8_v1",
-        1,
-        "tuning",
-        "model8-dropout0-translate0.1",
+    Run("model8_v1", 1, "tuning", "model8-dropout0.05", {**FIRST_ROUND, "dropout": 0.05},
+        "dropout 0.05 after every 3x3 block"),
+    Run("model8_v1", 1, "tuning", "model8-dropout0", {**FIRST_ROUND, "dropout": 0.0},
+        "no dropout", against="model8-dropout0.05"),
+    Run("model8_v1", 1, "tuning", "model8-dropout0-translate0.1",
         {**FIRST_ROUND, "dropout": 0.0, "augment": {"rotation": 7.0, "translate": 0.1}},
-        "no dropout; shifts up to 10% as well",
-    ),
-    Run(
-        "model8_v1",
-        1,
-        "tuning",
-        "model8-dropout0-batch64",
-        {**FIRST_ROUND, "dropout": 0.0, "batch_size": 64},
-        "no dropout; batch 64 (twice the steps)",
-    ),
-    Run(
-        "model8_v1",
-        1,
-        "tuning",
-        "model8-dropout0-lr0.1",
-        {**FIRST_ROUND, "dropout": 0.0, "lr": 0.1},
-        "no dropout; one-cycle peak 0.1",
-    ),
+        "no dropout; shifts up to 10% as well", against="model8-dropout0"),
+    Run("model8_v1", 1, "tuning", "model8-dropout0-batch64", {**FIRST_ROUND, "dropout": 0.0, "batch_size": 64},
+        "no dropout; batch 64 (twice the steps)", against="model8-dropout0"),
+    Run("model8_v1", 1, "tuning", "model8-dropout0-lr0.1", {**FIRST_ROUND, "dropout": 0.0, "lr": 0.1},
+        "no dropout; one-cycle peak 0.1", against="model8-dropout0"),
     # second round: the best of the first (batch 64) with shifts as well
-    Run(
-        "model8_v1",
-        1,
-        "tuning",
-        "model8-dropout0-batch64-translate0.1",
+    Run("model8_v1", 1, "tuning", "model8-dropout0-batch64-translate0.1",
         {"dropout": 0.0, "batch_size": 64, "augment": {"rotation": 7.0, "translate": 0.1}},
-        "no dropout; batch 64; shifts up to 10% as well",
-    ),  # fmt: skip
+        "no dropout; batch 64; shifts up to 10% as well", against="model8-dropout0-batch64"),
     # the architecture, with that recipe: the first design (the candidate above), a wider variant, and the
     # redesign after the first design missed the target on one of its 3 final seeds
-    Run(
-        "model8_wide",
-        1,
-        "tuning",
-        "model8_wide-batch64-translate0.1",
-        {},
-        "Model 8 (wide), 7,964 parameters, with the chosen recipe",
-    ),  # fmt: skip
-    Run(
-        "model8",
-        1,
-        "tuning",
-        "model8-separable",
-        {},
+    Run("model8_wide", 1, "tuning", "model8_wide-batch64-translate0.1", {},
+        "Model 8 (wide), 7,964 parameters, with the chosen recipe", against="model8-dropout0-batch64-translate0.1"),
+    Run("model8", 1, "tuning", "model8-separable", {},
         "Model 8 redesigned: separable body 36-36-36-36, 7,500 parameters, the same recipe",
-    ),
-)
-
+        against="model8-dropout0-batch64-translate0.1"),
+)  # fmt: skip
 
 # The smallest model that holds the target: architectures first, then the recipe of the best one.
 RECORD_TUNING: tuple[Run, ...] = (
-    Run(
-        "slim_a", 1, "tuning", "slim_a", {}, "plain 3x3 convolutions 6-10 | pool | 10-10-10, 3,486 parameters"
-    ),
-    Run("slim_b", 1, "tuning", "slim_b", {}, "the same, body padded (keeps 12x12), 3,486 parameters"),
-    Run("slim_sep", 1, "tuning", "slim_sep", {}, "separable body 24-24-24, 3,340 parameters"),
-    Run("slim_sep4", 1, "tuning", "slim_sep4", {}, "separable body 20-20-20-20, 3,424 parameters"),
-    Run(
-        "slim_sep4", 1, "tuning", "slim_sep4-rotation", NO_SHIFTS, "slim_sep4 without shifts (rotation only)"
-    ),
-    Run(
-        "slim_sep4",
-        1,
-        "tuning",
-        "slim_sep4-rotation-batch32",
-        {**NO_SHIFTS, "batch_size": 32},
-        "slim_sep4 without shifts, batch 32 (twice the steps)",
-    ),
-)
+    Run("slim_a", 1, "tuning", "slim_a", {}, "plain 3x3 convolutions 6-10, pool, 10-10-10, 3,486 parameters"),
+    Run("slim_b", 1, "tuning", "slim_b", {}, "the same, body padded (keeps 12x12), 3,486 parameters",
+        against="slim_a"),
+    Run("slim_sep", 1, "tuning", "slim_sep", {}, "separable body 24-24-24, 3,340 parameters", against="slim_a"),
+    Run("slim_sep4", 1, "tuning", "slim_sep4", {}, "separable body 20-20-20-20, 3,424 parameters",
+        against="slim_sep"),
+    Run("slim_sep4", 1, "tuning", "slim_sep4-rotation", NO_SHIFTS, "slim_sep4 without shifts (rotation only)",
+        against="slim_sep4"),
+    Run("slim_sep4", 1, "tuning", "slim_sep4-rotation-batch32", {**NO_SHIFTS, "batch_size": 32},
+        "slim_sep4 without shifts, batch 32 (twice the steps)", against="slim_sep4-rotation"),
+)  # fmt: skip
 
 STUDIES: tuple[Study, ...] = (
     Study("model8", "Model 8: choices made on the validation split", MODEL8_TUNING,

@@ -211,13 +211,15 @@ def tuning_section(results: Path, study: Study) -> str:
     lines = [f"## {study.title}", "",
              "Each candidate trained on the 55,000 training images with seed 1; the 5,000 held-out validation images "
              "decide. Test accuracy is shown for the record only; it chose nothing.", "",
-             "| candidate | what | params | val acc, last 3 epochs | val mean | test at last epoch | train time |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| candidate | what | params | val acc, last 3 epochs | val mean | change in val mean | test at last epoch | train time |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     scores = tuning_scores(results, study)
+    by_name = {run.name: score for run, _, score in scores}
     for run, record, score in scores:
         vals = [h["val_acc"] for h in record.history[-3:]]
+        change = f"{score - by_name[run.against]:+.2f} vs `{run.against}`" if run.against in by_name else "-"
         lines.append(f"| `{run.name}` | {run.why} | {record.summary['params']:,} | {', '.join(_pct(v) for v in vals)} | "
-                     f"{score:.2f} | {_pct(record.summary['last_test_acc'])} | "
+                     f"{score:.2f} | {change} | {_pct(record.summary['last_test_acc'])} | "
                      f"{_seconds(record.summary['train_seconds'])} |")  # fmt: skip
     if not scores:
         return ""
