@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
-from mnistlab.experiments import Run, run_all, status
+import pytest
+
+from mnistlab.config import Recipe
+from mnistlab.experiments import STUDIES, Run, run_all, status
 from mnistlab.report import write_report
+
+RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 
 TINY = {"epochs": 3, "batch_size": 64, "val_size": 100, "device": "cpu"}
 
@@ -44,44 +51,27 @@ def test_report_is_written_from_the_records(tmp_path, tiny_data):
     assert "![Model 8 curves](results/figures/model8-curves.png)" in report
 
 
-def test_model8_recipe_is_the_candidate_validation_chose():
-    """Model 8's recipe must be the tuning candidate with the best validation mean in the recorded runs."""
-    from pathlib import Path
-
-    import pytest
-
+@pytest.mark.parametrize("study", STUDIES, ids=lambda study: study.key)
+def test_each_study_winner_is_the_registered_model(study):
+    """The model a study produced must be its best-validation candidate: same recipe, same layers."""
     from mnistlab.config import TrainConfig
-    from mnistlab.experiments import STUDIES
+    from mnistlab.models import create_model
     from mnistlab.report import tuning_scores
 
     results = Path(__file__).resolve().parent.parent / "results"
-    scores = tuning_scores(results, STUDIES[0])
+    scores = tuning_scores(results, study)
     if not scores:
         pytest.skip("no recorded tuning runs")
     best, record, _ = max(scores, key=lambda item: item[2])
-    recipe = TrainConfig.for_model("model8").to_dict()
-    chosen = record.config
-    for key in (
-        "dropout",
-        "lr",
-        "batch_size",
-        "epochs",
-        "scheduler",
-        "augment",
-        "momentum",
-        "label_smoothing",
-    ):
-        assert recipe[key] == chosen[key], (key, best.name)
+    recipe = TrainConfig.for_model(study.winner).to_dict()
+    for key in RECIPE_FIELDS:
+        assert recipe[key] == record.config[key], (key, best.name)
+    shapes = {k: v.shape for k, v in create_model(best.model).state_dict().items()}
+    assert shapes == {k: v.shape for k, v in create_model(study.winner).state_dict().items()}, best.name
 
 
 def test_every_recorded_tuning_run_is_its_declared_config():
     """`mnistlab reproduce --tuning` must re-make exactly the recorded validation runs."""
-    from pathlib import Path
-
-    import pytest
-
-    import json
-
     from mnistlab.config import TrainConfig
     from mnistlab.engine import EXECUTION_ONLY
     from mnistlab.experiments import TUNING
