@@ -128,6 +128,19 @@ def profile(model_name: str, steps: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
+def markdown(rows: list[dict]) -> str:
+    """The variants as a table, each against the default configuration of the same run."""
+    base = next((r["s_per_epoch"] for r in rows if r["variant"] == "default"), None)
+    lines = ["| variant | what changes | s per 60k-image epoch (median) | vs default | minor faults/step |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        ratio = f"{r['s_per_epoch'] / base:.2f}x" if base else "-"
+        compile_note = f" (+{r['compile_seconds']:.0f} s compile)" if r["compile_seconds"] else ""
+        lines.append(f"| `{r['variant']}` | {r['what']} | {r['s_per_epoch']:.1f}{compile_note} | {ratio} | "
+                     f"{r['faults_per_step']:.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="model8")
@@ -177,6 +190,8 @@ def main() -> None:
 
     atomic_write_json(args.output, {"model": args.model, "steps": args.steps, "repeats": args.repeats,
                                     "variants": rows, "provenance": provenance(torch.device("cpu"))})  # fmt: skip
+    print("\nas markdown (benchmarks/NOTES.md):\n")
+    print(markdown(rows))
     print(f"\nwrote {args.output}")
 
 

@@ -197,7 +197,7 @@ def models_() -> None:
 
     for name in list_models():
         card = get_card(name)
-        note = "  (candidate, not chosen on validation)" if card.candidate else ""
+        note = "  (candidate: see its study in REPORT.md)" if card.candidate else ""
         click.echo(f"{name:<12} {card.title:<28} {card.params:>10,} params{note}")
 
 
