@@ -214,7 +214,7 @@ def tuning_section(results: Path, study: Study) -> str:
              "| candidate | what | params | val acc, last 3 epochs | val mean | change in val mean | test at last epoch | train time |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     scores = tuning_scores(results, study)
-    by_name = {run.name: score for run, _, score in scores}
+    by_name = {run.name: score for other in STUDIES for run, _, score in tuning_scores(results, other)}
     for run, record, score in scores:
         vals = [h["val_acc"] for h in record.history[-3:]]
         change = f"{score - by_name[run.against]:+.2f} vs `{run.against}`" if run.against in by_name else "-"
