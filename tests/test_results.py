@@ -13,10 +13,10 @@ from mnistlab.models import load_checkpoint
 pytestmark = pytest.mark.real_data
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-FINAL = sorted(p.parent for p in RESULTS.glob("*/seed*/summary.json") if (p.parent / "last.pt").is_file())
+FINAL = sorted(p.parent for p in RESULTS.glob("**/seed*/summary.json") if (p.parent / "last.pt").is_file())
 
 
-@pytest.mark.parametrize("run", FINAL, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("run", FINAL, ids=lambda p: str(p.relative_to(RESULTS)))
 def test_shipped_checkpoint_gives_its_recorded_test_accuracy(run):
     summary = json.loads((run / "summary.json").read_text())
     result = evaluate_checkpoint(run / "last.pt")

@@ -245,7 +245,8 @@ def report(results: str, output: str, readme: str) -> None:
 )
 @click.option("--seeds", default="1,2,3", show_default=True, help="seeds for Model 8 (others use the first)")
 @click.option("--results", type=click.Path(), default="results", show_default=True)
-@click.option("--tuning/--no-tuning", default=True, help="also the validation runs behind Model 8's choices")
+@click.option("--tuning/--no-tuning", default=True,
+              help="also the validation runs behind every choice, and the earlier attempts' final runs")  # fmt: skip
 @click.option("--full", is_flag=True, help="no shortened runs (Model 1's full recipe; for a GPU)")
 @click.option("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
 @click.option("--quiet", is_flag=True)
@@ -253,7 +254,7 @@ def reproduce(
     models: str, seeds: str, results: str, tuning: bool, full: bool, threads: int, quiet: bool
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
-    from mnistlab.experiments import TUNING, final_runs, run_all, status
+    from mnistlab.experiments import EARLIER, TUNING, final_runs, run_all, status
     from mnistlab.models import get_card
 
     names = [m.strip() for m in models.split(",") if m.strip()]
@@ -263,7 +264,7 @@ def reproduce(
         seed_list = tuple(int(s) for s in seeds.split(","))
     except ValueError:
         raise MnistlabError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-    runs = (list(TUNING) if tuning else []) + final_runs(names, seed_list, full)
+    runs = (list(TUNING) + list(EARLIER) if tuning else []) + final_runs(names, seed_list, full)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
     overrides = {"threads": threads} if threads else None

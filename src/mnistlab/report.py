@@ -13,7 +13,7 @@ from typing import Any
 
 from mnistlab.analysis import Summary, summarize
 from mnistlab.engine import read_history
-from mnistlab.experiments import STUDIES, Study
+from mnistlab.experiments import EARLIER, STUDIES, Study
 from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model, get_card, list_models
 from mnistlab.models.registry import ModelCard
@@ -243,6 +243,24 @@ def tuning_scores(results: Path, study: Study) -> list[tuple[Any, RunRecord, flo
     return scored
 
 
+def earlier_section(results: Path) -> str:
+    """Final runs of recipes that were replaced, with why: their last-3 test accuracy per seed."""
+    lines = ["## Earlier attempts", "",
+             "Final runs (all 60,000 training images) of a recipe that was replaced after it missed the target "
+             "on a seed; kept under `results/earlier/` as the evidence.", "",
+             "| attempt | seed | params | last-3 test | min | held |", "|---|---|---|---|---|---|"]  # fmt: skip
+    found = False
+    for run in EARLIER:
+        record = load_run(results / run.group / run.name)
+        if record is None:
+            continue
+        found = True
+        lines.append(f"| {run.why} (`{run.group}`) | {run.seed} | {record.summary['params']:,} | "
+                     f"{', '.join(_pct(a) for a in record.last3)} | {_pct(min(record.last3))} | "
+                     f"{'yes' if min(record.last3) >= TARGET else 'no'} |")  # fmt: skip
+    return "\n".join(lines) + "\n" if found else ""
+
+
 RECORD_BUDGET = 3_500
 RECORD_MODELS = ("sepnet3k", "sepnet5k", "model8")  # the record, its fallback, and Model 8 for reference
 
@@ -321,6 +339,9 @@ def write_report(
         tuning = tuning_section(results, study)
         if tuning:
             parts += [tuning]
+    earlier = earlier_section(results)
+    if earlier:
+        parts += [earlier]
     wrong_tables = []
     previous = None
     for result in model_results:
