@@ -81,6 +81,12 @@ MODEL8_TUNING: tuple[Run, ...] = (
         "the redesign; weights evaluated as their moving average (decay 0.999)", against="model8-separable"),
     Run("model8", 1, "tuning", "model8-separable-rotation-ema", {**NO_SHIFTS, "ema": 0.999},
         "the redesign; moving average; rotation only (no shifts)", against="model8-separable-ema"),
+    # neither helped: more augmentation, or softer targets, for a model that does not over-fit
+    Run("model8", 1, "tuning", "model8-separable-scale0.1",
+        {"augment": {"rotation": 7.0, "translate": 0.1, "scale": 0.1}, "ema": 0.0},
+        "the redesign; zoom of up to 10% as well", against="model8-separable"),
+    Run("model8", 1, "tuning", "model8-separable-ls0.1", {**SHIFTS, "ema": 0.0, "label_smoothing": 0.1},
+        "the redesign; label smoothing 0.1", against="model8-separable"),
 )  # fmt: skip
 
 # The smallest model that holds the target: architectures first, then the recipe of the best one.
