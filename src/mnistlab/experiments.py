@@ -121,7 +121,7 @@ EARLIER: tuple[Run, ...] = tuple(
 
 STUDIES: tuple[Study, ...] = (
     Study("model8", "Model 8: choices made on the validation split", MODEL8_TUNING,
-          "Model 8's recipe; its final runs train on all 60,000 training images", "model8"),
+          "Model 8's design and recipe", "model8"),
     Study("record", "The record: the smallest model that holds 99.4%", RECORD_TUNING,
           "the record model and its recipe", "sepnet3k"),
     Study("fallback", "The record's fallback: a wider SepNet", FALLBACK_TUNING,
