@@ -102,6 +102,7 @@ def sepnet3k(dropout: float = 0.0) -> nn.Module:
            "the recipe the record study chose for slim_sep4 (rotation only, no shifts).",
     recipe=dataclasses.replace(SLIM_RECIPE, augment=Augment(rotation=7.0)),
     params=5_032,
+    candidate=True,
 )  # fmt: skip
 def sepnet5k(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (28, 28, 28, 28), padded=2, dropout=dropout, factored=True)
