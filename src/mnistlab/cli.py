@@ -240,7 +240,7 @@ def report(results: str, output: str, readme: str) -> None:
 @cli.command()
 @click.option(
     "--models",
-    default="model8,model8_v1,sepnet3k,sepnet5k,model2,model3,model4,model5,model6,model7,model1",
+    default="model8,model8_v1,sepnet3k,model2,model3,model4,model5,model6,model7,model1",
     show_default=True,
 )
 @click.option("--seeds", default="1,2,3", show_default=True, help="seeds for Model 8 (others use the first)")
