@@ -104,6 +104,13 @@ def analysis_sentences(result: ModelResult, previous: ModelResult | None) -> lis
         hits = sum(a >= TARGET for a in run.last3)
         out.append(f"Seed {run.summary['seed']}: {TARGET}% reached in {hits} of the last {len(run.last3)} epochs "
                    f"(test {', '.join(_pct(a) for a in run.last3)}).")  # fmt: skip
+    if len(result.runs) > 1:
+        means = [mean(r.last3) for r in result.runs]
+        spread = max(means) - min(means)
+        out.append(f"Across its {len(result.runs)} seeds the last-3 mean ranges from {min(means):.2f} to {max(means):.2f} "
+                   f"({spread:.2f} points) and single epochs from {min(result.last3_all):.2f} to "
+                   f"{max(result.last3_all):.2f}: the seed moves test accuracy as much as the changes compared on "
+                   "validation did.")  # fmt: skip
     if previous is not None and previous.runs:
         delta = mean(result.last3_all) - mean(previous.last3_all)
         params = result.card.params - previous.card.params
