@@ -109,8 +109,7 @@ def analysis_sentences(result: ModelResult, previous: ModelResult | None) -> lis
         spread = max(means) - min(means)
         out.append(f"Across its {len(result.runs)} seeds the last-3 mean ranges from {min(means):.2f} to {max(means):.2f} "
                    f"({spread:.2f} points) and single epochs from {min(result.last3_all):.2f} to "
-                   f"{max(result.last3_all):.2f}: the seed moves test accuracy as much as the changes compared on "
-                   "validation did.")  # fmt: skip
+                   f"{max(result.last3_all):.2f}; a single-seed comparison carries noise of this size.")  # fmt: skip
     if previous is not None and previous.runs:
         delta = mean(result.last3_all) - mean(previous.last3_all)
         params = result.card.params - previous.card.params
