@@ -29,11 +29,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "contiguous": ("weights and activations in the default (NCHW) memory format", {"channels_last": False}),
     "no-mallopt": ("glibc's default allocator thresholds", {"mallopt": False}),
     "dropout-torch": (
-        "dropout 0.05 after every 3x3 block, masks from torch's Bernoulli",
+        "dropout 0.05 where the builder takes it, masks from torch's Bernoulli",
         {"dropout": "torch"},
     ),
     "dropout-numpy": (
-        "dropout 0.05 after every 3x3 block, masks from numpy (mnistlab's Dropout)",
+        "dropout 0.05 where the builder takes it, masks from numpy (mnistlab's Dropout)",
         {"dropout": "numpy"},
     ),  # fmt: skip
     "compile": ("torch.compile (inductor); compile time reported apart", {"compile": True}),
