@@ -86,6 +86,12 @@ def analysis_sentences(result: ModelResult, previous: ModelResult | None) -> lis
     if not result.runs:
         return ["Not run yet: `mnistlab reproduce --models " + result.card.name + "`."]
     out = []
+    planned, ran = result.card.recipe.epochs, result.runs[0].summary["epochs"]
+    if ran < planned:
+        out.append(f"Shortened: {ran} of the recipe's {planned} epochs, what a 2-core CPU could afford "
+                   f"({_seconds(result.runs[0].summary['train_seconds'])} per run); the full recipe, for a machine "
+                   f"with a GPU, is `mnistlab reproduce --models {result.card.name} --full`. Its numbers are not "
+                   f"comparable with {planned}-epoch figures.")  # fmt: skip
     train = result.stat("best_train_acc")
     last = result.stat("last_test_acc")
     gap = train - last
