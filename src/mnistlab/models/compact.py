@@ -18,7 +18,7 @@ from mnistlab.models.layers import slim_net
 from mnistlab.models.registry import register_model
 from mnistlab.models.zoo import MODEL8_RECIPE
 
-# Model 8's recipe (chosen on the validation split for Model 8) is every candidate's starting point.
+# The recipe chosen on validation for Model 8's first design (before zoom) is every candidate's starting point.
 SLIM_RECIPE = MODEL8_RECIPE
 
 
@@ -27,7 +27,7 @@ SLIM_RECIPE = MODEL8_RECIPE
     target=("At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most "
             "3,500 parameters.",),
     design="Unpadded 3x3 6-10 | pool | 10-10 | padded 3x3 10 | GAP | 1x1 to the classes (3,486 "
-           "parameters); Model 8's recipe.",
+           "parameters); the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_486,
     candidate=True,
@@ -41,7 +41,7 @@ def slim_a(dropout: float = 0.0) -> nn.Module:
     target=("slim_a's target; the same parameters spent on a body that keeps the 12x12 map (2.2x the "
             "multiply-adds after the pool).",),
     design="Unpadded 3x3 6-10 | pool | padded 3x3 10-10-10 | GAP | 1x1 to the classes (3,486 parameters); "
-           "Model 8's recipe.",
+           "the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_486,
     candidate=True,
@@ -55,7 +55,7 @@ def slim_b(dropout: float = 0.0) -> nn.Module:
     target=("slim_a's target; the body's 3x3 convolutions factored into depthwise and pointwise parts, which "
             "buys 24 channels after the pool instead of 10 for the same parameters.",),
     design="Unpadded 3x3 8-12 | pool | separable 3x3 24-24 | padded separable 3x3 24 | GAP | 1x1 to the "
-           "classes (3,340 parameters); Model 8's recipe.",
+           "classes (3,340 parameters); the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_340,
     candidate=True,
@@ -68,7 +68,7 @@ def slim_sep(dropout: float = 0.0) -> nn.Module:
     title="Slim 3.5k, deeper separable",
     target=("slim_sep's target; four separable blocks of 20 channels instead of three of 24.",),
     design="Unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | GAP | 1x1 to the "
-           "classes (3,424 parameters); Model 8's recipe.",
+           "classes (3,424 parameters); the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_424,
     candidate=True,
