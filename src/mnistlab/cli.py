@@ -240,7 +240,7 @@ def report(results: str, output: str, readme: str) -> None:
 @cli.command()
 @click.option(
     "--models",
-    default="model8,model8_v1,sepnet3k,model2,model3,model4,model5,model6,model7,model1",
+    default="model8,model8_v1,sepnet3k,sepnet6k,model2,model3,model4,model5,model6,model7,model1",
     show_default=True,
 )
 @click.option("--seeds", default="1,2,3", show_default=True, help="seeds for Model 8 (others use the first)")
@@ -249,29 +249,49 @@ def report(results: str, output: str, readme: str) -> None:
               help="also the validation runs behind every choice, and the earlier attempts' final runs")  # fmt: skip
 @click.option("--full", is_flag=True, help="no shortened runs (Model 1's full recipe; for a GPU)")
 @click.option("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
+@click.option("--study", "studies", multiple=True,
+              help="only this study's validation runs (repeatable; see `mnistlab report`'s tuning tables)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+              help="where every run trains [each run's default: auto]")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="runs trained at once, each in its own process (a GPU fits many small runs)")
 @click.option("--quiet", is_flag=True)
 def reproduce(
-    models: str, seeds: str, results: str, tuning: bool, full: bool, threads: int, quiet: bool
+    models: str, seeds: str, results: str, tuning: bool, full: bool, threads: int, studies: tuple[str, ...],
+    device: str | None, workers: int, quiet: bool,
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
-    from mnistlab.experiments import EARLIER, TUNING, final_runs, run_all, status
+    from mnistlab.experiments import EARLIER, STUDIES, TUNING, final_runs, run_all, status
     from mnistlab.models import get_card
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    for name in names:
-        get_card(name)
-    try:
-        seed_list = tuple(int(s) for s in seeds.split(","))
-    except ValueError:
-        raise MnistlabError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-    runs = (list(TUNING) + list(EARLIER) if tuning else []) + final_runs(names, seed_list, full)
+    if workers < 1:
+        raise MnistlabError(f"--workers must be at least 1, got {workers}")
+    if studies:
+        known = {study.key: study for study in STUDIES}
+        unknown = [key for key in studies if key not in known]
+        if unknown:
+            raise MnistlabError(f"unknown study {unknown[0]!r}; choose from {', '.join(known)}")
+        runs = [run for key in studies for run in known[key].runs]
+        runs.sort(key=lambda run: run.seed)  # every candidate's first seeds before any one's last
+    else:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        for name in names:
+            get_card(name)
+        try:
+            seed_list = tuple(int(s) for s in seeds.split(","))
+        except ValueError:
+            raise MnistlabError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+        runs = (list(TUNING) + list(EARLIER) if tuning else []) + final_runs(names, seed_list, full)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
-    overrides = {"threads": threads} if threads else None
-    summaries = run_all(runs, Path(results), overrides=overrides, log=click.echo, progress=not quiet)
+    overrides = {key: value for key, value in (("threads", threads), ("device", device)) if value}
+    summaries = run_all(runs, Path(results), overrides=overrides or None, log=click.echo,
+                        progress=not quiet, workers=workers)  # fmt: skip
     for run, summary in zip(runs, summaries):
-        click.echo(f"{run.group}/{run.name}: params {summary['params']:,}, test accuracy in the last epochs "
-                   f"{summary['test_acc_last3']} (min {summary['test_acc_last3_min']:.2f})")  # fmt: skip
+        scores = (f"test accuracy in the last epochs {summary['test_acc_last3']} "
+                  f"(min {summary['test_acc_last3_min']:.2f})" if summary["test_acc_last3"]
+                  else f"validation accuracy at the last epoch {summary['last_val_acc']}")  # fmt: skip
+        click.echo(f"{run.group}/{run.name}: params {summary['params']:,}, {scores}")
 
 
 def main() -> None:

@@ -169,6 +169,7 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {_cpu_name()}, {os.cpu_count()} cores",
         "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
     }
 

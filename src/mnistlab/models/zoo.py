@@ -206,10 +206,11 @@ MODEL8_RECIPE = Recipe(epochs=15, batch_size=64, optimizer="sgd", lr=0.05, momen
             "instead of 16 for the same parameters."),
     design="Unpadded 3x3 convolutions 8-16 | pool | separable 3x3 36-36 | padded separable 3x3 36-36 | GAP | "
            "1x1 to the classes; each separable block is a depthwise 3x3, a pointwise 1x1, BatchNorm and ReLU. "
-           "SGD with OneCycleLR (peak 0.05) at batch 64, rotation +-7 degrees, shifts up to 10% and zoom up to "
-           "10%, no dropout: the first design's recipe plus zoom; the architecture and each change chosen on "
-           "the validation split (see the tuning table and the earlier attempts).",
-    recipe=dataclasses.replace(MODEL8_RECIPE, augment=Augment(rotation=7.0, translate=0.1, scale=0.1)),
+           "SGD with OneCycleLR (peak 0.1) at batch 64, rotation +-7 degrees, shifts up to 10% and zoom up to "
+           "10%, no dropout: the first design's recipe plus zoom and a higher peak; the architecture and each "
+           "change chosen on the validation split (see the three tuning tables and the earlier attempts; the "
+           "peak was chosen in round three, on 4 seeds).",
+    recipe=dataclasses.replace(MODEL8_RECIPE, lr=0.1, augment=Augment(rotation=7.0, translate=0.1, scale=0.1)),
     params=7_500,
 )  # fmt: skip
 def model8(dropout: float = 0.0) -> nn.Module:
@@ -276,3 +277,17 @@ def _model8_net(widths: tuple[int, int, int], dropout: float) -> Net:
 )  # fmt: skip
 def model8_wide(dropout: float = 0.0) -> nn.Module:
     return _model8_net((10, 15, 10), dropout)
+
+
+@register_model(
+    title="Model 8 (wider stem)",
+    target=("Model 8's target with more margin: the 310 parameters left under 8,000 spent on the first "
+            "convolution, 10 channels instead of 8.",),
+    design="Unpadded 3x3 convolutions 10-16 | pool | separable 3x3 36-36 | padded separable 3x3 36-36 | GAP | "
+           "1x1 to the classes (7,810 parameters); Model 8's recipe.",
+    recipe=dataclasses.replace(MODEL8_RECIPE, augment=Augment(rotation=7.0, translate=0.1, scale=0.1)),
+    params=7_810,
+    candidate=True,
+)  # fmt: skip
+def model8_stem10(dropout: float = 0.0) -> nn.Module:
+    return slim_net((10, 16), (36, 36, 36, 36), padded=2, dropout=dropout, factored=True)
