@@ -84,6 +84,8 @@ def test_summary_formats():
         (["evaluate", "--checkpoint", "nowhere.pt"], "does not exist"),
         (["summary", "resnet"], "unknown model"),
         (["train", "--resume", "nowhere"], "nothing to resume"),
+        (["reproduce", "--study", "nope"], "unknown study 'nope'"),
+        (["reproduce", "--workers", "0"], "--workers must be at least 1"),
     ],
 )
 def test_user_errors_are_one_line(args, message, tmp_path):

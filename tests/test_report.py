@@ -27,6 +27,20 @@ def test_run_all_skips_done_and_resumes_partial(tmp_path, tiny_data):
     assert status(runs[1], tmp_path) == "done"
 
 
+def test_parallel_runs_match_serial_ones(tmp_path, tiny_data):
+    """Workers change where runs train, not what they compute: each run's numbers equal the serial run's."""
+    runs = [Run("sepnet3k", seed, "tuning", f"c/s{seed}") for seed in (1, 2)]
+    tiny = {**TINY, "epochs": 2, "threads": 1}
+    serial = run_all(runs, tmp_path / "serial", overrides=tiny, progress=False, log=lambda m: None, data=tiny_data)
+    logs: list[str] = []
+    parallel = run_all(runs, tmp_path / "parallel", overrides=tiny, log=logs.append, data=tiny_data, workers=2)
+    for one, other in zip(serial, parallel):
+        assert (one["seed"], one["last_val_acc"], one["test_acc_last3"]) == (
+            other["seed"], other["last_val_acc"], other["test_acc_last3"])
+    assert (tmp_path / "parallel" / "tuning" / "c" / "s2" / "train.log").read_text().count("epoch") == 2
+    assert any("2 runs on 2 workers" in line for line in logs)
+
+
 def test_report_is_written_from_the_records(tmp_path, tiny_data):
     runs = [Run("model8", s, "model8", f"seed{s}") for s in (1, 2)] + [Run("model7", 1, "model7", "seed1")]
     run_all(runs, tmp_path / "results", overrides=TINY, progress=False, log=lambda m: None, data=tiny_data)
@@ -49,6 +63,24 @@ def test_report_is_written_from_the_records(tmp_path, tiny_data):
     )
     assert (tmp_path / "results" / "figures" / "model8-curves.png").is_file()
     assert "![Model 8 curves](results/figures/model8-curves.png)" in report
+
+
+def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
+    from statistics import mean
+
+    from mnistlab.experiments import MODEL8_SEEDED
+    from mnistlab.report import tuning_scores
+
+    runs = [run for run in MODEL8_SEEDED if run.name in ("m8/s1", "m8/s2")]
+    results = tmp_path / "results"
+    run_all(runs, results, overrides=TINY, progress=False, log=lambda m: None, data=tiny_data)
+    study = next(s for s in STUDIES if s.key == "model8-seeds")
+    (candidate,) = tuning_scores(results, study)
+    per_seed = [mean(h["val_acc"] for h in r.history[-3:]) for r in candidate.records]
+    assert candidate.name == "m8" and len(per_seed) == 2 and candidate.score == pytest.approx(mean(per_seed))
+    assert all(r.summary["test_acc_last3"] == [] for r in candidate.records)  # the test set was never used
+    report = write_report(results, tmp_path / "REPORT.md").read_text()
+    assert f"| `m8` | {runs[0].why} | 7,500 | {per_seed[0]:.2f}, {per_seed[1]:.2f} | {candidate.score:.3f} |" in report
 
 
 @pytest.mark.parametrize("study", STUDIES, ids=lambda study: study.key)
