@@ -179,8 +179,8 @@ STUDIES: tuple[Study, ...] = (
     Study("record", "The record: the smallest model that holds 99.4%", RECORD_TUNING,
           "the record model and its recipe", "sepnet3k"),
     Study("fallback", "The record's fallback: a wider SepNet", FALLBACK_TUNING,
-          "the fallback candidate, but it was not taken to final runs: its validation mean is below Model 8's, "
-          "so with the CPU time left Model 8 was the smaller-than-8,000 model run on 3 seeds", "sepnet5k"),
+          "the fallback candidate, but it was not taken to final runs: its validation mean (one seed) is below "
+          "Model 8's; round three compared it again on 4 seeds (`sep5k-ema` below)", "sepnet5k"),
     Study("model8-seeds", "Model 8, round three: every candidate on 4 seeds", MODEL8_SEEDED,
           "Model 8's design and recipe", "model8", GPU_SWEEP),
     Study("smallest-seeds", "The smallest model that holds: candidates on 4 seeds", SMALLEST_SEEDED,
