@@ -83,18 +83,39 @@ def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
     assert f"| `m8` | {runs[0].why} | 7,500 | {per_seed[0]:.2f}, {per_seed[1]:.2f} | {candidate.score:.3f} |" in report
 
 
+def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
+    from mnistlab.experiments import Study
+    from mnistlab.report import Candidate, RunRecord, chosen
+
+    def candidate(name: str, params: int, *seeds: list[float]) -> Candidate:
+        records = [RunRecord(Path(name), {"params": params, "seed": k}, [{"val_acc": v} for v in vals], {})
+                   for k, vals in enumerate(seeds, 1)]  # fmt: skip
+        return Candidate(name, Run(name, 1, "tuning", f"{name}/s1"), records)
+
+    runs = tuple(Run(name, seed, "tuning", f"{name}/s{seed}") for name in ("big", "small", "tiny") for seed in (1, 2))
+    study = Study("s", "t", runs, "", "", rule="smallest")
+    big = candidate("big", 6000, [99.5, 99.5, 99.6], [99.4, 99.5, 99.5])
+    small = candidate("small", 5000, [99.4, 99.5, 99.4], [99.5, 99.6, 99.5])
+    tiny = candidate("tiny", 4000, [99.6, 99.7, 99.7], [99.39, 99.6, 99.6])  # best mean, one epoch below
+    assert chosen(study, [big, small, tiny]) is small
+    unfinished = Candidate("small", small.run, small.records[:1])  # one of its 2 seeds recorded
+    assert chosen(study, [big, unfinished, tiny]) is big
+    assert chosen(Study("s", "t", runs, "", ""), [big, small, tiny]) is tiny  # the mean rule
+
+
 @pytest.mark.parametrize("study", STUDIES, ids=lambda study: study.key)
 def test_each_study_winner_is_the_registered_model(study):
     """The model a study produced must be its best-validation candidate: same recipe, same layers."""
     from mnistlab.config import TrainConfig
     from mnistlab.models import create_model
-    from mnistlab.report import tuning_scores
+    from mnistlab.report import chosen, tuning_scores
 
     results = Path(__file__).resolve().parent.parent / "results"
     scores = tuning_scores(results, study)
     if not scores:
         pytest.skip("no recorded tuning runs")
-    best = max(scores, key=lambda candidate: candidate.score)
+    best = chosen(study, scores)
+    assert best is not None, f"no candidate of {study.key} meets its rule"
     recipe = TrainConfig.for_model(study.winner).to_dict()
     if study.superseded:  # a later study started from this winner: its first candidate has its recipe
         later = next(s for s in STUDIES if s.key == study.superseded)

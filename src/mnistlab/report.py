@@ -247,6 +247,18 @@ class Candidate:
         return min(h["val_acc"] for record in self.records for h in record.history[-3:])
 
 
+def chosen(study: Study, candidates: list[Candidate]) -> Candidate | None:
+    """The candidate ``study.rule`` picks: the highest validation mean, or the smallest model that held the
+    target on validation in each of the last 3 epochs of every seed declared for it (None if none did)."""
+    if not candidates:
+        return None
+    if study.rule == "smallest":
+        declared = {name: sum(candidate_name(run) == name for run in study.runs) for name in {c.name for c in candidates}}
+        held = [c for c in candidates if len(c.records) == declared[c.name] and c.lowest_epoch >= TARGET]
+        return min(held, key=lambda c: c.records[0].summary["params"]) if held else None
+    return max(candidates, key=lambda c: c.score)
+
+
 def candidate_name(run: Run) -> str:
     """A seeded candidate's runs are ``<candidate>/s<seed>``; a single-seed candidate is its run's name."""
     return run.name.split("/")[0]
@@ -298,10 +310,15 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
             lines.append(f"| `{c.name}` | {c.run.why} | {record.summary['params']:,} | "
                          f"{', '.join(_pct(v) for v in vals)} | {c.score:.2f} | {change} | "
                          f"{_pct(record.summary['last_test_acc'])} | {_seconds(record.summary['train_seconds'])} |")  # fmt: skip
-    best = max(candidates, key=lambda c: c.score)
+    best = chosen(study, candidates)
+    if best is None:
+        return "\n".join(lines + ["", f"No candidate held {TARGET}% on validation on every seed."]) + "\n"
+    rule = ("the highest validation mean" if study.rule == "mean" else
+            f"the fewest parameters among those that held {TARGET}% on validation in each of the last 3 epochs "
+            "of every seed")  # fmt: skip
     lines += [
         "",
-        f"Chosen by the highest validation mean: `{best.name}` ({best.run.why}); it became {study.outcome}. "
+        f"Chosen by {rule}: `{best.name}` ({best.run.why}); it became {study.outcome}. "
         "Final runs train on all 60,000 training images; with no split left, their `best.pt` is the epoch "
         "of best training accuracy, and the figures reported are the last epochs', which choose nothing.",
     ]
@@ -346,7 +363,7 @@ def record_section(model_results: list[ModelResult], study_scores: dict[str, lis
         candidates = study_scores.get(key, [])
         if not candidates:
             continue
-        best = max(candidates, key=lambda c: c.score)
+        best = max(candidates, key=lambda c: c.score)  # by mean here: what each study reached at best
         seeds = max(len(c.records) for c in candidates)
         sizes = sorted({c.records[0].summary["params"] for c in candidates})
         count = f"{len(candidates)} candidates" if len(candidates) > 1 else "1 candidate"
