@@ -115,7 +115,9 @@ def test_each_study_winner_is_the_registered_model(study):
     if not scores:
         pytest.skip("no recorded tuning runs")
     best = chosen(study, scores)
-    assert best is not None, f"no candidate of {study.key} meets its rule"
+    if best is None:  # no candidate held on validation: the study changed nothing
+        assert study.rule == "smallest"
+        return
     recipe = TrainConfig.for_model(study.winner).to_dict()
     if study.superseded:  # a later study started from this winner: its first candidate has its recipe
         later = next(s for s in STUDIES if s.key == study.superseded)
