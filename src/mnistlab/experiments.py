@@ -164,7 +164,7 @@ SMALLEST_SEEDED: tuple[Run, ...] = tuple(
         seeded("sepnet5k", "sep5k-ema", {"augment": {"rotation": 7.0}, "ema": 0.999},
                "sepnet5k with sepnet3k's recipe (5,032 parameters)", "sep3k"),
         seeded("sepnet6k", "sep6k", {**ZOOM, "ema": 0.0}, "Model 8's stem, five separable blocks of 28, "
-               "Model 8's recipe (6,568 parameters)", "sep3k"),
+               "Model 8's round-two recipe (6,568 parameters)", "sep3k"),
         seeded("sepnet6k", "sep6k-ema", {**ZOOM, "ema": 0.999}, "sep6k with the moving average", "sep6k"),
     ) for run in runs
 ) + tuple(

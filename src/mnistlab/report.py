@@ -312,7 +312,8 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                          f"{_pct(record.summary['last_test_acc'])} | {_seconds(record.summary['train_seconds'])} |")  # fmt: skip
     best = chosen(study, candidates)
     if best is None:
-        return "\n".join(lines + ["", f"No candidate held {TARGET}% on validation on every seed."]) + "\n"
+        return "\n".join(lines + ["", f"No candidate held {TARGET}% on validation on every seed, so "
+                                       f"`{study.winner}` keeps its recipe."]) + "\n"
     rule = ("the highest validation mean" if study.rule == "mean" else
             f"the fewest parameters among those that held {TARGET}% on validation in each of the last 3 epochs "
             "of every seed")  # fmt: skip

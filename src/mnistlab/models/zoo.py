@@ -284,7 +284,7 @@ def model8_wide(dropout: float = 0.0) -> nn.Module:
     target=("Model 8's target with more margin: the 310 parameters left under 8,000 spent on the first "
             "convolution, 10 channels instead of 8.",),
     design="Unpadded 3x3 convolutions 10-16 | pool | separable 3x3 36-36 | padded separable 3x3 36-36 | GAP | "
-           "1x1 to the classes (7,810 parameters); Model 8's recipe.",
+           "1x1 to the classes (7,810 parameters); Model 8's round-two recipe (one-cycle peak 0.05).",
     recipe=dataclasses.replace(MODEL8_RECIPE, augment=Augment(rotation=7.0, translate=0.1, scale=0.1)),
     params=7_810,
     candidate=True,
