@@ -276,6 +276,12 @@ def tuning_scores(results: Path, study: Study) -> list[Candidate]:
     return list(grouped.values())
 
 
+def _change(candidate: Candidate, by_name: dict[str, float]) -> str:
+    """The candidate's score against the candidate it changes one thing of, if that one was recorded."""
+    against = candidate.run.against
+    return f"{candidate.score - by_name[against]:+.2f} vs `{against}`" if against in by_name else "-"
+
+
 def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str, float]) -> str:
     """One study's table; ``by_name`` holds every study's candidate scores, for the ``against`` column."""
     if not candidates:
@@ -293,7 +299,7 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                   "change in mean | train time per run |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for c in candidates:
-            change = f"{c.score - by_name[c.run.against]:+.2f} vs `{c.run.against}`" if c.run.against in by_name else "-"
+            change = _change(c, by_name)
             lines.append(f"| `{c.name}` | {c.run.why} | {c.records[0].summary['params']:,} | "
                          f"{', '.join(f'{v:.2f}' for v in c.per_seed)} | {c.score:.3f} | {_pct(c.lowest_epoch)} | "
                          f"{change} | {_seconds(mean(r.summary['train_seconds'] for r in c.records))} |")  # fmt: skip
@@ -306,7 +312,7 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
         for c in candidates:
             record = c.records[0]
             vals = [h["val_acc"] for h in record.history[-3:]]
-            change = f"{c.score - by_name[c.run.against]:+.2f} vs `{c.run.against}`" if c.run.against in by_name else "-"
+            change = _change(c, by_name)
             lines.append(f"| `{c.name}` | {c.run.why} | {record.summary['params']:,} | "
                          f"{', '.join(_pct(v) for v in vals)} | {c.score:.2f} | {change} | "
                          f"{_pct(record.summary['last_test_acc'])} | {_seconds(record.summary['train_seconds'])} |")  # fmt: skip
