@@ -166,7 +166,8 @@ def recipe_table(card: ModelCard) -> str:
     )
     optimizer += f", weight decay {r.weight_decay})" if r.weight_decay else ")"
     rows = [("epochs", r.epochs), ("batch size", r.batch_size), ("optimizer", optimizer), ("scheduler", scheduler),
-            ("augmentation", augment), ("dropout", r.dropout), ("label smoothing", r.label_smoothing)]  # fmt: skip
+            ("augmentation", augment), ("dropout", r.dropout), ("label smoothing", r.label_smoothing),
+            ("weights evaluated", f"moving average, decay {r.ema} per step" if r.ema else "as trained")]  # fmt: skip
     return "| recipe | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
 
 
