@@ -7,8 +7,11 @@ Every run lives in ``results/<group>/<name>/`` (config, history, summary, checkp
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -290,7 +293,7 @@ def run_all(
     if jobs:
         # spawn, not fork: a forked child cannot use a CUDA context, and the parent holds no model state
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_end_with_parent) as pool:
             futures = {pool.submit(_fit_logged, config, resume, data): k for k, (_, config, resume) in enumerate(jobs)}
             log(f"{len(jobs)} runs on {workers} workers; each writes its epochs to <run>/train.log")
             for future in as_completed(futures):
@@ -299,6 +302,16 @@ def run_all(
                 summaries[job_index[k]] = summary
                 log(f"{jobs[k][0]}: finished, val {summary['last_val_acc']}, {summary['wall_seconds']:.0f} s")
     return [summaries[i] for i in range(len(runs))]
+
+
+def _end_with_parent() -> None:
+    """Worker start-up: on Linux, have the kernel end this worker if the parent dies (a killed ``reproduce``
+    must not leave runs training, and writing, behind it)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _fit_logged(config: TrainConfig, resume: bool, data: Any) -> dict[str, Any]:
