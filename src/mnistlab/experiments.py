@@ -162,21 +162,22 @@ RECORD_SEEDED: tuple[Run, ...] = tuple(
                "zoom up to 10% as well (still no shifts)", "sep3k"),
     ) for run in runs
 )  # fmt: skip
+SEP6K = {**ZOOM, "ema": 0.999, "lr": 0.05}  # sep6k-ema, which became SepNet 6.5k's recipe
 SMALLEST_SEEDED: tuple[Run, ...] = tuple(
     run for runs in zip(
         seeded("sepnet5k", "sep5k-ema", {"augment": {"rotation": 7.0}, "ema": 0.999},
                "sepnet5k with sepnet3k's recipe (5,032 parameters)", "sep3k"),
         seeded("sepnet6k", "sep6k", {**ZOOM, "ema": 0.0}, "Model 8's stem, five separable blocks of 28, "
                "Model 8's round-two recipe (6,568 parameters)", "sep3k"),
-        seeded("sepnet6k", "sep6k-ema", {**ZOOM, "ema": 0.999}, "sep6k with the moving average", "sep6k"),
+        seeded("sepnet6k", "sep6k-ema", SEP6K, "sep6k with the moving average", "sep6k"),
     ) for run in runs
 ) + tuple(
     # round four, after SepNet 6.5k held on its 3 final seeds: the same shape narrower, on this project's CPU
-    seeded("sepnet4k9", "sep4k9", {**ZOOM, "ema": 0.999, "lr": 0.05},
+    seeded("sepnet4k9", "sep4k9", SEP6K,
            "SepNet 6.5k with 22 channels instead of 28 (4,936 parameters)", "sep6k-ema")
 ) + tuple(
     # round five: between the two, after sep4k9 dipped to 99.32 on one validation epoch
-    seeded("sepnet5k4", "sep5k4", {**ZOOM, "ema": 0.999, "lr": 0.05},
+    seeded("sepnet5k4", "sep5k4", SEP6K,
            "SepNet 6.5k with 24 channels instead of 28 (5,448 parameters)", "sep6k-ema")
 )  # fmt: skip
 
@@ -221,9 +222,6 @@ TUNING: tuple[Run, ...] = tuple(run for study in STUDIES for run in study.runs)
 # is shortened to what was affordable there. On a GPU, the full 20-epoch recipe is one command:
 #   mnistlab train --model model1 --device cuda --output-dir results/model1/seed1-full
 AFFORDABLE = {"model1": {"epochs": 1}}
-# Model 8's hyper-parameters were chosen on the validation split (MODEL8_TUNING); its final runs then train on all
-# 60,000 training images. The test set is only ever reported.
-REFIT = {name: {"val_size": 0} for name in ("model8", "model8_v1", "model8_wide", "sepnet3k", "sepnet5k", "sepnet6k", "sepnet4k9", "sepnet5k4")}
 EVERY_SEED = (
     "model8",
     "model8_v1",
@@ -233,6 +231,9 @@ EVERY_SEED = (
     "sepnet4k9",
     "sepnet5k4",
 )  # reported over all seeds; the others on the first
+# These models' hyper-parameters were chosen on the validation split (the studies above); their final runs
+# then train on all 60,000 training images. The test set is only ever reported.
+REFIT = {name: {"val_size": 0} for name in (*EVERY_SEED, "model8_wide")}
 
 
 def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS, full: bool = False) -> list[Run]:
@@ -272,8 +273,7 @@ def run_all(
     With ``workers`` > 1 that many runs train at once, each in its own process and writing its epochs to
     ``train.log`` in its folder: many small runs fill a GPU (or a many-core machine) that one cannot.
     """
-    jobs: list[tuple[str, TrainConfig, bool]] = []
-    job_index: dict[int, int] = {}
+    jobs: list[tuple[int, str, TrainConfig, bool]] = []  # (position in runs, head, config, resume)
     summaries: dict[int, dict[str, Any]] = {}
     for index, run in enumerate(runs):
         state = status(run, results)
@@ -288,19 +288,18 @@ def run_all(
             log(f"{head}: {'resuming' if state == 'partial' else 'training'} {run.model} seed {run.seed}")
             summaries[index] = fit(config, resume=state == "partial", progress=progress, log=log, data=data)
         else:
-            jobs.append((head, config, state == "partial"))
-            job_index[len(jobs) - 1] = index
+            jobs.append((index, head, config, state == "partial"))
     if jobs:
         # spawn, not fork: a forked child cannot use a CUDA context, and the parent holds no model state
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_end_with_parent) as pool:
-            futures = {pool.submit(_fit_logged, config, resume, data): k for k, (_, config, resume) in enumerate(jobs)}
+            futures = {pool.submit(_fit_logged, config, resume, data): (index, head)
+                       for index, head, config, resume in jobs}  # fmt: skip
             log(f"{len(jobs)} runs on {workers} workers; each writes its epochs to <run>/train.log")
             for future in as_completed(futures):
-                k = futures[future]
-                summary = future.result()
-                summaries[job_index[k]] = summary
-                log(f"{jobs[k][0]}: finished, val {summary['last_val_acc']}, {summary['wall_seconds']:.0f} s")
+                index, head = futures[future]
+                summary = summaries[index] = future.result()
+                log(f"{head}: finished, val {summary['last_val_acc']}, {summary['wall_seconds']:.0f} s")
     return [summaries[i] for i in range(len(runs))]
 
 
