@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import click
 
 from mnistlab.errors import MnistlabError
+from mnistlab.rundir import LAST_K, SUMMARY, remove_run_files, run_status
 
 # Recipe and run fields the train command exposes as options (built from the dataclass, not retyped).
 _HIDDEN = {"model", "augment", "extra", "output_dir", "data_dir", "test_every_epoch"}
@@ -62,42 +62,120 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--seeds", "seed_list", default=None,
+              help="several seeds as one stacked network, e.g. 1,2,3,4: runs <output-dir>/seed<k>")
 @_config_options
 def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_dir: str | None, dry_run: bool,
-          overwrite: bool, quiet: bool, rotation: float | None, translate: float | None, scale: float | None,
-          shear: float | None, **fields: Any) -> None:  # fmt: skip
+          overwrite: bool, quiet: bool, seed_list: str | None, rotation: float | None, translate: float | None,
+          scale: float | None, shear: float | None, **fields: Any) -> None:  # fmt: skip
     """Train a model; write config, history, summary and checkpoints to its run directory."""
     from mnistlab.config import TrainConfig
     from mnistlab.engine import fit
 
+    if seed_list is not None:
+        if resume_dir is not None or dry_run:
+            raise MnistlabError("--seeds trains new runs: it does not combine with --resume or --dry-run")
+        _train_stacked(model_name, _parse_seeds(seed_list), output_dir, data_dir, overwrite, quiet,
+                       dict(rotation=rotation, translate=translate, scale=scale, shear=shear), fields)  # fmt: skip
+        return
     if resume_dir is not None:
         config_path = Path(resume_dir) / "config.json"
         if not config_path.is_file():
             raise MnistlabError(f"{resume_dir} holds no config.json: nothing to resume")
-        config = TrainConfig.from_dict(json.loads(config_path.read_text()))
-        summary = fit(config, resume=True, progress=not quiet, log=click.echo)
+        # the run lives where it is now, wherever it was made: resume it in place
+        recorded = TrainConfig.from_dict(json.loads(config_path.read_text()))
+        config = dataclasses.replace(recorded, output_dir=str(resume_dir))
+        if run_status(resume_dir) == "done":
+            click.echo(f"{resume_dir} is finished; nothing to resume (its summary is left as it was)")
+            summary = json.loads((Path(resume_dir) / SUMMARY).read_text())
+        else:
+            summary = fit(config, resume=True, progress=_bars(quiet), log=click.echo)
     else:
         config = TrainConfig.for_model(model_name, output_dir=output_dir, data_dir=data_dir, **fields)
         augment = {k: v for k, v in dict(rotation=rotation, translate=translate, scale=scale, shear=shear).items()
                    if v is not None}  # fmt: skip
         if augment:
             config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **augment))
+        scratch = f"runs/{model_name}-dry-run"  # a dry run's own folder, replaced by the next dry run
         if dry_run:
             config = dataclasses.replace(
-                config, epochs=1, limit=config.limit or 512, val_size=min(config.val_size, 256)
-            )
-            config = dataclasses.replace(config, output_dir=output_dir or f"runs/{model_name}-dry-run")
+                config, epochs=1, limit=config.limit or 512, val_size=min(config.val_size, 256),
+                output_dir=output_dir or scratch,
+            )  # fmt: skip
         out = Path(config.output_dir)
-        if (out / "last.pt").exists() and (overwrite or dry_run):
-            shutil.rmtree(out)
+        if run_status(out) != "todo":
+            if not (overwrite or (dry_run and output_dir is None)):
+                verb = "a dry run never replaces it" if dry_run else "pass --overwrite to replace it"
+                raise MnistlabError(
+                    f"{out} already holds a run; {verb}, pass --resume {out} to continue it, "
+                    "or choose another --output-dir"
+                )
+            removed = remove_run_files(out)  # the run's own files only; anything else in the folder stays
+            click.echo(f"removed the previous run's {len(removed)} files from {out}")
         click.echo(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {out}")
-        summary = fit(config, progress=not quiet, log=click.echo)
-    mean = summary.get("test_acc_last3_mean")
-    click.echo(
-        f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, "
-        f"test accuracy last {len(summary['test_acc_last3'])} epochs {summary['test_acc_last3']} "
-        f"(mean {mean:.2f}, min {summary['test_acc_last3_min']:.2f}); results in {config.output_dir}"
-    )
+        summary = fit(config, progress=_bars(quiet), log=click.echo)
+    click.echo(f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, {_scores(summary)}; "
+               f"results in {config.output_dir}")  # fmt: skip
+
+
+def _train_stacked(
+    model_name: str, seeds: tuple[int, ...], output_dir: str | None, data_dir: str | None, overwrite: bool,
+    quiet: bool, augment: dict[str, float | None], fields: dict[str, Any],
+) -> None:  # fmt: skip
+    """``train --seeds``: the seeds of one recipe as one stacked network, a run directory per seed."""
+    from mnistlab.config import TrainConfig
+    from mnistlab.engine import fit_group
+
+    base = Path(output_dir or f"runs/{model_name}")
+    fields = {k: v for k, v in fields.items() if k != "seed"}
+    configs = []
+    for seed in seeds:
+        config = TrainConfig.for_model(model_name, output_dir=str(base / f"seed{seed}"), data_dir=data_dir,
+                                       seed=seed, **fields)  # fmt: skip
+        changes = {k: v for k, v in augment.items() if v is not None}
+        if changes:
+            config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **changes))
+        configs.append(config)
+    for config in configs:
+        if run_status(config.output_dir) != "todo":
+            if not overwrite:
+                raise MnistlabError(f"{config.output_dir} already holds a run; pass --overwrite to replace it "
+                                    "or choose another --output-dir")  # fmt: skip
+            remove_run_files(config.output_dir)
+    click.echo(f"training {model_name} on seeds {', '.join(map(str, seeds))}, stacked, into {base}/seed<k>")
+    for config, summary in zip(configs, fit_group(configs, progress=_bars(quiet), log=click.echo)):
+        click.echo(f"seed {config.seed}: {_scores(summary)}; results in {config.output_dir}")
+
+
+def _parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise MnistlabError(f"seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise MnistlabError(f"seeds must be distinct integers, got {text!r}")
+    return seeds
+
+
+def _default_device(device: str | None) -> str:
+    """The device a run with ``--device`` (None: auto) trains on."""
+    from mnistlab.engine import resolve_device
+
+    return resolve_device(device or "auto").type
+
+
+def _bars(quiet: bool) -> bool:
+    """Progress bars only on a terminal: a log file gets one line per epoch, not thousands of updates."""
+    return not quiet and sys.stderr.isatty()
+
+
+def _scores(summary: dict[str, Any]) -> str:
+    """The run's headline: test accuracy in its last epochs, or validation when test was never evaluated."""
+    tail = summary[f"test_acc_last{LAST_K}"]
+    if tail:
+        return (f"test accuracy in the last {len(tail)} epochs {tail} "
+                f"(mean {summary[f'test_acc_last{LAST_K}_mean']:.2f}, min {summary[f'test_acc_last{LAST_K}_min']:.2f})")  # fmt: skip
+    return f"validation accuracy at the last epoch {summary['last_val_acc']} (test not evaluated)"
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
@@ -112,10 +190,10 @@ def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_
 def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> None:
     """Test accuracy, per-class accuracy and confusion matrix; curves, confusion and mistakes as PNGs."""
     from mnistlab.data.mnist import load_mnist
-    from mnistlab.engine import read_history
     from mnistlab.evaluation import evaluate_checkpoint, render_confusion
     from mnistlab.fileio import atomic_write_json
     from mnistlab.plots import plot_confusion, plot_curves, plot_misclassified
+    from mnistlab.rundir import read_history
 
     result = evaluate_checkpoint(checkpoint, data_dir)
     out = Path(output_dir) if output_dir else Path(checkpoint).parent
@@ -243,11 +321,10 @@ def report(results: str, output: str, readme: str) -> None:
     default="model8,model8_v1,sepnet3k,sepnet6k,model2,model3,model4,model5,model6,model7,model1",
     show_default=True,
 )
-@click.option("--seeds", default="1,2,3", show_default=True, help="seeds for Model 8 (others use the first)")
+@click.option("--seeds", default="1,2,3", show_default=True, help="the final runs' seeds, for every model")
 @click.option("--results", type=click.Path(), default="results", show_default=True)
 @click.option("--tuning/--no-tuning", default=True,
               help="also the validation runs behind every choice, and the earlier attempts' final runs")  # fmt: skip
-@click.option("--full", is_flag=True, help="no shortened runs (Model 1's full recipe; for a GPU)")
 @click.option("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
 @click.option("--study", "studies", multiple=True,
               help="only this study's validation runs (repeatable; see `mnistlab report`'s tuning tables)")
@@ -255,10 +332,13 @@ def report(results: str, output: str, readme: str) -> None:
               help="where every run trains [each run's default: auto]")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="runs trained at once, each in its own process (a GPU fits many small runs)")
+@click.option("--stack/--no-stack", "stack", default=None,
+              help="train the seeds of each recipe as one stacked network [on CUDA yes, on the CPU no: "
+                   "there two one-thread processes measured faster]")
 @click.option("--quiet", is_flag=True)
 def reproduce(
-    models: str, seeds: str, results: str, tuning: bool, full: bool, threads: int, studies: tuple[str, ...],
-    device: str | None, workers: int, quiet: bool,
+    models: str, seeds: str, results: str, tuning: bool, threads: int, studies: tuple[str, ...],
+    device: str | None, workers: int, stack: bool | None, quiet: bool,
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
     from mnistlab.experiments import EARLIER, STUDIES, TUNING, final_runs, run_all, status
@@ -277,21 +357,17 @@ def reproduce(
         names = [m.strip() for m in models.split(",") if m.strip()]
         for name in names:
             get_card(name)
-        try:
-            seed_list = tuple(int(s) for s in seeds.split(","))
-        except ValueError:
-            raise MnistlabError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-        runs = (list(TUNING) + list(EARLIER) if tuning else []) + final_runs(names, seed_list, full)
+        seed_list = _parse_seeds(seeds)
+        runs = (list(TUNING) + list(EARLIER) if tuning else []) + final_runs(names, seed_list)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
     overrides = {key: value for key, value in (("threads", threads), ("device", device)) if value}
+    if stack is None:
+        stack = _default_device(device) == "cuda"
     summaries = run_all(runs, Path(results), overrides=overrides or None, log=click.echo,
-                        progress=not quiet, workers=workers)  # fmt: skip
+                        progress=_bars(quiet), workers=workers, stack=stack)  # fmt: skip
     for run, summary in zip(runs, summaries):
-        scores = (f"test accuracy in the last epochs {summary['test_acc_last3']} "
-                  f"(min {summary['test_acc_last3_min']:.2f})" if summary["test_acc_last3"]
-                  else f"validation accuracy at the last epoch {summary['last_val_acc']}")  # fmt: skip
-        click.echo(f"{run.group}/{run.name}: params {summary['params']:,}, {scores}")
+        click.echo(f"{run.group}/{run.name}: params {summary['params']:,}, {_scores(summary)}")
 
 
 def main() -> None:

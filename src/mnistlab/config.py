@@ -50,6 +50,7 @@ class TrainConfig(Recipe):
     device: str = "auto"  # auto | cpu | cuda | mps
     threads: int = 0  # torch CPU threads (0: leave torch's default)
     compile: bool = False  # torch.compile the model
+    cuda_graph: bool = True  # on CUDA, replay each full batch's training step as one captured graph (SGD)
     output_dir: str = "runs/model8"
     data_dir: str | None = None
     test_every_epoch: bool = True  # record test accuracy per epoch (reported, never used for selection)

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.config import TrainConfig
-from mnistlab.engine import fit
+from mnistlab.engine import GROUP_FREE, fit_group, recipe_unstackable
+from mnistlab.rundir import LOG, read_summary, run_status
 
 RESULTS = Path("results")
 FINAL_SEEDS = (1, 2, 3)
@@ -181,6 +182,42 @@ SMALLEST_SEEDED: tuple[Run, ...] = tuple(
            "SepNet 6.5k with 24 channels instead of 28 (5,448 parameters)", "sep6k-ema")
 )  # fmt: skip
 
+# Model 7 (issue: at least the reference's 99.11% mean over 3 seeds, 7,568 parameters, adaptive average pooling
+# and a plateau schedule on the validation loss, 15 epochs). Its layers stay; its recipe was ours and under-fit
+# (98.76% on its one CPU run, train accuracy below test). Each candidate changes the recipe, on 4 seeds, scored
+# by the highest mean validation accuracy over the last 3 epochs; declared before any of them ran.
+M7_FAST = {"lr": 0.05}
+M7_FIRST = {"lr": 0.01, "batch_size": 128, "dropout": 0.05, "augment": {"rotation": 7.0}, "scheduler": "plateau",
+            "gamma": 0.1, "patience": 1}  # its recipe before the study, written out  # fmt: skip
+MODEL7_SEEDED: tuple[Run, ...] = tuple(
+    run for runs in zip(
+        seeded("model7", "m7", {}, "Model 7 with its first recipe (SGD 0.01, batch 128, rotation, dropout 0.05)"),
+        seeded("model7", "m7-lr0.05", M7_FAST, "starting rate 0.05 (the plateau schedule lowers it)", "m7"),
+        seeded("model7", "m7-lr0.05-shifts", {**M7_FAST, **SHIFTS}, "rate 0.05; shifts up to 10% as well",
+               "m7-lr0.05"),
+        seeded("model7", "m7-lr0.05-b64", {**M7_FAST, "batch_size": 64}, "rate 0.05; batch 64 (twice the steps)",
+               "m7-lr0.05"),
+        seeded("model7", "m7-lr0.05-nodrop", {**M7_FAST, "dropout": 0.0}, "rate 0.05; no dropout", "m7-lr0.05"),
+    ) for run in runs
+)  # fmt: skip
+
+# Round two, after round one's winner (batch 64) held 99.09% mean test at the last epoch on its 3 final seeds,
+# just short of the reference's 99.11: its two other gains (no dropout, shifts) added to it, and a gentler
+# plateau decay. The same rule; round one's winner is in the study as the candidate to beat.
+M7_B64 = {**M7_FAST, "batch_size": 64}
+MODEL7_ROUND2: tuple[Run, ...] = tuple(
+    run for runs in zip(
+        seeded("model7", "m7-lr0.05-b64", M7_B64, "round one's winner: rate 0.05, batch 64", "m7-lr0.05"),
+        seeded("model7", "m7-b64-nodrop", {**M7_B64, "dropout": 0.0}, "batch 64; no dropout", "m7-lr0.05-b64"),
+        seeded("model7", "m7-b64-shifts", {**M7_B64, **SHIFTS}, "batch 64; shifts up to 10% as well",
+               "m7-lr0.05-b64"),
+        seeded("model7", "m7-b64-nodrop-shifts", {**M7_B64, **SHIFTS, "dropout": 0.0},
+               "batch 64; no dropout; shifts as well", "m7-lr0.05-b64"),
+        seeded("model7", "m7-b64-gamma0.5", {**M7_B64, "gamma": 0.5},
+               "batch 64; the plateau halves the rate instead of dividing it by 10", "m7-lr0.05-b64"),
+    ) for run in runs
+)  # fmt: skip
+
 # Final runs of a recipe that was then replaced, kept as the evidence of why (the report's "Earlier attempts").
 EARLIER: tuple[Run, ...] = tuple(
     Run("model8", seed, "earlier/model8-separable-shifts", f"seed{seed}", {"val_size": 0, **SHIFTS, "ema": 0.0, "lr": 0.05},
@@ -191,6 +228,11 @@ EARLIER: tuple[Run, ...] = tuple(
         {"val_size": 0, **ZOOM, "ema": 0.0, "lr": 0.05},
         "Model 8 redesigned, zoom as well, one-cycle peak 0.05 (before round three)")
     for seed in FINAL_SEEDS
+) + (
+    Run("model1", 1, "earlier/model1-one-epoch", "seed1", {"epochs": 1},
+        "Model 1 shortened to 1 epoch on the 2-core CPU (13 minutes an epoch there); its 20 epochs ran on a GPU"),
+    Run("model7", 1, "earlier/model7-first-recipe", "seed1", M7_FIRST,
+        "Model 7 with its first recipe, one seed on the CPU, before its study"),
 )  # fmt: skip
 
 # Round three's 44 runs were made on a lent GPU, 14 at a time, in one command (about 9 minutes):
@@ -214,47 +256,64 @@ STUDIES: tuple[Study, ...] = (
           "the record's recipe", "sepnet3k",
           " (`sep3k` on one NVIDIA H200 with round three's sweep; the others on this project's CPU, 2 at a time: "
           "`mnistlab reproduce --study record-seeds --workers 2 --threads 1`)", rule="smallest"),
+    Study("model7-seeds", "Model 7: its recipe on 4 seeds", MODEL7_SEEDED, "Model 7's recipe", "model7",
+          " (one NVIDIA GPU: `python benchmarks/gpu_session.py`, which runs "
+          "`mnistlab reproduce --study model7-seeds --device cuda --workers 4`)", superseded="model7-round2"),
+    Study("model7-round2", "Model 7, round two: round one's winner with its other gains", MODEL7_ROUND2,
+          "Model 7's recipe", "model7",
+          " (one NVIDIA H200: `python benchmarks/gpu_session.py --only model7b`, which runs "
+          "`mnistlab reproduce --study model7-round2 --device cuda --workers 8`)"),
 )  # fmt: skip
-TUNING: tuple[Run, ...] = tuple(run for study in STUDIES for run in study.runs)
+# every validation run once (a later round lists the earlier winner it has to beat)
+TUNING: tuple[Run, ...] = tuple({(r.group, r.name): r for study in STUDIES for r in study.runs}.values())
 
 
-# Model 1 (6.4M parameters, 159M MACs per image) costs minutes per epoch on a 2-core CPU: the recorded run
-# is shortened to what was affordable there. On a GPU, the full 20-epoch recipe is one command:
-#   mnistlab train --model model1 --device cuda --output-dir results/model1/seed1-full
-AFFORDABLE = {"model1": {"epochs": 1}}
-EVERY_SEED = (
-    "model8",
-    "model8_v1",
-    "sepnet3k",
-    "sepnet5k",
-    "sepnet6k",
-    "sepnet4k9",
-    "sepnet5k4",
-)  # reported over all seeds; the others on the first
 # These models' hyper-parameters were chosen on the validation split (the studies above); their final runs
-# then train on all 60,000 training images. The test set is only ever reported.
-REFIT = {name: {"val_size": 0} for name in (*EVERY_SEED, "model8_wide")}
+# then train on all 60,000 training images. The others keep the 5,000 validation images out (Model 7's
+# plateau schedule steps on their loss). The test set is only ever reported.
+REFIT = {name: {"val_size": 0} for name in ("model8", "model8_v1", "model8_wide", "sepnet3k", "sepnet5k",
+                                             "sepnet6k", "sepnet4k9", "sepnet5k4")}  # fmt: skip
 
 
-def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS, full: bool = False) -> list[Run]:
-    """Each model with its own recipe: Model 8 on every seed, the others on the first."""
-    runs = []
-    for model in models:
-        shortened = {} if full else AFFORDABLE.get(model, {})
-        overrides = {**REFIT.get(model, {}), **shortened}
-        why = "shortened on CPU: " + ", ".join(f"{k}={v}" for k, v in shortened.items()) if shortened else ""
-        for seed in seeds if model in EVERY_SEED else seeds[:1]:
-            runs.append(Run(model, seed, model, f"seed{seed}", dict(overrides), why))
-    return runs
+def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS) -> list[Run]:
+    """Each model with its own recipe, on every seed."""
+    return [Run(model, seed, model, f"seed{seed}", dict(REFIT.get(model, {}))) for model in models for seed in seeds]
 
 
 def status(run: Run, results: Path = RESULTS) -> str:
-    out = results / run.group / run.name
-    if (out / "summary.json").exists():
-        return "done"
-    if (out / "last.pt").exists():
-        return "partial"
-    return "todo"
+    return run_status(results / run.group / run.name)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Runs trained together: one run, or several seeds of one recipe stacked into one network."""
+
+    positions: tuple[int, ...]  # their places in the list of runs
+    configs: tuple[TrainConfig, ...]
+    resume: bool
+
+    @property
+    def head(self) -> str:
+        names = [str(Path(c.output_dir)) for c in self.configs]
+        return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1} stacked)"
+
+
+def plan_jobs(configs: list[TrainConfig], states: list[str], stack: bool) -> list[Job]:
+    """One job per run, or with ``stack`` one per recipe: the runs still to do that differ only in seed
+    train as one stacked network (an interrupted run resumes alone)."""
+    jobs: list[Job] = []
+    groups: dict[str, list[int]] = {}
+    for i, (config, state) in enumerate(zip(configs, states)):
+        if state == "done":
+            continue
+        if not stack or state == "partial" or recipe_unstackable(config) is not None:
+            jobs.append(Job((i,), (config,), state == "partial"))
+            continue
+        key = json.dumps({k: v for k, v in config.to_dict().items() if k not in GROUP_FREE}, sort_keys=True)
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        jobs.append(Job(tuple(members), tuple(configs[i] for i in members), False))
+    return sorted(jobs, key=lambda job: job.positions[0])
 
 
 def run_all(
@@ -266,40 +325,45 @@ def run_all(
     progress: bool = True,
     data: Any = None,
     workers: int = 1,
+    stack: bool = False,
 ) -> list[dict[str, Any]]:
     """Run what is not done yet, resuming what was interrupted; return every run's summary.
 
     ``overrides`` change every run's config (tests make runs tiny); ``data`` replaces real MNIST (tests).
-    With ``workers`` > 1 that many runs train at once, each in its own process and writing its epochs to
+    With ``stack`` the seeds of one recipe train as one stacked network (``engine.fit_group``). With
+    ``workers`` > 1 that many jobs train at once, each in its own process and writing its epochs to
     ``train.log`` in its folder: many small runs fill a GPU (or a many-core machine) that one cannot.
     """
-    jobs: list[tuple[int, str, TrainConfig, bool]] = []  # (position in runs, head, config, resume)
-    summaries: dict[int, dict[str, Any]] = {}
-    for index, run in enumerate(runs):
-        state = status(run, results)
+    configs = []
+    for run in runs:
         config = run.config(results)
-        if overrides:
-            config = TrainConfig.from_dict({**config.to_dict(), **overrides})
-        head = f"[{index + 1}/{len(runs)}] {run.group}/{run.name}"
+        configs.append(TrainConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config)
+    states = [status(run, results) for run in runs]
+    summaries: dict[int, dict[str, Any]] = {}
+    for index, (run, state) in enumerate(zip(runs, states)):
         if state == "done":
-            log(f"{head}: done, skipped")
-            summaries[index] = json.loads((Path(config.output_dir) / "summary.json").read_text())
-        elif workers <= 1:
-            log(f"{head}: {'resuming' if state == 'partial' else 'training'} {run.model} seed {run.seed}")
-            summaries[index] = fit(config, resume=state == "partial", progress=progress, log=log, data=data)
-        else:
-            jobs.append((index, head, config, state == "partial"))
-    if jobs:
+            log(f"[{index + 1}/{len(runs)}] {run.group}/{run.name}: done, skipped")
+            summaries[index] = read_summary(results / run.group / run.name)
+    jobs = plan_jobs(configs, states, stack)
+    if workers <= 1:
+        for job in jobs:
+            verb = "resuming" if job.resume else "training"
+            seeds = ", ".join(str(c.seed) for c in job.configs)
+            log(f"{job.head}: {verb} {job.configs[0].model} seed {seeds}")
+            done = fit_group(list(job.configs), resume=job.resume, progress=progress, log=log, data=data)
+            summaries.update(zip(job.positions, done))
+    elif jobs:
         # spawn, not fork: a forked child cannot use a CUDA context, and the parent holds no model state
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_end_with_parent) as pool:
-            futures = {pool.submit(_fit_logged, config, resume, data): (index, head)
-                       for index, head, config, resume in jobs}  # fmt: skip
-            log(f"{len(jobs)} runs on {workers} workers; each writes its epochs to <run>/train.log")
+            futures = {pool.submit(_fit_logged, job.configs, job.resume, data): job for job in jobs}
+            log(f"{len(jobs)} jobs on {workers} workers; each run writes its epochs to <run>/train.log")
             for future in as_completed(futures):
-                index, head = futures[future]
-                summary = summaries[index] = future.result()
-                log(f"{head}: finished, val {summary['last_val_acc']}, {summary['wall_seconds']:.0f} s")
+                job = futures[future]
+                done = future.result()
+                summaries.update(zip(job.positions, done))
+                wall = done[0]["wall_seconds"]
+                log(f"{job.head}: finished, val {[s['last_val_acc'] for s in done]}, {wall:.0f} s")
     return [summaries[i] for i in range(len(runs))]
 
 
@@ -313,13 +377,19 @@ def _end_with_parent() -> None:
             pass
 
 
-def _fit_logged(config: TrainConfig, resume: bool, data: Any) -> dict[str, Any]:
-    """One run in a worker process, its log lines appended to ``train.log`` in its folder."""
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "train.log", "a") as handle:
+def _fit_logged(configs: tuple[TrainConfig, ...], resume: bool, data: Any) -> list[dict[str, Any]]:
+    """One job in a worker process, each run's log lines appended to ``train.log`` in its folder."""
+    handles = []
+    for config in configs:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        handles.append(open(Path(config.output_dir) / LOG, "a"))  # noqa: SIM115  (closed below)
+    try:
         def log(line: str) -> None:
-            handle.write(line + "\n")
-            handle.flush()
+            for handle in handles:
+                handle.write(line + "\n")
+                handle.flush()
 
-        return fit(config, resume=resume, progress=False, log=log, data=data)
+        return fit_group(list(configs), resume=resume, progress=False, log=log, data=data)
+    finally:
+        for handle in handles:
+            handle.close()

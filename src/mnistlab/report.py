@@ -12,12 +12,12 @@ from statistics import mean
 from typing import Any
 
 from mnistlab.analysis import Summary, summarize
-from mnistlab.engine import read_history
 from mnistlab.experiments import EARLIER, STUDIES, Run, Study
 from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model, get_card, list_models
 from mnistlab.models.registry import ModelCard
 from mnistlab.plots import plot_curves
+from mnistlab.rundir import read_history
 
 TARGET = 99.4
 SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnistlab.data.augment import Augment, random_affine
+from mnistlab.data.augment import Augment, random_theta, theta_from_draws, warp
 from mnistlab.data.mnist import TRAIN_MEAN, TRAIN_STD, load_mnist
 from mnistlab.errors import MnistlabError
 
@@ -30,10 +30,19 @@ def _tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.array(array)) if isinstance(array, np.ndarray) else array
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """What a seed decides about one epoch: the order of the images and each one's affine warp."""
+
+    order: torch.Tensor | None  # [N] int64: position i of the epoch shows image order[i]; None: in order
+    theta: torch.Tensor | None  # [N, 2, 3]: the warp of position i; None: no augmentation
+
+
 class TensorLoader:
     """Iterates (images, labels) batches of a split held in memory.
 
     images: uint8 [N, 28, 28]; yielded as float [B, 1, 28, 28], normalised; labels as int64 [B].
+    ``stacked(seeds)`` yields the batches of several seeds side by side: [B, K, 28, 28] and [B, K].
     """
 
     def __init__(
@@ -70,21 +79,54 @@ class TensorLoader:
         """Select the epoch whose order and augmentation the next iteration yields."""
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+    def plan(self, seed: int, epoch: int) -> EpochPlan:
+        """The epoch's order and warps for ``seed``, drawn on the CPU (they are the same on every device):
+        the permutation, then each batch's five draws (``random_theta``) in batch order."""
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         n = len(self.labels)
-        order = torch.randperm(n, generator=generator).to(self.labels.device) if self.shuffle else None
+        order = torch.randperm(n, generator=generator) if self.shuffle else None
+        if not self.augment.active:
+            return EpochPlan(order, None)
+        full, rest = divmod(n, self.batch_size)
+        # each batch draws its own five sets (random_theta); one draw for all of them, re-cut per batch
+        draws = torch.rand(full, 5, self.batch_size, generator=generator) * 2 - 1
+        theta = [theta_from_draws(draws.transpose(0, 1).reshape(5, -1), self.augment)] if full else []
+        if rest:
+            theta.append(random_theta(rest, self.augment, generator))
+        return EpochPlan(order, torch.cat(theta))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.stacked((self.seed,)):
+            yield images, labels[:, 0]
+
+    def stacked(self, seeds: tuple[int, ...]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches for each of ``seeds``, side by side: images [B, K, 28, 28], labels [B, K]."""
+        plans = [self.plan(seed, self.epoch) for seed in seeds]
+        device = self.labels.device
+        n = len(self.labels)
+        orders = None if plans[0].order is None else torch.stack([p.order for p in plans]).to(device)
+        thetas = None if plans[0].theta is None else torch.stack([p.theta for p in plans]).to(device)
         for start in range(0, n, self.batch_size):
-            index = (
-                slice(start, start + self.batch_size)
-                if order is None
-                else order[start : start + self.batch_size]
-            )
-            labels = self.labels[index]
-            if self.inputs is not None:
-                yield self.inputs[index], labels
-            else:
-                yield normalize(random_affine(self.pixels[index], self.augment, generator)), labels
+            stop = min(start + self.batch_size, n)
+            index = slice(start, stop) if orders is None else orders[:, start:stop]  # [K, B]
+            yield self.batch(index, None if thetas is None else thetas[:, start:stop], len(seeds))
+
+    def batch(
+        self, index: slice | torch.Tensor, theta: torch.Tensor | None, slots: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [B, K, 28, 28] and labels [B, K] of the ``index`` ([K, B] or one slice for all K slots)."""
+        if isinstance(index, slice):
+            images = self.pixels[index] if self.inputs is None else self.inputs[index]  # [B, 1, 28, 28]
+            images, labels = images.expand(-1, slots, -1, -1), self.labels[index].unsqueeze(1).expand(-1, slots)
+            if theta is None:
+                return images, labels
+            index = torch.arange(index.start, index.stop).expand(slots, -1)
+        k, b = index.shape
+        labels = self.labels[index].t()  # [B, K]
+        if theta is None:
+            return self.inputs[index].view(k, b, 28, 28).transpose(0, 1), labels
+        warped = warp(self.pixels[index].view(k * b, 1, 28, 28), theta.reshape(k * b, 2, 3))
+        return normalize(warped).view(k, b, 28, 28).transpose(0, 1), labels
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,198 @@
+"""All the GPU work of a session with a lent GPU, as one command, in order of importance.
+
+    MNISTLAB_DATA=.mnist PYTHONPATH=src python benchmarks/gpu_session.py --out $OUT [--tiny]
+
+1. a smoke test of the captured-graph step against the eager step (one short epoch each);
+2. the speed benchmark: Model 8's 15-epoch recipe, one seed, with the graph and eager; a conventional
+   pipeline (map-style Dataset rotating PIL images, DataLoader with 8 workers, pinned memory) for one epoch
+   at batch 64 and 128; 16 seeds of Model 8 stacked (results/stacked/model8-16seeds);
+3. Model 8's three final seeds stacked (results/stacked/model8/seed<k>), beside the single-run records;
+4. Model 7's study on 4 seeds (validation only), then its winner's final runs (results/model7/seed<k>);
+5. Models 2-6 on the seeds they lack, and Model 1's 20 epochs on 3 seeds, stacked.
+
+Each stage appends to ``gpu.json`` and packs the new run folders into ``results.tar.gz`` under ``--out``
+(so a stage cut off by the time limit loses only itself). ``--tiny`` runs every stage on a few thousand
+images and 1-2 epochs into a scratch folder, to check the script on a CPU first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tarfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mnistlab.config import TrainConfig  # noqa: E402
+from mnistlab.engine import fit, fit_group  # noqa: E402
+from mnistlab.experiments import STUDIES, UNTESTED, Run, final_runs, run_all  # noqa: E402
+
+RECORD: dict = {"stages": {}}
+GRAPH = {"cuda_graph": True}  # set False by the smoke test if the captured step fails or disagrees
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--skip", default="", help="stages to skip, comma-separated")
+    parser.add_argument("--only", default="", help="only these stages, comma-separated")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tiny = {"limit": 3000, "epochs": 2} if args.tiny else {}
+    RECORD["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    RECORD["torch"] = torch.__version__
+    RECORD["t0"] = time.time()
+    started = time.perf_counter()
+    skip = set(args.skip.split(","))
+    stages = [
+        ("smoke", lambda: smoke(device, args)),
+        ("speed", lambda: speed(device, args, tiny)),
+        ("stacked16", lambda: stacked_seeds(device, args, tiny, 16, "model8-16seeds")),
+        ("stacked3", lambda: stacked_seeds(device, args, tiny, 3, "model8")),
+        ("model7", lambda: model7(device, args, tiny)),
+        ("model7b", lambda: model7(device, args, tiny, "model7-round2", "model7-r2", 8)),
+        ("zoo", lambda: zoo(device, args, tiny)),
+    ]
+    for name, stage in stages:
+        if name in skip or args.only and name not in args.only.split(","):
+            continue
+        start = time.perf_counter()
+        try:
+            result = stage()
+            RECORD["stages"][name] = {"ok": True, "seconds": time.perf_counter() - start, **(result or {})}
+        except Exception as exc:  # a stage that fails must not cost the others their turn
+            RECORD["stages"][name] = {"ok": False, "error": repr(exc), "trace": traceback.format_exc()[-3000:]}
+        print(f"== {name}: {json.dumps(RECORD['stages'][name])[:600]}", flush=True)
+        RECORD["elapsed"] = time.perf_counter() - started
+        (args.out / "gpu.json").write_text(json.dumps(RECORD, indent=2) + "\n")
+        pack(args)
+
+
+def pack(args: argparse.Namespace) -> None:
+    """The run folders this session wrote (everything under results/ newer than the start), as one archive."""
+    since = RECORD["t0"]
+    with tarfile.open(args.out / "results.tar.gz", "w:gz") as tar:
+        for path in sorted(args.results.rglob("*")):
+            if path.is_file() and path.stat().st_mtime >= since and path.stat().st_size < 4_000_000:
+                tar.add(path)
+
+
+def quiet(line: str) -> None:
+    print(line, flush=True)
+
+
+def smoke(device: str, args: argparse.Namespace) -> dict:
+    """One short epoch with the graph and one eager: both must learn and agree in distribution."""
+    out = {}
+    for graph in (True, False):
+        config = TrainConfig.for_model("model8", epochs=1, limit=6000, val_size=1000, device=device,
+                                       output_dir=f"/tmp/smoke-{graph}", cuda_graph=graph)  # fmt: skip
+        try:
+            summary = fit(config, progress=False, log=quiet)
+        except Exception as exc:
+            GRAPH["cuda_graph"] = False
+            out[f"graph={graph}"] = {"error": repr(exc), "trace": traceback.format_exc()[-2000:]}
+            continue
+        out[f"graph={graph}"] = {"val": summary["last_val_acc"], "provenance": summary["provenance"]}
+    if "val" in out.get("graph=True", {}) and abs(out["graph=True"]["val"] - out["graph=False"]["val"]) > 1.5:
+        GRAPH["cuda_graph"] = False  # disagrees beyond seed-level noise on 1,000 images: do not trust it
+    out["graph_used_after"] = GRAPH["cuda_graph"]
+    return out
+
+
+def speed(device: str, args: argparse.Namespace, tiny: dict) -> dict:
+    """Model 8's recipe, one seed: fit with the graph, fit eager (2 epochs), and the conventional pipeline."""
+    from speed import ConventionalMNIST
+    from torch.utils.data import DataLoader
+
+    from mnistlab.data.mnist import load_mnist
+    from mnistlab.models import create_model
+
+    result = {}
+    base = TrainConfig.for_model("model8", val_size=0, device=device, **GRAPH, **tiny)
+    for label, changes in (("graph", {}), ("eager_2_epochs", {"cuda_graph": False, "epochs": 2})):
+        config = dataclasses.replace(base, output_dir=f"/tmp/speed-{label}", **changes)
+        start = time.perf_counter()
+        summary = fit(config, progress=False, log=quiet)
+        history = [json.loads(line) for line in Path(config.output_dir, "history.jsonl").read_text().splitlines()]
+        result[label] = {"fit_seconds": time.perf_counter() - start, "epoch_seconds": [h["seconds"] for h in history],
+                         "test_last3": summary["test_acc_last3"]}  # fmt: skip
+    images, labels = load_mnist("train")
+    if tiny:
+        images, labels = images[: tiny["limit"]], labels[: tiny["limit"]]
+    for batch in (64, 128):
+        torch.manual_seed(0)
+        model = create_model("model8").to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        loader = DataLoader(ConventionalMNIST(images, labels, degrees=7.0), batch_size=batch, shuffle=True,
+                            num_workers=8, pin_memory=device == "cuda", persistent_workers=False)  # fmt: skip
+        start = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = torch.nn.functional.nll_loss(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        result[f"conventional_batch{batch}_epoch_seconds"] = time.perf_counter() - start
+    return result
+
+
+def stacked_seeds(device: str, args: argparse.Namespace, tiny: dict, count: int, folder: str) -> dict:
+    """Model 8's final recipe on seeds 1..count as one stacked network, into results/stacked/<folder>."""
+    root = args.results / "stacked" / folder
+    configs = [TrainConfig.for_model("model8", seed=seed, val_size=0, device=device, **GRAPH,
+                                     output_dir=str(root / f"seed{seed}"), **tiny)
+               for seed in range(1, count + 1)]  # fmt: skip
+    start = time.perf_counter()
+    summaries = fit_group(configs, progress=False, log=quiet)
+    return {"fit_seconds": time.perf_counter() - start,
+            "test_last3": {s["seed"]: s["test_acc_last3"] for s in summaries}}  # fmt: skip
+
+
+def model7(
+    device: str, args: argparse.Namespace, tiny: dict, key: str = "model7-seeds", group: str = "model7",
+    workers: int = 4,
+) -> dict:  # fmt: skip
+    """A Model 7 study (4 seeds per candidate, validation only), then its winner on the 3 final seeds
+    (into results/<group>/seed<k>)."""
+    from mnistlab.report import chosen, tuning_scores
+
+    study = next(s for s in STUDIES if s.key == key)
+    overrides = {"device": device, **GRAPH, **tiny}
+    run_all(list(study.runs), args.results, overrides=overrides, log=quiet, progress=False, workers=workers)
+    pack(args)
+    best = chosen(study, tuning_scores(args.results, study))
+    winner = best.run.overrides if best is not None else {}
+    recipe = {k: v for k, v in winner.items() if k not in UNTESTED}
+    finals = [Run("model7", seed, group, f"seed{seed}", recipe) for seed in (1, 2, 3)]
+    run_all(finals, args.results, overrides=overrides, log=quiet, progress=False, workers=3)
+    return {"winner": best.name if best else None, "recipe": recipe,
+            "scores": {c.name: c.score for c in tuning_scores(args.results, study)}}  # fmt: skip
+
+
+def zoo(device: str, args: argparse.Namespace, tiny: dict) -> dict:
+    """Models 2-6 on the final seeds they lack, then Model 1's 20 epochs on 3 seeds; seeds stacked."""
+    result = {}
+    for model in ["model2"] if tiny else ["model2", "model3", "model4", "model5", "model6", "model1"]:
+        runs = final_runs([model])
+        summaries = run_all(runs, args.results, overrides={"device": device, **GRAPH, **tiny}, log=quiet,
+                            progress=False, stack=True)  # fmt: skip
+        result.update({f"{r.model}/seed{r.seed}": s["test_acc_last3"] for r, s in zip(runs, summaries)})
+        pack(args)  # each model's runs come back even if a later one is cut off
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Stacking: K models of one architecture as one network, so that K seeds train in one pass.
+
+Every layer holds the K models' layers side by side along the channel axis, model-major: a convolution
+with ``groups`` g becomes one with K*g groups (model k's channels only see model k's), BatchNorm runs over
+K*C channels (each model keeps its own statistics), and ReLU, pooling and dropout act per element or per
+channel as they are. The input is [B, K, 28, 28] (slot k is model k's batch), the output [B, K, 10]
+log-probabilities. Every tensor of the state dict keeps its name and holds the K models' tensors
+concatenated along its first axis, which is what ``unstack`` and the engine's checkpoints cut apart.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistlab.errors import MnistlabError
+from mnistlab.models.layers import Net
+
+# Layers that act per element or per channel: the same module serves K models' channels unchanged.
+_SHARED = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity)
+
+
+class StackedNet(nn.Module):
+    """K ``Net``s of one architecture computed at once: [B, K, 28, 28] in, [B, K, 10] log-probabilities out."""
+
+    def __init__(self, features: nn.Sequential, template: Net, slots: int) -> None:
+        super().__init__()
+        self.features = features
+        self.slots = slots
+        self._template = [template]  # in a list: a plain model to copy, not a submodule with parameters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, K, 28, 28)
+        scores = self.features(x).flatten(1).view(len(x), self.slots, -1)  # (B, K, 10)
+        return F.log_softmax(scores, dim=-1)
+
+    def template(self) -> Net:
+        return self._template[0]
+
+
+def stack(models: list[nn.Module]) -> StackedNet:
+    """One network computing ``models`` (same architecture, any weights) side by side."""
+    if not models:
+        raise MnistlabError("stack needs at least one model")
+    first = models[0]
+    for model in models:
+        if not isinstance(model, Net):
+            raise MnistlabError(f"{type(model).__name__} cannot be stacked: only the registry's Net models stack")
+        if [type(m) for m in model.modules()] != [type(m) for m in first.modules()]:
+            raise MnistlabError("stacked models must share one architecture")
+    features = _stack_module([m.features for m in models], "features")
+    stacked = StackedNet(features, copy.deepcopy(first).cpu(), len(models))
+    stacked.train(first.training)
+    return stacked.to(next(first.parameters()).device)
+
+
+def _stack_module(modules: list[nn.Module], name: str) -> nn.Module:
+    first = modules[0]
+    k = len(modules)
+    if isinstance(first, nn.Sequential):
+        return nn.Sequential(OrderedDict(
+            (child, _stack_module([m.get_submodule(child) for m in modules], f"{name}.{child}"))
+            for child, _ in first.named_children()
+        ))  # fmt: skip
+    if type(first) is nn.Conv2d:
+        conv = nn.Conv2d(
+            k * first.in_channels, k * first.out_channels, first.kernel_size, stride=first.stride,
+            padding=first.padding, dilation=first.dilation, groups=k * first.groups, bias=first.bias is not None,
+            padding_mode=first.padding_mode,
+        )  # fmt: skip
+        _concat_into(conv, modules)
+        return conv
+    if type(first) is nn.BatchNorm2d:
+        norm = nn.BatchNorm2d(k * first.num_features, eps=first.eps, momentum=first.momentum,
+                              affine=first.affine, track_running_stats=first.track_running_stats)  # fmt: skip
+        _concat_into(norm, modules)
+        return norm
+    if isinstance(first, _SHARED):
+        return copy.deepcopy(first)
+    raise MnistlabError(f"layer {name} ({type(first).__name__}) has no stacked form; it cannot be stacked")
+
+
+def _concat_into(target: nn.Module, modules: list[nn.Module]) -> None:
+    states = [m.state_dict() for m in modules]
+    merged = {key: concat([s[key] for s in states]) for key in states[0]}
+    target.load_state_dict(merged)
+
+
+def concat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """K models' tensors as the stacked one: along the first axis; a scalar (a step count) is shared."""
+    if tensors[0].dim() == 0:
+        return tensors[0].clone()
+    return torch.cat([t.detach() for t in tensors])
+
+
+def slot(tensor: torch.Tensor, k: int, slots: int) -> torch.Tensor:
+    """Model k's part of a stacked tensor (the inverse of ``concat``)."""
+    if tensor.dim() == 0:
+        return tensor.detach().clone()
+    return tensor.detach().chunk(slots)[k].clone()
+
+
+def unstack(stacked: StackedNet) -> list[Net]:
+    """The K plain models, with the stacked network's current weights and BatchNorm buffers."""
+    state = stacked.state_dict()
+    models = []
+    for k in range(stacked.slots):
+        model = copy.deepcopy(stacked.template())
+        model.load_state_dict({key: slot(value, k, stacked.slots).cpu() for key, value in state.items()})
+        models.append(model.train(stacked.training))
+    return models
+
+
+def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """K state dicts of one architecture (a model's, or its moving average's) as the stacked one's."""
+    return {key: concat([s[key] for s in states]) for key in states[0]}
+
+
+def unstack_state(state: dict[str, torch.Tensor], slots: int) -> list[dict[str, torch.Tensor]]:
+    return [{key: slot(value, k, slots).cpu() for key, value in state.items()} for k in range(slots)]

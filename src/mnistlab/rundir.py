@@ -1,0 +1,52 @@
+"""A run directory: the files one training run writes, and where it stands (todo, partial, done).
+
+Imports nothing heavy, so the CLI, the runner and the report can ask about runs without loading torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.json"
+HISTORY = "history.jsonl"  # one line per finished epoch
+SUMMARY = "summary.json"  # written last: its presence means the run is done
+LAST = "last.pt"  # everything needed to resume, after each epoch
+BEST = "best.pt"  # the weights of the best epoch by validation accuracy
+LOG = "train.log"  # epoch lines of a run trained in a worker process
+RUN_FILES = (CONFIG, HISTORY, SUMMARY, LAST, BEST, LOG)
+
+LAST_K = 3  # "the last epochs": the window in which a run must hold the target, and over which it is reported
+TARGET = 99.4  # the course's goal: test accuracy (%) in each of the last LAST_K epochs
+
+
+def run_status(run_dir: str | Path) -> str:
+    """``done`` (a summary), ``partial`` (an epoch's checkpoint, no summary) or ``todo``."""
+    out = Path(run_dir)
+    if (out / SUMMARY).exists():
+        return "done"
+    if (out / LAST).exists():
+        return "partial"
+    return "todo"
+
+
+def remove_run_files(run_dir: str | Path) -> list[Path]:
+    """Delete the files a run wrote in ``run_dir`` (and nothing else the folder holds); return them."""
+    removed = []
+    for name in RUN_FILES:
+        path = Path(run_dir) / name
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / SUMMARY).read_text())
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a run directory, as ``fit`` wrote them to ``history.jsonl``."""
+    text = (Path(run_dir) / HISTORY).read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
