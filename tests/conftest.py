@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny MNIST-shaped data the tests make themselves."""
+"""Shared fixtures: tiny MNIST-shaped data the tests make themselves; and no silent skips."""
 
 from __future__ import annotations
 
@@ -20,3 +20,13 @@ def tiny_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture
 def tiny_data() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     return tiny_digits(600, seed=0), tiny_digits(200, seed=1)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test is a test that does not exist: in this repository a skip fails, loudly."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, which this suite does not allow: {report.longrepr}"

@@ -171,9 +171,11 @@ def model6(dropout: float = 0.05) -> nn.Module:
             "Incorporate adaptive average pooling for flexible input sizes.",
             "Utilize an adaptive learning rate scheduler for improved convergence."),
     design="Unpadded 3x3 convolutions 16-24 | 1x1 to 8 | pool | 16-16 | AdaptiveAvgPool2d(1) | 1x1 to the "
-           "classes; ReduceLROnPlateau on the validation loss. Widths, rotation +-7 degrees and the "
-           "scheduler's settings are ours.",
-    recipe=_sgd(15, dropout=0.05, augment=ROTATE_7, scheduler="plateau", gamma=0.1, patience=1),
+           "classes; ReduceLROnPlateau on the validation loss (x0.1 after an epoch without improvement). "
+           "Widths, rotation +-7 degrees and the scheduler's settings are ours; the starting rate 0.05 and "
+           "batch 64 were chosen on the validation split, on 4 seeds (see Model 7's study).",
+    recipe=dataclasses.replace(_sgd(15, dropout=0.05, augment=ROTATE_7, scheduler="plateau", gamma=0.1, patience=1),
+                               lr=0.05, batch_size=64),
     params=7_568,
     seed_result=SeedResult(7_568, 98.59, 99.11, 15),
     seed_rf=(3, 5, 5, 6, 10, 14, 14, 14),

@@ -1,0 +1,231 @@
+"""Stacked training: K seeds as one network compute what K separate networks would, on tiny data."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistlab.config import TrainConfig
+from mnistlab.data.loader import make_loaders
+from mnistlab.engine import evaluate, fit, fit_group, make_optimizer, make_scheduler
+from mnistlab.errors import MnistlabError
+from mnistlab.graphstep import ema_update, sgd_update
+from mnistlab.models import create_model, list_models, load_checkpoint
+from mnistlab.models.layers import Net
+from mnistlab.models.stacking import stack, unstack
+
+QUIET = dict(progress=False, log=lambda m: None)
+
+
+def seeded_models(name: str, seeds=(1, 2, 3)) -> list[nn.Module]:
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        models.append(create_model(name))
+    return models
+
+
+def without_dropout(*modules: nn.Module) -> None:
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_stacked_forward_equals_each_model_on_its_slot(name):
+    models = seeded_models(name)
+    stacked = stack(models)
+    without_dropout(stacked, *models)
+    x = torch.randn(5, 3, 28, 28)
+    for mode in ("train", "eval"):  # train: BatchNorm uses each slot's own batch statistics
+        stacked.train(mode == "train")
+        for m in models:
+            m.train(mode == "train")
+        expected = torch.stack([m(x[:, k : k + 1]) for k, m in enumerate(models)], dim=1)
+        torch.testing.assert_close(stacked(x), expected, rtol=1e-4, atol=1e-5)
+    for model, back in zip(models, unstack(stacked)):  # running statistics too
+        for (key, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_unstack_of_stack_round_trips_exactly():
+    models = seeded_models("sepnet6k")
+    back = unstack(stack(models))
+    assert [type(m) for m in back] == [type(m) for m in models]
+    for model, again in zip(models, back):
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.mark.parametrize("name, momentum, weight_decay, nesterov", [("model8", 0.9, 0.0, False),
+                                                                    ("model6", 0.8, 1e-3, True)])
+def test_two_stacked_sgd_steps_equal_steps_taken_alone(name, momentum, weight_decay, nesterov):
+    models = seeded_models(name)
+    stacked = stack(models)
+    without_dropout(stacked, *models)
+    config = TrainConfig.for_model(name, lr=0.05, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    opt = make_optimizer(stacked, config)
+    alone = [make_optimizer(m, config) for m in models]
+    torch.manual_seed(0)
+    for _ in range(2):
+        x, y = torch.randn(8, 3, 28, 28), torch.randint(0, 10, (8, 3))
+        out = stacked(x)
+        loss = sum(F.cross_entropy(out[:, k], y[:, k]) for k in range(3))  # the sum: each model's own gradient
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for k, (model, optimizer) in enumerate(zip(models, alone)):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x[:, k : k + 1]), y[:, k]).backward()
+            optimizer.step()
+    for model, back in zip(models, unstack(stacked)):
+        for (key, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_a_layer_without_a_stacked_form_is_named():
+    odd = Net(OrderedDict(conv1=nn.Conv2d(1, 4, 3), flat=nn.Flatten(), out=nn.Linear(4 * 26 * 26, 10)))
+    with pytest.raises(MnistlabError, match=r"layer features.flat \(Flatten\) has no stacked form"):
+        stack([odd, copy.deepcopy(odd)])
+    with pytest.raises(MnistlabError, match="one architecture"):
+        stack([create_model("model8"), create_model("model7")])
+
+
+def reference_fit(config: TrainConfig, data) -> nn.Module:
+    """A plain single-model training loop, written independently of the engine: what `fit` must compute."""
+    loaders = make_loaders(*data, batch_size=config.batch_size, augment=config.augment, val_size=config.val_size,
+                           seed=config.seed)  # fmt: skip
+    torch.manual_seed(config.seed)
+    model = create_model(config.model).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, len(loaders.train))
+    for epoch in range(1, config.epochs + 1):
+        torch.manual_seed(config.seed * 1_000 + epoch)
+        loaders.train.set_epoch(epoch)
+        model.train()
+        for images, labels in loaders.train:
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    return model
+
+
+def test_a_group_of_one_computes_exactly_what_a_plain_network_does(tmp_path, tiny_data):
+    config = TrainConfig.for_model("model8", epochs=2, batch_size=32, val_size=100, device="cpu",
+                                   output_dir=str(tmp_path / "run"))  # fmt: skip
+    fit(config, data=tiny_data, **QUIET)
+    expected = reference_fit(config, tiny_data)
+    shipped = load_checkpoint(tmp_path / "run" / "last.pt")
+    for (key, a), b in zip(expected.state_dict().items(), shipped.state_dict().values()):
+        assert torch.equal(a, b), key
+
+
+def test_a_stacked_run_writes_each_seed_a_run_that_reloads_to_its_numbers(tmp_path, tiny_data):
+    configs = [TrainConfig.for_model("model8", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
+                                     output_dir=str(tmp_path / f"seed{s}")) for s in (1, 2)]  # fmt: skip
+    summaries = fit_group(configs, data=tiny_data, **QUIET)
+    loaders = make_loaders(*tiny_data, batch_size=32, val_size=100, seed=1)
+    for config, summary in zip(configs, summaries):
+        history = [json.loads(line) for line in open(f"{config.output_dir}/history.jsonl")]
+        assert [h["epoch"] for h in history] == [1, 2] and summary["seed"] == config.seed
+        assert summary["provenance"]["stacked"] == 2 and summary["params"] == 7500
+        again = evaluate(load_checkpoint(f"{config.output_dir}/last.pt"), loaders.test)
+        assert again["acc"] == pytest.approx(summary["last_test_acc"])
+    first, second = (load_checkpoint(f"{c.output_dir}/last.pt").state_dict() for c in configs)
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # two seeds, two different models
+
+
+def test_stacked_runs_match_the_same_seeds_trained_alone(tmp_path, tiny_data):
+    """Not bit-identical (other kernels), but the same training: each seed's accuracies agree closely."""
+    base = dict(epochs=2, batch_size=32, val_size=100, device="cpu", dropout=0.0)
+    configs = [TrainConfig.for_model("model6", seed=s, output_dir=str(tmp_path / f"g{s}"), **base) for s in (1, 2)]
+    stacked = fit_group(configs, data=tiny_data, **QUIET)
+    for config, together in zip(configs, stacked):
+        alone = fit(TrainConfig.for_model("model6", seed=config.seed, output_dir=str(tmp_path / f"a{config.seed}"),
+                                          **base), data=tiny_data, **QUIET)  # fmt: skip
+        assert together["best_val_acc"] == pytest.approx(alone["best_val_acc"], abs=2.0)
+        assert together["test_acc_last3"] == pytest.approx(alone["test_acc_last3"], abs=2.0)
+
+
+def test_a_stacked_group_resumes_to_the_same_numbers(tmp_path, tiny_data):
+    def configs(root):
+        return [TrainConfig.for_model("sepnet3k", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
+                                      output_dir=str(tmp_path / root / f"seed{s}")) for s in (1, 2)]  # fmt: skip
+
+    whole = fit_group(configs("a"), data=tiny_data, **QUIET)  # with the moving average (sepnet3k's recipe)
+    assert fit_group(configs("b"), data=tiny_data, stop_after=1, **QUIET)[0] == {"stopped_after": 1}
+    resumed = fit_group(configs("b"), data=tiny_data, resume=True, **QUIET)
+    for one, other in zip(whole, resumed):
+        assert one["test_acc_last3"] == other["test_acc_last3"] and one["best_val_acc"] == other["best_val_acc"]
+
+
+def test_plateau_and_mixed_recipes_do_not_stack(tmp_path, tiny_data):
+    plateau = [TrainConfig.for_model("model7", seed=s, output_dir=str(tmp_path / f"{s}")) for s in (1, 2)]
+    with pytest.raises(MnistlabError, match="plateau"):
+        fit_group(plateau, data=tiny_data, **QUIET)
+    mixed = [TrainConfig.for_model("model8", seed=1, output_dir=str(tmp_path / "x")),
+             TrainConfig.for_model("model8", seed=2, lr=0.2, output_dir=str(tmp_path / "y"))]  # fmt: skip
+    with pytest.raises(MnistlabError, match="differ in lr"):
+        fit_group(mixed, data=tiny_data, **QUIET)
+
+
+def test_the_device_step_updates_as_torch_sgd_and_averaged_model_do():
+    torch.manual_seed(0)
+    params = [torch.randn(5, 3), torch.randn(7)]
+    copies = [p.clone().requires_grad_() for p in params]
+    reference = torch.optim.SGD(copies, lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=True)
+    buffers = [torch.zeros_like(p) for p in params]
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in params]
+        for c, g in zip(copies, grads):
+            c.grad = g.clone()
+        reference.step()
+        sgd_update(params, grads, buffers, torch.tensor(0.1), torch.tensor(0.9), 1e-3, nesterov=True)
+    for p, c in zip(params, copies):
+        torch.testing.assert_close(p, c.detach(), rtol=1e-6, atol=1e-7)
+    model = nn.BatchNorm1d(4)
+    averaged = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True)
+    mine = copy.deepcopy(model)
+    averaged.update_parameters(model)  # the first update copies, as the device step's first one does
+    for _ in range(3):
+        with torch.no_grad():
+            model.weight.add_(torch.randn(4))
+        model(torch.randn(6, 4))  # moves the running statistics too
+        averaged.update_parameters(model)
+        ema_update(list(mine.parameters()) + list(mine.buffers()), list(model.parameters()) + list(model.buffers()), 0.9)
+    for a, b in zip(averaged.module.state_dict().values(), mine.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_graph_trainers_step_run_eagerly_matches_the_engine(tmp_path, tiny_data, monkeypatch):
+    """The captured step's code (device step counter, schedule tables, own SGD and average), run eagerly on
+    the CPU, trains as the engine's torch.optim path does."""
+    import mnistlab.engine as engine
+    from mnistlab.graphstep import GraphedTrainer
+
+    def configs(root):
+        return [TrainConfig.for_model("sepnet3k", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
+                                      dropout=0.0, output_dir=str(tmp_path / root / f"seed{s}")) for s in (1, 2)]  # fmt: skip
+
+    plain = fit_group(configs("plain"), data=tiny_data, **QUIET)
+    monkeypatch.setattr(engine, "_graphed_trainer", lambda *args: GraphedTrainer(*args[:7], capture=False))
+    device = fit_group(configs("device"), data=tiny_data, **QUIET)
+    for one, other in zip(plain, device):
+        assert one["test_acc_last3"] == pytest.approx(other["test_acc_last3"], abs=1.0)
+    for s in (1, 2):
+        a = load_checkpoint(tmp_path / "plain" / f"seed{s}" / "last.pt").state_dict()
+        b = load_checkpoint(tmp_path / "device" / f"seed{s}" / "last.pt").state_dict()
+        for key in a:
+            if a[key].is_floating_point():
+                torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-3, msg=key)
+    assert json.loads((tmp_path / "device" / "seed1" / "history.jsonl").read_text().splitlines()[-1])["lr"] == \
+        json.loads((tmp_path / "plain" / "seed1" / "history.jsonl").read_text().splitlines()[-1])["lr"]
