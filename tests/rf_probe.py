@@ -66,7 +66,7 @@ def expected_window(row, output_hw: tuple[int, int] | None) -> tuple[tuple[float
     """The window of the probed unit from a summary row: its centre ± (rf - 1) / 2, per axis, unclipped."""
     rf = row.receptive_field if isinstance(row.receptive_field, tuple) else (row.receptive_field,) * 2
     jump = row.jump if isinstance(row.jump, tuple) else (row.jump,) * 2
-    start = row.start if isinstance(row.start, tuple) else (row.start,) * 2
+    start = row.centre if isinstance(row.centre, tuple) else (row.centre,) * 2
     index = (output_hw[0] // 2, output_hw[1] // 2) if output_hw else (0, 0)
     centres = [start[axis] + index[axis] * jump[axis] for axis in range(2)]
     return tuple((c - (r - 1) / 2, c + (r - 1) / 2) for c, r in zip(centres, rf))

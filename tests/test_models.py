@@ -46,7 +46,7 @@ def test_log_probabilities_backward_and_deterministic_eval(name):
 def test_recipes_are_data_next_to_the_models():
     card = get_card("model6")
     assert card.recipe.epochs == 15 and card.recipe.augment.rotation > 0
-    assert card.seed_result is not None and card.seed_result.params == 9_256
+    assert card.reference is not None and card.reference.params == 9_256
     assert all(get_card(n).target for n in list_models())
 
 

@@ -66,7 +66,7 @@ class LayerRow:
     output_shape: tuple[int, ...]  # without the batch dimension
     receptive_field: int | Pair
     jump: int | Pair
-    start: float | tuple[float, float]  # centre of the first output unit's field, in input pixels
+    centre: float | tuple[float, float]  # centre of the first output unit's field, in input pixels
     params: int
     macs: int  # multiply-accumulates per image
 
@@ -217,7 +217,7 @@ def summarize(
                 output_shape=tuple(int(s) for s in shape),
                 receptive_field=_compact(new_field.rf),
                 jump=_compact(new_field.jump),
-                start=_compact(new_field.center),
+                centre=_compact(new_field.center),
                 params=params,
                 macs=macs,
             )

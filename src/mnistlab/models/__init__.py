@@ -5,7 +5,7 @@ from mnistlab.models import zoo as _zoo  # noqa: F401  (registers the models)
 from mnistlab.models.checkpoint import load_checkpoint, save_checkpoint
 from mnistlab.models.registry import (
     ModelCard,
-    SeedResult,
+    Reference,
     create_model,
     get_card,
     list_models,
@@ -14,7 +14,7 @@ from mnistlab.models.registry import (
 
 __all__ = [
     "ModelCard",
-    "SeedResult",
+    "Reference",
     "create_model",
     "get_card",
     "list_models",

@@ -1,4 +1,4 @@
-"""The model registry: builders registered by name, each with its card (Target, recipe, seed's numbers)."""
+"""The model registry: builders registered by name, each with its card (Target, recipe, the reference's numbers)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from mnistlab.errors import MnistlabError
 
 
 @dataclass(frozen=True)
-class SeedResult:
-    """What the seed project reported for this model (its numbers cannot be re-run; ours can)."""
+class Reference:
+    """What the reference project (the ERA V2 student project this lab re-implements) reported for this model.
+
+    Its numbers cannot be re-run; ours can. Its test figure is its best epoch, chosen on test."""
 
     params: int
-    best_train_acc: float
     best_test_acc: float
-    epochs: int
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,8 @@ class ModelCard:
     design: str  # the architecture and the choices that were ours, in a sentence or three
     recipe: Recipe
     params: int  # the documented parameter count; a test checks the built model against it
-    seed_result: SeedResult | None = None
-    seed_rf: tuple[int, ...] = ()  # the seed's hand-made receptive-field column, one per conv/pool layer
+    reference: Reference | None = None
+    reference_rf: tuple[int, ...] = ()  # the reference's hand-made receptive-field column, one per conv/pool
     candidate: bool = False  # tried on the validation split and not chosen: reported in its study only
 
 
@@ -47,8 +47,8 @@ def register_model(
     design: str,
     recipe: Recipe,
     params: int,
-    seed_result: SeedResult | None = None,
-    seed_rf: tuple[int, ...] = (),
+    reference: Reference | None = None,
+    reference_rf: tuple[int, ...] = (),
     candidate: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under its function name, with the card that describes it."""
@@ -58,7 +58,7 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelCard(
-            name, title, builder, target, design, recipe, params, seed_result, seed_rf, candidate
+            name, title, builder, target, design, recipe, params, reference, reference_rf, candidate
         )
         return builder
 

@@ -16,7 +16,7 @@ from torch import nn
 from mnistlab.config import Recipe
 from mnistlab.data.augment import Augment
 from mnistlab.models.layers import Net, conv, head, slim_net
-from mnistlab.models.registry import SeedResult, register_model
+from mnistlab.models.registry import Reference, register_model
 
 
 def _sgd(epochs: int, **kwargs: object) -> Recipe:
@@ -35,8 +35,8 @@ ROTATE_7 = Augment(rotation=7.0)
            "that gives exactly the seed's count).",
     recipe=_sgd(20),
     params=6_379_786,
-    seed_result=SeedResult(6_379_786, 100.00, 99.21, 20),
-    seed_rf=(3, 5, 6, 10, 14, 16, 24, 32, 40),
+    reference=Reference(params=6_379_786, best_test_acc=99.21),
+    reference_rf=(3, 5, 6, 10, 14, 16, 24, 32, 40),
 )  # fmt: skip
 def model1() -> nn.Module:
     return Net(OrderedDict(
@@ -60,8 +60,8 @@ def model1() -> nn.Module:
            "convolution to the 10 classes. Widths, BatchNorm on the 1x1 transitions and dropout 0.1 are ours.",
     recipe=_sgd(20, dropout=0.1),
     params=10_970,
-    seed_result=SeedResult(10_970, 99.87, 99.20, 20),
-    seed_rf=(3, 5, 7, 8, 8, 12, 16, 18, 18, 36),
+    reference=Reference(params=10_970, best_test_acc=99.20),
+    reference_rf=(3, 5, 7, 8, 8, 12, 16, 18, 18, 36),
 )  # fmt: skip
 def model2(dropout: float = 0.1) -> nn.Module:
     return Net(OrderedDict(
@@ -127,8 +127,8 @@ def _gap_net(widths: tuple[int, ...], dropout: float) -> Net:
            "AvgPool 6x6 (GAP) | 1x1 to the classes. Widths and dropout 0.1 are ours.",
     recipe=_sgd(20, dropout=0.1),
     params=11_312,
-    seed_result=SeedResult(11_312, 99.28, 99.30, 20),
-    seed_rf=(3, 5, 5, 6, 10, 14, 18, 20, 32, 32),
+    reference=Reference(params=11_312, best_test_acc=99.30),
+    reference_rf=(3, 5, 5, 6, 10, 14, 18, 20, 32, 32),
 )  # fmt: skip
 def model4(dropout: float = 0.1) -> nn.Module:
     return _gap_net((20, 20, 10, 14, 16, 16, 10), dropout)
@@ -142,8 +142,8 @@ def model4(dropout: float = 0.1) -> nn.Module:
            "after it. Widths and dropout 0.05 are ours.",
     recipe=_sgd(20, dropout=0.05),
     params=9_400,
-    seed_result=SeedResult(9_400, 99.21, 99.40, 20),
-    seed_rf=(3, 5, 5, 6, 10, 14, 18, 20, 32, 32),
+    reference=Reference(params=9_400, best_test_acc=99.40),
+    reference_rf=(3, 5, 5, 6, 10, 14, 18, 20, 32, 32),
 )  # fmt: skip
 def model5(dropout: float = 0.05) -> nn.Module:
     return _gap_net((8, 16, 12, 12, 16, 16, 16), dropout)
@@ -158,8 +158,8 @@ def model5(dropout: float = 0.05) -> nn.Module:
            "degrees and StepLR (x0.1 every 6 epochs). Widths, rotation and schedule are ours.",
     recipe=_sgd(15, dropout=0.05, augment=ROTATE_7, scheduler="step", step_size=6, gamma=0.1),
     params=9_256,
-    seed_result=SeedResult(9_256, 98.65, 99.06, 15),
-    seed_rf=(3, 5, 5, 6, 10, 14, 18, 20, 32, 32),
+    reference=Reference(params=9_256, best_test_acc=99.06),
+    reference_rf=(3, 5, 5, 6, 10, 14, 18, 20, 32, 32),
 )  # fmt: skip
 def model6(dropout: float = 0.05) -> nn.Module:
     return _gap_net((8, 16, 12, 16, 16, 12, 16), dropout)
@@ -177,8 +177,8 @@ def model6(dropout: float = 0.05) -> nn.Module:
     recipe=dataclasses.replace(_sgd(15, dropout=0.05, augment=ROTATE_7, scheduler="plateau", gamma=0.1, patience=1),
                                lr=0.05, batch_size=64),
     params=7_568,
-    seed_result=SeedResult(7_568, 98.59, 99.11, 15),
-    seed_rf=(3, 5, 5, 6, 10, 14, 14, 14),
+    reference=Reference(params=7_568, best_test_acc=99.11),
+    reference_rf=(3, 5, 5, 6, 10, 14, 14, 14),
 )  # fmt: skip
 def model7(dropout: float = 0.05) -> nn.Module:
     return Net(OrderedDict(
