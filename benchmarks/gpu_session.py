@@ -30,9 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mnistlab.config import TrainConfig  # noqa: E402
+
 from mnistlab.engine import fit, fit_group  # noqa: E402
 from mnistlab.experiments import STUDIES, UNTESTED, Run, final_runs, run_all  # noqa: E402
+from mnistlab.models import config_for  # noqa: E402
 
 RECORD: dict = {"stages": {}}
 GRAPH = {"cuda_graph": True}  # set False by the smoke test if the captured step fails or disagrees
@@ -45,10 +46,14 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--skip", default="", help="stages to skip, comma-separated")
     parser.add_argument("--only", default="", help="only these stages, comma-separated")
+    parser.add_argument("--workers", type=int, default=0, help="processes for a study's runs [the stage's own]")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tiny = {"limit": 3000, "epochs": 2} if args.tiny else {}
+    if args.threads:
+        tiny["threads"] = args.threads  # an execution setting: it rides with the tiny overrides
     RECORD["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     RECORD["torch"] = torch.__version__
     RECORD["t0"] = time.time()
@@ -60,7 +65,7 @@ def main() -> None:
         ("stacked16", lambda: stacked_seeds(device, args, tiny, 16, "model8-16seeds")),
         ("stacked3", lambda: stacked_seeds(device, args, tiny, 3, "model8")),
         ("model7", lambda: model7(device, args, tiny)),
-        ("model7b", lambda: model7(device, args, tiny, "model7-round2", "model7-r2", 8)),
+        ("model7b", lambda: model7(device, args, tiny, "model7-round2", "model7-r2", args.workers or 8)),
         ("zoo", lambda: zoo(device, args, tiny)),
     ]
     for name, stage in stages:
@@ -95,7 +100,7 @@ def smoke(device: str, args: argparse.Namespace) -> dict:
     """One short epoch with the graph and one eager: both must learn and agree in distribution."""
     out = {}
     for graph in (True, False):
-        config = TrainConfig.for_model("model8", epochs=1, limit=6000, val_size=1000, device=device,
+        config = config_for("model8", epochs=1, limit=6000, val_size=1000, device=device,
                                        output_dir=f"/tmp/smoke-{graph}", cuda_graph=graph)  # fmt: skip
         try:
             summary = fit(config, progress=False, log=quiet)
@@ -119,7 +124,7 @@ def speed(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     from mnistlab.models import create_model
 
     result = {}
-    base = TrainConfig.for_model("model8", val_size=0, device=device, **GRAPH, **tiny)
+    base = config_for("model8", val_size=0, device=device, **GRAPH, **tiny)
     for label, changes in (("graph", {}), ("eager_2_epochs", {"cuda_graph": False, "epochs": 2})):
         config = dataclasses.replace(base, output_dir=f"/tmp/speed-{label}", **changes)
         start = time.perf_counter()
@@ -152,7 +157,7 @@ def speed(device: str, args: argparse.Namespace, tiny: dict) -> dict:
 def stacked_seeds(device: str, args: argparse.Namespace, tiny: dict, count: int, folder: str) -> dict:
     """Model 8's final recipe on seeds 1..count as one stacked network, into results/stacked/<folder>."""
     root = args.results / "stacked" / folder
-    configs = [TrainConfig.for_model("model8", seed=seed, val_size=0, device=device, **GRAPH,
+    configs = [config_for("model8", seed=seed, val_size=0, device=device, **GRAPH,
                                      output_dir=str(root / f"seed{seed}"), **tiny)
                for seed in range(1, count + 1)]  # fmt: skip
     start = time.perf_counter()
@@ -177,7 +182,7 @@ def model7(
     winner = best.run.overrides if best is not None else {}
     recipe = {k: v for k, v in winner.items() if k not in UNTESTED}
     finals = [Run("model7", seed, group, f"seed{seed}", recipe) for seed in (1, 2, 3)]
-    run_all(finals, args.results, overrides=overrides, log=quiet, progress=False, workers=3)
+    run_all(finals, args.results, overrides=overrides, log=quiet, progress=False, workers=min(3, workers))
     return {"winner": best.name if best else None, "recipe": recipe,
             "scores": {c.name: c.score for c in tuning_scores(args.results, study)}}  # fmt: skip
 

@@ -20,22 +20,22 @@ from pathlib import Path
 import torch
 
 from mnistlab import perf
-from mnistlab.config import TrainConfig
 from mnistlab.data import load_mnist
 from mnistlab.data.loader import TensorLoader
 from mnistlab.engine import _build, make_optimizer, train_one_epoch
 from mnistlab.fileio import atomic_write_json
+from mnistlab.models import config_for
 
 
 def images_per_second(model_name: str, seeds: tuple[int, ...], steps: int, threads: int, warmup: int = 5) -> float:
     """Model-images per second of ``seeds`` trained as one stacked network on ``threads`` threads."""
     perf.configure(threads)
-    config = TrainConfig.for_model(model_name, device="cpu", val_size=0)
+    config = config_for(model_name, device="cpu", val_size=0)
     images, labels = load_mnist("train")
     batch = config.batch_size
     count = (steps + warmup) * batch
     loader = TensorLoader(images[:count], labels[:count], batch, shuffle=True, augment=config.augment, seed=1)
-    model = _build([TrainConfig.for_model(model_name, seed=s, device="cpu") for s in seeds], torch.device("cpu"))
+    model = _build([config_for(model_name, seed=s, device="cpu") for s in seeds], torch.device("cpu"))
     optimizer = make_optimizer(model, config)
     loader.set_epoch(1)
     batches = iter(loader.stacked(seeds))

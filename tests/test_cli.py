@@ -135,10 +135,10 @@ def test_overwrite_removes_only_the_runs_own_files(tmp_path):
 
 
 def test_a_moved_run_resumes_where_it_is_now(tmp_path):
-    from mnistlab.config import TrainConfig
     from mnistlab.engine import fit
+    from mnistlab.models import config_for
 
-    config = TrainConfig.for_model("model8", epochs=2, limit=300, val_size=100, test_every_epoch=False,
+    config = config_for("model8", epochs=2, limit=300, val_size=100, test_every_epoch=False,
                                    output_dir=str(tmp_path / "made-here"))  # fmt: skip
     fit(config, stop_after=1, progress=False, log=lambda m: None)
     moved = tmp_path / "elsewhere" / "run"

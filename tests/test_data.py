@@ -227,3 +227,71 @@ def test_real_mnist_is_the_official_data():
     assert abs(train_x.mean() / 255 - 0.1307) < 1e-4 and abs(train_x.std() / 255 - 0.3081) < 1e-4
     digest = hashlib.sha256(encode_idx(train_x, IMAGES_MAGIC)).hexdigest()
     assert digest == "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"
+
+
+def test_a_rotated_image_moves_by_the_drawn_angle():
+    """The warp turns the image about its centre by the drawn angle, within the configured range."""
+    import math
+
+    import torch
+
+    from mnistlab.data.augment import affine_theta, random_theta, warp
+
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 4, 13:15] = 1.0  # a dot above the centre
+    for degrees in (30.0, -50.0):
+        theta = affine_theta(torch.tensor([math.radians(degrees)]), torch.zeros(1), torch.ones(1), torch.zeros(1, 2))
+        turned = warp(image, theta)[0, 0]
+        ys, xs = torch.nonzero(turned > 0.2, as_tuple=True)
+        y, x = ys.float().mean() - 13.5, xs.float().mean() - 13.5  # the dot's offset from the centre
+        angle = math.degrees(math.atan2(float(x), float(-y)))  # 0 = straight up; positive = turned towards +x
+        assert angle == pytest.approx(degrees, abs=3.0)  # the dot (at 2 px resolution) turned by that angle
+    drawn = random_theta(4000, Augment(rotation=7.0), torch.Generator().manual_seed(0))
+    angles = torch.rad2deg(torch.atan2(drawn[:, 1, 0], drawn[:, 0, 0])).abs()  # rotation-only maps
+    assert angles.max() <= 7.0 + 1e-4 and angles.max() > 6.5 and angles.mean() > 3.0
+
+
+def test_the_epoch_plan_is_each_batch_drawing_its_own_augmentation():
+    """One draw per epoch for all batches gives each batch exactly what drawing per batch gave (the
+    recorded runs were made that way): the same permutation, then five draws per batch in batch order."""
+    import torch
+
+    from mnistlab.data.augment import random_theta
+    from mnistlab.data.loader import TensorLoader
+
+    images, labels = tiny_digits(150)
+    augment = Augment(rotation=7.0, translate=0.1, scale=0.1)
+    loader = TensorLoader(images, labels, 32, shuffle=True, augment=augment)
+    plan = loader.plan(seed=3, epoch=2)
+    generator = torch.Generator().manual_seed(3 * 100_003 + 2)
+    assert torch.equal(plan.order, torch.randperm(150, generator=generator))
+    expected = torch.cat([random_theta(min(32, 150 - start), augment, generator) for start in range(0, 150, 32)])
+    assert torch.equal(plan.theta, expected)
+
+
+def test_zoom_and_shift_move_the_image_where_they_say():
+    """Zoom scales distances from the centre by its factor on both axes; a shift moves the image that fraction
+    of its half-size towards +x/+y; random shifts stay within the configured fraction."""
+    import torch
+
+    from mnistlab.data.augment import affine_theta, random_theta, warp
+
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 4, 13:15] = 1.0  # above the centre
+    image[0, 0, 13:15, 22] = 1.0  # right of the centre
+
+    def centroid(picture, rows, cols):
+        part = picture[rows, cols]
+        ys, xs = torch.nonzero(part > 0.2, as_tuple=True)
+        return float(ys.float().mean() + rows.start - 13.5), float(xs.float().mean() + cols.start - 13.5)
+
+    zoomed = warp(image, affine_theta(torch.zeros(1), torch.zeros(1), torch.tensor([1.25]), torch.zeros(1, 2)))[0, 0]
+    top_y, _ = centroid(zoomed, slice(0, 10), slice(8, 20))
+    _, right_x = centroid(zoomed, slice(8, 20), slice(18, 28))
+    assert top_y == pytest.approx(-9.5 * 1.25, abs=0.6) and right_x == pytest.approx(8.5 * 1.25, abs=0.6)
+    shifted = warp(image, affine_theta(torch.zeros(1), torch.zeros(1), torch.ones(1), torch.tensor([[0.2, -0.1]])))[0, 0]
+    y, x = centroid(shifted, slice(0, 10), slice(8, 24))
+    assert x == pytest.approx(0 + 0.2 * 14, abs=0.6) and y == pytest.approx(-9.5 - 0.1 * 14, abs=0.6)
+    drawn = random_theta(4000, Augment(translate=0.1), torch.Generator().manual_seed(0))
+    shift = -drawn[:, :, 2]  # identity maps: the inverse's offset is minus the shift, in [-1, 1] units
+    assert shift.abs().max() <= 0.2 + 1e-6 and shift.abs().max() > 0.19

@@ -7,17 +7,16 @@ import json
 import pytest
 import torch
 
-from mnistlab.config import TrainConfig
 from mnistlab.engine import fit, make_optimizer, make_scheduler
 from mnistlab.errors import MnistlabError
-from mnistlab.models import create_model, load_checkpoint
+from mnistlab.models import config_for, create_model, load_checkpoint
 from mnistlab.models.checkpoint import save_checkpoint
 
 
 def tiny_config(tmp_path, **overrides):
     values = dict(epochs=3, batch_size=32, val_size=100, device="cpu", output_dir=str(tmp_path / "run"))
     values.update(overrides)
-    return TrainConfig.for_model("model8", **values)
+    return config_for("model8", **values)
 
 
 def test_short_fit_learns_and_writes_the_run_directory(tmp_path, tiny_data):
@@ -133,3 +132,20 @@ def test_schedulers_step_as_configured(tmp_path):
 def test_nonsense_hyper_parameters_are_refused(tmp_path, overrides, message):
     with pytest.raises(MnistlabError, match=message):
         tiny_config(tmp_path, **overrides)
+
+
+def test_the_moving_average_moves_and_lags_the_trained_weights(tmp_path, tiny_data):
+    """With ema, the shipped weights are an average of the trained ones: they left their initial values, and
+    sit between them and the last step's weights (closer to the start than the trained weights are)."""
+    config = tiny_config(tmp_path, ema=0.99, epochs=2)
+    fit(config, data=tiny_data, progress=False, log=lambda m: None)
+    torch.manual_seed(config.seed)
+    initial = create_model("model8").state_dict()
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    shipped, trained = state["state_dict"], state["train_state_dict"]
+    weights = [k for k in initial if k.endswith("weight")]
+    moved = sum((shipped[k] - initial[k]).norm() for k in weights)
+    trained_moved = sum((trained[k] - initial[k]).norm() for k in weights)
+    assert moved > 0.01 * trained_moved  # it moved from the initial weights...
+    assert moved < trained_moved  # ...and lags the trained ones (38 steps at decay 0.99)
+    assert state["average"]["n_averaged"] == 2 * 16  # one update per step: 500 images / 32 per batch, 2 epochs

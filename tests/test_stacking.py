@@ -16,7 +16,7 @@ from mnistlab.data.loader import make_loaders
 from mnistlab.engine import evaluate, fit, fit_group, make_optimizer, make_scheduler
 from mnistlab.errors import MnistlabError
 from mnistlab.graphstep import ema_update, sgd_update
-from mnistlab.models import create_model, list_models, load_checkpoint
+from mnistlab.models import config_for, create_model, list_models, load_checkpoint
 from mnistlab.models.layers import Net
 from mnistlab.models.stacking import stack, unstack
 
@@ -69,7 +69,7 @@ def test_two_stacked_sgd_steps_equal_steps_taken_alone(name, momentum, weight_de
     models = seeded_models(name)
     stacked = stack(models)
     without_dropout(stacked, *models)
-    config = TrainConfig.for_model(name, lr=0.05, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    config = config_for(name, lr=0.05, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     opt = make_optimizer(stacked, config)
     alone = [make_optimizer(m, config) for m in models]
     torch.manual_seed(0)
@@ -119,7 +119,7 @@ def reference_fit(config: TrainConfig, data) -> nn.Module:
 
 
 def test_a_group_of_one_computes_exactly_what_a_plain_network_does(tmp_path, tiny_data):
-    config = TrainConfig.for_model("model8", epochs=2, batch_size=32, val_size=100, device="cpu",
+    config = config_for("model8", epochs=2, batch_size=32, val_size=100, device="cpu",
                                    output_dir=str(tmp_path / "run"))  # fmt: skip
     fit(config, data=tiny_data, **QUIET)
     expected = reference_fit(config, tiny_data)
@@ -129,7 +129,7 @@ def test_a_group_of_one_computes_exactly_what_a_plain_network_does(tmp_path, tin
 
 
 def test_a_stacked_run_writes_each_seed_a_run_that_reloads_to_its_numbers(tmp_path, tiny_data):
-    configs = [TrainConfig.for_model("model8", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
+    configs = [config_for("model8", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
                                      output_dir=str(tmp_path / f"seed{s}")) for s in (1, 2)]  # fmt: skip
     summaries = fit_group(configs, data=tiny_data, **QUIET)
     loaders = make_loaders(*tiny_data, batch_size=32, val_size=100, seed=1)
@@ -146,10 +146,10 @@ def test_a_stacked_run_writes_each_seed_a_run_that_reloads_to_its_numbers(tmp_pa
 def test_stacked_runs_match_the_same_seeds_trained_alone(tmp_path, tiny_data):
     """Not bit-identical (other kernels), but the same training: each seed's accuracies agree closely."""
     base = dict(epochs=2, batch_size=32, val_size=100, device="cpu", dropout=0.0)
-    configs = [TrainConfig.for_model("model6", seed=s, output_dir=str(tmp_path / f"g{s}"), **base) for s in (1, 2)]
+    configs = [config_for("model6", seed=s, output_dir=str(tmp_path / f"g{s}"), **base) for s in (1, 2)]
     stacked = fit_group(configs, data=tiny_data, **QUIET)
     for config, together in zip(configs, stacked):
-        alone = fit(TrainConfig.for_model("model6", seed=config.seed, output_dir=str(tmp_path / f"a{config.seed}"),
+        alone = fit(config_for("model6", seed=config.seed, output_dir=str(tmp_path / f"a{config.seed}"),
                                           **base), data=tiny_data, **QUIET)  # fmt: skip
         assert together["best_val_acc"] == pytest.approx(alone["best_val_acc"], abs=2.0)
         assert together["test_acc_last3"] == pytest.approx(alone["test_acc_last3"], abs=2.0)
@@ -157,7 +157,7 @@ def test_stacked_runs_match_the_same_seeds_trained_alone(tmp_path, tiny_data):
 
 def test_a_stacked_group_resumes_to_the_same_numbers(tmp_path, tiny_data):
     def configs(root):
-        return [TrainConfig.for_model("sepnet3k", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
+        return [config_for("sepnet3k", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
                                       output_dir=str(tmp_path / root / f"seed{s}")) for s in (1, 2)]  # fmt: skip
 
     whole = fit_group(configs("a"), data=tiny_data, **QUIET)  # with the moving average (sepnet3k's recipe)
@@ -168,11 +168,11 @@ def test_a_stacked_group_resumes_to_the_same_numbers(tmp_path, tiny_data):
 
 
 def test_plateau_and_mixed_recipes_do_not_stack(tmp_path, tiny_data):
-    plateau = [TrainConfig.for_model("model7", seed=s, output_dir=str(tmp_path / f"{s}")) for s in (1, 2)]
+    plateau = [config_for("model7", seed=s, output_dir=str(tmp_path / f"{s}")) for s in (1, 2)]
     with pytest.raises(MnistlabError, match="plateau"):
         fit_group(plateau, data=tiny_data, **QUIET)
-    mixed = [TrainConfig.for_model("model8", seed=1, output_dir=str(tmp_path / "x")),
-             TrainConfig.for_model("model8", seed=2, lr=0.2, output_dir=str(tmp_path / "y"))]  # fmt: skip
+    mixed = [config_for("model8", seed=1, output_dir=str(tmp_path / "x")),
+             config_for("model8", seed=2, lr=0.2, output_dir=str(tmp_path / "y"))]  # fmt: skip
     with pytest.raises(MnistlabError, match="differ in lr"):
         fit_group(mixed, data=tiny_data, **QUIET)
 
@@ -213,7 +213,7 @@ def test_the_graph_trainers_step_run_eagerly_matches_the_engine(tmp_path, tiny_d
     from mnistlab.graphstep import GraphedTrainer
 
     def configs(root):
-        return [TrainConfig.for_model("sepnet3k", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
+        return [config_for("sepnet3k", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
                                       dropout=0.0, output_dir=str(tmp_path / root / f"seed{s}")) for s in (1, 2)]  # fmt: skip
 
     plain = fit_group(configs("plain"), data=tiny_data, **QUIET)

@@ -1,16 +1,45 @@
-"""Configuration: a model's training recipe, and the full configuration of one run. Both frozen."""
+"""Configuration: augmentation ranges, a model's training recipe, and the full configuration of one run.
+
+All frozen, all checked when made, and a leaf: nothing here imports torch or the models, so the CLI can
+build its options and parse a config without loading either. A model's own recipe is looked up with
+``mnistlab.models.config_for(name, **overrides)``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from mnistlab.data.augment import Augment
 from mnistlab.errors import MnistlabError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "plateau")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random affine augmentation; every range is symmetric around the identity. All zero: off."""
+
+    rotation: float = 0.0  # degrees: angle drawn from U(-rotation, rotation)
+    translate: float = 0.0  # fraction of the image size, in x and y independently
+    scale: float = 0.0  # zoom factor drawn from U(1 - scale, 1 + scale)
+    shear: float = 0.0  # degrees, along x
+
+    def __post_init__(self) -> None:
+        for name, low, high in (
+            ("rotation", 0, 180),
+            ("translate", 0, 0.5),
+            ("scale", 0, 0.9),
+            ("shear", 0, 60),
+        ):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise MnistlabError(f"augmentation {name}={value} is out of range [{low}, {high}]")
+
+    @property
+    def active(self) -> bool:
+        return any((self.rotation, self.translate, self.scale, self.shear))
 
 
 @dataclass(frozen=True)
@@ -34,30 +63,15 @@ class Recipe:
     augment: Augment = Augment()
     dropout: float = 0.0  # passed to the model's builder
     label_smoothing: float = 0.0
-    ema: float = (
-        0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
-    )
-
-
-@dataclass(frozen=True)
-class TrainConfig(Recipe):
-    """One run: a model, its recipe (possibly overridden) and where and how to run it."""
-
-    model: str = "model8"
-    seed: int = 1  # weights, batch order and augmentation all follow it
-    val_size: int = 5000  # images held out of training for model selection (0: none)
-    limit: int | None = None  # keep only the first N images of each split (tiny runs, tests)
-    device: str = "auto"  # auto | cpu | cuda | mps
-    threads: int = 0  # torch CPU threads (0: leave torch's default)
-    compile: bool = False  # torch.compile the model
-    cuda_graph: bool = True  # on CUDA, replay each full batch's training step as one captured graph (SGD)
-    output_dir: str = "runs/model8"
-    data_dir: str | None = None
-    test_every_epoch: bool = True  # record test accuracy per epoch (reported, never used for selection)
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)  # free-form notes kept with the run
+    ema: float = 0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
 
     def __post_init__(self) -> None:
-        checks = [
+        if isinstance(self.augment, dict):  # from JSON or a run's overrides: the one place dicts become Augment
+            object.__setattr__(self, "augment", Augment(**self.augment))
+        _check(self._checks())
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
             (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
             (self.batch_size > 0, f"batch size must be positive, got {self.batch_size}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
@@ -66,46 +80,62 @@ class TrainConfig(Recipe):
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.ema < 1, f"ema decay must be in [0, 1), got {self.ema}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (
-                self.optimizer in OPTIMIZERS,
-                f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}",
-            ),
-            (
-                self.scheduler in SCHEDULERS,
-                f"unknown scheduler {self.scheduler!r}; choose {', '.join(SCHEDULERS)}",
-            ),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}"),
+            (self.scheduler in SCHEDULERS, f"unknown scheduler {self.scheduler!r}; choose {', '.join(SCHEDULERS)}"),
             (self.step_size > 0, f"step size must be positive, got {self.step_size}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (0 < self.pct_start < 1, f"pct_start must be in (0, 1), got {self.pct_start}"),
+        ]
+
+
+def _check(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise MnistlabError(message)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Recipe):
+    """One run: a model, its recipe (possibly overridden) and where and how to run it.
+
+    Build one with ``mnistlab.models.config_for(name, **overrides)``, which starts from the model's recipe:
+    the recipe fields' defaults here are generic, not any model's.
+    """
+
+    model: str = ""  # a registered model name (required)
+    seed: int = 1  # weights, batch order and augmentation all follow it
+    val_size: int = 5000  # images held out of training for model selection (0: none)
+    limit: int | None = None  # keep only the first N images of each split (tiny runs, tests)
+    device: str = "auto"  # auto | cpu | cuda | mps
+    threads: int = 0  # torch CPU threads (0: leave torch's default)
+    compile: bool = False  # torch.compile the model
+    cuda_graph: bool = True  # on CUDA, replay each full batch's training step as one captured graph (SGD)
+    output_dir: str = ""  # the run directory ("": runs/<model>)
+    data_dir: str | None = None
+    test_every_epoch: bool = True  # record test accuracy per epoch (reported, never used for selection)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check([
+            (bool(self.model), "a run needs a model: build its config with mnistlab.models.config_for(name)"),
             (0 <= self.val_size < 60_000, f"validation size must be in [0, 60000), got {self.val_size}"),
             (self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}"),
             (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}"),
             (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise MnistlabError(message)
-
-    @classmethod
-    def for_model(cls, model: str, **overrides: Any) -> TrainConfig:
-        """The model's recipe, with ``overrides`` (None values ignored) applied on top."""
-        from mnistlab.models import get_card  # the zoo imports this module
-
-        recipe = get_card(model).recipe
-        values = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe)}
-        values["output_dir"] = f"runs/{model}"
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if isinstance(values.get("augment"), dict):
-            values["augment"] = Augment(**values["augment"])
-        return cls(model=model, **values)
+        ])  # fmt: skip
+        if not self.output_dir:
+            object.__setattr__(self, "output_dir", f"runs/{self.model}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from its JSON form; fields it does not know (from older or newer versions) are dropped."""
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in values.items() if k in known}
-        if isinstance(values.get("augment"), dict):
-            values["augment"] = Augment(**values["augment"])
-        return cls(**values)
+        return cls(**{k: v for k, v in values.items() if k in known})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def recipe_values(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's fields as keyword arguments (for a TrainConfig built on it)."""
+    return {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe)}

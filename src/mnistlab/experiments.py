@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistlab.config import TrainConfig
+from mnistlab.config import Recipe, TrainConfig, recipe_values
 from mnistlab.engine import GROUP_FREE, fit_group, recipe_unstackable
+from mnistlab.models import config_for
+from mnistlab.models.zoo import MODEL7_FIRST_RECIPE
 from mnistlab.rundir import LOG, read_summary, run_status
 
 RESULTS = Path("results")
@@ -35,10 +37,14 @@ class Run:
     overrides: dict[str, Any] = field(default_factory=dict)
     why: str = ""  # what the run is for, shown in the report
     against: str = ""  # the run it changes one thing of (tuning): the report shows the difference
+    base: Recipe | None = None  # a named, frozen recipe the overrides apply to (None: the model's card's)
 
     def config(self, results: Path) -> TrainConfig:
         out = results / self.group / self.name
-        return TrainConfig.for_model(self.model, seed=self.seed, output_dir=str(out), **self.overrides)
+        if self.base is None:
+            return config_for(self.model, seed=self.seed, output_dir=str(out), **self.overrides)
+        values = {**recipe_values(self.base), **self.overrides}
+        return TrainConfig(model=self.model, seed=self.seed, output_dir=str(out), **values)
 
 
 @dataclass(frozen=True)
@@ -133,9 +139,11 @@ UNTESTED = {"test_every_epoch": False}
 ROUND_TWO = {**ZOOM, "ema": 0.0, "lr": 0.05}  # Model 8's recipe as round two left it
 
 
-def seeded(model: str, candidate: str, overrides: dict[str, Any], why: str, against: str = "") -> list[Run]:
+def seeded(
+    model: str, candidate: str, overrides: dict[str, Any], why: str, against: str = "", base: Recipe | None = None
+) -> list[Run]:  # fmt: skip
     """One candidate on every validation seed: runs ``tuning/<candidate>/s<seed>``."""
-    return [Run(model, seed, "tuning", f"{candidate}/s{seed}", {**overrides, **UNTESTED}, why, against)
+    return [Run(model, seed, "tuning", f"{candidate}/s{seed}", {**overrides, **UNTESTED}, why, against, base)
             for seed in VAL_SEEDS]  # fmt: skip
 
 
@@ -187,17 +195,20 @@ SMALLEST_SEEDED: tuple[Run, ...] = tuple(
 # (98.76% on its one CPU run, train accuracy below test). Each candidate changes the recipe, on 4 seeds, scored
 # by the highest mean validation accuracy over the last 3 epochs; declared before any of them ran.
 M7_FAST = {"lr": 0.05}
-M7_FIRST = {"lr": 0.01, "batch_size": 128, "dropout": 0.05, "augment": {"rotation": 7.0}, "scheduler": "plateau",
-            "gamma": 0.1, "patience": 1}  # its recipe before the study, written out  # fmt: skip
+
+
+def m7(candidate: str, overrides: dict[str, Any], why: str, against: str = "") -> list[Run]:
+    """A Model 7 candidate, declared against its first recipe (not the card, which took the winner)."""
+    return seeded("model7", candidate, overrides, why, against, base=MODEL7_FIRST_RECIPE)
 MODEL7_SEEDED: tuple[Run, ...] = tuple(
     run for runs in zip(
-        seeded("model7", "m7", {}, "Model 7 with its first recipe (SGD 0.01, batch 128, rotation, dropout 0.05)"),
-        seeded("model7", "m7-lr0.05", M7_FAST, "starting rate 0.05 (the plateau schedule lowers it)", "m7"),
-        seeded("model7", "m7-lr0.05-shifts", {**M7_FAST, **SHIFTS}, "rate 0.05; shifts up to 10% as well",
+        m7("m7", {}, "Model 7 with its first recipe (SGD 0.01, batch 128, rotation, dropout 0.05)"),
+        m7("m7-lr0.05", M7_FAST, "starting rate 0.05 (the plateau schedule lowers it)", "m7"),
+        m7("m7-lr0.05-shifts", {**M7_FAST, **SHIFTS}, "rate 0.05; shifts up to 10% as well",
                "m7-lr0.05"),
-        seeded("model7", "m7-lr0.05-b64", {**M7_FAST, "batch_size": 64}, "rate 0.05; batch 64 (twice the steps)",
+        m7("m7-lr0.05-b64", {**M7_FAST, "batch_size": 64}, "rate 0.05; batch 64 (twice the steps)",
                "m7-lr0.05"),
-        seeded("model7", "m7-lr0.05-nodrop", {**M7_FAST, "dropout": 0.0}, "rate 0.05; no dropout", "m7-lr0.05"),
+        m7("m7-lr0.05-nodrop", {**M7_FAST, "dropout": 0.0}, "rate 0.05; no dropout", "m7-lr0.05"),
     ) for run in runs
 )  # fmt: skip
 
@@ -207,13 +218,13 @@ MODEL7_SEEDED: tuple[Run, ...] = tuple(
 M7_B64 = {**M7_FAST, "batch_size": 64}
 MODEL7_ROUND2: tuple[Run, ...] = tuple(
     run for runs in zip(
-        seeded("model7", "m7-lr0.05-b64", M7_B64, "round one's winner: rate 0.05, batch 64", "m7-lr0.05"),
-        seeded("model7", "m7-b64-nodrop", {**M7_B64, "dropout": 0.0}, "batch 64; no dropout", "m7-lr0.05-b64"),
-        seeded("model7", "m7-b64-shifts", {**M7_B64, **SHIFTS}, "batch 64; shifts up to 10% as well",
+        m7("m7-lr0.05-b64", M7_B64, "round one's winner: rate 0.05, batch 64", "m7-lr0.05"),
+        m7("m7-b64-nodrop", {**M7_B64, "dropout": 0.0}, "batch 64; no dropout", "m7-lr0.05-b64"),
+        m7("m7-b64-shifts", {**M7_B64, **SHIFTS}, "batch 64; shifts up to 10% as well",
                "m7-lr0.05-b64"),
-        seeded("model7", "m7-b64-nodrop-shifts", {**M7_B64, **SHIFTS, "dropout": 0.0},
+        m7("m7-b64-nodrop-shifts", {**M7_B64, **SHIFTS, "dropout": 0.0},
                "batch 64; no dropout; shifts as well", "m7-lr0.05-b64"),
-        seeded("model7", "m7-b64-gamma0.5", {**M7_B64, "gamma": 0.5},
+        m7("m7-b64-gamma0.5", {**M7_B64, "gamma": 0.5},
                "batch 64; the plateau halves the rate instead of dividing it by 10", "m7-lr0.05-b64"),
     ) for run in runs
 )  # fmt: skip
@@ -231,8 +242,8 @@ EARLIER: tuple[Run, ...] = tuple(
 ) + (
     Run("model1", 1, "earlier/model1-one-epoch", "seed1", {"epochs": 1},
         "Model 1 shortened to 1 epoch on the 2-core CPU (13 minutes an epoch there); its 20 epochs ran on a GPU"),
-    Run("model7", 1, "earlier/model7-first-recipe", "seed1", M7_FIRST,
-        "Model 7 with its first recipe, one seed on the CPU, before its study"),
+    Run("model7", 1, "earlier/model7-first-recipe", "seed1", {},
+        "Model 7 with its first recipe, one seed on the CPU, before its study", base=MODEL7_FIRST_RECIPE),
 )  # fmt: skip
 
 # Round three's 44 runs were made on a lent GPU, 14 at a time, in one command (about 9 minutes):

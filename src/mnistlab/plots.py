@@ -7,6 +7,8 @@ from typing import Any
 
 import matplotlib
 
+from mnistlab.rundir import TARGET
+
 matplotlib.use("Agg")  # files only: no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -29,7 +31,7 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = ""
         if history and history[0].get(f"{split}_loss") is not None:
             loss_ax.plot(epochs, [h[f"{split}_loss"] for h in history], style, ms=3, label=split)
             acc_ax.plot(epochs, [h[f"{split}_acc"] for h in history], style, ms=3, label=split)
-    acc_ax.axhline(99.4, color="grey", ls="--", lw=0.8, label="99.4%")
+    acc_ax.axhline(TARGET, color="grey", ls="--", lw=0.8, label=f"{TARGET}%")
     loss_ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=f"{title} loss".strip())
     top = max((h.get("test_acc") or 0) for h in history) if history else 100
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(min(98.0, top - 1), 100.0),

@@ -17,7 +17,7 @@ from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model, get_card, list_models
 from mnistlab.models.registry import ModelCard
 from mnistlab.plots import plot_curves
-from mnistlab.rundir import TARGET, read_history
+from mnistlab.rundir import LAST_K, TARGET, read_history
 
 SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
 
@@ -31,12 +31,12 @@ class RunRecord:
 
     @property
     def last3(self) -> list[float]:
-        return self.summary["test_acc_last3"]
+        return self.summary[f"test_acc_last{LAST_K}"]
 
     @property
     def held(self) -> bool:
         """The target held in each of the last 3 epochs of this run."""
-        return len(self.last3) == 3 and min(self.last3) >= TARGET
+        return len(self.last3) == LAST_K and min(self.last3) >= TARGET
 
 
 def load_run(path: Path) -> RunRecord | None:
@@ -178,7 +178,7 @@ def results_table(result: ModelResult) -> str:
         lines.append(
             f"| {s['seed']} | {s['params']:,} | {_pct(s['best_train_acc'])} | {_pct(s['best_val_acc'])} "
             f"({s['best_epoch']}) | {_pct(s['last_test_acc'])} | {', '.join(_pct(a) for a in run.last3)} | "
-            f"{_pct(s['test_acc_last3_mean'])} | {_pct(s['test_acc_last3_min'])} | {s['epochs']} | "
+            f"{_pct(s[f'test_acc_last{LAST_K}_mean'])} | {_pct(s[f'test_acc_last{LAST_K}_min'])} | {s['epochs']} | "
             f"{_seconds(s['train_seconds'])} | {s['provenance']['machine']}, torch {s['provenance']['torch']} |"
         )
     if len(result.runs) > 1:
@@ -260,7 +260,7 @@ class Candidate:
     @property
     def per_seed(self) -> list[float]:
         """Each seed's mean validation accuracy over its last 3 epochs."""
-        return [mean(h["val_acc"] for h in record.history[-3:]) for record in self.records]
+        return [mean(h["val_acc"] for h in record.history[-LAST_K:]) for record in self.records]
 
     @property
     def score(self) -> float:
@@ -269,7 +269,7 @@ class Candidate:
 
     @property
     def lowest_epoch(self) -> float:
-        return min(h["val_acc"] for record in self.records for h in record.history[-3:])
+        return min(h["val_acc"] for record in self.records for h in record.history[-LAST_K:])
 
 
 def chosen(study: Study, candidates: list[Candidate]) -> Candidate | None:
@@ -336,7 +336,7 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for c in candidates:
             record = c.records[0]
-            vals = [h["val_acc"] for h in record.history[-3:]]
+            vals = [h["val_acc"] for h in record.history[-LAST_K:]]
             change = _change(c, by_name)
             lines.append(f"| `{c.name}` | {c.run.why} | {record.summary['params']:,} | "
                          f"{', '.join(_pct(v) for v in vals)} | {c.score:.2f} | {change} | "

@@ -1,39 +1,16 @@
-"""Batched augmentation: one affine warp per batch as tensor operations, no Python work per image."""
+"""Batched augmentation: one affine warp per batch as tensor operations, no Python work per image.
+
+The ranges (``Augment``) are configuration and live in ``config``; this module draws and applies them.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from mnistlab.errors import MnistlabError
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Random affine augmentation; every range is symmetric around the identity. All zero: off."""
-
-    rotation: float = 0.0  # degrees: angle drawn from U(-rotation, rotation)
-    translate: float = 0.0  # fraction of the image size, in x and y independently
-    scale: float = 0.0  # zoom factor drawn from U(1 - scale, 1 + scale)
-    shear: float = 0.0  # degrees, along x
-
-    def __post_init__(self) -> None:
-        for name, low, high in (
-            ("rotation", 0, 180),
-            ("translate", 0, 0.5),
-            ("scale", 0, 0.9),
-            ("shear", 0, 60),
-        ):
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise MnistlabError(f"augmentation {name}={value} is out of range [{low}, {high}]")
-
-    @property
-    def active(self) -> bool:
-        return any((self.rotation, self.translate, self.scale, self.shear))
+from mnistlab.config import Augment
 
 
 def random_affine(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:

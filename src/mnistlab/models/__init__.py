@@ -6,6 +6,7 @@ from mnistlab.models.checkpoint import load_checkpoint, save_checkpoint
 from mnistlab.models.registry import (
     ModelCard,
     Reference,
+    config_for,
     create_model,
     get_card,
     list_models,
@@ -15,6 +16,7 @@ from mnistlab.models.registry import (
 __all__ = [
     "ModelCard",
     "Reference",
+    "config_for",
     "create_model",
     "get_card",
     "list_models",

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from mnistlab.config import Recipe
+from mnistlab.config import Recipe, TrainConfig, recipe_values
 from mnistlab.errors import MnistlabError
 
 
@@ -76,6 +76,13 @@ def get_card(name: str) -> ModelCard:
         return _REGISTRY[name]
     except KeyError:
         raise MnistlabError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+
+
+def config_for(name: str, **overrides: Any) -> TrainConfig:
+    """A run of model ``name`` with its recipe, ``overrides`` (None values ignored) applied on top."""
+    values = recipe_values(get_card(name).recipe)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(model=name, **values)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

@@ -13,8 +13,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from mnistlab.config import Recipe
-from mnistlab.data.augment import Augment
+from mnistlab.config import Augment, Recipe
 from mnistlab.models.layers import Net, conv, head, slim_net
 from mnistlab.models.registry import Reference, register_model
 
@@ -165,6 +164,10 @@ def model6(dropout: float = 0.05) -> nn.Module:
     return _gap_net((8, 16, 12, 16, 16, 12, 16), dropout)
 
 
+# Model 7's recipe before its study; the study's runs are declared against it, so that the card can change
+MODEL7_FIRST_RECIPE = _sgd(15, dropout=0.05, augment=ROTATE_7, scheduler="plateau", gamma=0.1, patience=1)
+
+
 @register_model(
     title="Model 7",
     target=("Optimize the model architecture for better performance.",
@@ -174,8 +177,7 @@ def model6(dropout: float = 0.05) -> nn.Module:
            "classes; ReduceLROnPlateau on the validation loss (x0.1 after an epoch without improvement). "
            "Widths, rotation +-7 degrees and the scheduler's settings are ours; the starting rate 0.05 and "
            "batch 64 were chosen on the validation split, on 4 seeds (see Model 7's study).",
-    recipe=dataclasses.replace(_sgd(15, dropout=0.05, augment=ROTATE_7, scheduler="plateau", gamma=0.1, patience=1),
-                               lr=0.05, batch_size=64),
+    recipe=dataclasses.replace(MODEL7_FIRST_RECIPE, lr=0.05, batch_size=64),
     params=7_568,
     reference=Reference(params=7_568, best_test_acc=99.11),
     reference_rf=(3, 5, 5, 6, 10, 14, 14, 14),
