@@ -10,8 +10,8 @@
 4. Model 7's study on 4 seeds (validation only), then its winner's final runs (results/model7/seed<k>);
 5. Models 2-6 on the seeds they lack, and Model 1's 20 epochs on 3 seeds, stacked.
 
-Each stage appends to ``gpu.json`` and packs the new run folders into ``results.tar.gz`` under ``--out``
-(so a stage cut off by the time limit loses only itself). ``--tiny`` runs every stage on a few thousand
+Each stage appends to ``gpu.json``, and every finished job packs the new run folders into ``results.tar.gz``
+under ``--out`` (so a command cut off by the time limit loses only the jobs it was running). ``--tiny`` runs every stage on a few thousand
 images and 1-2 epochs into a scratch folder, to check the script on a CPU first.
 """
 
@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 from mnistlab.engine import fit, fit_group  # noqa: E402
-from mnistlab.experiments import STUDIES, UNTESTED, Run, final_runs, run_all  # noqa: E402
 from mnistlab.models import config_for  # noqa: E402
+from mnistlab.runner import run_all  # noqa: E402
+from mnistlab.studies import STUDIES, UNTESTED, Run, final_runs  # noqa: E402
 
 RECORD: dict = {"stages": {}}
 GRAPH = {"cuda_graph": True}  # set False by the smoke test if the captured step fails or disagrees
@@ -172,17 +173,18 @@ def model7(
 ) -> dict:  # fmt: skip
     """A Model 7 study (4 seeds per candidate, validation only), then its winner on the 3 final seeds
     (into results/<group>/seed<k>)."""
-    from mnistlab.report import chosen, tuning_scores
+    from mnistlab.records import tuning_scores
 
     study = next(s for s in STUDIES if s.key == key)
     overrides = {"device": device, **GRAPH, **tiny}
-    run_all(list(study.runs), args.results, overrides=overrides, log=quiet, progress=False, workers=workers)
-    pack(args)
-    best = chosen(study, tuning_scores(args.results, study))
+    run_all(list(study.runs), args.results, overrides=overrides, log=quiet, progress=False, workers=workers,
+            after_each=lambda: pack(args))  # fmt: skip
+    best = study.choose(tuning_scores(args.results, study))
     winner = best.run.overrides if best is not None else {}
     recipe = {k: v for k, v in winner.items() if k not in UNTESTED}
     finals = [Run("model7", seed, group, f"seed{seed}", recipe) for seed in (1, 2, 3)]
-    run_all(finals, args.results, overrides=overrides, log=quiet, progress=False, workers=min(3, workers))
+    run_all(finals, args.results, overrides=overrides, log=quiet, progress=False, workers=min(3, workers),
+            after_each=lambda: pack(args))  # fmt: skip
     return {"winner": best.name if best else None, "recipe": recipe,
             "scores": {c.name: c.score for c in tuning_scores(args.results, study)}}  # fmt: skip
 
@@ -193,9 +195,8 @@ def zoo(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     for model in ["model2"] if tiny else ["model2", "model3", "model4", "model5", "model6", "model1"]:
         runs = final_runs([model])
         summaries = run_all(runs, args.results, overrides={"device": device, **GRAPH, **tiny}, log=quiet,
-                            progress=False, stack=True)  # fmt: skip
+                            progress=False, stack=True, after_each=lambda: pack(args))  # fmt: skip
         result.update({f"{r.model}/seed{r.seed}": s["test_acc_last3"] for r, s in zip(runs, summaries)})
-        pack(args)  # each model's runs come back even if a later one is cut off
     return result
 
 

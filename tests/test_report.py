@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from mnistlab.config import Recipe
-from mnistlab.experiments import STUDIES, Run, run_all, status
 from mnistlab.report import write_report
+from mnistlab.runner import run_all, status
+from mnistlab.studies import STUDIES, Run
 
 RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 
@@ -44,7 +45,7 @@ def test_parallel_runs_match_serial_ones(tmp_path, tiny_data):
 def test_reproduce_stacks_the_seeds_of_a_recipe(tmp_path, tiny_data):
     """With stack, one job per recipe: the seeds still to do train as one network; an interrupted or a
     plateau-scheduled run trains alone."""
-    from mnistlab.experiments import plan_jobs
+    from mnistlab.runner import plan_jobs
 
     runs = [Run("sepnet3k", seed, "tuning", f"c/s{seed}") for seed in (1, 2, 3)] + [
         Run("model7", seed, "model7", f"seed{seed}") for seed in (1, 2)]
@@ -87,8 +88,8 @@ def test_report_is_written_from_the_records(tmp_path, tiny_data):
 def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
     from statistics import mean
 
-    from mnistlab.experiments import MODEL8_SEEDED
-    from mnistlab.report import tuning_scores
+    from mnistlab.records import tuning_scores
+    from mnistlab.studies import MODEL8_SEEDED
 
     runs = [run for run in MODEL8_SEEDED if run.name in ("m8/s1", "m8/s2")]
     results = tmp_path / "results"
@@ -103,8 +104,8 @@ def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
 
 
 def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
-    from mnistlab.experiments import Study
-    from mnistlab.report import Candidate, RunRecord, chosen
+    from mnistlab.records import Candidate, RunRecord
+    from mnistlab.studies import Study
 
     def candidate(name: str, params: int, *seeds: list[float]) -> Candidate:
         records = [RunRecord(Path(name), {"params": params, "seed": k}, [{"val_acc": v} for v in vals], {})
@@ -116,23 +117,23 @@ def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
     big = candidate("big", 6000, [99.5, 99.5, 99.6], [99.4, 99.5, 99.5])
     small = candidate("small", 5000, [99.4, 99.5, 99.4], [99.5, 99.6, 99.5])
     tiny = candidate("tiny", 4000, [99.6, 99.7, 99.7], [99.39, 99.6, 99.6])  # best mean, one epoch below
-    assert chosen(study, [big, small, tiny]) is small
+    assert study.choose([big, small, tiny]) is small
     unfinished = Candidate("small", small.run, small.records[:1])  # one of its 2 seeds recorded
-    assert chosen(study, [big, unfinished, tiny]) is big
-    assert chosen(Study("s", "t", runs, "", ""), [big, small, tiny]) is tiny  # the mean rule
+    assert study.choose([big, unfinished, tiny]) is big
+    assert Study("s", "t", runs, "", "").choose([big, small, tiny]) is tiny  # the mean rule
 
 
 @pytest.mark.parametrize("study", STUDIES, ids=lambda study: study.key)
 def test_each_study_winner_is_the_registered_model(study):
     """The model a study produced must be its best-validation candidate: same recipe, same layers."""
     from mnistlab.models import config_for, create_model
-    from mnistlab.report import chosen, tuning_scores
+    from mnistlab.records import tuning_scores
 
     results = Path(__file__).resolve().parent.parent / "results"
     scores = tuning_scores(results, study)
     if not scores:
         pytest.skip("no recorded tuning runs")
-    best = chosen(study, scores)
+    best = study.choose(scores)
     if best is None:  # no candidate met the rule: the registered model keeps the study's starting recipe
         assert study.rule == "smallest"
         best = scores[0]
@@ -153,7 +154,7 @@ def test_every_recorded_tuning_run_is_its_declared_config():
     """`mnistlab reproduce --tuning` must re-make exactly the recorded validation runs."""
     from mnistlab.config import TrainConfig
     from mnistlab.engine import EXECUTION_ONLY
-    from mnistlab.experiments import EARLIER, TUNING
+    from mnistlab.studies import EARLIER, TUNING
 
     results = Path(__file__).resolve().parent.parent / "results"
     checked = 0

@@ -335,8 +335,9 @@ def reproduce(
     device: str | None, workers: int, stack: bool, quiet: bool,
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
-    from mnistlab.experiments import EARLIER, STUDIES, TUNING, final_runs, run_all, status
     from mnistlab.models import get_card
+    from mnistlab.runner import run_all, status
+    from mnistlab.studies import EARLIER, STUDIES, TUNING, final_runs
 
     if workers < 1:
         raise MnistlabError(f"--workers must be at least 1, got {workers}")
