@@ -24,7 +24,7 @@ from mnistlab.data.loader import TensorLoader
 from mnistlab.engine import slot_losses
 from mnistlab.models.stacking import StackedNet
 
-WARMUP_STEPS = 4  # eager steps on a side stream before capture (cuDNN picks its algorithms, memory settles)
+WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN picks its algorithms, memory settles)
 
 
 @torch.no_grad()
