@@ -17,7 +17,7 @@ from mnistlab.errors import MnistlabError
 from mnistlab.rundir import LAST_K, SUMMARY, remove_run_files, run_status
 
 # Recipe and run fields the train command exposes as options (built from the dataclass, not retyped).
-_HIDDEN = {"model", "augment", "extra", "output_dir", "data_dir", "test_every_epoch"}
+_HIDDEN = {"model", "arch", "augment", "output_dir", "data_dir", "test_every_epoch"}
 
 
 def _config_options(command: Any) -> Any:
@@ -361,6 +361,47 @@ def reproduce(
                         progress=_bars(quiet), workers=workers, stack=stack)  # fmt: skip
     for run, summary in zip(runs, summaries):
         click.echo(f"{run.group}/{run.name}: params {summary['params']:,}, {_scores(summary)}")
+
+
+# ------------------------------------------------------------------------------------------------- search
+
+
+@cli.command()
+@click.option("--max-params", type=int, required=True, help="hard budget: a candidate over it is never trained")
+@click.option("--trials", type=int, default=20, show_default=True, help="trials to add to the study")
+@click.option("--seeds", default="1,2,3,4", show_default=True, help="each trial's seeds, trained stacked")
+@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--limit", type=int, default=None, help="keep only the first N images of each split (a first try)")
+@click.option("--name", default=None, help="the study's name [record-<max-params>]")
+@click.option("--storage", default=None, help="an SQLAlchemy URL [sqlite:///<results>/search/<name>.db]")
+@click.option("--space", "space_file", type=click.Path(), default=None, help="a JSON file narrowing the space")
+@click.option("--results", type=click.Path(), default="results", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | None, name: str | None,
+           storage: str | None, space_file: str | None, results: str, device: str, threads: int) -> None:  # fmt: skip
+    """Search shapes and recipes under a parameter budget, scored on validation (worst seed); resumable."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise MnistlabError("mnistlab search needs Optuna: pip install -e '.[search]'") from None
+    from mnistlab.search import Settings, Space, summary_rows
+    from mnistlab.search import search as run_search
+
+    if trials < 1 or epochs < 1:
+        raise MnistlabError("--trials and --epochs must be at least 1")
+    name = name or f"record-{max_params}"
+    if storage is None:
+        Path(results, "search").mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{Path(results, 'search', name + '.db')}"
+    space = Space.from_file(space_file) if space_file else Space()
+    settings = Settings(name, storage, max_params, _parse_seeds(seeds), epochs, limit, results, device, threads)
+    study = run_search(settings, space, trials, log=click.echo)
+    scored = [r for r in summary_rows(study) if r["score"] is not None]
+    if scored:
+        best = max(scored, key=lambda r: r["score"])
+        click.echo(f"best: trial {best['trial']}, {best['params']:,} parameters, worst-seed validation mean "
+                   f"{best['score']:.2f}, {best['arch']}")  # fmt: skip
 
 
 def main() -> None:

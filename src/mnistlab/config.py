@@ -103,6 +103,7 @@ class TrainConfig(Recipe):
     """
 
     model: str = ""  # a registered model name (required)
+    arch: dict[str, Any] | None = None  # layers as data, for a model built from them (``searched``): its builder's arguments
     seed: int = 1  # weights, batch order and augmentation all follow it
     val_size: int = 5000  # images held out of training for model selection (0: none)
     limit: int | None = None  # keep only the first N images of each split (tiny runs, tests)

@@ -297,12 +297,14 @@ def fit_group(
     progress: bool = True,
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
+    after_epoch: Callable[[int, list[list[dict[str, Any]]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``configs`` (one model and recipe, one seed each) as one stacked network, each into its own
     run directory; return their summaries.
 
     ``data`` replaces real MNIST with in-memory arrays (tests); ``stop_after`` ends after that many
-    epochs as if the run had been killed (tests of resume).
+    epochs as if the run had been killed (tests of resume). ``after_epoch(epoch, histories)`` sees each
+    epoch's records once they are saved; an exception it raises (a search pruning a trial) ends the runs there.
     """
     reason = stackable(configs)
     if reason is not None:
@@ -375,6 +377,8 @@ def fit_group(
             log(_epoch_line(record, config.epochs) + (f"  [seed {config.seed}]" if len(configs) > 1 else ""))
             atomic_write_text(out / HISTORY, "".join(json.dumps(h) + "\n" for h in histories[k]))
         _save(configs, model, scored, optimizer, scheduler, averaged, histories, best_scores, best_key)
+        if after_epoch is not None:
+            after_epoch(epoch, histories)
         if stop_after is not None and epoch >= stop_after and epoch < first.epochs:
             return [{"stopped_after": epoch} for _ in configs]
 

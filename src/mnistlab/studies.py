@@ -277,12 +277,14 @@ STUDIES: tuple[Study, ...] = (
           " (`sep3k` on one NVIDIA H200 with round three's sweep; the others on this project's CPU, 2 at a time: "
           "`mnistlab reproduce --study record-seeds --workers 2 --threads 1`)", rule="smallest"),
     Study("model7-seeds", "Model 7: its recipe on 4 seeds", MODEL7_SEEDED, "Model 7's recipe", "model7",
-          " (one NVIDIA GPU: `python benchmarks/gpu_session.py`, which runs "
-          "`mnistlab reproduce --study model7-seeds --device cuda --workers 4`)", superseded="model7-round2"),
+          " (one NVIDIA H200, 4 runs at a time, each with the captured-graph step: `python benchmarks/gpu_session.py`, "
+          "whose stage runs what `mnistlab reproduce --study model7-seeds --device cuda --workers 4` runs)",
+          superseded="model7-round2"),
     Study("model7-round2", "Model 7, round two: round one's winner with its other gains", MODEL7_ROUND2,
           "Model 7's recipe", "model7",
-          " (one NVIDIA H200: `python benchmarks/gpu_session.py --only model7b`, which runs "
-          "`mnistlab reproduce --study model7-round2 --device cuda --workers 8`)"),
+          " (this project's 2-core CPU, 2 runs at a time, one thread each, after the lent GPU's time ran out "
+          "with half of them done and none returned: what `mnistlab reproduce --study model7-round2 --workers 2 "
+          "--threads 1` runs)"),
 )  # fmt: skip
 # every validation run once (a later round lists the earlier winner it has to beat)
 TUNING: tuple[Run, ...] = tuple({(r.group, r.name): r for study in STUDIES for r in study.runs}.values())

@@ -21,7 +21,8 @@ VERSION = 1
 def builder_kwargs(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """The config values this model's builder takes (e.g. ``dropout``); other models ignore them."""
     accepted = inspect.signature(get_card(name).builder).parameters
-    return {key: config[key] for key in accepted if key in config}
+    values = {**config, **(config.get("arch") or {})}  # a searched model's layers are data in its config
+    return {key: values[key] for key in accepted if key in values}
 
 
 def build_model(name: str, config: dict[str, Any]) -> nn.Module:

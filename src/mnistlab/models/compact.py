@@ -158,3 +158,21 @@ def sepnet4k9(dropout: float = 0.0) -> nn.Module:
 )  # fmt: skip
 def sepnet5k4(dropout: float = 0.0) -> nn.Module:
     return _five_separable(24, dropout)
+
+
+@register_model(
+    title="Searched shape",
+    target=("A shape drawn by `mnistlab search`: the family the record's models come from, with its layers as data "
+            "(a run's `arch`), so that any trial can be trained, reloaded and reported like the zoo's models.",),
+    design="slim_net(stem, body, padded, factored): unpadded 3x3 stem convolutions | max pool | body blocks (full "
+           "3x3 or separable), the last `padded` keeping their size | GAP | 1x1 to the classes. Without an `arch`, "
+           "Model 8's layers.",
+    recipe=SLIM_RECIPE,
+    params=7_500,
+    candidate=True,
+)  # fmt: skip
+def searched(
+    stem: tuple[int, ...] = (8, 16), body: tuple[int, ...] = (36, 36, 36, 36), padded: int = 2,
+    factored: bool = True, dropout: float = 0.0,
+) -> nn.Module:  # fmt: skip
+    return slim_net(tuple(stem), tuple(body), padded, dropout, factored=factored)

@@ -1,0 +1,179 @@
+"""``mnistlab search``: Optuna over a declared space of small CNNs, under a hard parameter budget.
+
+Each trial draws a shape of the zoo's family (``models.compact.searched``: stem widths, body width and depth,
+separable or full 3x3 blocks, how many keep their size) and a recipe (one-cycle peak, augmentation ranges,
+moving average), counts its parameters and, if it is over the budget, is pruned without training. Otherwise
+its seeds train as one stacked network on the 55,000 training images, and it is scored on the 5,000
+validation images only: the worst seed's mean validation accuracy over the last epochs, so that a candidate
+must hold on every seed. After each epoch the worst seed's validation accuracy goes to Optuna's median pruner.
+The test set is never evaluated. The study lives in Optuna's RDB storage (SQLite under results/search/ by
+default; any SQLAlchemy URL), so a search resumes where it stopped and several processes can share one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from mnistlab.config import Augment, TrainConfig, recipe_values
+from mnistlab.errors import MnistlabError
+from mnistlab.rundir import LAST_K
+
+MODEL = "searched"
+
+
+@dataclass(frozen=True)
+class Space:
+    """The ranges a trial draws from (inclusive). A JSON file of some of these fields overrides them."""
+
+    stem1: tuple[int, int] = (4, 12)  # channels of the first 3x3 convolution
+    stem2: tuple[int, int] = (8, 16)  # channels of the second
+    width: tuple[int, int] = (12, 32)  # channels of every body block, after the pool
+    depth: tuple[int, int] = (2, 5)  # body blocks
+    factored: tuple[bool, ...] = (True, False)  # separable (depthwise + pointwise) or full 3x3 blocks
+    lr: tuple[float, float] = (0.03, 0.15)  # one-cycle peak (drawn on a log scale)
+    rotation: tuple[float, float] = (0.0, 10.0)
+    translate: tuple[float, float] = (0.0, 0.12)
+    scale: tuple[float, float] = (0.0, 0.12)
+    ema: tuple[float, ...] = (0.0, 0.999)  # decay of the moving average evaluated (0: none)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Space:
+        try:
+            values = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MnistlabError(f"cannot read the search space {path}: {exc}") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise MnistlabError(f"search space {path} names unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**{k: tuple(v) for k, v in values.items()})
+
+
+def sample(trial: Any, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A trial's shape (``arch``) and recipe overrides."""
+    depth = trial.suggest_int("depth", *space.depth)
+    arch = {
+        "stem": [trial.suggest_int("stem1", *space.stem1), trial.suggest_int("stem2", *space.stem2)],
+        "body": [trial.suggest_int("width", *space.width)] * depth,
+        "padded": trial.suggest_int("padded", 0, depth),
+        "factored": trial.suggest_categorical("factored", list(space.factored)),
+    }
+    augment = Augment(rotation=trial.suggest_float("rotation", *space.rotation),
+                      translate=trial.suggest_float("translate", *space.translate),
+                      scale=trial.suggest_float("scale", *space.scale))  # fmt: skip
+    recipe = {"lr": trial.suggest_float("lr", *space.lr, log=True), "augment": augment,
+              "ema": trial.suggest_categorical("ema", list(space.ema))}  # fmt: skip
+    return arch, recipe
+
+
+def count_params(arch: dict[str, Any]) -> int:
+    from mnistlab.models import create_model
+
+    return sum(p.numel() for p in create_model(MODEL, **arch).parameters())
+
+
+def smallest_params(space: Space) -> int:
+    """The fewest parameters any shape of the space has (the cheapest of each choice)."""
+    low = space.depth[0]
+    return min(count_params({"stem": [space.stem1[0], space.stem2[0]], "body": [space.width[0]] * low,
+                             "padded": 0, "factored": f}) for f in space.factored)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One search: where it is stored and how each trial trains."""
+
+    name: str
+    storage: str
+    max_params: int
+    seeds: tuple[int, ...] = (1, 2, 3, 4)
+    epochs: int = 15
+    limit: int | None = None
+    results: str = "results"
+    device: str = "auto"
+    threads: int = 0
+    sampler_seed: int = 0  # the sampler's draws follow it: a study re-made from scratch draws the same trials
+
+
+def open_study(settings: Settings) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.create_study(
+            study_name=settings.name, storage=settings.storage, direction="maximize", load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, settings.epochs // 3)),
+        )  # fmt: skip
+    except Exception as exc:  # SQLAlchemy's errors for a URL it cannot open are many kinds
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise MnistlabError(f"cannot open the study storage {settings.storage!r}: {first}") from None
+
+
+def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str], None]) -> float:
+    """Train one candidate on every seed (stacked); its score is the worst seed's last-epochs validation mean."""
+    import optuna
+
+    from mnistlab.engine import fit_group
+    from mnistlab.models import get_card
+
+    arch, recipe = sample(trial, space)
+    params = count_params(arch)
+    trial.set_user_attr("params", params)
+    trial.set_user_attr("arch", arch)
+    if params > settings.max_params:
+        log(f"trial {trial.number}: {params:,} parameters, over the budget: not trained")
+        trial.set_user_attr("over_budget", True)
+        raise optuna.TrialPruned(f"{params:,} parameters, over the budget of {settings.max_params:,}")
+    base = {**recipe_values(get_card(MODEL).recipe), **recipe, "epochs": settings.epochs}
+    root = Path(settings.results) / "search" / settings.name / f"trial{trial.number}"
+    configs = [TrainConfig(model=MODEL, arch=arch, seed=seed, limit=settings.limit, device=settings.device,
+                           threads=settings.threads, test_every_epoch=False, output_dir=str(root / f"s{seed}"),
+                           **base) for seed in settings.seeds]  # fmt: skip
+
+    def report(epoch: int, histories: list[list[dict[str, Any]]]) -> None:
+        trial.report(min(h[-1]["val_acc"] for h in histories), epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    log(f"trial {trial.number}: {params:,} parameters, {arch}, lr {recipe['lr']:.3g}, ema {recipe['ema']}")
+    fit_group(configs, progress=False, log=lambda line: None, after_epoch=report)
+    per_seed = [mean(h["val_acc"] for h in _history(c)[-LAST_K:]) for c in configs]
+    trial.set_user_attr("val_per_seed", per_seed)
+    return min(per_seed)
+
+
+def _history(config: TrainConfig) -> list[dict[str, Any]]:
+    from mnistlab.rundir import read_history
+
+    return read_history(config.output_dir)
+
+
+def search(settings: Settings, space: Space, trials: int, log: Callable[[str], None] = print) -> Any:
+    """Run ``trials`` more trials of the study (created, or continued where it stopped)."""
+    if settings.max_params < smallest_params(space):
+        raise MnistlabError(f"no candidate of the search space fits {settings.max_params:,} parameters (the "
+                            f"smallest has {smallest_params(space):,}); raise --max-params or narrow the space")  # fmt: skip
+    study = open_study(settings)
+    before = len(study.trials)
+    study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, catch=())
+    log(f"study {settings.name}: {len(study.trials)} trials ({len(study.trials) - before} new) in {settings.storage}")
+    return study
+
+
+def summary_rows(study: Any) -> list[dict[str, Any]]:
+    """Every trial as data: its number, state, parameters, score (worst seed's validation mean), shape."""
+    rows = []
+    for t in study.trials:
+        rows.append({"trial": t.number, "state": t.state.name, "params": t.user_attrs.get("params"),
+                     "over_budget": t.user_attrs.get("over_budget", False),
+                     "score": t.value if t.value is not None and not math.isnan(t.value) else None,
+                     "arch": t.user_attrs.get("arch"), "params_drawn": t.params})  # fmt: skip
+    return rows
