@@ -287,9 +287,9 @@ STUDIES: tuple[Study, ...] = (
           superseded="model7-round2"),
     Study("model7-round2", "Model 7, round two: round one's winner with its other gains", MODEL7_ROUND2,
           "Model 7's recipe", "model7",
-          " (this project's 2-core CPU, 2 runs at a time, one thread each, after the lent GPU's time ran out "
-          "with half of them done and none returned: what `mnistlab reproduce --study model7-round2 --workers 2 "
-          "--threads 1` runs)"),
+          " (`m7-lr0.05-b64`, the candidate to beat, is round one's runs on the lent H200; the others ran on this "
+          "project's 2-core CPU, 2 at a time, one thread each, after the GPU's time ran out with half of them done "
+          "and none returned: what `mnistlab reproduce --study model7-round2 --workers 2 --threads 1` runs)"),
 )  # fmt: skip
 # every validation run once (a later round lists the earlier winner it has to beat)
 TUNING: tuple[Run, ...] = tuple({(r.group, r.name): r for study in STUDIES for r in study.runs}.values())
