@@ -169,3 +169,18 @@ def test_every_recorded_tuning_run_is_its_declared_config():
         checked += 1
     if not checked:
         pytest.skip("no recorded tuning runs")
+
+
+def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
+    """Study and earlier runs are declared against named, frozen recipes, not against today's cards."""
+    from mnistlab.models import registry
+    from mnistlab.studies import EARLIER, TUNING
+
+    before = {(r.group, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None}
+    assert len(before) > 100
+    for name in ("model7", "model8", "sepnet6k", "sepnet3k"):
+        card = registry._REGISTRY[name]
+        monkeypatch.setitem(registry._REGISTRY, name, dataclasses.replace(
+            card, recipe=dataclasses.replace(card.recipe, lr=0.123, batch_size=99)))
+    after = {(r.group, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None}
+    assert after == before
