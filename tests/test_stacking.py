@@ -97,35 +97,43 @@ def test_a_layer_without_a_stacked_form_is_named():
         stack([create_model("model8"), create_model("model7")])
 
 
-def reference_fit(config: TrainConfig, data) -> nn.Module:
-    """A plain single-model training loop, written independently of the engine: what `fit` must compute."""
+def reference_fit(config: TrainConfig, data) -> tuple[nn.Module, list[float]]:
+    """A plain single-model training loop, written independently of the engine: what `fit` must compute.
+    Returns the model and each epoch's mean training loss, summed on the device batch by batch."""
     loaders = make_loaders(*data, batch_size=config.batch_size, augment=config.augment, val_size=config.val_size,
                            seed=config.seed)  # fmt: skip
     torch.manual_seed(config.seed)
     model = create_model(config.model).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, len(loaders.train))
+    losses = []
     for epoch in range(1, config.epochs + 1):
         torch.manual_seed(config.seed * 1_000 + epoch)
         loaders.train.set_epoch(epoch)
         model.train()
+        total, seen = torch.zeros(()), 0
         for images, labels in loaders.train:
             loss = F.cross_entropy(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-    return model
+            total += loss.detach() * len(labels)
+            seen += len(labels)
+        losses.append(total.item() / seen)
+    return model, losses
 
 
 def test_a_group_of_one_computes_exactly_what_a_plain_network_does(tmp_path, tiny_data):
     config = config_for("model8", epochs=2, batch_size=32, val_size=100, device="cpu",
                                    output_dir=str(tmp_path / "run"))  # fmt: skip
     fit(config, data=tiny_data, **QUIET)
-    expected = reference_fit(config, tiny_data)
+    expected, losses = reference_fit(config, tiny_data)
     shipped = load_checkpoint(tmp_path / "run" / "last.pt")
     for (key, a), b in zip(expected.state_dict().items(), shipped.state_dict().values()):
         assert torch.equal(a, b), key
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [h["train_loss"] for h in history] == losses  # the logged loss too, to the last bit
 
 
 def test_a_stacked_run_writes_each_seed_a_run_that_reloads_to_its_numbers(tmp_path, tiny_data):
