@@ -41,7 +41,7 @@ def test_params_and_macs_match_independent_counts(name):
     assert counter.get_total_flops() == 2 * summary.macs  # conv and matmul FLOPs are 2 per MAC
 
 
-def test_seed_tables_where_they_were_wrong():
+def test_reference_tables_where_they_were_wrong():
     # Model 2: the 7x7 conv after two pools (jump 4) adds 6 * 4 = 24 to 18, giving 42, not the seed's 36
     rows = {r.name: r for r in summarize(create_model("model2")).rows}
     assert rows["features.out"].receptive_field == 42
