@@ -37,8 +37,10 @@ def main() -> None:
             start = time.perf_counter()
             summary = engine.fit(config, progress=False, log=lambda m: None)
             times.append((time.perf_counter() - start) * 60_000 / summary["data"]["train"])
-    print(f"{engine.__file__}: {statistics.median(times):.1f} s per 60,000 images (runs: "
-          f"{', '.join(f'{t:.1f}' for t in times)})")
+    print(
+        f"{engine.__file__}: {statistics.median(times):.1f} s per 60,000 images (runs: "
+        f"{', '.join(f'{t:.1f}' for t in times)})"
+    )
 
 
 if __name__ == "__main__":

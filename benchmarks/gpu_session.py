@@ -47,7 +47,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--skip", default="", help="stages to skip, comma-separated")
     parser.add_argument("--only", default="", help="only these stages, comma-separated")
-    parser.add_argument("--workers", type=int, default=0, help="processes for a study's runs [the stage's own]")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes for a study's runs [the stage's own]"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,11 @@ def main() -> None:
             result = stage()
             RECORD["stages"][name] = {"ok": True, "seconds": time.perf_counter() - start, **(result or {})}
         except Exception as exc:  # a stage that fails must not cost the others their turn
-            RECORD["stages"][name] = {"ok": False, "error": repr(exc), "trace": traceback.format_exc()[-3000:]}
+            RECORD["stages"][name] = {
+                "ok": False,
+                "error": repr(exc),
+                "trace": traceback.format_exc()[-3000:],
+            }
         print(f"== {name}: {json.dumps(RECORD['stages'][name])[:600]}", flush=True)
         RECORD["elapsed"] = time.perf_counter() - started
         (args.out / "gpu.json").write_text(json.dumps(RECORD, indent=2) + "\n")
@@ -130,7 +136,9 @@ def speed(device: str, args: argparse.Namespace, tiny: dict) -> dict:
         config = dataclasses.replace(base, output_dir=f"/tmp/speed-{label}", **changes)
         start = time.perf_counter()
         summary = fit(config, progress=False, log=quiet)
-        history = [json.loads(line) for line in Path(config.output_dir, "history.jsonl").read_text().splitlines()]
+        history = [
+            json.loads(line) for line in Path(config.output_dir, "history.jsonl").read_text().splitlines()
+        ]
         result[label] = {"fit_seconds": time.perf_counter() - start, "epoch_seconds": [h["seconds"] for h in history],
                          "test_last3": summary["test_acc_last3"]}  # fmt: skip
     images, labels = load_mnist("train")

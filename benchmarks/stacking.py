@@ -27,7 +27,9 @@ from mnistlab.fileio import atomic_write_json
 from mnistlab.models import config_for
 
 
-def images_per_second(model_name: str, seeds: tuple[int, ...], steps: int, threads: int, warmup: int = 5) -> float:
+def images_per_second(
+    model_name: str, seeds: tuple[int, ...], steps: int, threads: int, warmup: int = 5
+) -> float:
     """Model-images per second of ``seeds`` trained as one stacked network on ``threads`` threads."""
     perf.configure(threads)
     config = config_for(model_name, device="cpu", val_size=0)
@@ -62,7 +64,9 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     with context.Pool(cores) as pool:  # every process trains at once, as reproduce's workers do
         rates = pool.map(_one_process, [(args.model, seed, args.steps) for seed in range(1, cores + 1)])
-    rows.append({"variant": f"{cores} processes x 1 thread, one model each", "model_images_per_s": sum(rates)})
+    rows.append(
+        {"variant": f"{cores} processes x 1 thread, one model each", "model_images_per_s": sum(rates)}
+    )
     for k in (1, 2, 3, 4, 8):
         rate = images_per_second(args.model, tuple(range(1, k + 1)), args.steps, threads=cores)
         rows.append({"variant": f"stacked K={k}, one process, {cores} threads", "model_images_per_s": rate})

@@ -142,3 +142,10 @@ def test_random_stacks_match_gradient_measure(stack):
     last = summary.rows[-1]
     window = expected_window(last, spatial_hw(last))
     check_extent(measured_extent(model, last.name, size), window, size, dense=False)
+
+
+@pytest.mark.parametrize("name", ["model4", "model7", "model8"])
+def test_a_global_pool_sees_the_whole_image_centred(name):
+    """After global average pooling one unit's field is centred on the image (13.5, 13.5 on 28x28)."""
+    rows = {row.name: row for row in summarize(create_model(name)).rows}
+    assert rows["features.gap"].centre == 13.5 and rows["features.gap"].receptive_field >= 28

@@ -105,8 +105,20 @@ def test_export_onnx_matches_torch(dry_run, tmp_path):
 def finished_run(root):
     """A small finished run made through the CLI (real data, a few hundred images)."""
     out = root / "run"
-    result = mnistlab("train", "--model", "model8", "--epochs", "1", "--limit", "300", "--val-size", "100",
-                      "--quiet", "--output-dir", str(out))
+    result = mnistlab(
+        "train",
+        "--model",
+        "model8",
+        "--epochs",
+        "1",
+        "--limit",
+        "300",
+        "--val-size",
+        "100",
+        "--quiet",
+        "--output-dir",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -116,7 +128,9 @@ def test_a_dry_run_never_touches_an_existing_run(tmp_path):
     (out / "notes.txt").write_text("mine")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     result = mnistlab("train", "--dry-run", "--quiet", "--output-dir", str(out))
-    assert result.returncode == 2 and "already holds a run" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2 and "already holds a run" in result.stderr and "Traceback" not in result.stderr
+    )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
@@ -125,10 +139,25 @@ def test_overwrite_removes_only_the_runs_own_files(tmp_path):
     (out / "notes.txt").write_text("mine")
     (out / "figures").mkdir()
     (out / "figures" / "plot.png").write_bytes(b"png")
-    refused = mnistlab("train", "--model", "model8", "--epochs", "1", "--limit", "300", "--output-dir", str(out))
+    refused = mnistlab(
+        "train", "--model", "model8", "--epochs", "1", "--limit", "300", "--output-dir", str(out)
+    )
     assert refused.returncode == 2 and "--overwrite" in refused.stderr
-    result = mnistlab("train", "--model", "model8", "--epochs", "1", "--limit", "200", "--val-size", "100",
-                      "--quiet", "--overwrite", "--output-dir", str(out))
+    result = mnistlab(
+        "train",
+        "--model",
+        "model8",
+        "--epochs",
+        "1",
+        "--limit",
+        "200",
+        "--val-size",
+        "100",
+        "--quiet",
+        "--overwrite",
+        "--output-dir",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert (out / "notes.txt").read_text() == "mine" and (out / "figures" / "plot.png").read_bytes() == b"png"
     assert json.loads((out / "summary.json").read_text())["data"]["train"] == 200  # the new run
@@ -156,15 +185,40 @@ def test_a_moved_run_resumes_where_it_is_now(tmp_path):
 
 
 def test_logs_that_are_not_a_terminal_get_epoch_lines_not_progress_bars(tmp_path):
-    result = mnistlab("train", "--model", "model8", "--epochs", "2", "--limit", "300", "--val-size", "100",
-                      "--output-dir", str(tmp_path / "run"))
+    result = mnistlab(
+        "train",
+        "--model",
+        "model8",
+        "--epochs",
+        "2",
+        "--limit",
+        "300",
+        "--val-size",
+        "100",
+        "--output-dir",
+        str(tmp_path / "run"),
+    )
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stdout + result.stderr and result.stdout.count("epoch ") == 2
 
 
 def test_train_seeds_trains_them_stacked(tmp_path):
-    result = mnistlab("train", "--model", "sepnet3k", "--seeds", "1,2", "--epochs", "1", "--limit", "300",
-                      "--val-size", "100", "--quiet", "--output-dir", str(tmp_path / "runs"))
+    result = mnistlab(
+        "train",
+        "--model",
+        "sepnet3k",
+        "--seeds",
+        "1,2",
+        "--epochs",
+        "1",
+        "--limit",
+        "300",
+        "--val-size",
+        "100",
+        "--quiet",
+        "--output-dir",
+        str(tmp_path / "runs"),
+    )
     assert result.returncode == 0, result.stderr
     for seed in (1, 2):
         summary = json.loads((tmp_path / "runs" / f"seed{seed}" / "summary.json").read_text())

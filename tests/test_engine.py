@@ -148,4 +148,16 @@ def test_the_moving_average_moves_and_lags_the_trained_weights(tmp_path, tiny_da
     trained_moved = sum((trained[k] - initial[k]).norm() for k in weights)
     assert moved > 0.01 * trained_moved  # it moved from the initial weights...
     assert moved < trained_moved  # ...and lags the trained ones (38 steps at decay 0.99)
-    assert state["average"]["n_averaged"] == 2 * 16  # one update per step: 500 images / 32 per batch, 2 epochs
+    assert (
+        state["average"]["n_averaged"] == 2 * 16
+    )  # one update per step: 500 images / 32 per batch, 2 epochs
+
+
+def test_an_empty_training_split_is_a_clear_error(tmp_path, tiny_data):
+    with pytest.raises(MnistlabError, match="the training split is empty; lower --val-size or raise --limit"):
+        fit(tiny_config(tmp_path, val_size=600), data=tiny_data, progress=False, log=lambda m: None)
+    from mnistlab.engine import train_one_epoch
+
+    model = create_model("model8")
+    with pytest.raises(MnistlabError, match="the training split is empty"):
+        train_one_epoch(model, [], torch.optim.SGD(model.parameters(), lr=0.1))

@@ -32,12 +32,19 @@ def test_parallel_runs_match_serial_ones(tmp_path, tiny_data):
     """Workers change where runs train, not what they compute: each run's numbers equal the serial run's."""
     runs = [Run("sepnet3k", seed, "tuning", f"c/s{seed}") for seed in (1, 2)]
     tiny = {**TINY, "epochs": 2, "threads": 1}
-    serial = run_all(runs, tmp_path / "serial", overrides=tiny, progress=False, log=lambda m: None, data=tiny_data)
+    serial = run_all(
+        runs, tmp_path / "serial", overrides=tiny, progress=False, log=lambda m: None, data=tiny_data
+    )
     logs: list[str] = []
-    parallel = run_all(runs, tmp_path / "parallel", overrides=tiny, log=logs.append, data=tiny_data, workers=2)
+    parallel = run_all(
+        runs, tmp_path / "parallel", overrides=tiny, log=logs.append, data=tiny_data, workers=2
+    )
     for one, other in zip(serial, parallel):
         assert (one["seed"], one["last_val_acc"], one["test_acc_last3"]) == (
-            other["seed"], other["last_val_acc"], other["test_acc_last3"])
+            other["seed"],
+            other["last_val_acc"],
+            other["test_acc_last3"],
+        )
     assert (tmp_path / "parallel" / "tuning" / "c" / "s2" / "train.log").read_text().count("epoch") == 2
     assert any("2 jobs on 2 workers" in line for line in logs)
 
@@ -48,14 +55,18 @@ def test_reproduce_stacks_the_seeds_of_a_recipe(tmp_path, tiny_data):
     from mnistlab.runner import plan_jobs
 
     runs = [Run("sepnet3k", seed, "tuning", f"c/s{seed}") for seed in (1, 2, 3)] + [
-        Run("model7", seed, "model7", f"seed{seed}") for seed in (1, 2)]
+        Run("model7", seed, "model7", f"seed{seed}") for seed in (1, 2)
+    ]
     configs = [run.config(tmp_path) for run in runs]
     jobs = plan_jobs(configs, ["todo", "todo", "partial", "todo", "todo"], stack=True)
     assert [job.positions for job in jobs] == [(0, 1), (2,), (3,), (4,)]
     assert [len(job.configs) for job in plan_jobs(configs, ["todo"] * 5, stack=False)] == [1] * 5
     summaries = run_all(runs[:2], tmp_path, overrides={**TINY, "epochs": 1}, progress=False,
                         log=lambda m: None, data=tiny_data, stack=True)  # fmt: skip
-    assert [s["provenance"]["stacked"] for s in summaries] == [2, 2] and [s["seed"] for s in summaries] == [1, 2]
+    assert [s["provenance"]["stacked"] for s in summaries] == [2, 2] and [s["seed"] for s in summaries] == [
+        1,
+        2,
+    ]
 
 
 def test_report_is_written_from_the_records(tmp_path, tiny_data):
@@ -76,11 +87,14 @@ def test_report_is_written_from_the_records(tmp_path, tiny_data):
     # the reference's wrong receptive fields are named
     assert "features.out (Conv2d, kernel 7, jump before it 4): reference 36x36, computed 42x42" in report
     assert (
-        "features.gap (AdaptiveAvgPool2d, kernel 8, jump before it 2): reference 14x14, computed 28x28" in report
+        "features.gap (AdaptiveAvgPool2d, kernel 8, jump before it 2): reference 14x14, computed 28x28"
+        in report
     )
     # where a model is below the reference's figure, the report says so and what the numbers say of why
     model7 = json.loads((tmp_path / "results" / "model7" / "seed1" / "summary.json").read_text())
-    assert f"Model 7: our mean last epoch {model7['last_test_acc']:.2f} is below the reference's 99.11" in report
+    assert (
+        f"Model 7: our mean last epoch {model7['last_test_acc']:.2f} is below the reference's 99.11" in report
+    )
     assert (tmp_path / "results" / "figures" / "model8-curves.png").is_file()
     assert "![Model 8 curves](results/figures/model8-curves.png)" in report
 
@@ -100,7 +114,10 @@ def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
     assert candidate.name == "m8" and len(per_seed) == 2 and candidate.score == pytest.approx(mean(per_seed))
     assert all(r.summary["test_acc_last3"] == [] for r in candidate.records)  # the test set was never used
     report = write_report(results, tmp_path / "REPORT.md").read_text()
-    assert f"| `m8` | {runs[0].why} | 7,500 | {per_seed[0]:.2f}, {per_seed[1]:.2f} | {candidate.score:.3f} |" in report
+    assert (
+        f"| `m8` | {runs[0].why} | 7,500 | {per_seed[0]:.2f}, {per_seed[1]:.2f} | {candidate.score:.3f} |"
+        in report
+    )
 
 
 def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
@@ -112,7 +129,9 @@ def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
                    for k, vals in enumerate(seeds, 1)]  # fmt: skip
         return Candidate(name, Run(name, 1, "tuning", f"{name}/s1"), records)
 
-    runs = tuple(Run(name, seed, "tuning", f"{name}/s{seed}") for name in ("big", "small", "tiny") for seed in (1, 2))
+    runs = tuple(
+        Run(name, seed, "tuning", f"{name}/s{seed}") for name in ("big", "small", "tiny") for seed in (1, 2)
+    )
     study = Study("s", "t", runs, "", "", rule="smallest")
     big = candidate("big", 6000, [99.5, 99.5, 99.6], [99.4, 99.5, 99.5])
     small = candidate("small", 5000, [99.4, 99.5, 99.4], [99.5, 99.6, 99.5])
@@ -176,11 +195,18 @@ def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
     from mnistlab.models import registry
     from mnistlab.studies import EARLIER, TUNING
 
-    before = {(r.group, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None}
+    before = {
+        (r.group, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None
+    }
     assert len(before) > 100
     for name in ("model7", "model8", "sepnet6k", "sepnet3k"):
         card = registry._REGISTRY[name]
-        monkeypatch.setitem(registry._REGISTRY, name, dataclasses.replace(
-            card, recipe=dataclasses.replace(card.recipe, lr=0.123, batch_size=99)))
-    after = {(r.group, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None}
+        monkeypatch.setitem(
+            registry._REGISTRY,
+            name,
+            dataclasses.replace(card, recipe=dataclasses.replace(card.recipe, lr=0.123, batch_size=99)),
+        )
+    after = {
+        (r.group, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None
+    }
     assert after == before

@@ -29,7 +29,9 @@ def test_a_tiny_study_runs_twice_and_the_second_continues_it(tmp_path):
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert finished and all(t.user_attrs["params"] <= 3500 for t in finished)
     for t in finished:  # the score is the worst seed's validation mean, from runs that never saw test
-        runs = [tmp_path / "results" / "search" / "record-3500" / f"trial{t.number}" / f"s{s}" for s in (1, 2)]
+        runs = [
+            tmp_path / "results" / "search" / "record-3500" / f"trial{t.number}" / f"s{s}" for s in (1, 2)
+        ]
         assert t.value == pytest.approx(min(t.user_attrs["val_per_seed"]))
         for run in runs:
             summary = json.loads((run / "summary.json").read_text())

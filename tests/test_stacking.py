@@ -60,11 +60,14 @@ def test_unstack_of_stack_round_trips_exactly():
     back = unstack(stack(models))
     assert [type(m) for m in back] == [type(m) for m in models]
     for model, again in zip(models, back):
-        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+        assert all(
+            torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())
+        )
 
 
-@pytest.mark.parametrize("name, momentum, weight_decay, nesterov", [("model8", 0.9, 0.0, False),
-                                                                    ("model6", 0.8, 1e-3, True)])
+@pytest.mark.parametrize(
+    "name, momentum, weight_decay, nesterov", [("model8", 0.9, 0.0, False), ("model6", 0.8, 1e-3, True)]
+)
 def test_two_stacked_sgd_steps_equal_steps_taken_alone(name, momentum, weight_decay, nesterov):
     models = seeded_models(name)
     stacked = stack(models)
@@ -76,7 +79,9 @@ def test_two_stacked_sgd_steps_equal_steps_taken_alone(name, momentum, weight_de
     for _ in range(2):
         x, y = torch.randn(8, 3, 28, 28), torch.randint(0, 10, (8, 3))
         out = stacked(x)
-        loss = sum(F.cross_entropy(out[:, k], y[:, k]) for k in range(3))  # the sum: each model's own gradient
+        loss = sum(
+            F.cross_entropy(out[:, k], y[:, k]) for k in range(3)
+        )  # the sum: each model's own gradient
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -99,7 +104,7 @@ def test_a_layer_without_a_stacked_form_is_named():
 
 def reference_fit(config: TrainConfig, data) -> tuple[nn.Module, list[float]]:
     """A plain single-model training loop, written independently of the engine: what `fit` must compute.
-    Returns the model and each epoch's mean training loss, summed on the device batch by batch."""
+    Returns the model and each epoch's mean training loss (summed on the device batch by batch) and accuracy."""
     loaders = make_loaders(*data, batch_size=config.batch_size, augment=config.augment, val_size=config.val_size,
                            seed=config.seed)  # fmt: skip
     torch.manual_seed(config.seed)
@@ -111,16 +116,18 @@ def reference_fit(config: TrainConfig, data) -> tuple[nn.Module, list[float]]:
         torch.manual_seed(config.seed * 1_000 + epoch)
         loaders.train.set_epoch(epoch)
         model.train()
-        total, seen = torch.zeros(()), 0
+        total, seen, correct = torch.zeros(()), 0, 0
         for images, labels in loaders.train:
-            loss = F.cross_entropy(model(images), labels)
+            log_probs = model(images)
+            loss = F.cross_entropy(log_probs, labels)
+            correct += int((log_probs.argmax(1) == labels).sum())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             total += loss.detach() * len(labels)
             seen += len(labels)
-        losses.append(total.item() / seen)
+        losses.append((total.item() / seen, 100.0 * correct / seen))
     return model, losses
 
 
@@ -133,7 +140,7 @@ def test_a_group_of_one_computes_exactly_what_a_plain_network_does(tmp_path, tin
     for (key, a), b in zip(expected.state_dict().items(), shipped.state_dict().values()):
         assert torch.equal(a, b), key
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
-    assert [h["train_loss"] for h in history] == losses  # the logged loss too, to the last bit
+    assert [(h["train_loss"], h["train_acc"]) for h in history] == losses  # the logged loss and accuracy too
 
 
 def test_a_stacked_run_writes_each_seed_a_run_that_reloads_to_its_numbers(tmp_path, tiny_data):
@@ -172,7 +179,9 @@ def test_a_stacked_group_resumes_to_the_same_numbers(tmp_path, tiny_data):
     assert fit_group(configs("b"), data=tiny_data, stop_after=1, **QUIET)[0] == {"stopped_after": 1}
     resumed = fit_group(configs("b"), data=tiny_data, resume=True, **QUIET)
     for one, other in zip(whole, resumed):
-        assert one["test_acc_last3"] == other["test_acc_last3"] and one["best_val_acc"] == other["best_val_acc"]
+        assert (
+            one["test_acc_last3"] == other["test_acc_last3"] and one["best_val_acc"] == other["best_val_acc"]
+        )
 
 
 def test_plateau_and_mixed_recipes_do_not_stack(tmp_path, tiny_data):
@@ -201,7 +210,8 @@ def test_the_device_step_updates_as_torch_sgd_and_averaged_model_do():
         torch.testing.assert_close(p, c.detach(), rtol=1e-6, atol=1e-7)
     model = nn.BatchNorm1d(4)
     averaged = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True)
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True
+    )
     mine = copy.deepcopy(model)
     averaged.update_parameters(model)  # the first update copies, as the device step's first one does
     for _ in range(3):
@@ -209,7 +219,11 @@ def test_the_device_step_updates_as_torch_sgd_and_averaged_model_do():
             model.weight.add_(torch.randn(4))
         model(torch.randn(6, 4))  # moves the running statistics too
         averaged.update_parameters(model)
-        ema_update(list(mine.parameters()) + list(mine.buffers()), list(model.parameters()) + list(model.buffers()), 0.9)
+        ema_update(
+            list(mine.parameters()) + list(mine.buffers()),
+            list(model.parameters()) + list(model.buffers()),
+            0.9,
+        )
     for a, b in zip(averaged.module.state_dict().values(), mine.state_dict().values()):
         torch.testing.assert_close(a, b)
 
@@ -235,5 +249,7 @@ def test_the_graph_trainers_step_run_eagerly_matches_the_engine(tmp_path, tiny_d
         for key in a:
             if a[key].is_floating_point():
                 torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-3, msg=key)
-    assert json.loads((tmp_path / "device" / "seed1" / "history.jsonl").read_text().splitlines()[-1])["lr"] == \
-        json.loads((tmp_path / "plain" / "seed1" / "history.jsonl").read_text().splitlines()[-1])["lr"]
+    assert (
+        json.loads((tmp_path / "device" / "seed1" / "history.jsonl").read_text().splitlines()[-1])["lr"]
+        == json.loads((tmp_path / "plain" / "seed1" / "history.jsonl").read_text().splitlines()[-1])["lr"]
+    )

@@ -62,8 +62,12 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-@click.option("--seeds", "seed_list", default=None,
-              help="several seeds as one stacked network, e.g. 1,2,3,4: runs <output-dir>/seed<k>")
+@click.option(
+    "--seeds",
+    "seed_list",
+    default=None,
+    help="several seeds as one stacked network, e.g. 1,2,3,4: runs <output-dir>/seed<k>",
+)
 @_config_options
 def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_dir: str | None, dry_run: bool,
           overwrite: bool, quiet: bool, seed_list: str | None, rotation: float | None, translate: float | None,
@@ -320,19 +324,45 @@ def report(results: str, output: str, readme: str) -> None:
 @click.option("--tuning/--no-tuning", default=True,
               help="also the validation runs behind every choice, and the earlier attempts' final runs")  # fmt: skip
 @click.option("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
-@click.option("--study", "studies", multiple=True,
-              help="only this study's validation runs (repeatable; see `mnistlab report`'s tuning tables)")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
-              help="where every run trains [each run's default: auto]")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="runs trained at once, each in its own process (a GPU fits many small runs)")
-@click.option("--stack/--no-stack", "stack", default=True, show_default=True,
-              help="train the seeds of each recipe as one stacked network (measured as fast or faster than "
-                   "one process per seed on the CPU, 2.3x on a GPU); --no-stack re-makes single runs bit for bit")
+@click.option(
+    "--study",
+    "studies",
+    multiple=True,
+    help="only this study's validation runs (repeatable; see `mnistlab report`'s tuning tables)",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default=None,
+    help="where every run trains [each run's default: auto]",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="runs trained at once, each in its own process (a GPU fits many small runs)",
+)
+@click.option(
+    "--stack/--no-stack",
+    "stack",
+    default=True,
+    show_default=True,
+    help="train the seeds of each recipe as one stacked network (measured as fast or faster than "
+    "one process per seed on the CPU, 2.3x on a GPU); --no-stack re-makes single runs bit for bit",
+)
 @click.option("--quiet", is_flag=True)
 def reproduce(
-    models: str, seeds: str, results: str, tuning: bool, threads: int, studies: tuple[str, ...],
-    device: str | None, workers: int, stack: bool, quiet: bool,
+    models: str,
+    seeds: str,
+    results: str,
+    tuning: bool,
+    threads: int,
+    studies: tuple[str, ...],
+    device: str | None,
+    workers: int,
+    stack: bool,
+    quiet: bool,
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
     from mnistlab.models import get_card
@@ -367,16 +397,24 @@ def reproduce(
 
 
 @cli.command()
-@click.option("--max-params", type=int, required=True, help="hard budget: a candidate over it is never trained")
+@click.option(
+    "--max-params", type=int, required=True, help="hard budget: a candidate over it is never trained"
+)
 @click.option("--trials", type=int, default=20, show_default=True, help="trials to add to the study")
 @click.option("--seeds", default="1,2,3,4", show_default=True, help="each trial's seeds, trained stacked")
 @click.option("--epochs", type=int, default=15, show_default=True)
-@click.option("--limit", type=int, default=None, help="keep only the first N images of each split (a first try)")
+@click.option(
+    "--limit", type=int, default=None, help="keep only the first N images of each split (a first try)"
+)
 @click.option("--name", default=None, help="the study's name [record-<max-params>]")
 @click.option("--storage", default=None, help="an SQLAlchemy URL [sqlite:///<results>/search/<name>.db]")
-@click.option("--space", "space_file", type=click.Path(), default=None, help="a JSON file narrowing the space")
+@click.option(
+    "--space", "space_file", type=click.Path(), default=None, help="a JSON file narrowing the space"
+)
 @click.option("--results", type=click.Path(), default="results", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
+)
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | None, name: str | None,
            storage: str | None, space_file: str | None, results: str, device: str, threads: int) -> None:  # fmt: skip
@@ -395,7 +433,9 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
         Path(results, "search").mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{Path(results, 'search', name + '.db')}"
     space = Space.from_file(space_file) if space_file else Space()
-    settings = Settings(name, storage, max_params, _parse_seeds(seeds), epochs, limit, results, device, threads)
+    settings = Settings(
+        name, storage, max_params, _parse_seeds(seeds), epochs, limit, results, device, threads
+    )
     study = run_search(settings, space, trials, log=click.echo)
     scored = [r for r in summary_rows(study) if r["score"] is not None]
     if scored:

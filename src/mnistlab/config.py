@@ -63,10 +63,14 @@ class Recipe:
     augment: Augment = Augment()
     dropout: float = 0.0  # passed to the model's builder
     label_smoothing: float = 0.0
-    ema: float = 0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
+    ema: float = (
+        0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
+    )
 
     def __post_init__(self) -> None:
-        if isinstance(self.augment, dict):  # from JSON or a run's overrides: the one place dicts become Augment
+        if isinstance(
+            self.augment, dict
+        ):  # from JSON or a run's overrides: the one place dicts become Augment
             object.__setattr__(self, "augment", Augment(**self.augment))
         _check(self._checks())
 
@@ -80,8 +84,14 @@ class Recipe:
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.ema < 1, f"ema decay must be in [0, 1), got {self.ema}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}"),
-            (self.scheduler in SCHEDULERS, f"unknown scheduler {self.scheduler!r}; choose {', '.join(SCHEDULERS)}"),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}",
+            ),
+            (
+                self.scheduler in SCHEDULERS,
+                f"unknown scheduler {self.scheduler!r}; choose {', '.join(SCHEDULERS)}",
+            ),
             (self.step_size > 0, f"step size must be positive, got {self.step_size}"),
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (0 < self.pct_start < 1, f"pct_start must be in (0, 1), got {self.pct_start}"),
@@ -103,7 +113,9 @@ class TrainConfig(Recipe):
     """
 
     model: str = ""  # a registered model name (required)
-    arch: dict[str, Any] | None = None  # layers as data, for a model built from them (``searched``): its builder's arguments
+    arch: dict[str, Any] | None = (
+        None  # layers as data, for a model built from them (``searched``): its builder's arguments
+    )
     seed: int = 1  # weights, batch order and augmentation all follow it
     val_size: int = 5000  # images held out of training for model selection (0: none)
     limit: int | None = None  # keep only the first N images of each split (tiny runs, tests)

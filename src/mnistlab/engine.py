@@ -69,7 +69,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Scheduler | None:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> Scheduler | None:
     if config.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
     if config.scheduler == "onecycle":
@@ -141,7 +143,10 @@ def train_one_epoch(
             progress.update(1)
     if seen == 0:
         raise MnistlabError("the training split is empty; lower --val-size or raise --limit")
-    return {"loss": [v / seen for v in loss_sum.tolist()], "acc": [100.0 * c / seen for c in correct.tolist()]}
+    return {
+        "loss": [v / seen for v in loss_sum.tolist()],
+        "acc": [100.0 * c / seen for c in correct.tolist()],
+    }
 
 
 @torch.inference_mode()
@@ -177,7 +182,9 @@ def evaluate(
 
 
 @torch.inference_mode()
-def evaluate_slots(model: StackedNet, loader: TensorLoader, *, device: torch.device) -> list[dict[str, float]]:
+def evaluate_slots(
+    model: StackedNet, loader: TensorLoader, *, device: torch.device
+) -> list[dict[str, float]]:
     """Each slot's mean loss and accuracy (%) on ``loader``'s split (every slot sees every image)."""
     model.eval()
     slots = model.slots
@@ -187,7 +194,9 @@ def evaluate_slots(model: StackedNet, loader: TensorLoader, *, device: torch.dev
         log_probs = model(images.to(device))  # (B, K, 10)
         labels = labels.to(device)
         # per slot, summed in float64 as a plain evaluation sums batch by batch
-        loss_sum += torch.stack([F.nll_loss(log_probs[:, k], labels[:, k], reduction="sum") for k in range(slots)])
+        loss_sum += torch.stack(
+            [F.nll_loss(log_probs[:, k], labels[:, k], reduction="sum") for k in range(slots)]
+        )
         correct += (log_probs.argmax(-1) == labels).sum(0)
     n = loader.num_samples
     return [{"loss": loss / max(n, 1), "acc": 100.0 * hits / max(n, 1)}
@@ -316,6 +325,8 @@ def fit_group(
     device = resolve_device(first.device)
     perf.configure(first.threads)
     loaders = _loaders(first, device, data)
+    if loaders.train.num_samples == 0:
+        raise MnistlabError("the training split is empty; lower --val-size or raise --limit")
     model = _build(configs, device)
     optimizer = make_optimizer(model, first)
     scheduler = make_scheduler(optimizer, first, len(loaders.train))
@@ -426,7 +437,10 @@ def _build(configs: list[TrainConfig], device: torch.device) -> StackedNet:
 
 
 def _step_per_epoch(
-    scheduler: Scheduler | None, config: TrainConfig, vals: list[dict[str, float]] | None, train: dict[str, list[float]]
+    scheduler: Scheduler | None,
+    config: TrainConfig,
+    vals: list[dict[str, float]] | None,
+    train: dict[str, list[float]],
 ) -> None:
     """The epoch-level schedules (one-cycle steps per batch, in the training step)."""
     if config.scheduler == "step":
@@ -471,7 +485,9 @@ def _restore(
         state = read_checkpoint(out / LAST)
         recorded = TrainConfig.from_dict(state["config"]).to_dict()  # fields added since get their defaults
         if _identity(json.loads(json.dumps(recorded))) != _identity(json.loads(json.dumps(config.to_dict()))):
-            raise MnistlabError(f"{out} was started with a different config; resume it with its own config.json")
+            raise MnistlabError(
+                f"{out} was started with a different config; resume it with its own config.json"
+            )
         states.append(state)
     if len({len(s["history"]) for s in states}) > 1:
         raise MnistlabError("the runs of this group stopped at different epochs; resume them one by one")
@@ -485,7 +501,9 @@ def _restore(
     return [s["history"] for s in states], [s["best_score"] for s in states]
 
 
-def _unstack_average(averaged: torch.optim.swa_utils.AveragedModel, slots: int) -> list[dict[str, torch.Tensor]]:
+def _unstack_average(
+    averaged: torch.optim.swa_utils.AveragedModel, slots: int
+) -> list[dict[str, torch.Tensor]]:
     """The moving average of each slot, as a plain model's ``AveragedModel`` state dict."""
     state = averaged.state_dict()
     count = state.pop("n_averaged")
@@ -532,4 +550,3 @@ def _epoch_line(h: dict[str, Any], epochs: int) -> str:
         parts.append(f"test {h['test_acc']:.2f}%")
     parts += [f"lr {h['lr']:.4g}", f"{h['seconds']:.1f}s"]
     return "  ".join(parts)
-

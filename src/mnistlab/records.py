@@ -103,5 +103,3 @@ def tuning_scores(results: Path, study: Study) -> list[Candidate]:
         name = candidate_name(run)
         grouped.setdefault(name, Candidate(name, run, [])).records.append(record)
     return list(grouped.values())
-
-

@@ -157,11 +157,19 @@ def comparison_table(results: list[ModelResult]) -> str:
     notes = [target_line(r) for r in results if len(r.runs) > 1 and r.card.name in TARGET_MODELS]
     below = [line for r in results if (line := below_reference(r))]
     if below:
-        notes.append("Against the reference (mean over seeds of the last epoch):\n\n" + "\n".join(f"- {b}" for b in below))
+        notes.append(
+            "Against the reference (mean over seeds of the last epoch):\n\n"
+            + "\n".join(f"- {b}" for b in below)
+        )
     return head + "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
 
 
-TARGET_MODELS = ("model8", "model8_v1", "sepnet3k", "sepnet6k")  # the models that aim at the course's 99.4% target
+TARGET_MODELS = (
+    "model8",
+    "model8_v1",
+    "sepnet3k",
+    "sepnet6k",
+)  # the models that aim at the course's 99.4% target
 
 
 def below_reference(result: ModelResult) -> str:
@@ -170,7 +178,9 @@ def below_reference(result: ModelResult) -> str:
     if ref is None or not result.runs:
         return ""
     ours = result.stat("last_test_acc")
-    best_epochs = mean(max(h["test_acc"] for h in r.history) for r in result.runs)  # like the reference's figure
+    best_epochs = mean(
+        max(h["test_acc"] for h in r.history) for r in result.runs
+    )  # like the reference's figure
     title = result.card.title
     if ours >= ref.best_test_acc:
         return f"{title}: our mean last epoch {ours:.2f} ≥ the reference's {ref.best_test_acc:.2f}."
@@ -241,8 +251,17 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                          f"{_pct(record.summary['last_test_acc'])} | {_seconds(record.summary['train_seconds'])} |")  # fmt: skip
     best = study.choose(candidates)
     if best is None:
-        return "\n".join(lines + ["", f"No candidate held {TARGET}% on validation on every seed, so "
-                                       f"`{study.winner}` keeps its recipe."]) + "\n"
+        return (
+            "\n".join(
+                lines
+                + [
+                    "",
+                    f"No candidate held {TARGET}% on validation on every seed, so "
+                    f"`{study.winner}` keeps its recipe.",
+                ]
+            )
+            + "\n"
+        )
     rule = ("the highest validation mean" if study.rule == "mean" else
             f"the fewest parameters among those that held {TARGET}% on validation in each of the last 3 epochs "
             "of every seed")  # fmt: skip
@@ -436,7 +455,9 @@ def write_report(
         if differences:
             wrong_tables.append((card.title, differences))
             parts += (
-                ["Where the reference's hand-made table differs:", ""] + [f"- {d}" for d in differences] + [""]
+                ["Where the reference's hand-made table differs:", ""]
+                + [f"- {d}" for d in differences]
+                + [""]
             )
         previous = result
     parts += ["## Where the reference's receptive-field tables were wrong", ""]

@@ -103,7 +103,9 @@ def run_all(
     elif jobs:
         # spawn, not fork: a forked child cannot use a CUDA context, and the parent holds no model state
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_end_with_parent) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_end_with_parent
+        ) as pool:
             futures = {pool.submit(_fit_logged, job.configs, job.resume, data): job for job in jobs}
             log(f"{len(jobs)} jobs on {workers} workers; each run writes its epochs to <run>/train.log")
             for future in as_completed(futures):
@@ -134,6 +136,7 @@ def _fit_logged(configs: tuple[TrainConfig, ...], resume: bool, data: Any) -> li
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         handles.append(open(Path(config.output_dir) / LOG, "a"))  # noqa: SIM115  (closed below)
     try:
+
         def log(line: str) -> None:
             for handle in handles:
                 handle.write(line + "\n")

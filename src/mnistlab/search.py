@@ -52,7 +52,9 @@ class Space:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise MnistlabError(f"search space {path} names unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+            raise MnistlabError(
+                f"search space {path} names unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}"
+            )
         return cls(**{k: tuple(v) for k, v in values.items()})
 
 
@@ -164,7 +166,9 @@ def search(settings: Settings, space: Space, trials: int, log: Callable[[str], N
     study = open_study(settings)
     before = len(study.trials)
     study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, catch=())
-    log(f"study {settings.name}: {len(study.trials)} trials ({len(study.trials) - before} new) in {settings.storage}")
+    log(
+        f"study {settings.name}: {len(study.trials)} trials ({len(study.trials) - before} new) in {settings.storage}"
+    )
     return study
 
 

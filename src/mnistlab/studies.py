@@ -51,7 +51,9 @@ class Study:
     winner: str  # the registered model it became: its recipe and layers are the best candidate's
     where: str = ""  # how the recorded runs were made, when not on the project's CPU
     superseded: str = ""  # the study that started from this one's winner and changed it
-    rule: str = "mean"  # mean: the highest validation mean wins; smallest: the smallest that held on validation
+    rule: str = (
+        "mean"  # mean: the highest validation mean wins; smallest: the smallest that held on validation
+    )
 
     def choose(self, candidates: list[Any]) -> Any:
         """The candidate this study's rule picks from its recorded ``candidates`` (``records.Candidate``): the
@@ -215,6 +217,8 @@ M7_FAST = {"lr": 0.05}
 def m7(candidate: str, overrides: dict[str, Any], why: str, against: str = "") -> list[Run]:
     """A Model 7 candidate, declared against its first recipe (not the card, which took the winner)."""
     return seeded("model7", candidate, overrides, why, against, base=MODEL7_FIRST_RECIPE)
+
+
 MODEL7_SEEDED: tuple[Run, ...] = tuple(
     run for runs in zip(
         m7("m7", {}, "Model 7 with its first recipe (SGD 0.01, batch 128, rotation, dropout 0.05)"),
@@ -268,8 +272,10 @@ EARLIER: tuple[Run, ...] = on_base(MODEL8_RECIPE, tuple(
 )  # fmt: skip
 
 # Round three's 44 runs were made on a lent GPU, 14 at a time, in one command (about 9 minutes):
-GPU_SWEEP = (" (one NVIDIA H200, 14 runs at a time: `mnistlab reproduce --study model8-seeds --study smallest-seeds "
-             "--device cuda --workers 14 --threads 1`)")
+GPU_SWEEP = (
+    " (one NVIDIA H200, 14 runs at a time: `mnistlab reproduce --study model8-seeds --study smallest-seeds "
+    "--device cuda --workers 14 --threads 1`)"
+)
 STUDIES: tuple[Study, ...] = (
     Study("model8", "Model 8: choices made on the validation split", MODEL8_TUNING,
           "Model 8's design and recipe until round three (`m8` there)", "model8", superseded="model8-seeds"),
@@ -311,6 +317,8 @@ REFIT = {name: {"val_size": 0} for name in ("model8", "model8_v1", "model8_wide"
 
 def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS) -> list[Run]:
     """Each model with its own recipe, on every seed."""
-    return [Run(model, seed, model, f"seed{seed}", dict(REFIT.get(model, {}))) for model in models for seed in seeds]
-
-
+    return [
+        Run(model, seed, model, f"seed{seed}", dict(REFIT.get(model, {})))
+        for model in models
+        for seed in seeds
+    ]

@@ -117,7 +117,10 @@ class TensorLoader:
         """Images [B, K, 28, 28] and labels [B, K] of the ``index`` ([K, B] or one slice for all K slots)."""
         if isinstance(index, slice):
             images = self.pixels[index] if self.inputs is None else self.inputs[index]  # [B, 1, 28, 28]
-            images, labels = images.expand(-1, slots, -1, -1), self.labels[index].unsqueeze(1).expand(-1, slots)
+            images, labels = (
+                images.expand(-1, slots, -1, -1),
+                self.labels[index].unsqueeze(1).expand(-1, slots),
+            )
             if theta is None:
                 return images, labels
             index = torch.arange(index.start, index.stop).expand(slots, -1)

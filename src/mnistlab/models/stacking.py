@@ -48,7 +48,9 @@ def stack(models: list[nn.Module]) -> StackedNet:
     first = models[0]
     for model in models:
         if not isinstance(model, Net):
-            raise MnistlabError(f"{type(model).__name__} cannot be stacked: only the registry's Net models stack")
+            raise MnistlabError(
+                f"{type(model).__name__} cannot be stacked: only the registry's Net models stack"
+            )
         if [type(m) for m in model.modules()] != [type(m) for m in first.modules()]:
             raise MnistlabError("stacked models must share one architecture")
     features = _stack_module([m.features for m in models], "features")
