@@ -102,23 +102,13 @@ def test_export_onnx_matches_torch(dry_run, tmp_path):
     assert (tmp_path / "m.onnx").stat().st_size > 1000
 
 
+TINY_RUN = ("--epochs", "1", "--limit", "300", "--val-size", "100", "--quiet")  # a real-data run of seconds
+
+
 def finished_run(root):
     """A small finished run made through the CLI (real data, a few hundred images)."""
     out = root / "run"
-    result = mnistlab(
-        "train",
-        "--model",
-        "model8",
-        "--epochs",
-        "1",
-        "--limit",
-        "300",
-        "--val-size",
-        "100",
-        "--quiet",
-        "--output-dir",
-        str(out),
-    )
+    result = mnistlab("train", "--model", "model8", *TINY_RUN, "--output-dir", str(out))
     assert result.returncode == 0, result.stderr
     return out
 
@@ -204,20 +194,7 @@ def test_logs_that_are_not_a_terminal_get_epoch_lines_not_progress_bars(tmp_path
 
 def test_train_seeds_trains_them_stacked(tmp_path):
     result = mnistlab(
-        "train",
-        "--model",
-        "sepnet3k",
-        "--seeds",
-        "1,2",
-        "--epochs",
-        "1",
-        "--limit",
-        "300",
-        "--val-size",
-        "100",
-        "--quiet",
-        "--output-dir",
-        str(tmp_path / "runs"),
+        "train", "--model", "sepnet3k", "--seeds", "1,2", *TINY_RUN, "--output-dir", str(tmp_path / "runs")
     )
     assert result.returncode == 0, result.stderr
     for seed in (1, 2):
