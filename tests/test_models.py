@@ -98,3 +98,12 @@ def test_layer_sequence_is_the_seeds(name):
         return first(m.kernel_size), first(m.stride), first(m.padding)
 
     assert [geometry(m) for m in layers] == SEED_LAYERS[name]
+
+
+def test_config_is_a_leaf_that_imports_neither_torch_nor_the_models():
+    import subprocess
+    import sys
+
+    code = "import sys, mnistlab.config; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('mnistlab.models')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
