@@ -97,10 +97,7 @@ def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_
             summary = fit(config, resume=True, progress=_bars(quiet), log=click.echo)
     else:
         config = config_for(model_name, output_dir=output_dir, data_dir=data_dir, **fields)
-        augment = {k: v for k, v in dict(rotation=rotation, translate=translate, scale=scale, shear=shear).items()
-                   if v is not None}  # fmt: skip
-        if augment:
-            config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **augment))
+        config = _with_augment(config, dict(rotation=rotation, translate=translate, scale=scale, shear=shear))
         scratch = f"runs/{model_name}-dry-run"  # a dry run's own folder, replaced by the next dry run
         if dry_run:
             config = dataclasses.replace(
@@ -108,15 +105,8 @@ def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_
                 output_dir=output_dir or scratch,
             )  # fmt: skip
         out = Path(config.output_dir)
-        if run_status(out) != "todo":
-            if not (overwrite or (dry_run and output_dir is None)):
-                verb = "a dry run never replaces it" if dry_run else "pass --overwrite to replace it"
-                raise MnistlabError(
-                    f"{out} already holds a run; {verb}, pass --resume {out} to continue it, "
-                    "or choose another --output-dir"
-                )
-            removed = remove_run_files(out)  # the run's own files only; anything else in the folder stays
-            click.echo(f"removed the previous run's {len(removed)} files from {out}")
+        verb = "a dry run never replaces it" if dry_run else "pass --overwrite to replace it"
+        _clear_previous_run(out, overwrite or (dry_run and output_dir is None), verb)
         click.echo(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {out}")
         summary = fit(config, progress=_bars(quiet), log=click.echo)
     click.echo(f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, {_scores(summary)}; "
@@ -135,21 +125,36 @@ def _train_stacked(
     fields = {k: v for k, v in fields.items() if k != "seed"}
     configs = []
     for seed in seeds:
-        config = config_for(model_name, output_dir=str(base / f"seed{seed}"), data_dir=data_dir,
-                                       seed=seed, **fields)  # fmt: skip
-        changes = {k: v for k, v in augment.items() if v is not None}
-        if changes:
-            config = dataclasses.replace(config, augment=dataclasses.replace(config.augment, **changes))
-        configs.append(config)
+        config = config_for(
+            model_name, output_dir=str(base / f"seed{seed}"), data_dir=data_dir, seed=seed, **fields
+        )
+        configs.append(_with_augment(config, augment))
     for config in configs:
-        if run_status(config.output_dir) != "todo":
-            if not overwrite:
-                raise MnistlabError(f"{config.output_dir} already holds a run; pass --overwrite to replace it "
-                                    "or choose another --output-dir")  # fmt: skip
-            remove_run_files(config.output_dir)
+        _clear_previous_run(Path(config.output_dir), overwrite, "pass --overwrite to replace it")
     click.echo(f"training {model_name} on seeds {', '.join(map(str, seeds))}, stacked, into {base}/seed<k>")
     for config, summary in zip(configs, fit_group(configs, progress=_bars(quiet), log=click.echo)):
         click.echo(f"seed {config.seed}: {_scores(summary)}; results in {config.output_dir}")
+
+
+def _with_augment(config: Any, changes: dict[str, float | None]) -> Any:
+    """``config`` with the augmentation ranges given on the command line (None: the recipe's)."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    return (
+        dataclasses.replace(config, augment=dataclasses.replace(config.augment, **given)) if given else config
+    )
+
+
+def _clear_previous_run(out: Path, replace: bool, verb: str) -> None:
+    """Refuse to train over a run in ``out`` unless asked to replace it; then delete the run's own files only
+    (anything else the folder holds stays)."""
+    if run_status(out) == "todo":
+        return
+    if not replace:
+        raise MnistlabError(
+            f"{out} already holds a run; {verb}, pass --resume {out} to continue it, or choose another --output-dir"
+        )
+    removed = remove_run_files(out)
+    click.echo(f"removed the previous run's {len(removed)} files from {out}")
 
 
 def _parse_seeds(text: str) -> tuple[int, ...]:

@@ -35,7 +35,7 @@ from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_lo
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_json, atomic_write_text
 from mnistlab.models.checkpoint import build_model, read_checkpoint, save_checkpoint
-from mnistlab.models.stacking import StackedNet, concat, slot, stack, stack_states, unstack, unstack_state
+from mnistlab.models.stacking import StackedNet, stack, stack_states, unstack, unstack_state
 from mnistlab.rundir import BEST, CONFIG, HISTORY, LAST, LAST_K, SUMMARY, run_status
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -279,8 +279,8 @@ def stackable(configs: list[TrainConfig]) -> str | None:
         if other != first:
             changed = sorted(k for k in first if first[k] != other.get(k))
             return f"the runs differ in {', '.join(changed)}, not only in seed and output directory"
-    if len(configs) > 1 and recipe_unstackable(configs[0]):
-        return recipe_unstackable(configs[0])
+    if len(configs) > 1 and (reason := recipe_unstackable(configs[0])):
+        return reason
     if len({c.output_dir for c in configs}) < len(configs):
         return "two runs share an output directory"
     return None
@@ -459,7 +459,9 @@ def _save(
     slots = len(configs)
     shipped = unstack(scored)
     trained = unstack_state(model.state_dict(), slots) if averaged is not None else None
-    average = _unstack_average(averaged, slots) if averaged is not None else None
+    average = (
+        unstack_state(averaged.state_dict(), slots) if averaged is not None else None
+    )  # n_averaged shared
     optimizers = _unstack_optimizer(optimizer.state_dict(), slots)
     for k, config in enumerate(configs):
         out, epoch = Path(config.output_dir), len(histories[k])
@@ -501,31 +503,15 @@ def _restore(
     return [s["history"] for s in states], [s["best_score"] for s in states]
 
 
-def _unstack_average(
-    averaged: torch.optim.swa_utils.AveragedModel, slots: int
-) -> list[dict[str, torch.Tensor]]:
-    """The moving average of each slot, as a plain model's ``AveragedModel`` state dict."""
-    state = averaged.state_dict()
-    count = state.pop("n_averaged")
-    return [{**part, "n_averaged": count.cpu().clone()} for part in unstack_state(state, slots)]
-
-
 def _unstack_optimizer(state: dict[str, Any], slots: int) -> list[dict[str, Any]]:
     """Each slot's optimizer state, as the optimizer of its plain model would hold it."""
-    return [
-        {"state": {i: {name: slot(v, k, slots).cpu() if torch.is_tensor(v) else v for name, v in entry.items()}
-                   for i, entry in state["state"].items()},
-         "param_groups": state["param_groups"]}
-        for k in range(slots)
-    ]  # fmt: skip
+    entries = {i: unstack_state(entry, slots) for i, entry in state["state"].items()}
+    return [{"state": {i: parts[k] for i, parts in entries.items()}, "param_groups": state["param_groups"]}
+            for k in range(slots)]  # fmt: skip
 
 
 def _stack_optimizer(states: list[dict[str, Any]]) -> dict[str, Any]:
-    merged = {
-        i: {name: concat([s["state"][i][name] for s in states]) if torch.is_tensor(value) else value
-            for name, value in entry.items()}
-        for i, entry in states[0]["state"].items()
-    }  # fmt: skip
+    merged = {i: stack_states([s["state"][i] for s in states]) for i in states[0]["state"]}
     return {"state": merged, "param_groups": states[0]["param_groups"]}
 
 

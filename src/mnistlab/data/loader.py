@@ -116,14 +116,10 @@ class TensorLoader:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [B, K, 28, 28] and labels [B, K] of the ``index`` ([K, B] or one slice for all K slots)."""
         if isinstance(index, slice):
-            images = self.pixels[index] if self.inputs is None else self.inputs[index]  # [B, 1, 28, 28]
-            images, labels = (
-                images.expand(-1, slots, -1, -1),
-                self.labels[index].unsqueeze(1).expand(-1, slots),
-            )
-            if theta is None:
-                return images, labels
-            index = torch.arange(index.start, index.stop).expand(slots, -1)
+            if theta is None:  # the same images in every slot: a view, no copy
+                images = self.pixels[index] if self.inputs is None else self.inputs[index]  # [B, 1, 28, 28]
+                return images.expand(-1, slots, -1, -1), self.labels[index].unsqueeze(1).expand(-1, slots)
+            index = torch.arange(index.start, index.stop, device=self.labels.device).expand(slots, -1)
         k, b = index.shape
         labels = self.labels[index].t()  # [B, K]
         if theta is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,53 +74,52 @@ def _stack_module(modules: list[nn.Module], name: str) -> nn.Module:
             padding=first.padding, dilation=first.dilation, groups=k * first.groups, bias=first.bias is not None,
             padding_mode=first.padding_mode,
         )  # fmt: skip
-        _concat_into(conv, modules)
+        conv.load_state_dict(stack_states([m.state_dict() for m in modules]))
         return conv
     if type(first) is nn.BatchNorm2d:
         norm = nn.BatchNorm2d(k * first.num_features, eps=first.eps, momentum=first.momentum,
                               affine=first.affine, track_running_stats=first.track_running_stats)  # fmt: skip
-        _concat_into(norm, modules)
+        norm.load_state_dict(stack_states([m.state_dict() for m in modules]))
         return norm
     if isinstance(first, _SHARED):
         return copy.deepcopy(first)
     raise MnistlabError(f"layer {name} ({type(first).__name__}) has no stacked form; it cannot be stacked")
 
 
-def _concat_into(target: nn.Module, modules: list[nn.Module]) -> None:
-    states = [m.state_dict() for m in modules]
-    merged = {key: concat([s[key] for s in states]) for key in states[0]}
-    target.load_state_dict(merged)
+def concat(values: list[Any]) -> Any:
+    """K models' tensors as the stacked one: along the first axis. A scalar tensor (a step count) or a
+    value that is no tensor (an optimizer's setting) is the same for all K and is shared."""
+    first = values[0]
+    if not torch.is_tensor(first) or first.dim() == 0:
+        return first.clone() if torch.is_tensor(first) else first
+    return torch.cat([t.detach() for t in values])
 
 
-def concat(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """K models' tensors as the stacked one: along the first axis; a scalar (a step count) is shared."""
-    if tensors[0].dim() == 0:
-        return tensors[0].clone()
-    return torch.cat([t.detach() for t in tensors])
-
-
-def slot(tensor: torch.Tensor, k: int, slots: int) -> torch.Tensor:
-    """Model k's part of a stacked tensor (the inverse of ``concat``)."""
-    if tensor.dim() == 0:
-        return tensor.detach().clone()
-    return tensor.detach().chunk(slots)[k].clone()
+def slot(value: Any, k: int, slots: int) -> Any:
+    """Model k's part of a stacked tensor (the inverse of ``concat``), on the CPU."""
+    if not torch.is_tensor(value):
+        return value
+    if value.dim() == 0:
+        return value.detach().cpu().clone()
+    return value.detach().chunk(slots)[k].cpu().clone()
 
 
 def unstack(stacked: StackedNet) -> list[Net]:
     """The K plain models, with the stacked network's current weights and BatchNorm buffers."""
-    state = stacked.state_dict()
     models = []
-    for k in range(stacked.slots):
+    for state in unstack_state(stacked.state_dict(), stacked.slots):
         model = copy.deepcopy(stacked.template())
-        model.load_state_dict({key: slot(value, k, stacked.slots).cpu() for key, value in state.items()})
+        model.load_state_dict(state)
         models.append(model.train(stacked.training))
     return models
 
 
-def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """K state dicts of one architecture (a model's, or its moving average's) as the stacked one's."""
+def stack_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """K state dicts of one architecture (a model's, its moving average's, an optimizer entry's) as the
+    stacked one's."""
     return {key: concat([s[key] for s in states]) for key in states[0]}
 
 
-def unstack_state(state: dict[str, torch.Tensor], slots: int) -> list[dict[str, torch.Tensor]]:
-    return [{key: slot(value, k, slots).cpu() for key, value in state.items()} for k in range(slots)]
+def unstack_state(state: dict[str, Any], slots: int) -> list[dict[str, Any]]:
+    """The inverse of ``stack_states``: each model's state dict, on the CPU."""
+    return [{key: slot(value, k, slots) for key, value in state.items()} for k in range(slots)]
