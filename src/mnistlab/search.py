@@ -160,9 +160,12 @@ def _history(config: TrainConfig) -> list[dict[str, Any]]:
 
 def search(settings: Settings, space: Space, trials: int, log: Callable[[str], None] = print) -> Any:
     """Run ``trials`` more trials of the study (created, or continued where it stopped)."""
-    if settings.max_params < smallest_params(space):
-        raise MnistlabError(f"no candidate of the search space fits {settings.max_params:,} parameters (the "
-                            f"smallest has {smallest_params(space):,}); raise --max-params or narrow the space")  # fmt: skip
+    smallest = smallest_params(space)
+    if settings.max_params < smallest:
+        raise MnistlabError(
+            f"no candidate of the search space fits {settings.max_params:,} parameters (the smallest has "
+            f"{smallest:,}); raise --max-params or narrow the space"
+        )
     study = open_study(settings)
     before = len(study.trials)
     study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, catch=())
