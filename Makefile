@@ -1,11 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make train   set up, fetch and verify MNIST, train the final model (Model 8), write its results
-#   make test    set up and run the tests
+#   make test    set up (Chromium too, for the demo's browser test) and run the tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= model8
 SEED ?= 1
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: train test setup lint bench report reproduce clean
 
@@ -20,8 +22,13 @@ $(VENV)/.installed: pyproject.toml
 train: setup
 	$(BIN)/mnistlab reproduce --models $(MODEL) --seeds $(SEED) --no-tuning --results runs
 
-test: setup
+test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest -q
+
+# the demo's browser test drives Debian's chromium (Playwright's own browser download cannot work offline)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

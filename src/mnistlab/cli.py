@@ -1,4 +1,5 @@
-"""The command line: ``mnistlab train | evaluate | predict | export | summary | data | report | reproduce``.
+"""The command line: ``mnistlab train | evaluate | predict | export | summary | data | report | reproduce |
+search | demo``.
 
 User errors (bad options, missing or foreign files) end in one line on stderr and exit status 2.
 """
@@ -447,6 +448,26 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
         best = max(scored, key=lambda r: r["score"])
         click.echo(f"best: trial {best['trial']}, {best['params']:,} parameters, worst-seed validation mean "
                    f"{best['score']:.2f}, {best['arch']}")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------- demo
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), default=None,
+              help="a checkpoint to show first [every shipped final run, Model 8 seed 1 first]")  # fmt: skip
+@click.option("--results", type=click.Path(), default="results", show_default=True,
+              help="where the shipped final runs are")  # fmt: skip
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
+    """Serve a page: draw a digit, see what the model is given, its prediction, and each layer's view."""
+    from mnistlab.demo import serve
+
+    if checkpoint is not None:
+        from mnistlab.models.checkpoint import read_checkpoint
+
+        read_checkpoint(checkpoint)  # a checkpoint that does not load stops here, in one line
+    click.echo(f"serving on http://{host}:{port} (Ctrl-C stops)")
+    serve(results, checkpoint, host, port)
 
 
 def main() -> None:

@@ -1,0 +1,162 @@
+"""What a model sees: each layer's feature maps for one digit, its most active unit, and where on the input
+that unit looks (its receptive field, from the analysis module's centre, jump and field size).
+
+A "layer" here is one block of the network as a student names it (``conv1``: convolution, BatchNorm, ReLU;
+``sep3``: depthwise, pointwise, BatchNorm, ReLU; ``pool1``; ``gap``; ``out``): its output is what the next
+block is given, and its field is that of the block's last analysed row. Data only; the demo draws it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnistlab.analysis import LayerRow, summarize
+from mnistlab.data.loader import normalize
+from mnistlab.rundir import LAST
+
+IMAGE = 28  # the input's side in pixels
+
+
+@dataclass(frozen=True)
+class Box:
+    """Rows and columns of input pixels, inclusive; may reach outside the image (see ``clipped``)."""
+
+    top: int
+    left: int
+    bottom: int
+    right: int
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top + 1
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left + 1
+
+    def clipped(self, size: int = IMAGE) -> Box:
+        """The part of the box inside a ``size`` x ``size`` image."""
+        return Box(max(self.top, 0), max(self.left, 0), min(self.bottom, size - 1), min(self.right, size - 1))
+
+    @property
+    def inside(self) -> bool:
+        return self == self.clipped()
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """One block's output for one digit, and the receptive field of its most active unit."""
+
+    name: str  # the block's module name, e.g. "conv3"
+    types: str  # what the block is made of, e.g. "Conv2d, BatchNorm2d"
+    maps: np.ndarray  # (channels, height, width) activations
+    unit: tuple[int, int, int]  # (channel, row, column) of the largest activation
+    rf: tuple[int, int]  # receptive field (height, width) in input pixels
+    jump: tuple[int, int]  # input pixels between neighbouring units
+    box: Box  # the field of ``unit`` on the input, unclipped
+
+    @property
+    def value(self) -> float:
+        return float(self.maps[self.unit])
+
+
+@dataclass(frozen=True)
+class Inspection:
+    digit: np.ndarray  # the 28x28 input in [0, 1], as the model is given it (before normalisation)
+    probabilities: tuple[float, ...]
+    layers: tuple[LayerView, ...]
+
+    @property
+    def predicted(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block's module path and the analysis rows inside it, in order."""
+
+    path: str
+    rows: tuple[LayerRow, ...]
+
+
+def blocks(model: nn.Module) -> list[Block]:
+    """The model's blocks with a spatial output, in order: the children of the deepest container that holds
+    every analysed layer (``features`` for the zoo's ``Net``)."""
+    rows = [
+        row for row in summarize(model).rows if len(row.output_shape) == 3 and _is_module(model, row.name)
+    ]
+    if not rows:
+        return []
+    parts = [row.name.split(".") for row in rows]
+    common = 0
+    while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
+        common += 1
+    grouped: dict[str, list[LayerRow]] = {}
+    for row, p in zip(rows, parts):
+        grouped.setdefault(".".join(p[: common + 1]), []).append(row)
+    return [Block(path, tuple(members)) for path, members in grouped.items()]
+
+
+def _is_module(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _pair(value: int | float | tuple) -> tuple[float, float]:
+    return (float(value[0]), float(value[1])) if isinstance(value, tuple) else (float(value), float(value))
+
+
+@torch.inference_mode()
+def inspect_digit(model: nn.Module, digit: np.ndarray, layers: list[Block] | None = None) -> Inspection:
+    """Run one 28x28 digit through ``model`` and look at every block's output."""
+    layers = blocks(model) if layers is None else layers
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [
+        model.get_submodule(block.path).register_forward_hook(
+            lambda _m, _i, out, path=block.path: outputs.__setitem__(path, out.detach())
+        )
+        for block in layers
+    ]
+    try:
+        batch = normalize(torch.from_numpy(np.asarray(digit, dtype=np.float32))[None, None])
+        probabilities = model.eval()(batch).exp()[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+    views = []
+    for block in layers:
+        maps = outputs[block.path][0].float().numpy()
+        unit = tuple(int(i) for i in np.unravel_index(int(np.argmax(maps)), maps.shape))
+        last = block.rows[-1]
+        rf, jump, centre = _pair(last.receptive_field), _pair(last.jump), _pair(last.centre)
+        # the unit's field centre: the first unit's, moved ``jump`` pixels per unit
+        cy, cx = centre[0] + unit[1] * jump[0], centre[1] + unit[2] * jump[1]
+        top, left = round(cy - (rf[0] - 1) / 2), round(cx - (rf[1] - 1) / 2)
+        box = Box(top, left, top + int(rf[0]) - 1, left + int(rf[1]) - 1)
+        types = ", ".join(dict.fromkeys(row.type for row in block.rows))
+        views.append(LayerView(block.path.split(".")[-1], types, maps, unit,  # type: ignore[arg-type]
+                               (int(rf[0]), int(rf[1])), (int(jump[0]), int(jump[1])), box))  # fmt: skip
+    return Inspection(
+        np.asarray(digit, dtype=np.float32), tuple(float(p) for p in probabilities), tuple(views)
+    )
+
+
+def shipped_checkpoints(results: str | Path, models: list[str]) -> dict[str, Path]:
+    """Every final run's checkpoint under ``results`` (``<model>/seed<k>/last.pt``), labelled "<model>, seed k",
+    in ``models``' order then by seed."""
+    found: dict[str, Path] = {}
+    for model in models:
+        runs = sorted(
+            Path(results, model).glob(f"seed*/{LAST}"), key=lambda p: (len(p.parent.name), p.parent.name)
+        )
+        for path in runs:
+            found[f"{model}, {path.parent.name.replace('seed', 'seed ')}"] = path
+    return found
