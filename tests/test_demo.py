@@ -130,3 +130,28 @@ def test_layer_text_names_position_channels_and_unit():
     channel, row, column = layer.unit
     assert text.startswith("**Layer 4 of 9: sep3**") and "36 channels of 10×10" in text
     assert f"channel {channel} at row {row}, column {column}" in text
+
+
+def test_the_command_refuses_a_bad_checkpoint_and_a_taken_port_in_one_line(tmp_path):
+    import socket
+    import subprocess
+
+    def demo(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "mnistlab", "demo", *args]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    (tmp_path / "text.pt").write_text("junk\n")
+    result = demo("--checkpoint", str(tmp_path / "text.pt"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'text.pt'} is not a readable checkpoint (KeyError: 174812789)"
+    ]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = demo("--port", str(port))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot serve on 127.0.0.1:{port}: the port is taken or the host is not this machine's; pick "
+        "another --port or --host"
+    )

@@ -460,14 +460,15 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
 def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
     """Serve a page: draw a digit, see what the model is given, its prediction, and each layer's view."""
-    from mnistlab.demo import serve
+    from mnistlab.demo import build, launch
 
     if checkpoint is not None:
-        from mnistlab.models.checkpoint import read_checkpoint
+        from mnistlab.demo import load
 
-        read_checkpoint(checkpoint)  # a checkpoint that does not load stops here, in one line
+        load(checkpoint)  # a checkpoint that does not load stops here, in one line
+    app = build(results, checkpoint)
     click.echo(f"serving on http://{host}:{port} (Ctrl-C stops)")
-    serve(results, checkpoint, host, port)
+    launch(app, host, port)
 
 
 def main() -> None:

@@ -324,11 +324,11 @@ def build(results: str | Path = "results", checkpoint: str | Path | None = None)
     return app
 
 
-def serve(results: str | Path, checkpoint: str | Path | None, host: str, port: int) -> None:
-    """Build the page and serve it until interrupted."""
-    app = build(results, checkpoint)
+def launch(app: Any, host: str, port: int) -> None:
+    """Serve the page until interrupted."""
     try:
         app.launch(server_name=host, server_port=port, theme=app.theme_for_launch, ssr_mode=False, pwa=False,
                    mcp_server=False, footer_links=[], quiet=True, js=PICK_BRUSH)  # fmt: skip
-    except OSError as exc:  # the port is taken, or the host is not this machine's
-        raise MnistlabError(f"cannot serve on {host}:{port} ({exc}); pick another --port") from None
+    except OSError:  # Gradio's "Cannot find empty port", or an address that is not this machine's
+        raise MnistlabError(f"cannot serve on {host}:{port}: the port is taken or the host is not this "
+                            "machine's; pick another --port or --host") from None  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +48,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise MnistlabError(f"checkpoint {path} does not exist; train one with `mnistlab train`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # noqa: BLE001  a damaged or foreign file fails inside unpickling in many ways
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = (
+            first
+            if isinstance(exc, (RuntimeError, OSError))
+            else f"{type(exc).__name__}: {first}".rstrip(": ")
+        )
         raise MnistlabError(f"{path} is not a readable checkpoint ({first[:120]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MnistlabError(f"{path} is not an mnistlab checkpoint")
