@@ -17,8 +17,14 @@ def test_parameter_count_is_the_documented_one(name):
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if get_card(n).reference is not None])
-def test_models_with_a_reference_hit_its_parameter_count_exactly(name):
-    assert sum(p.numel() for p in create_model(name).parameters()) == get_card(name).reference.params
+def test_models_with_a_reference_hit_its_parameter_count(name):
+    """Exactly, except Model 7, whose layers a study replaced with fewer parameters (its first design, which
+    hit the reference's count, is kept as model7_v1)."""
+    params = sum(p.numel() for p in create_model(name).parameters())
+    reference = get_card(name).reference.params
+    assert params == reference or (name == "model7" and params < reference)
+    if name == "model7":
+        assert sum(p.numel() for p in create_model("model7_v1").parameters()) == reference
 
 
 def test_model8_is_under_8000():
@@ -81,7 +87,10 @@ SEED_LAYERS = {
                (7, 1, 0)],
     "model4": [(3, 1, 0), (3, 1, 0), (1, 1, 0), (2, 2, 0), (3, 1, 0), (3, 1, 0), (3, 1, 0), (3, 1, 1), (6, 1, 0),
                (1, 1, 0)],
-    "model7": [(3, 1, 0), (3, 1, 0), (1, 1, 0), (2, 2, 0), (3, 1, 0), (3, 1, 0), None, (1, 1, 0)],
+    # Model 7's first design; its round three took Model 6's sequence (with adaptive pooling) instead
+    "model7_v1": [(3, 1, 0), (3, 1, 0), (1, 1, 0), (2, 2, 0), (3, 1, 0), (3, 1, 0), None, (1, 1, 0)],
+    "model7": [(3, 1, 0), (3, 1, 0), (1, 1, 0), (2, 2, 0), (3, 1, 0), (3, 1, 0), (3, 1, 0), (3, 1, 1), None,
+               (1, 1, 0)],
 }  # fmt: skip
 SEED_LAYERS["model5"] = SEED_LAYERS["model6"] = SEED_LAYERS["model4"]
 

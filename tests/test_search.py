@@ -62,3 +62,62 @@ def test_a_trial_over_budget_is_never_trained(tmp_path):
     assert over and all(t.user_attrs["params"] > 2500 for t in over)
     for t in over:
         assert not (tmp_path / "search" / "tiny" / f"trial{t.number}").exists()
+
+
+TINY_SPACE = {"width": [12, 16], "stem1": [4, 5], "stem2": [8, 9], "depth": [2, 3], "factored": [True]}
+
+
+def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path):
+    from mnistlab.config import TrainConfig
+    from mnistlab.models import config_for, create_model, get_card
+    from mnistlab.models.found import load
+    from mnistlab.search import Settings, Space, open_existing, register_trial, search
+
+    settings = Settings("tiny", f"sqlite:///{tmp_path / 's.db'}", max_params=3500, seeds=(1, 2), epochs=1,
+                        limit=300, results=str(tmp_path), threads=1)  # fmt: skip
+    study = search(settings, Space(**{k: tuple(v) for k, v in TINY_SPACE.items()}), trials=3, log=lambda m: None,
+                   workers=2)  # fmt: skip
+    assert len(study.trials) == 3 and study.user_attrs["settings"]["seeds"] == [1, 2]
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(drawn)) == 3  # each worker has its own sampler seed: no trial is drawn twice
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert done
+
+    found = tmp_path / "found.json"
+    entry = register_trial(open_existing(settings), done[0].number, "tiny_found", found)
+    with pytest.raises(Exception, match="exists already"):
+        register_trial(open_existing(settings), done[0].number, "model8", found)
+    with pytest.raises(Exception, match="lower-case letters"):
+        register_trial(open_existing(settings), done[0].number, "Tiny Found", found)
+    with pytest.raises(Exception, match="did not finish"):
+        register_trial(open_existing(settings), 99, "other", found)
+    from mnistlab.report import searches_section
+
+    (tmp_path / "search" / "tiny.db").parent.mkdir(exist_ok=True)
+    (tmp_path / "s.db").rename(tmp_path / "search" / "tiny.db")  # where `mnistlab search` keeps its studies
+    section = searches_section(tmp_path, tmp_path / "figures", tmp_path / "REPORT.md")
+    assert "### Search `tiny` (stored in `search/tiny.db`)" in section and "3 trials:" in section
+    assert f"| {done[0].number} | {done[0].user_attrs['params']:,} | {done[0].value:.2f} |" in section
+    assert (tmp_path / "figures" / "search-tiny.png").stat().st_size > 1000
+    load(found)  # what importing mnistlab.models does with the shipped found.json
+    card = get_card("tiny_found")
+    assert sum(p.numel() for p in create_model("tiny_found").parameters()) == entry["params"] == card.params
+    trained = TrainConfig.from_dict(json.loads((tmp_path / "search" / "tiny" / f"trial{done[0].number}" / "s1"
+                                                / "config.json").read_text()))  # fmt: skip
+    mine = config_for("tiny_found")
+    for key in ("lr", "ema", "augment", "epochs", "batch_size", "scheduler", "optimizer"):
+        assert getattr(mine, key) == getattr(trained, key), key
+
+
+def test_search_workers_on_a_local_ray_cluster(tmp_path):
+    (tmp_path / "space.json").write_text(json.dumps(TINY_SPACE))
+    args = ["search", "--max-params", "3500", "--trials", "2", "--seeds", "1", "--epochs", "1", "--limit", "300",
+            "--storage", "sqlite:///study.db", "--space", "space.json", "--workers", "2", "--ray"]  # fmt: skip
+    result = mnistlab(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 search workers on Ray" in result.stdout and "2 trials (2 new)" in result.stdout
+    assert not (
+        tmp_path / "results" / "search" / "record-3500"
+    ).exists()  # trial folders stayed on the workers
+    study = optuna.load_study(study_name="record-3500", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 1

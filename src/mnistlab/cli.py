@@ -322,7 +322,7 @@ def report(results: str, output: str, readme: str) -> None:
 @cli.command()
 @click.option(
     "--models",
-    default="model8,model8_v1,sepnet3k,sepnet6k,model2,model3,model4,model5,model6,model7,model1",
+    default="model8,model8_v1,sepnet3k,sepnet6k,model2,model3,model4,model5,model6,model7,model7_v1,model1",
     show_default=True,
 )
 @click.option("--seeds", default="1,2,3", show_default=True, help="the final runs' seeds, for every model")
@@ -357,6 +357,16 @@ def report(results: str, output: str, readme: str) -> None:
     help="train the seeds of each recipe as one stacked network (measured as fast or faster than "
     "one process per seed on the CPU, 2.3x on a GPU); --no-stack re-makes single runs bit for bit",
 )
+@click.option(
+    "--epochs", type=int, default=None, help="every run this many epochs: a first try, not the record"
+)
+@click.option("--limit", type=int, default=None, help="only the first N images of each split: a first try")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="send each job to Ray (a local cluster; pip install -e '.[ray]'): one thread per job unless "
+              "--threads, and with --device cuda, --workers jobs share each GPU")  # fmt: skip
+@click.option(
+    "--ray-address", default=None, metavar="HOST:PORT", help="join this Ray cluster (implies --ray)"
+)
 @click.option("--quiet", is_flag=True)
 def reproduce(
     models: str,
@@ -368,15 +378,22 @@ def reproduce(
     device: str | None,
     workers: int,
     stack: bool,
+    epochs: int | None,
+    limit: int | None,
+    use_ray: bool,
+    ray_address: str | None,
     quiet: bool,
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
     from mnistlab.models import get_card
     from mnistlab.runner import run_all, status
-    from mnistlab.studies import EARLIER, STUDIES, TUNING, final_runs
+    from mnistlab.studies import EARLIER, RESULTS, STUDIES, TUNING, final_runs
 
     if workers < 1:
         raise MnistlabError(f"--workers must be at least 1, got {workers}")
+    if (epochs is not None or limit is not None) and Path(results).resolve() == RESULTS.resolve():
+        raise MnistlabError("--epochs and --limit make runs unlike the recorded ones: write them elsewhere with "
+                            "--results DIR")  # fmt: skip
     if studies:
         known = {study.key: study for study in STUDIES}
         unknown = [key for key in studies if key not in known]
@@ -392,9 +409,16 @@ def reproduce(
         runs = (list(TUNING) + list(EARLIER) if tuning else []) + final_runs(names, seed_list)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
-    overrides = {key: value for key, value in (("threads", threads), ("device", device)) if value}
+    cluster = None
+    if use_ray or ray_address:
+        from mnistlab.distributed import Cluster
+
+        cluster = Cluster(address=ray_address, gpus_per_job=1.0 / workers)
+        threads = threads or 1
+    pairs = (("threads", threads), ("device", device), ("epochs", epochs), ("limit", limit))
+    overrides = {key: value for key, value in pairs if value is not None and value != 0}
     summaries = run_all(runs, Path(results), overrides=overrides or None, log=click.echo,
-                        progress=_bars(quiet), workers=workers, stack=stack)  # fmt: skip
+                        progress=_bars(quiet), workers=workers, stack=stack, cluster=cluster)  # fmt: skip
     for run, summary in zip(runs, summaries):
         click.echo(f"{run.group}/{run.name}: params {summary['params']:,}, {_scores(summary)}")
 
@@ -422,27 +446,33 @@ def reproduce(
     "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
 )
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="trials at once, each worker in its own process (or Ray task) sharing the study")  # fmt: skip
+@click.option("--ray", "use_ray", is_flag=True, help="the workers as Ray tasks (a local cluster)")
+@click.option("--ray-address", default=None, metavar="HOST:PORT",
+              help="join this Ray cluster (implies --ray; give a --storage every node reaches)")  # fmt: skip
 def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | None, name: str | None,
-           storage: str | None, space_file: str | None, results: str, device: str, threads: int) -> None:  # fmt: skip
+           storage: str | None, space_file: str | None, results: str, device: str, threads: int, workers: int,
+           use_ray: bool, ray_address: str | None) -> None:  # fmt: skip
     """Search shapes and recipes under a parameter budget, scored on validation (worst seed); resumable."""
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise MnistlabError("mnistlab search needs Optuna: pip install -e '.[search]'") from None
+    _need_optuna()
     from mnistlab.search import Settings, Space, summary_rows
     from mnistlab.search import search as run_search
 
-    if trials < 1 or epochs < 1:
-        raise MnistlabError("--trials and --epochs must be at least 1")
+    if trials < 1 or epochs < 1 or workers < 1:
+        raise MnistlabError("--trials, --epochs and --workers must be at least 1")
     name = name or f"record-{max_params}"
-    if storage is None:
-        Path(results, "search").mkdir(parents=True, exist_ok=True)
-        storage = f"sqlite:///{Path(results, 'search', name + '.db')}"
+    storage = storage or _default_storage(results, name)
     space = Space.from_file(space_file) if space_file else Space()
+    cluster = None
+    if use_ray or ray_address:
+        from mnistlab.distributed import Cluster
+
+        cluster = Cluster(address=ray_address)
     settings = Settings(
         name, storage, max_params, _parse_seeds(seeds), epochs, limit, results, device, threads
     )
-    study = run_search(settings, space, trials, log=click.echo)
+    study = run_search(settings, space, trials, log=click.echo, workers=workers, cluster=cluster)
     scored = [r for r in summary_rows(study) if r["score"] is not None]
     if scored:
         best = max(scored, key=lambda r: r["score"])
@@ -469,6 +499,39 @@ def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
     app = build(results, checkpoint)
     click.echo(f"serving on http://{host}:{port} (Ctrl-C stops)")
     launch(app, host, port)
+
+
+def _need_optuna() -> None:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise MnistlabError("mnistlab search needs Optuna: pip install -e '.[search]'") from None
+
+
+def _default_storage(results: str, name: str) -> str:
+    Path(results, "search").mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(results, 'search', name + '.db')}"
+
+
+@cli.command()
+@click.option("--study", "study_name", required=True, help="the search's name, e.g. record-3500")
+@click.option("--trial", type=int, required=True, help="the finished trial to register")
+@click.option("--name", required=True, help="the new model's name (lower case, e.g. found3k5)")
+@click.option(
+    "--storage", default=None, help="the study's SQLAlchemy URL [sqlite:///<results>/search/<study>.db]"
+)
+@click.option("--results", type=click.Path(), default="results", show_default=True)
+def register(study_name: str, trial: int, name: str, storage: str | None, results: str) -> None:
+    """Register a search trial as a model (layers and recipe as data, in models/found.json)."""
+    _need_optuna()
+    from mnistlab.models.found import FOUND
+    from mnistlab.search import Settings, open_existing, register_trial
+
+    storage = storage or f"sqlite:///{Path(results, 'search', study_name + '.db')}"
+    study = open_existing(Settings(study_name, storage, 0))
+    entry = register_trial(study, trial, name, FOUND)
+    click.echo(f"registered {name}: trial {trial} of {study_name}, {entry['params']:,} parameters, worst-seed "
+               f"validation mean {entry['score']:.2f}; train it with `mnistlab reproduce --models {name}`")  # fmt: skip
 
 
 def main() -> None:

@@ -204,14 +204,15 @@ def evaluate_slots(
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
-    """Where and with what a run was made."""
+    """Where and with what a run was made (the commit of this code's checkout, wherever the run's folder is)."""
+    source = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True, cwd=source
         ).stdout.strip()
         dirty = bool(
             subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, timeout=5).stdout.strip()
+                           text=True, timeout=5, cwd=source).stdout.strip()
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None

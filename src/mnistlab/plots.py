@@ -71,3 +71,20 @@ def plot_misclassified(
         ax.set_title(f"{labels[index]}→{predictions[index]}", fontsize=9)
     fig.suptitle(f"{len(np.flatnonzero(predictions != labels))} misclassified (first {len(wrong)} shown)")
     return _save(fig, path)
+
+
+def plot_search(points: list[tuple[int, float]], front: list[tuple[int, float]], budget: int, path: str | Path,
+                title: str = "") -> Path:  # fmt: skip
+    """Each finished trial's parameters against its worst seed's validation mean, the front (the best score
+    at or under each size) as a line, the budget and the target."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if points:
+        ax.scatter([p for p, _ in points], [s for _, s in points], s=18, color="#7a8899", label="trials")
+    if front:
+        ax.plot([p for p, _ in front], [s for _, s in front], "-o", ms=5, color="#dc2828", label="front")
+    ax.axhline(TARGET, color="grey", ls="--", lw=0.8, label=f"{TARGET}%")
+    ax.axvline(budget, color="black", ls=":", lw=0.8, label=f"budget {budget:,}")
+    ax.set(xlabel="parameters", ylabel="worst seed's validation mean, last epochs (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)

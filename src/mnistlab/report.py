@@ -4,6 +4,7 @@ every number comes from a run's summary or history, every sentence of analysis f
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from statistics import mean
@@ -13,7 +14,7 @@ from mnistlab.analysis import Summary, summarize
 from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model, get_card, list_models
 from mnistlab.models.registry import ModelCard
-from mnistlab.plots import plot_curves
+from mnistlab.plots import plot_curves, plot_search
 from mnistlab.records import (
     Candidate,
     ModelResult,
@@ -22,7 +23,7 @@ from mnistlab.records import (
     tuning_scores,
 )
 from mnistlab.rundir import LAST_K, TARGET
-from mnistlab.studies import EARLIER, STUDIES, Study
+from mnistlab.studies import EARLIER, REFIT, STUDIES, Study
 
 SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
 
@@ -268,8 +269,7 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
     lines += [
         "",
         f"Chosen by {rule}: `{best.name}` ({best.run.why}); it became {study.outcome}. "
-        "Final runs train on all 60,000 training images; with no split left, their `best.pt` is the epoch "
-        "of best training accuracy, and the figures reported are the last epochs', which choose nothing.",
+        + _finals_note(study),
     ]
     return "\n".join(lines) + "\n"
 
@@ -290,6 +290,94 @@ def earlier_section(results: Path) -> str:
                      f"{', '.join(_pct(a) for a in record.last3)} | {_pct(min(record.last3))} | "
                      f"{'yes' if record.held else 'no'} |")  # fmt: skip
     return "\n".join(lines) + "\n" if found else ""
+
+
+def _finals_note(study: Study) -> str:
+    if study.winner in REFIT:
+        return ("Final runs train on all 60,000 training images; with no split left, their `best.pt` is the "
+                "epoch of best training accuracy, and the figures reported are the last epochs', which choose "
+                "nothing.")  # fmt: skip
+    return (
+        "Final runs keep the 5,000 validation images out (the plateau schedule steps on their loss) and "
+        "train on the other 55,000; the figures reported are the last epochs', which choose nothing."
+    )
+
+
+def search_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finished trials no smaller trial beats: the best worst-seed score at or under each size."""
+    front: list[dict[str, Any]] = []
+    for row in sorted(rows, key=lambda r: (r["params"], -r["score"])):
+        if not front or row["score"] > front[-1]["score"]:
+            front.append(row)
+    return front
+
+
+def searches_section(results: Path, figures: Path, output: Path) -> str:
+    """A section per search stored under results/search/: its trials, the parameters-against-score front as
+    a plot, and the trials taken to final runs (the found models registered from it)."""
+    stores = sorted((results / "search").glob("*.db"))
+    if not stores:
+        return ""
+    import optuna
+
+    from mnistlab.models.found import FOUND
+    from mnistlab.search import summary_rows
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    found = json.loads(FOUND.read_text()) if FOUND.is_file() else []
+    parts = ["## Searches", "",
+             "Each made by `mnistlab search` (Optuna's TPE sampler, median pruner on the worst seed's validation "
+             "accuracy), scored on the validation split only: the worst seed's mean over the last "
+             f"{LAST_K} epochs. A trial over the budget is never trained. The test set is not evaluated in a "
+             "search; the trials taken to final runs are reported with the models above.", ""]  # fmt: skip
+    for store in stores:
+        storage = f"sqlite:///{store}"
+        for summary in optuna.get_all_study_summaries(storage):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            settings = study.user_attrs.get("settings", {})
+            rows = summary_rows(study)
+            done = [r for r in rows if r["score"] is not None]
+            over = sum(r["over_budget"] for r in rows)
+            pruned = sum(r["state"] == "PRUNED" and not r["over_budget"] for r in rows)
+            running = sum(r["state"] == "RUNNING" for r in rows)
+            budget = settings.get("max_params", max((r["params"] or 0) for r in rows))
+            front = search_front(done)
+            figure = plot_search([(r["params"], r["score"]) for r in done], [(r["params"], r["score"]) for r in front],
+                                 budget, figures / f"search-{study.study_name}.png", title=study.study_name)  # fmt: skip
+            parts += [f"### Search `{study.study_name}` (stored in `search/{store.name}`)", "",
+                      f"Budget {budget:,} parameters; each trial on seeds {settings.get('seeds')}, "
+                      f"{settings.get('epochs')} epochs" + (f", the first {settings['limit']:,} images of each split"
+                      if settings.get("limit") else "") + f". {len(rows)} trials: {len(done)} finished, {pruned} "
+                      f"pruned by the median rule, {over} over the budget (not trained)"
+                      + (f", {running} training or interrupted" if running else "") + ".", "",
+                      f"![{study.study_name}: parameters against the worst seed's validation mean]"
+                      f"({os.path.relpath(figure, output.parent)})", ""]  # fmt: skip
+            if done:
+                parts += ["| trial | params | worst seed (val, last epochs) | per seed | shape | one-cycle peak | "
+                          "moving average | rotation, shift, zoom | on the front |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                on_front = {r["trial"] for r in front}
+                for r in sorted(done, key=lambda r: -r["score"])[:12]:
+                    drawn, arch = r["params_drawn"], r["arch"]
+                    shape = (f"{'-'.join(map(str, arch['stem']))} \\| {len(arch['body'])}x{arch['body'][0]} "
+                             f"{'sep' if arch['factored'] else 'full'}, {arch['padded']} padded")  # fmt: skip
+                    per_seed = ", ".join(f"{v:.2f}" for v in r["val_per_seed"] or [])
+                    parts.append(f"| {r['trial']} | {r['params']:,} | {r['score']:.2f} | {per_seed} | {shape} | "
+                                 f"{drawn['lr']:.3f} | {drawn['ema']} | {drawn['rotation']:.1f}°, "
+                                 f"{drawn['translate']:.2f}, {drawn['scale']:.2f} | "
+                                 f"{'yes' if r['trial'] in on_front else ''} |")  # fmt: skip
+                parts.append("")
+            taken = [f for f in found if f["study"] == study.study_name]
+            if taken:
+                parts += ["Taken to final runs: " + ", ".join(f"trial {f['trial']} as `{f['name']}` "
+                          f"({f['params']:,} parameters; its final runs are in the table above)" for f in taken)
+                          + ".", ""]  # fmt: skip
+            else:
+                parts += [
+                    "Taken to final runs: none yet (`mnistlab register --study "
+                    f"{study.study_name} --trial N --name NAME`, then `mnistlab reproduce --models NAME`).",
+                    "",
+                ]
+    return "\n".join(parts)
 
 
 def stacked_section(results: Path) -> str:
@@ -432,13 +520,20 @@ def write_report(
         tuning = tuning_section(study, study_scores[study.key], by_name)
         if tuning:
             parts += [tuning]
-    for section in (stacked_section(results), earlier_section(results)):
+    for section in (
+        searches_section(results, figures, output),
+        stacked_section(results),
+        earlier_section(results),
+    ):
         if section:
             parts += [section]
     wrong_tables = []
     previous = None
+    by_model = {r.card.name: r for r in model_results}
     for result in model_results:
         card = result.card
+        # a first design is compared with the model that replaced it; the others with the one before them
+        successor = by_model.get(card.name.removesuffix("_v1")) if card.name.endswith("_v1") else None
         summary = summarize(create_model(card.name), name=card.name)
         parts += [f"## {card.title} (`{card.name}`)", "", "### Target", ""]
         parts += [f"- {t}" for t in card.target]
@@ -449,7 +544,11 @@ def write_report(
                 result.runs[0].history, figures / f"{card.name}-curves.png", title=card.title
             )
             parts += [f"![{card.title} curves]({os.path.relpath(figure, output.parent)})", ""]
-        parts += ["### Analysis", ""] + [f"- {s}" for s in analysis_sentences(result, previous)] + [""]
+        parts += (
+            ["### Analysis", ""]
+            + [f"- {s}" for s in analysis_sentences(result, successor or previous)]
+            + [""]
+        )
         parts += ["### Receptive field (computed)", "", summary.render_markdown()]
         differences = rf_comparison(card, summary)
         if differences:
@@ -459,7 +558,8 @@ def write_report(
                 + [f"- {d}" for d in differences]
                 + [""]
             )
-        previous = result
+        if successor is None:
+            previous = result
     parts += ["## Where the reference's receptive-field tables were wrong", ""]
     for title, differences in wrong_tables:
         parts += [f"- **{title}**: " + "; ".join(differences)]

@@ -71,6 +71,7 @@ def run_all(
     workers: int = 1,
     stack: bool = False,
     after_each: Callable[[], None] | None = None,
+    cluster: Any = None,
 ) -> list[dict[str, Any]]:
     """Run what is not done yet, resuming what was interrupted; return every run's summary.
 
@@ -79,6 +80,7 @@ def run_all(
     ``workers`` > 1 that many jobs train at once, each in its own process and writing its epochs to
     ``train.log`` in its folder: many small runs fill a GPU (or a many-core machine) that one cannot.
     ``after_each`` is called when a job has finished (e.g. to copy its results off a lent machine).
+    With ``cluster`` (``distributed.Cluster``) every job is a Ray task instead, and ``workers`` is unused.
     """
     configs = []
     for run in runs:
@@ -91,7 +93,19 @@ def run_all(
             log(f"[{index + 1}/{len(runs)}] {run.group}/{run.name}: done, skipped")
             summaries[index] = read_summary(results / run.group / run.name)
     jobs = plan_jobs(configs, states, stack)
-    if workers <= 1:
+
+    def finished(job: Job, done: list[dict[str, Any]]) -> None:
+        summaries.update(zip(job.positions, done))
+        log(f"{job.head}: finished, val {[s['last_val_acc'] for s in done]}, {done[0]['wall_seconds']:.0f} s")
+        if after_each is not None:
+            after_each()
+
+    if cluster is not None and jobs:
+        from mnistlab.distributed import run_jobs
+
+        log(f"{len(jobs)} jobs on Ray; each run's files arrive when its job ends")
+        run_jobs(jobs, cluster, finished, data)
+    elif workers <= 1:
         for job in jobs:
             verb = "resuming" if job.resume else "training"
             seeds = ", ".join(str(c.seed) for c in job.configs)
@@ -109,13 +123,7 @@ def run_all(
             futures = {pool.submit(_fit_logged, job.configs, job.resume, data): job for job in jobs}
             log(f"{len(jobs)} jobs on {workers} workers; each run writes its epochs to <run>/train.log")
             for future in as_completed(futures):
-                job = futures[future]
-                done = future.result()
-                summaries.update(zip(job.positions, done))
-                wall = done[0]["wall_seconds"]
-                log(f"{job.head}: finished, val {[s['last_val_acc'] for s in done]}, {wall:.0f} s")
-                if after_each is not None:
-                    after_each()
+                finished(futures[future], future.result())
     return [summaries[i] for i in range(len(runs))]
 
 

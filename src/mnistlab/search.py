@@ -109,11 +109,35 @@ def open_study(settings: Settings) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.create_study(
+        study = optuna.create_study(
             study_name=settings.name, storage=settings.storage, direction="maximize", load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, settings.epochs // 3)),
         )  # fmt: skip
+    except Exception as exc:  # SQLAlchemy's errors for a URL it cannot open are many kinds
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise MnistlabError(f"cannot open the study storage {settings.storage!r}: {first}") from None
+    # how its trials train, for the report and for registering a trial (the first settings stay)
+    if "settings" not in study.user_attrs:
+        study.set_user_attr("settings", {"max_params": settings.max_params, "seeds": list(settings.seeds),
+                                         "epochs": settings.epochs, "limit": settings.limit})  # fmt: skip
+    return study
+
+
+def open_existing(settings: Settings) -> Any:
+    """A study that must exist already (registering a trial, reporting): one line if it does not."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if (
+        settings.storage.startswith("sqlite:///")
+        and not Path(settings.storage[len("sqlite:///") :]).is_file()
+    ):
+        raise MnistlabError(f"no study storage at {settings.storage}; run `mnistlab search` first")
+    try:
+        return optuna.load_study(study_name=settings.name, storage=settings.storage)
+    except KeyError:
+        raise MnistlabError(f"no study {settings.name!r} in {settings.storage}") from None
     except Exception as exc:  # SQLAlchemy's errors for a URL it cannot open are many kinds
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise MnistlabError(f"cannot open the study storage {settings.storage!r}: {first}") from None
@@ -158,8 +182,17 @@ def _history(config: TrainConfig) -> list[dict[str, Any]]:
     return read_history(config.output_dir)
 
 
-def search(settings: Settings, space: Space, trials: int, log: Callable[[str], None] = print) -> Any:
-    """Run ``trials`` more trials of the study (created, or continued where it stopped)."""
+def search(
+    settings: Settings,
+    space: Space,
+    trials: int,
+    log: Callable[[str], None] = print,
+    workers: int = 1,
+    cluster: Any = None,
+) -> Any:
+    """Run ``trials`` more trials of the study (created, or continued where it stopped), in this process or
+    split over ``workers`` local processes, or over Ray tasks with ``cluster`` (``distributed.Cluster``).
+    Every worker opens the same study in the storage, with its own sampler seed."""
     smallest = smallest_params(space)
     if settings.max_params < smallest:
         raise MnistlabError(
@@ -168,11 +201,55 @@ def search(settings: Settings, space: Space, trials: int, log: Callable[[str], N
         )
     study = open_study(settings)
     before = len(study.trials)
-    study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, catch=())
+    shares = [trials // workers + (i < trials % workers) for i in range(workers)]
+    mine = [dataclasses.replace(settings, sampler_seed=settings.sampler_seed + i) for i in range(workers)]
+    if cluster is not None:
+        from mnistlab.distributed import run_tasks
+
+        shared = dataclasses.replace(settings, storage=_absolute(settings.storage))
+        calls = [(dataclasses.replace(shared, sampler_seed=m.sampler_seed), space, n)
+                 for m, n in zip(mine, shares) if n]  # fmt: skip
+        log(f"{len(calls)} search workers on Ray, sharing {shared.storage}")
+        run_tasks(_scratch_worker, calls, cluster, {"num_cpus": float(max(1, settings.threads))})
+    elif workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        log(f"{workers} search workers, sharing {settings.storage}")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in [pool.submit(_worker, m, space, n) for m, n in zip(mine, shares) if n]:
+                future.result()
+    else:
+        study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, catch=())
+    study = open_study(settings)
     log(
         f"study {settings.name}: {len(study.trials)} trials ({len(study.trials) - before} new) in {settings.storage}"
     )
     return study
+
+
+def _worker(settings: Settings, space: Space, trials: int) -> None:
+    """One search worker: ``trials`` trials of the shared study, its log lines prefixed by its sampler seed."""
+    study = open_study(settings)
+    log = lambda line: print(f"[worker {settings.sampler_seed}] {line}", flush=True)  # noqa: E731
+    study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, catch=())
+
+
+def _scratch_worker(settings: Settings, space: Space, trials: int) -> None:
+    """A worker on a Ray node: its trials' run folders are scratch there (the study's storage keeps the
+    scores), so nothing is written outside a temporary folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mnistlab-search-") as scratch:
+        _worker(dataclasses.replace(settings, results=scratch), space, trials)
+
+
+def _absolute(storage: str) -> str:
+    """A SQLite URL with a relative path, made absolute (a Ray worker runs in another folder)."""
+    prefix = "sqlite:///"
+    if storage.startswith(prefix) and not storage.startswith(prefix + "/") and storage != prefix + ":memory:":
+        return prefix + str(Path(storage[len(prefix) :]).resolve())
+    return storage
 
 
 def summary_rows(study: Any) -> list[dict[str, Any]]:
@@ -182,5 +259,44 @@ def summary_rows(study: Any) -> list[dict[str, Any]]:
         rows.append({"trial": t.number, "state": t.state.name, "params": t.user_attrs.get("params"),
                      "over_budget": t.user_attrs.get("over_budget", False),
                      "score": t.value if t.value is not None and not math.isnan(t.value) else None,
-                     "arch": t.user_attrs.get("arch"), "params_drawn": t.params})  # fmt: skip
+                     "arch": t.user_attrs.get("arch"), "params_drawn": t.params,
+                     "val_per_seed": t.user_attrs.get("val_per_seed")})  # fmt: skip
     return rows
+
+
+def trial_recipe(trial: Any) -> dict[str, Any]:
+    """The recipe a trial trained with, as ``recipe_values`` gives it (its drawn values on the search's base)."""
+    from mnistlab.models import get_card
+
+    drawn = trial.params
+    values = recipe_values(get_card(MODEL).recipe)
+    values.update(lr=drawn["lr"], ema=drawn["ema"],
+                  augment={"rotation": drawn["rotation"], "translate": drawn["translate"], "scale": drawn["scale"],
+                           "shear": 0.0})  # fmt: skip
+    return values
+
+
+def register_trial(study: Any, number: int, name: str, path: str | Path) -> dict[str, Any]:
+    """Add a finished trial to the found models (``path``, a JSON list) as model ``name``: its layers and
+    recipe as data. Registered models are trained, reported and loaded like the zoo's."""
+    from mnistlab.fileio import atomic_write_json
+    from mnistlab.models import list_models
+
+    if not name.isidentifier() or name != name.lower():
+        raise MnistlabError(f"a model's name is lower-case letters, digits and underscores, got {name!r}")
+    if name in list_models():
+        raise MnistlabError(f"model {name!r} exists already; pick another name")
+    trials = {t.number: t for t in study.trials}
+    trial = trials.get(number)
+    if trial is None or trial.state.name != "COMPLETE":
+        done = sorted(n for n, t in trials.items() if t.state.name == "COMPLETE")
+        raise MnistlabError(f"trial {number} of study {study.study_name} did not finish; finished: {done}")
+    settings = study.user_attrs.get("settings") or {}
+    recipe = trial_recipe(trial)
+    recipe["epochs"] = settings.get("epochs", recipe["epochs"])
+    entry = {"name": name, "study": study.study_name, "trial": number, "params": trial.user_attrs["params"],
+             "score": trial.value, "val_per_seed": trial.user_attrs.get("val_per_seed"),
+             "arch": trial.user_attrs["arch"], "recipe": recipe}  # fmt: skip
+    found = json.loads(Path(path).read_text()) if Path(path).is_file() else []
+    atomic_write_json(path, [*found, entry])
+    return entry

@@ -1,6 +1,7 @@
 """Models: the registry (``registry``), the seed's eight models (``zoo``) and checkpoints (``checkpoint``)."""
 
 from mnistlab.models import compact as _compact  # noqa: F401  (registers the models beyond the eight)
+from mnistlab.models import found as _found  # noqa: F401  (registers the models found by search)
 from mnistlab.models import zoo as _zoo  # noqa: F401  (registers the models)
 from mnistlab.models.checkpoint import load_checkpoint, save_checkpoint
 from mnistlab.models.registry import (

@@ -1,0 +1,203 @@
+"""Runs on Ray: each job (one run, or the stacked seeds of one recipe) is a Ray task that trains in a scratch
+folder on whichever machine Ray picks and returns its run files; the driver writes them under ``--results``.
+
+No shared file system is needed, and the driver is the only writer of results: a run's files land when its
+task ends (``summary.json`` last, so a run is "done" only once all of it is there). A killed driver loses only
+the runs still training; an interrupted run that the driver holds is sent with its task and resumes there.
+Ctrl-C cancels the tasks still out and exits. Ray is an optional extra (``pip install -e '.[ray]'``);
+without ``--ray`` the runner's local process pool is used.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnistlab.config import TrainConfig
+from mnistlab.errors import MnistlabError
+from mnistlab.fileio import atomic_write_bytes
+from mnistlab.rundir import LOG, RUN_FILES, SUMMARY
+
+INSTALL = "Ray is not installed: pip install -e '.[ray]'"
+CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before saying it is unreachable
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where Ray runs: a new local cluster (``address`` None) or an existing one at HOST:PORT."""
+
+    address: str | None = None
+    cpus: int | None = None  # a new local cluster's CPUs (None: every core)
+    gpus_per_job: float = 1.0  # the share of a GPU a job asks for when it trains on CUDA
+
+
+def connect(cluster: Cluster) -> Any:
+    """Start or join the cluster; return the ``ray`` module. One line for a missing Ray or a bad address."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
+    try:
+        import ray
+    except ImportError:
+        raise MnistlabError(INSTALL) from None
+    if cluster.address is not None:
+        host, port = _host_port(cluster.address)
+        try:
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+        except OSError as exc:
+            raise MnistlabError(
+                f"cannot reach a Ray cluster at {cluster.address} ({exc.strerror or exc}); start one there with "
+                "`ray start --head --port PORT`, or leave out --ray-address for a local one"
+            ) from None
+        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    else:
+        ray.init(num_cpus=cluster.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    return ray
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise MnistlabError(f"--ray-address must be HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+def resources(config: TrainConfig, cluster: Cluster) -> dict[str, float]:
+    """What one job asks Ray for: its CPU threads, and a share of a GPU when it trains on CUDA."""
+    wanted: dict[str, float] = {"num_cpus": float(max(1, config.threads))}
+    if config.device == "cuda":
+        wanted["num_gpus"] = cluster.gpus_per_job
+    return wanted
+
+
+def pack(run_dir: str | Path) -> dict[str, bytes]:
+    """A run folder's files (those a run writes), by name."""
+    return {
+        name: (Path(run_dir) / name).read_bytes() for name in RUN_FILES if (Path(run_dir) / name).is_file()
+    }
+
+
+def unpack(files: dict[str, bytes], run_dir: str | Path) -> None:
+    """Write a run's files into ``run_dir``, each atomically, the summary last."""
+    for name in sorted(files, key=lambda n: n == SUMMARY):
+        atomic_write_bytes(Path(run_dir) / name, files[name])
+
+
+def train_job(
+    configs: list[dict[str, Any]], resume: bool, sent: list[dict[str, bytes]], data: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, bytes]]]:
+    """The body of a Ray task: train the job in a scratch folder under the same relative paths the driver
+    uses (so that every file, config.json included, is what a local run writes), and return the summaries
+    and the run files."""
+    from mnistlab.engine import fit_group
+
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="mnistlab-") as scratch:
+        os.chdir(scratch)
+        try:
+            local = [TrainConfig.from_dict(c) for c in configs]
+            for config, files in zip(local, sent):
+                Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+                unpack(files, config.output_dir)
+            handles = [open(Path(c.output_dir) / LOG, "a") for c in local]  # noqa: SIM115  (closed below)
+            try:
+
+                def log(line: str) -> None:
+                    for handle in handles:
+                        handle.write(line + "\n")
+                        handle.flush()
+
+                summaries = fit_group(local, resume=resume, progress=False, log=log, data=data)
+            finally:
+                for handle in handles:
+                    handle.close()
+            return summaries, [pack(c.output_dir) for c in local]
+        finally:
+            os.chdir(here)
+
+
+def relative(config: TrainConfig) -> TrainConfig:
+    """The config a task trains: its run folder as a relative path (an absolute one loses its root)."""
+    path = Path(config.output_dir)
+    if not path.is_absolute():
+        return config
+    return TrainConfig.from_dict({**config.to_dict(), "output_dir": str(path.relative_to(path.anchor))})
+
+
+def run_jobs(
+    jobs: Iterable[Any],
+    cluster: Cluster,
+    on_done: Callable[[Any, list[dict[str, Any]]], None],
+    data: Any = None,
+) -> None:
+    """Send every job (``runner.Job``) to Ray; as each ends, write its runs' files where the driver keeps them
+    and call ``on_done(job, summaries)``. Ctrl-C cancels what is still out."""
+    ray = connect(cluster)
+    try:
+        task = ray.remote(train_job)
+        pending: dict[Any, Any] = {}
+        for job in jobs:
+            sent = [pack(c.output_dir) if job.resume else {} for c in job.configs]
+            configs = [relative(c).to_dict() for c in job.configs]
+            options = resources(job.configs[0], cluster)
+            pending[task.options(**options).remote(configs, job.resume, sent, data)] = job
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ready[0])
+            try:
+                summaries, files = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:  # a user's error in a task is still one line
+                if isinstance(exc.cause, MnistlabError):
+                    raise MnistlabError(f"{job.head}: {exc.cause}") from None
+                raise
+            for config, run_files in zip(job.configs, files):
+                if (
+                    config.output_dir != relative(config).output_dir
+                ):  # keep the driver's own path in config.json
+                    run_files = {
+                        **run_files,
+                        "config.json": _with_output_dir(run_files["config.json"], config),
+                    }
+                unpack(run_files, config.output_dir)
+            on_done(job, summaries)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        ray.shutdown()
+
+
+def _with_output_dir(config_json: bytes, config: TrainConfig) -> bytes:
+    import json
+
+    values = json.loads(config_json)
+    values["output_dir"] = config.output_dir
+    return (json.dumps(values, indent=2) + "\n").encode()
+
+
+def run_tasks(
+    function: Callable[..., Any], calls: list[tuple], cluster: Cluster, options: dict[str, float]
+) -> list:
+    """``function(*call)`` for every call, each a Ray task asking for ``options``; their results in order.
+    Ctrl-C cancels what is still out."""
+    ray = connect(cluster)
+    refs: list[Any] = []
+    try:
+        task = ray.remote(function)
+        refs = [task.options(**options).remote(*call) for call in calls]
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, MnistlabError):
+                raise MnistlabError(str(exc.cause)) from None
+            raise
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        ray.shutdown()
