@@ -150,3 +150,28 @@ def test_reproduce_on_ray_writes_what_a_serial_reproduce_writes(tmp_path):
     refused = mnistlab("reproduce", *tiny)
     assert refused.returncode == 2 and "write them elsewhere with --results DIR" in refused.stderr
     shutil.rmtree(tmp_path / "serial")
+
+
+def test_ctrl_c_cancels_every_task_still_out_and_leaves_ray(monkeypatch):
+    """What `reproduce --ray` does on Ctrl-C, with a stand-in for Ray that records the calls."""
+    import mnistlab.distributed as distributed
+
+    calls: list[tuple] = []
+
+    class FakeRay:
+        def cancel(self, ref, force):
+            calls.append(("cancel", ref, force))
+
+        def shutdown(self):
+            calls.append(("shutdown",))
+
+    monkeypatch.setattr(distributed, "connect", lambda cluster: FakeRay())
+    with pytest.raises(KeyboardInterrupt):
+        with distributed.session(Cluster()) as (_, out):
+            out.update({"a": "job a", "b": "job b"})
+            raise KeyboardInterrupt
+    assert calls == [("cancel", "a", True), ("cancel", "b", True), ("shutdown",)]
+    calls.clear()
+    with distributed.session(Cluster()):
+        pass
+    assert calls == [("shutdown",)]

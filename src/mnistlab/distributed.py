@@ -10,10 +10,12 @@ without ``--ray`` the runner's local process pool is used.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 from mnistlab.config import TrainConfig
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_bytes
-from mnistlab.rundir import LOG, RUN_FILES, SUMMARY
+from mnistlab.rundir import CONFIG, LOG, RUN_FILES, SUMMARY
 
 INSTALL = "Ray is not installed: pip install -e '.[ray]'"
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before saying it is unreachable
@@ -127,6 +129,32 @@ def relative(config: TrainConfig) -> TrainConfig:
     return TrainConfig.from_dict({**config.to_dict(), "output_dir": str(path.relative_to(path.anchor))})
 
 
+@contextmanager
+def session(cluster: Cluster) -> Iterator[tuple[Any, dict[Any, Any]]]:
+    """Ray, started or joined for the block, and a dict of the tasks out (reference: what it is for): Ctrl-C
+    cancels them; Ray is shut down (or left) after."""
+    ray = connect(cluster)
+    out: dict[Any, Any] = {}
+    try:
+        yield ray, out
+    except KeyboardInterrupt:
+        for ref in out:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        ray.shutdown()
+
+
+def result(ray: Any, refs: Any, where: str = "") -> Any:
+    """``ray.get``, with a user's error inside a task still one line."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, MnistlabError):
+            raise MnistlabError(f"{where}{exc.cause}") from None
+        raise
+
+
 def run_jobs(
     jobs: Iterable[Any],
     cluster: Cluster,
@@ -135,10 +163,8 @@ def run_jobs(
 ) -> None:
     """Send every job (``runner.Job``) to Ray; as each ends, write its runs' files where the driver keeps them
     and call ``on_done(job, summaries)``. Ctrl-C cancels what is still out."""
-    ray = connect(cluster)
-    try:
+    with session(cluster) as (ray, pending):
         task = ray.remote(train_job)
-        pending: dict[Any, Any] = {}
         for job in jobs:
             sent = [pack(c.output_dir) if job.resume else {} for c in job.configs]
             configs = [relative(c).to_dict() for c in job.configs]
@@ -147,33 +173,15 @@ def run_jobs(
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready[0])
-            try:
-                summaries, files = ray.get(ready[0])
-            except ray.exceptions.RayTaskError as exc:  # a user's error in a task is still one line
-                if isinstance(exc.cause, MnistlabError):
-                    raise MnistlabError(f"{job.head}: {exc.cause}") from None
-                raise
+            summaries, files = result(ray, ready[0], f"{job.head}: ")
             for config, run_files in zip(job.configs, files):
-                if (
-                    config.output_dir != relative(config).output_dir
-                ):  # keep the driver's own path in config.json
-                    run_files = {
-                        **run_files,
-                        "config.json": _with_output_dir(run_files["config.json"], config),
-                    }
+                if config.output_dir != relative(config).output_dir:  # the driver's own path in config.json
+                    run_files = {**run_files, CONFIG: _with_output_dir(run_files[CONFIG], config)}
                 unpack(run_files, config.output_dir)
             on_done(job, summaries)
-    except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        raise
-    finally:
-        ray.shutdown()
 
 
 def _with_output_dir(config_json: bytes, config: TrainConfig) -> bytes:
-    import json
-
     values = json.loads(config_json)
     values["output_dir"] = config.output_dir
     return (json.dumps(values, indent=2) + "\n").encode()
@@ -184,20 +192,8 @@ def run_tasks(
 ) -> list:
     """``function(*call)`` for every call, each a Ray task asking for ``options``; their results in order.
     Ctrl-C cancels what is still out."""
-    ray = connect(cluster)
-    refs: list[Any] = []
-    try:
+    with session(cluster) as (ray, out):
         task = ray.remote(function)
         refs = [task.options(**options).remote(*call) for call in calls]
-        try:
-            return ray.get(refs)
-        except ray.exceptions.RayTaskError as exc:
-            if isinstance(exc.cause, MnistlabError):
-                raise MnistlabError(str(exc.cause)) from None
-            raise
-    except KeyboardInterrupt:
-        for ref in refs:
-            ray.cancel(ref, force=True)
-        raise
-    finally:
-        ray.shutdown()
+        out.update(dict.fromkeys(refs))
+        return result(ray, refs)
