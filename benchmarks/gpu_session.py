@@ -7,8 +7,11 @@
    pipeline (map-style Dataset rotating PIL images, DataLoader with 8 workers, pinned memory) for one epoch
    at batch 64 and 128; 16 seeds of Model 8 stacked (results/stacked/model8-16seeds);
 3. Model 8's three final seeds stacked (results/stacked/model8/seed<k>), beside the single-run records;
-4. Model 7's study on 4 seeds (validation only), then its winner's final runs (results/model7/seed<k>);
-5. Models 2-6 on the seeds they lack, and Model 1's 20 epochs on 3 seeds, stacked.
+4. the record searches (``--minutes`` of them): at most 3,500 and at most 3,762 parameters, ``--workers``
+   search workers sharing each study in results/search/ (resumed where an earlier session left it).
+
+The earlier sessions' stages (Model 7's rounds, the zoo's seeds) are recorded and gone from here: their runs
+are what `mnistlab reproduce` re-makes.
 
 Each stage appends to ``gpu.json``, and every finished job packs the new run folders into ``results.tar.gz``
 under ``--out`` (so a command cut off by the time limit loses only the jobs it was running). ``--tiny`` runs every stage on a few thousand
@@ -33,8 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mnistlab.engine import fit, fit_group  # noqa: E402
 from mnistlab.models import config_for  # noqa: E402
-from mnistlab.runner import run_all  # noqa: E402
-from mnistlab.studies import STUDIES, UNTESTED, Run, final_runs  # noqa: E402
 
 RECORD: dict = {"stages": {}}
 GRAPH = {"cuda_graph": True}  # set False by the smoke test if the captured step fails or disagrees
@@ -51,6 +52,7 @@ def main() -> None:
         "--workers", type=int, default=0, help="processes for a study's runs [the stage's own]"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    parser.add_argument("--minutes", type=float, default=6.0, help="the record searches' time, both together")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,9 +69,7 @@ def main() -> None:
         ("speed", lambda: speed(device, args, tiny)),
         ("stacked16", lambda: stacked_seeds(device, args, tiny, 16, "model8-16seeds")),
         ("stacked3", lambda: stacked_seeds(device, args, tiny, 3, "model8")),
-        ("model7", lambda: model7(device, args, tiny)),
-        ("model7b", lambda: model7(device, args, tiny, "model7-round2", "model7-r2", args.workers or 8)),
-        ("zoo", lambda: zoo(device, args, tiny)),
+        ("record", lambda: record(device, args, tiny)),
     ]
     for name, stage in stages:
         if name in skip or args.only and name not in args.only.split(","):
@@ -175,36 +175,30 @@ def stacked_seeds(device: str, args: argparse.Namespace, tiny: dict, count: int,
             "test_last3": {s["seed"]: s["test_acc_last3"] for s in summaries}}  # fmt: skip
 
 
-def model7(
-    device: str, args: argparse.Namespace, tiny: dict, key: str = "model7-seeds", group: str = "model7",
-    workers: int = 4,
-) -> dict:  # fmt: skip
-    """A Model 7 study (4 seeds per candidate, validation only), then its winner on the 3 final seeds
-    (into results/<group>/seed<k>)."""
-    from mnistlab.records import tuning_scores
+def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
+    """The record searches, at most 3,500 and at most 3,762 parameters (the public single-run model's size):
+    ``--workers`` search workers share each study (in results/search/, resumed where an earlier session left
+    it), each stopping new trials after its share of ``--minutes``; the archive is packed after each."""
+    from mnistlab.search import Settings, Space, search
 
-    study = next(s for s in STUDIES if s.key == key)
-    overrides = {"device": device, **GRAPH, **tiny}
-    run_all(list(study.runs), args.results, overrides=overrides, log=quiet, progress=False, workers=workers,
-            after_each=lambda: pack(args))  # fmt: skip
-    best = study.choose(tuning_scores(args.results, study))
-    winner = best.run.overrides if best is not None else {}
-    recipe = {k: v for k, v in winner.items() if k not in UNTESTED}
-    finals = [Run("model7", seed, group, f"seed{seed}", recipe) for seed in (1, 2, 3)]
-    run_all(finals, args.results, overrides=overrides, log=quiet, progress=False, workers=min(3, workers),
-            after_each=lambda: pack(args))  # fmt: skip
-    return {"winner": best.name if best else None, "recipe": recipe,
-            "scores": {c.name: c.score for c in tuning_scores(args.results, study)}}  # fmt: skip
-
-
-def zoo(device: str, args: argparse.Namespace, tiny: dict) -> dict:
-    """Models 2-6 on the final seeds they lack, then Model 1's 20 epochs on 3 seeds; seeds stacked."""
+    space = Space.from_file(
+        Path(__file__).resolve().parents[1] / "results" / "search" / "record-3500.space.json"
+    )
     result = {}
-    for model in ["model2"] if tiny else ["model2", "model3", "model4", "model5", "model6", "model1"]:
-        runs = final_runs([model])
-        summaries = run_all(runs, args.results, overrides={"device": device, **GRAPH, **tiny}, log=quiet,
-                            progress=False, stack=True, after_each=lambda: pack(args))  # fmt: skip
-        result.update({f"{r.model}/seed{r.seed}": s["test_acc_last3"] for r, s in zip(runs, summaries)})
+    (args.results / "search").mkdir(parents=True, exist_ok=True)
+    for budget, share in ((3500, 0.6), (3762, 0.4)):
+        name = f"record-{budget}" + ("-tiny" if tiny else "")
+        storage = f"sqlite:///{(args.results / 'search' / (name + '.db')).resolve()}"
+        settings = Settings(name, storage, budget, epochs=tiny.get("epochs", 15), limit=tiny.get("limit"),
+                            results=str(args.results), device=device, threads=1)  # fmt: skip
+        study = search(settings, space, trials=1000, log=quiet, workers=args.workers or 8,
+                       timeout=args.minutes * 60 * share)  # fmt: skip
+        done = [t for t in study.trials if t.value is not None]
+        best = max(done, key=lambda t: t.value) if done else None
+        result[name] = {"trials": len(study.trials), "finished": len(done),
+                        "best": {"trial": best.number, "params": best.user_attrs["params"], "score": best.value,
+                                 "arch": best.user_attrs["arch"]} if best else None}  # fmt: skip
+        pack(args)
     return result
 
 

@@ -121,3 +121,13 @@ def test_search_workers_on_a_local_ray_cluster(tmp_path):
     ).exists()  # trial folders stayed on the workers
     study = optuna.load_study(study_name="record-3500", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 1
+
+
+def test_a_timeout_stops_new_trials_not_the_one_training(tmp_path):
+    from mnistlab.search import Settings, Space, search
+
+    settings = Settings("t", f"sqlite:///{tmp_path / 't.db'}", max_params=3500, seeds=(1,), epochs=1, limit=300,
+                        results=str(tmp_path), threads=1)  # fmt: skip
+    space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
+    study = search(settings, space, trials=5, log=lambda m: None, timeout=0.01)
+    assert len(study.trials) == 1 and study.trials[0].state.name == "COMPLETE"

@@ -451,9 +451,11 @@ def reproduce(
 @click.option("--ray", "use_ray", is_flag=True, help="the workers as Ray tasks (a local cluster)")
 @click.option("--ray-address", default=None, metavar="HOST:PORT",
               help="join this Ray cluster (implies --ray; give a --storage every node reaches)")  # fmt: skip
+@click.option("--timeout", type=float, default=None,
+              help="seconds after which a worker starts no new trial (a lent machine's time)")  # fmt: skip
 def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | None, name: str | None,
            storage: str | None, space_file: str | None, results: str, device: str, threads: int, workers: int,
-           use_ray: bool, ray_address: str | None) -> None:  # fmt: skip
+           use_ray: bool, ray_address: str | None, timeout: float | None) -> None:  # fmt: skip
     """Search shapes and recipes under a parameter budget, scored on validation (worst seed); resumable."""
     _need_optuna()
     from mnistlab.search import Settings, Space, summary_rows
@@ -472,7 +474,9 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
     settings = Settings(
         name, storage, max_params, _parse_seeds(seeds), epochs, limit, results, device, threads
     )
-    study = run_search(settings, space, trials, log=click.echo, workers=workers, cluster=cluster)
+    study = run_search(
+        settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout
+    )
     scored = [r for r in summary_rows(study) if r["score"] is not None]
     if scored:
         best = max(scored, key=lambda r: r["score"])

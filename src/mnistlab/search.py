@@ -189,10 +189,12 @@ def search(
     log: Callable[[str], None] = print,
     workers: int = 1,
     cluster: Any = None,
+    timeout: float | None = None,
 ) -> Any:
     """Run ``trials`` more trials of the study (created, or continued where it stopped), in this process or
     split over ``workers`` local processes, or over Ray tasks with ``cluster`` (``distributed.Cluster``).
-    Every worker opens the same study in the storage, with its own sampler seed."""
+    Every worker opens the same study in the storage, with its own sampler seed. With ``timeout`` (seconds) a
+    worker starts no trial after that long (the one it is training finishes)."""
     smallest = smallest_params(space)
     if settings.max_params < smallest:
         raise MnistlabError(
@@ -207,7 +209,7 @@ def search(
         from mnistlab.distributed import run_tasks
 
         shared = dataclasses.replace(settings, storage=_absolute(settings.storage))
-        calls = [(dataclasses.replace(shared, sampler_seed=m.sampler_seed), space, n)
+        calls = [(dataclasses.replace(shared, sampler_seed=m.sampler_seed), space, n, timeout)
                  for m, n in zip(mine, shares) if n]  # fmt: skip
         log(f"{len(calls)} search workers on Ray, sharing {shared.storage}")
         run_tasks(_scratch_worker, calls, cluster, {"num_cpus": float(max(1, settings.threads))})
@@ -217,10 +219,11 @@ def search(
 
         log(f"{workers} search workers, sharing {settings.storage}")
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for future in [pool.submit(_worker, m, space, n) for m, n in zip(mine, shares) if n]:
+            for future in [pool.submit(_worker, m, space, n, timeout) for m, n in zip(mine, shares) if n]:
                 future.result()
     else:
-        study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, catch=())
+        study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, timeout=timeout,
+                       catch=())  # fmt: skip
     study = open_study(settings)
     log(
         f"study {settings.name}: {len(study.trials)} trials ({len(study.trials) - before} new) in {settings.storage}"
@@ -228,20 +231,21 @@ def search(
     return study
 
 
-def _worker(settings: Settings, space: Space, trials: int) -> None:
+def _worker(settings: Settings, space: Space, trials: int, timeout: float | None = None) -> None:
     """One search worker: ``trials`` trials of the shared study, its log lines prefixed by its sampler seed."""
     study = open_study(settings)
     log = lambda line: print(f"[worker {settings.sampler_seed}] {line}", flush=True)  # noqa: E731
-    study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, catch=())
+    study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, timeout=timeout,
+                   catch=())  # fmt: skip
 
 
-def _scratch_worker(settings: Settings, space: Space, trials: int) -> None:
+def _scratch_worker(settings: Settings, space: Space, trials: int, timeout: float | None = None) -> None:
     """A worker on a Ray node: its trials' run folders are scratch there (the study's storage keeps the
     scores), so nothing is written outside a temporary folder."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mnistlab-search-") as scratch:
-        _worker(dataclasses.replace(settings, results=scratch), space, trials)
+        _worker(dataclasses.replace(settings, results=scratch), space, trials, timeout)
 
 
 def _absolute(storage: str) -> str:
