@@ -23,7 +23,7 @@ from typing import Any
 from mnistlab.config import TrainConfig
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_bytes
-from mnistlab.rundir import CONFIG, LOG, RUN_FILES, SUMMARY
+from mnistlab.rundir import CONFIG, RUN_FILES, SUMMARY
 
 INSTALL = "Ray is not installed: pip install -e '.[ray]'"
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before saying it is unreachable
@@ -94,7 +94,7 @@ def train_job(
     """The body of a Ray task: train the job in a scratch folder under the same relative paths the driver
     uses (so that every file, config.json included, is what a local run writes), and return the summaries
     and the run files."""
-    from mnistlab.engine import fit_group
+    from mnistlab.runner import fit_logged
 
     here = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="mnistlab-") as scratch:
@@ -102,20 +102,8 @@ def train_job(
         try:
             local = [TrainConfig.from_dict(c) for c in configs]
             for config, files in zip(local, sent):
-                Path(config.output_dir).mkdir(parents=True, exist_ok=True)
                 unpack(files, config.output_dir)
-            handles = [open(Path(c.output_dir) / LOG, "a") for c in local]  # noqa: SIM115  (closed below)
-            try:
-
-                def log(line: str) -> None:
-                    for handle in handles:
-                        handle.write(line + "\n")
-                        handle.flush()
-
-                summaries = fit_group(local, resume=resume, progress=False, log=log, data=data)
-            finally:
-                for handle in handles:
-                    handle.close()
+            summaries = fit_logged(tuple(local), resume, data)
             return summaries, [pack(c.output_dir) for c in local]
         finally:
             os.chdir(here)

@@ -120,7 +120,7 @@ def run_all(
         with ProcessPoolExecutor(
             max_workers=workers, mp_context=context, initializer=_end_with_parent
         ) as pool:
-            futures = {pool.submit(_fit_logged, job.configs, job.resume, data): job for job in jobs}
+            futures = {pool.submit(fit_logged, job.configs, job.resume, data): job for job in jobs}
             log(f"{len(jobs)} jobs on {workers} workers; each run writes its epochs to <run>/train.log")
             for future in as_completed(futures):
                 finished(futures[future], future.result())
@@ -137,7 +137,7 @@ def _end_with_parent() -> None:
             pass
 
 
-def _fit_logged(configs: tuple[TrainConfig, ...], resume: bool, data: Any) -> list[dict[str, Any]]:
+def fit_logged(configs: tuple[TrainConfig, ...], resume: bool, data: Any) -> list[dict[str, Any]]:
     """One job in a worker process, each run's log lines appended to ``train.log`` in its folder."""
     handles = []
     for config in configs:
