@@ -28,6 +28,7 @@ def test_a_tiny_study_runs_twice_and_the_second_continues_it(tmp_path):
     study = optuna.load_study(study_name="record-3500", storage=f"sqlite:///{tmp_path / 'study.db'}")
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert finished and all(t.user_attrs["params"] <= 3500 for t in finished)
+    assert study.user_attrs["commands"] == ["mnistlab " + " ".join(args)] * 2  # what the report says made it
     for t in finished:  # the score is the worst seed's validation mean, from runs that never saw test
         runs = [
             tmp_path / "results" / "search" / "record-3500" / f"trial{t.number}" / f"s{s}" for s in (1, 2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -322,8 +323,8 @@ def report(results: str, output: str, readme: str) -> None:
 @cli.command()
 @click.option(
     "--models",
-    default="model8,model8_v1,sepnet3k,sepnet6k,model2,model3,model4,model5,model6,model7,model7_v1,model1",
-    show_default=True,
+    default=None,
+    help="comma-separated [every recorded model, those registered from searches too, Model 1 last]",
 )
 @click.option("--seeds", default="1,2,3", show_default=True, help="the final runs' seeds, for every model")
 @click.option("--results", type=click.Path(), default="results", show_default=True)
@@ -402,7 +403,11 @@ def reproduce(
         runs = [run for key in studies for run in known[key].runs]
         runs.sort(key=lambda run: run.seed)  # every candidate's first seeds before any one's last
     else:
-        names = [m.strip() for m in models.split(",") if m.strip()]
+        names = [
+            m.strip()
+            for m in (models or ",".join(RECORDED[:-1] + _found_names() + RECORDED[-1:])).split(",")
+            if m.strip()
+        ]
         for name in names:
             get_card(name)
         seed_list = _parse_seeds(seeds)
@@ -471,9 +476,9 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
         from mnistlab.distributed import Cluster
 
         cluster = Cluster(address=ray_address)
-    settings = Settings(
-        name, storage, max_params, _parse_seeds(seeds), epochs, limit, results, device, threads
-    )
+    command = "mnistlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    settings = Settings(name, storage, max_params, _parse_seeds(seeds), epochs, limit, results, device, threads,
+                        command=command)  # fmt: skip
     study = run_search(
         settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout
     )
@@ -503,6 +508,17 @@ def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
     app = build(results, checkpoint)
     click.echo(f"serving on http://{host}:{port} (Ctrl-C stops)")
     launch(app, host, port)
+
+
+# the final runs `reproduce` makes by default (Model 1 last: 13 CPU-minutes an epoch); then the found models
+RECORDED = ["model8", "model8_v1", "sepnet3k", "sepnet6k", "model2", "model3", "model4", "model5", "model6",
+            "model7", "model7_v1", "model1"]  # fmt: skip
+
+
+def _found_names() -> list[str]:
+    from mnistlab.models.found import FOUND
+
+    return [entry["name"] for entry in json.loads(FOUND.read_text())] if FOUND.is_file() else []
 
 
 def _need_optuna() -> None:

@@ -350,6 +350,8 @@ def searches_section(results: Path, figures: Path, output: Path) -> str:
                       if settings.get("limit") else "") + f". {len(rows)} trials: {len(done)} finished, {pruned} "
                       f"pruned by the median rule, {over} over the budget (not trained)"
                       + (f", {running} training or interrupted" if running else "") + ".", "",
+                      *(["Made by " + "; then ".join(f"`{c}`" for c in study.user_attrs["commands"]) + ".", ""]
+                        if study.user_attrs.get("commands") else []),
                       f"![{study.study_name}: parameters against the worst seed's validation mean]"
                       f"({os.path.relpath(figure, output.parent)})", ""]  # fmt: skip
             if done:

@@ -102,6 +102,7 @@ class Settings:
     device: str = "auto"
     threads: int = 0
     sampler_seed: int = 0  # the sampler's draws follow it: a study re-made from scratch draws the same trials
+    command: str = ""  # the command line that ran it, kept in the study (every one, in order) for the report
 
 
 def open_study(settings: Settings) -> Any:
@@ -202,6 +203,8 @@ def search(
             f"{smallest:,}); raise --max-params or narrow the space"
         )
     study = open_study(settings)
+    if settings.command:
+        study.set_user_attr("commands", [*study.user_attrs.get("commands", []), settings.command])
     before = len(study.trials)
     shares = [trials // workers + (i < trials % workers) for i in range(workers)]
     mine = [dataclasses.replace(settings, sampler_seed=settings.sampler_seed + i) for i in range(workers)]
