@@ -387,6 +387,7 @@ def reproduce(
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
     from mnistlab.models import get_card
+    from mnistlab.models.found import found_names
     from mnistlab.runner import run_all, status
     from mnistlab.studies import EARLIER, RESULTS, STUDIES, TUNING, final_runs
 
@@ -405,7 +406,7 @@ def reproduce(
     else:
         names = [
             m.strip()
-            for m in (models or ",".join(RECORDED[:-1] + _found_names() + RECORDED[-1:])).split(",")
+            for m in (models or ",".join(RECORDED[:-1] + found_names() + RECORDED[-1:])).split(",")
             if m.strip()
         ]
         for name in names:
@@ -513,12 +514,6 @@ def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
 # the final runs `reproduce` makes by default (Model 1 last: 13 CPU-minutes an epoch); then the found models
 RECORDED = ["model8", "model8_v1", "sepnet3k", "sepnet6k", "model2", "model3", "model4", "model5", "model6",
             "model7", "model7_v1", "model1"]  # fmt: skip
-
-
-def _found_names() -> list[str]:
-    from mnistlab.models.found import FOUND
-
-    return [entry["name"] for entry in json.loads(FOUND.read_text())] if FOUND.is_file() else []
 
 
 def _need_optuna() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from mnistlab.analysis import Summary, summarize
 from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model, get_card, list_models
+from mnistlab.models.found import FOUND, found_names
 from mnistlab.models.registry import ModelCard
 from mnistlab.plots import plot_curves, plot_search
 from mnistlab.records import (
@@ -155,7 +156,8 @@ def comparison_table(results: list[ModelResult]) -> str:
         else:
             ours = "not run | | | | | | "
         lines.append(f"| {r.card.title} (`{r.card.name}`) | {r.card.params:,} | {ref_cells} | {ours} |")
-    notes = [target_line(r) for r in results if len(r.runs) > 1 and r.card.name in TARGET_MODELS]
+    aiming = (*TARGET_MODELS, *found_names())
+    notes = [target_line(r) for r in results if len(r.runs) > 1 and r.card.name in aiming]
     below = [line for r in results if (line := below_reference(r))]
     if below:
         notes.append(
@@ -320,7 +322,6 @@ def searches_section(results: Path, figures: Path, output: Path) -> str:
         return ""
     import optuna
 
-    from mnistlab.models.found import FOUND
     from mnistlab.search import summary_rows
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -14,6 +14,7 @@ from typing import Any
 
 from mnistlab.config import Recipe, TrainConfig, recipe_values
 from mnistlab.models import config_for
+from mnistlab.models.found import found_names
 from mnistlab.models.zoo import MODEL1_RECIPE, MODEL7_FIRST_RECIPE, MODEL8_RECIPE
 from mnistlab.rundir import TARGET
 
@@ -335,7 +336,7 @@ TUNING: tuple[Run, ...] = tuple({(r.group, r.name): r for study in STUDIES for r
 # then train on all 60,000 training images. The others keep the 5,000 validation images out (Model 7's
 # plateau schedule steps on their loss). The test set is only ever reported.
 REFIT = {name: {"val_size": 0} for name in ("model8", "model8_v1", "model8_wide", "sepnet3k", "sepnet5k",
-                                             "sepnet6k", "sepnet4k9", "sepnet5k4")}  # fmt: skip
+                                             "sepnet6k", "sepnet4k9", "sepnet5k4", *found_names())}  # fmt: skip
 
 
 def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS) -> list[Run]:

@@ -37,6 +37,11 @@ def _register(entry: dict[str, Any]) -> None:
     )(build)  # fmt: skip
 
 
+def found_names(path: Path = FOUND) -> list[str]:
+    """The registered found models' names (chosen on validation: their final runs train on all 60,000)."""
+    return [entry["name"] for entry in json.loads(path.read_text())] if path.is_file() else []
+
+
 def load(path: Path = FOUND) -> list[dict[str, Any]]:
     """Register every entry of ``path``; return them."""
     entries = json.loads(path.read_text()) if path.is_file() else []
