@@ -132,3 +132,13 @@ def test_a_timeout_stops_new_trials_not_the_one_training(tmp_path):
     space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
     study = search(settings, space, trials=5, log=lambda m: None, timeout=0.01)
     assert len(study.trials) == 1 and study.trials[0].state.name == "COMPLETE"
+
+
+def test_registering_from_a_missing_study_is_one_line(tmp_path):
+    result = mnistlab("register", "--study", "nope", "--trial", "1", "--name", "x", "--results", str(tmp_path),
+                      cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        == f"error: no study storage at sqlite:///{tmp_path}/search/nope.db; run `mnistlab search` first"
+    )
