@@ -118,7 +118,7 @@ def run_all(
         # spawn, not fork: a forked child cannot use a CUDA context, and the parent holds no model state
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_end_with_parent
+            max_workers=workers, mp_context=context, initializer=end_with_parent
         ) as pool:
             futures = {pool.submit(fit_logged, job.configs, job.resume, data): job for job in jobs}
             log(f"{len(jobs)} jobs on {workers} workers; each run writes its epochs to <run>/train.log")
@@ -127,7 +127,7 @@ def run_all(
     return [summaries[i] for i in range(len(runs))]
 
 
-def _end_with_parent() -> None:
+def end_with_parent() -> None:
     """Worker start-up: on Linux, have the kernel end this worker if the parent dies (a killed ``reproduce``
     must not leave runs training, and writing, behind it)."""
     if sys.platform.startswith("linux"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +111,13 @@ def open_study(settings: Settings) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
+        # a trial whose worker died (killed, or its machine lost) stops beating and is marked failed by the
+        # next worker to start a trial, instead of staying "running" for ever
+        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 4: a warning per worker
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(settings.storage, heartbeat_interval=60, grace_period=180)
         study = optuna.create_study(
-            study_name=settings.name, storage=settings.storage, direction="maximize", load_if_exists=True,
+            study_name=settings.name, storage=storage, direction="maximize", load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed),
             # not before two thirds of the epochs: under one-cycle a high peak or strong augmentation looks
             # worst while the rate is high (the record search's first 30 trials pruned 14 of 18 at epochs 5-7)
@@ -223,7 +229,10 @@ def search(
         from concurrent.futures import ProcessPoolExecutor
 
         log(f"{workers} search workers, sharing {settings.storage}")
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        from mnistlab.runner import end_with_parent
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=end_with_parent) as pool:
             for future in [pool.submit(_worker, m, space, n, timeout) for m, n in zip(mine, shares) if n]:
                 future.result()
     else:
