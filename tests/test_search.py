@@ -100,6 +100,7 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     assert "### Search `tiny` (stored in `search/tiny.db`)" in section and "3 trials:" in section
     assert f"| {done[0].number} | {done[0].user_attrs['params']:,} | {done[0].value:.2f} |" in section
     assert (tmp_path / "figures" / "search-tiny.png").stat().st_size > 1000
+    assert f"3 trials: {len(done)} finished" in section  # a pruned trial's last value is not a score
     load(found)  # what importing mnistlab.models does with the shipped found.json
     card = get_card("tiny_found")
     assert sum(p.numel() for p in create_model("tiny_found").parameters()) == entry["params"] == card.params

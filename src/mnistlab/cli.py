@@ -483,7 +483,7 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
     study = run_search(
         settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout
     )
-    scored = [r for r in summary_rows(study) if r["score"] is not None]
+    scored = [r for r in summary_rows(study) if r["state"] == "COMPLETE" and r["score"] is not None]
     if scored:
         best = max(scored, key=lambda r: r["score"])
         click.echo(f"best: trial {best['trial']}, {best['params']:,} parameters, worst-seed validation mean "

@@ -337,10 +337,13 @@ def searches_section(results: Path, figures: Path, output: Path) -> str:
             study = optuna.load_study(study_name=summary.study_name, storage=storage)
             settings = study.user_attrs.get("settings", {})
             rows = summary_rows(study)
-            done = [r for r in rows if r["score"] is not None]
+            done = [
+                r for r in rows if r["state"] == "COMPLETE" and r["score"] is not None
+            ]  # pruned: a last epoch's value
             over = sum(r["over_budget"] for r in rows)
             pruned = sum(r["state"] == "PRUNED" and not r["over_budget"] for r in rows)
             running = sum(r["state"] == "RUNNING" for r in rows)
+            failed = sum(r["state"] == "FAIL" for r in rows)
             budget = settings.get("max_params", max((r["params"] or 0) for r in rows))
             front = search_front(done)
             figure = plot_search([(r["params"], r["score"]) for r in done], [(r["params"], r["score"]) for r in front],
@@ -350,7 +353,8 @@ def searches_section(results: Path, figures: Path, output: Path) -> str:
                       f"{settings.get('epochs')} epochs" + (f", the first {settings['limit']:,} images of each split"
                       if settings.get("limit") else "") + f". {len(rows)} trials: {len(done)} finished, {pruned} "
                       f"pruned by the median rule, {over} over the budget (not trained)"
-                      + (f", {running} training or interrupted" if running else "") + ".", "",
+                      + (f", {running} training or interrupted" if running else "")
+                      + (f", {failed} failed (their worker was stopped)" if failed else "") + ".", "",
                       *(["Made by " + "; then ".join(f"`{c}`" for c in study.user_attrs["commands"]) + ".", ""]
                         if study.user_attrs.get("commands") else []),
                       f"![{study.study_name}: parameters against the worst seed's validation mean]"
