@@ -90,7 +90,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return get_card(name).builder(**kwargs)
 
 
-def _natural(name: str) -> tuple[str, int]:
+def _natural(name: str) -> tuple[int, str, int]:
+    """The zoo's models by number first, then the others in the order they were registered (the record
+    study's models before those found by a search)."""
+    if not name.startswith("model"):
+        return 1, "", list(_REGISTRY).index(name) if name in _REGISTRY else len(_REGISTRY)
     stem = name.rstrip("0123456789")
     digits = name[len(stem) :]
-    return stem, int(digits) if digits else -1
+    return 0, stem, int(digits) if digits else -1
