@@ -143,3 +143,24 @@ def test_registering_from_a_missing_study_is_one_line(tmp_path):
         result.stderr.strip()
         == f"error: no study storage at sqlite:///{tmp_path}/search/nope.db; run `mnistlab search` first"
     )
+
+
+def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(tmp_path):
+    """Optuna gives a pruned trial its last reported value: the report must not count it as a score."""
+    from mnistlab.report import searches_section
+
+    (tmp_path / "search").mkdir()
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'search' / 's.db'}",
+                                direction="maximize")  # fmt: skip
+    for state, value in ((optuna.trial.TrialState.COMPLETE, 99.1), (optuna.trial.TrialState.PRUNED, 99.9)):
+        trial = study.ask()
+        for name in ("lr", "ema", "rotation", "translate", "scale"):
+            trial.suggest_float(name, 0.0, 1.0)
+        arch = {"stem": [4, 8], "body": [12, 12], "padded": 0, "factored": True}
+        trial.set_user_attr("params", 1_000)
+        trial.set_user_attr("arch", arch)
+        trial.report(value, 1)
+        study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+    section = searches_section(tmp_path, tmp_path / "figures", tmp_path / "REPORT.md")
+    assert "2 trials: 1 finished, 1 pruned by the median rule" in section
+    assert "| 99.10 |" in section and "99.90" not in section
