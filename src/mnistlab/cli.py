@@ -320,6 +320,12 @@ def report(results: str, output: str, readme: str) -> None:
     click.echo(f"wrote {path}")
 
 
+# the final runs `reproduce` makes by default (Model 1 last: 13 CPU-minutes an epoch), the found
+# models before it
+RECORDED = ["model8", "model8_v1", "sepnet3k", "sepnet6k", "model2", "model3", "model4", "model5", "model6",
+            "model7", "model7_v1", "model1"]  # fmt: skip
+
+
 @cli.command()
 @click.option(
     "--models",
@@ -415,11 +421,8 @@ def reproduce(
         runs = (list(TUNING) + list(EARLIER) if tuning else []) + final_runs(names, seed_list)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
-    cluster = None
-    if use_ray or ray_address:
-        from mnistlab.distributed import Cluster
-
-        cluster = Cluster(address=ray_address, gpus_per_job=1.0 / workers)
+    cluster = _cluster(use_ray, ray_address, gpus_per_job=1.0 / workers)
+    if cluster is not None:
         threads = threads or 1
     pairs = (("threads", threads), ("device", device), ("epochs", epochs), ("limit", limit))
     overrides = {key: value for key, value in pairs if value is not None and value != 0}
@@ -470,13 +473,11 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
     if trials < 1 or epochs < 1 or workers < 1:
         raise MnistlabError("--trials, --epochs and --workers must be at least 1")
     name = name or f"record-{max_params}"
-    storage = storage or _default_storage(results, name)
+    if storage is None:
+        Path(results, "search").mkdir(parents=True, exist_ok=True)
+        storage = _default_storage(results, name)
     space = Space.from_file(space_file) if space_file else Space()
-    cluster = None
-    if use_ray or ray_address:
-        from mnistlab.distributed import Cluster
-
-        cluster = Cluster(address=ray_address)
+    cluster = _cluster(use_ray, ray_address)
     command = "mnistlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     settings = Settings(name, storage, max_params, _parse_seeds(seeds), epochs, limit, results, device, threads,
                         command=command)  # fmt: skip
@@ -511,11 +512,6 @@ def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
     launch(app, host, port)
 
 
-# the final runs `reproduce` makes by default (Model 1 last: 13 CPU-minutes an epoch); then the found models
-RECORDED = ["model8", "model8_v1", "sepnet3k", "sepnet6k", "model2", "model3", "model4", "model5", "model6",
-            "model7", "model7_v1", "model1"]  # fmt: skip
-
-
 def _need_optuna() -> None:
     try:
         import optuna  # noqa: F401
@@ -524,8 +520,17 @@ def _need_optuna() -> None:
 
 
 def _default_storage(results: str, name: str) -> str:
-    Path(results, "search").mkdir(parents=True, exist_ok=True)
+    """A study's SQLite URL under ``<results>/search/``."""
     return f"sqlite:///{Path(results, 'search', name + '.db')}"
+
+
+def _cluster(use_ray: bool, address: str | None, **settings: Any) -> Any:
+    """The Ray cluster to run on (``--ray``, or ``--ray-address``, which implies it), or None."""
+    if not (use_ray or address):
+        return None
+    from mnistlab.distributed import Cluster
+
+    return Cluster(address=address, **settings)
 
 
 @cli.command()
@@ -542,7 +547,7 @@ def register(study_name: str, trial: int, name: str, storage: str | None, result
     from mnistlab.models.found import FOUND
     from mnistlab.search import Settings, open_existing, register_trial
 
-    storage = storage or f"sqlite:///{Path(results, 'search', study_name + '.db')}"
+    storage = storage or _default_storage(results, study_name)
     study = open_existing(Settings(study_name, storage, 0))
     entry = register_trial(study, trial, name, FOUND)
     click.echo(f"registered {name}: trial {trial} of {study_name}, {entry['params']:,} parameters, worst-seed "

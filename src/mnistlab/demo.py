@@ -72,11 +72,12 @@ class Loaded:
 @lru_cache(maxsize=8)
 def load(path: str) -> Loaded:
     """A checkpoint's model and its blocks (cached: the page asks for them on every event)."""
-    from mnistlab.models.checkpoint import load_checkpoint, read_checkpoint
+    from mnistlab.models.checkpoint import model_from, read_checkpoint
     from mnistlab.models.registry import get_card
 
-    model = load_checkpoint(path)
-    title = get_card(read_checkpoint(path)["model"]).title
+    payload = read_checkpoint(path)
+    model = model_from(payload, path)
+    title = get_card(payload["model"]).title
     return Loaded(
         model, tuple(blocks(model)), f"{title}, {sum(p.numel() for p in model.parameters()):,} parameters"
     )
@@ -86,22 +87,21 @@ def choices(results: str | Path, checkpoint: str | Path | None = None) -> dict[s
     """Labels to checkpoint paths: ``checkpoint`` first when given, then every shipped final run."""
     from mnistlab.models.registry import list_models
 
-    found = {
-        label: str(path)
-        for label, path in shipped_checkpoints(results, list_models(candidates=False)).items()
-    }
-    if checkpoint is not None:
-        found = {f"{checkpoint}": str(checkpoint), **found}
-    return found
+    shipped = shipped_checkpoints(results, list_models(candidates=False))
+    given = {str(checkpoint): str(checkpoint)} if checkpoint is not None else {}
+    return {**given, **{label: str(path) for label, path in shipped.items()}}
 
 
 # ------------------------------------------------------------------------------------------- pictures and words
+def enlarged(digit: np.ndarray, scale: int = SCALE) -> Image.Image:
+    """The 28x28 input as a grey picture, each pixel ``scale`` screen pixels wide."""
+    gray = (np.clip(digit, 0, 1) * 255).astype(np.uint8)
+    return Image.fromarray(gray).resize((IMAGE * scale, IMAGE * scale), Image.Resampling.NEAREST)
+
+
 def field_picture(digit: np.ndarray, layer: LayerView) -> Image.Image:
     """The input, enlarged, with the receptive field of ``layer``'s most active unit drawn on it."""
-    gray = (np.clip(digit, 0, 1) * 255).astype(np.uint8)
-    picture = (
-        Image.fromarray(gray).resize((IMAGE * SCALE, IMAGE * SCALE), Image.Resampling.NEAREST).convert("RGB")
-    )
+    picture = enlarged(digit).convert("RGB")
     draw = ImageDraw.Draw(picture)
     box = layer.box.clipped()
     corners = (box.left * SCALE, box.top * SCALE, (box.right + 1) * SCALE - 1, (box.bottom + 1) * SCALE - 1)
@@ -220,11 +220,6 @@ def view(digit: np.ndarray, checkpoint: str, layer: str | None = None) -> View:
     )
 
 
-def enlarged(digit: np.ndarray, scale: int = SCALE) -> Image.Image:
-    gray = (np.clip(digit, 0, 1) * 255).astype(np.uint8)
-    return Image.fromarray(gray).resize((IMAGE * scale, IMAGE * scale), Image.Resampling.NEAREST)
-
-
 # ------------------------------------------------------------------------------------------- the page
 # Gradio's sketchpad opens with no tool chosen ("select the draw tool to start"): choose the brush on load
 PICK_BRUSH = """() => {
@@ -284,7 +279,7 @@ def build(results: str | Path = "results", checkpoint: str | Path | None = None)
         font=["system-ui", "Helvetica", "Arial", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
     with gr.Blocks(title="mnistlab: what the model sees", analytics_enabled=False) as app:
-        app.theme_for_launch = theme  # Gradio 6 takes the theme at launch (see ``serve``)
+        app.theme_for_launch = theme  # Gradio 6 takes the theme at launch (see ``launch``)
         gr.Markdown("# What the model sees\nDraw a digit (or upload a picture of one). The model is given the "
                     "28×28 image below; pick a layer to see its feature maps and, on the input, the receptive "
                     "field of its most active unit.")  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Any
 
 from mnistlab.config import TrainConfig
 from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_bytes
+from mnistlab.fileio import atomic_write_bytes, json_text
 from mnistlab.rundir import CONFIG, RUN_FILES, SUMMARY
 
 INSTALL = "Ray is not installed: pip install -e '.[ray]'"
@@ -163,16 +163,14 @@ def run_jobs(
             job = pending.pop(ready[0])
             summaries, files = result(ray, ready[0], f"{job.head}: ")
             for config, run_files in zip(job.configs, files):
-                if config.output_dir != relative(config).output_dir:  # the driver's own path in config.json
+                if Path(config.output_dir).is_absolute():  # the task trained under a relative one
                     run_files = {**run_files, CONFIG: _with_output_dir(run_files[CONFIG], config)}
                 unpack(run_files, config.output_dir)
             on_done(job, summaries)
 
 
 def _with_output_dir(config_json: bytes, config: TrainConfig) -> bytes:
-    values = json.loads(config_json)
-    values["output_dir"] = config.output_dir
-    return (json.dumps(values, indent=2) + "\n").encode()
+    return json_text({**json.loads(config_json), "output_dir": config.output_dir}).encode()
 
 
 def run_tasks(

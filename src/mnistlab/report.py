@@ -4,7 +4,6 @@ every number comes from a run's summary or history, every sentence of analysis f
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from statistics import mean
@@ -13,7 +12,7 @@ from typing import Any
 from mnistlab.analysis import Summary, summarize
 from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model, get_card, list_models
-from mnistlab.models.found import FOUND, found_names
+from mnistlab.models.found import entries, found_names
 from mnistlab.models.registry import ModelCard
 from mnistlab.plots import plot_curves, plot_search
 from mnistlab.records import (
@@ -325,7 +324,7 @@ def searches_section(results: Path, figures: Path, output: Path) -> str:
     from mnistlab.search import summary_rows
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    found = json.loads(FOUND.read_text()) if FOUND.is_file() else []
+    found = entries()
     parts = ["## Searches", "",
              "Each made by `mnistlab search` (Optuna's TPE sampler, median pruner on the worst seed's validation "
              "accuracy), scored on the validation split only: the worst seed's mean over the last "

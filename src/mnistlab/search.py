@@ -22,7 +22,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from mnistlab.config import Augment, TrainConfig, recipe_values
+from mnistlab.config import TrainConfig, recipe_values
 from mnistlab.errors import MnistlabError
 from mnistlab.rundir import LAST_K
 
@@ -60,7 +60,7 @@ class Space:
 
 
 def sample(trial: Any, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A trial's shape (``arch``) and recipe overrides."""
+    """A trial's shape (``arch``) and its drawn recipe values (``recipe_of`` makes them a recipe)."""
     depth = trial.suggest_int("depth", *space.depth)
     arch = {
         "stem": [trial.suggest_int("stem1", *space.stem1), trial.suggest_int("stem2", *space.stem2)],
@@ -68,12 +68,24 @@ def sample(trial: Any, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
         "padded": trial.suggest_int("padded", 0, depth),
         "factored": trial.suggest_categorical("factored", list(space.factored)),
     }
-    augment = Augment(rotation=trial.suggest_float("rotation", *space.rotation),
-                      translate=trial.suggest_float("translate", *space.translate),
-                      scale=trial.suggest_float("scale", *space.scale))  # fmt: skip
-    recipe = {"lr": trial.suggest_float("lr", *space.lr, log=True), "augment": augment,
-              "ema": trial.suggest_categorical("ema", list(space.ema))}  # fmt: skip
-    return arch, recipe
+    drawn = {"rotation": trial.suggest_float("rotation", *space.rotation),
+             "translate": trial.suggest_float("translate", *space.translate),
+             "scale": trial.suggest_float("scale", *space.scale),
+             "lr": trial.suggest_float("lr", *space.lr, log=True),
+             "ema": trial.suggest_categorical("ema", list(space.ema))}  # fmt: skip
+    return arch, drawn
+
+
+def recipe_of(drawn: dict[str, Any], epochs: int | None = None) -> dict[str, Any]:
+    """A trial's whole recipe, as ``recipe_values`` gives one: its drawn values (``sample``, or a finished
+    trial's ``params``) on the searched family's recipe."""
+    from mnistlab.models import get_card
+
+    values = recipe_values(get_card(MODEL).recipe)
+    augment = dataclasses.replace(values["augment"], rotation=drawn["rotation"], translate=drawn["translate"],
+                                  scale=drawn["scale"])  # fmt: skip
+    return {**values, "lr": drawn["lr"], "ema": drawn["ema"], "augment": augment,
+            "epochs": values["epochs"] if epochs is None else epochs}  # fmt: skip
 
 
 def count_params(arch: dict[str, Any]) -> int:
@@ -124,13 +136,17 @@ def open_study(settings: Settings) -> Any:
             pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, 2 * settings.epochs // 3)),
         )  # fmt: skip
     except Exception as exc:  # SQLAlchemy's errors for a URL it cannot open are many kinds
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise MnistlabError(f"cannot open the study storage {settings.storage!r}: {first}") from None
+        raise _storage_error(settings, exc) from None
     # how its trials train, for the report and for registering a trial (the first settings stay)
     if "settings" not in study.user_attrs:
         study.set_user_attr("settings", {"max_params": settings.max_params, "seeds": list(settings.seeds),
                                          "epochs": settings.epochs, "limit": settings.limit})  # fmt: skip
     return study
+
+
+def _storage_error(settings: Settings, exc: Exception) -> MnistlabError:
+    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    return MnistlabError(f"cannot open the study storage {settings.storage!r}: {first}")
 
 
 def open_existing(settings: Settings) -> Any:
@@ -148,8 +164,7 @@ def open_existing(settings: Settings) -> Any:
     except KeyError:
         raise MnistlabError(f"no study {settings.name!r} in {settings.storage}") from None
     except Exception as exc:  # SQLAlchemy's errors for a URL it cannot open are many kinds
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise MnistlabError(f"cannot open the study storage {settings.storage!r}: {first}") from None
+        raise _storage_error(settings, exc) from None
 
 
 def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str], None]) -> float:
@@ -157,7 +172,6 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
     import optuna
 
     from mnistlab.engine import fit_group
-    from mnistlab.models import get_card
 
     arch, recipe = sample(trial, space)
     params = count_params(arch)
@@ -167,7 +181,7 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
         log(f"trial {trial.number}: {params:,} parameters, over the budget: not trained")
         trial.set_user_attr("over_budget", True)
         raise optuna.TrialPruned(f"{params:,} parameters, over the budget of {settings.max_params:,}")
-    base = {**recipe_values(get_card(MODEL).recipe), **recipe, "epochs": settings.epochs}
+    base = recipe_of(recipe, settings.epochs)
     root = Path(settings.results) / "search" / settings.name / f"trial{trial.number}"
     configs = [TrainConfig(model=MODEL, arch=arch, seed=seed, limit=settings.limit, device=settings.device,
                            threads=settings.threads, test_every_epoch=False, output_dir=str(root / f"s{seed}"),
@@ -214,26 +228,25 @@ def search(
     if settings.command:
         study.set_user_attr("commands", [*study.user_attrs.get("commands", []), settings.command])
     before = len(study.trials)
-    shares = [trials // workers + (i < trials % workers) for i in range(workers)]
-    mine = [dataclasses.replace(settings, sampler_seed=settings.sampler_seed + i) for i in range(workers)]
+    # every worker its share of the trials and its own sampler seed; on Ray a path every node can resolve
+    shared = dataclasses.replace(settings, storage=_absolute(settings.storage)) if cluster else settings
+    calls = [(dataclasses.replace(shared, sampler_seed=settings.sampler_seed + i), space, share, timeout)
+             for i in range(workers) if (share := trials // workers + (i < trials % workers))]  # fmt: skip
     if cluster is not None:
         from mnistlab.distributed import run_tasks
 
-        shared = dataclasses.replace(settings, storage=_absolute(settings.storage))
-        calls = [(dataclasses.replace(shared, sampler_seed=m.sampler_seed), space, n, timeout)
-                 for m, n in zip(mine, shares) if n]  # fmt: skip
         log(f"{len(calls)} search workers on Ray, sharing {shared.storage}")
         run_tasks(_scratch_worker, calls, cluster, {"num_cpus": float(max(1, settings.threads))})
     elif workers > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        log(f"{workers} search workers, sharing {settings.storage}")
         from mnistlab.runner import end_with_parent
 
+        log(f"{workers} search workers, sharing {settings.storage}")
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=end_with_parent) as pool:
-            for future in [pool.submit(_worker, m, space, n, timeout) for m, n in zip(mine, shares) if n]:
+            for future in [pool.submit(_worker, *call) for call in calls]:
                 future.result()
     else:
         study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, timeout=timeout,
@@ -282,23 +295,12 @@ def summary_rows(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def trial_recipe(trial: Any) -> dict[str, Any]:
-    """The recipe a trial trained with, as ``recipe_values`` gives it (its drawn values on the search's base)."""
-    from mnistlab.models import get_card
-
-    drawn = trial.params
-    values = recipe_values(get_card(MODEL).recipe)
-    values.update(lr=drawn["lr"], ema=drawn["ema"],
-                  augment={"rotation": drawn["rotation"], "translate": drawn["translate"], "scale": drawn["scale"],
-                           "shear": 0.0})  # fmt: skip
-    return values
-
-
 def register_trial(study: Any, number: int, name: str, path: str | Path) -> dict[str, Any]:
     """Add a finished trial to the found models (``path``, a JSON list) as model ``name``: its layers and
     recipe as data. Registered models are trained, reported and loaded like the zoo's."""
     from mnistlab.fileio import atomic_write_json
     from mnistlab.models import list_models
+    from mnistlab.models.found import entries
 
     if not name.isidentifier() or name != name.lower():
         raise MnistlabError(f"a model's name is lower-case letters, digits and underscores, got {name!r}")
@@ -309,12 +311,10 @@ def register_trial(study: Any, number: int, name: str, path: str | Path) -> dict
     if trial is None or trial.state.name != "COMPLETE":
         done = sorted(n for n, t in trials.items() if t.state.name == "COMPLETE")
         raise MnistlabError(f"trial {number} of study {study.study_name} did not finish; finished: {done}")
-    settings = study.user_attrs.get("settings") or {}
-    recipe = trial_recipe(trial)
-    recipe["epochs"] = settings.get("epochs", recipe["epochs"])
+    recipe = recipe_of(trial.params, (study.user_attrs.get("settings") or {}).get("epochs"))
+    recipe["augment"] = dataclasses.asdict(recipe["augment"])  # as JSON
     entry = {"name": name, "study": study.study_name, "trial": number, "params": trial.user_attrs["params"],
              "score": trial.value, "val_per_seed": trial.user_attrs.get("val_per_seed"),
              "arch": trial.user_attrs["arch"], "recipe": recipe}  # fmt: skip
-    found = json.loads(Path(path).read_text()) if Path(path).is_file() else []
-    atomic_write_json(path, [*found, entry])
+    atomic_write_json(path, [*entries(Path(path)), entry])
     return entry

@@ -72,9 +72,14 @@ def load_checkpoint(path: str | Path, model: str | None = None) -> nn.Module:
     With ``model``, refuse a checkpoint of any other model.
     """
     payload = read_checkpoint(path)
+    if model is not None and payload["model"] != model:
+        raise MnistlabError(f"{path} holds a {payload['model']} checkpoint, not {model}")
+    return model_from(payload, path)
+
+
+def model_from(payload: dict[str, Any], path: str | Path) -> nn.Module:
+    """The model of a checkpoint already read (``read_checkpoint``), in eval mode."""
     name = payload["model"]
-    if model is not None and name != model:
-        raise MnistlabError(f"{path} holds a {name} checkpoint, not {model}")
     network = build_model(name, payload["config"])
     try:
         network.load_state_dict(payload["state_dict"])

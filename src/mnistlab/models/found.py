@@ -37,17 +37,22 @@ def _register(entry: dict[str, Any]) -> None:
     )(build)  # fmt: skip
 
 
+def entries(path: Path = FOUND) -> list[dict[str, Any]]:
+    """The found models as ``mnistlab register`` wrote them (none when the file is absent)."""
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def found_names(path: Path = FOUND) -> list[str]:
     """The registered found models' names (chosen on validation: their final runs train on all 60,000)."""
-    return [entry["name"] for entry in json.loads(path.read_text())] if path.is_file() else []
+    return [entry["name"] for entry in entries(path)]
 
 
 def load(path: Path = FOUND) -> list[dict[str, Any]]:
     """Register every entry of ``path``; return them."""
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    for entry in entries:
+    found = entries(path)
+    for entry in found:
         _register(entry)
-    return entries
+    return found
 
 
 load()
