@@ -7,8 +7,11 @@
    pipeline (map-style Dataset rotating PIL images, DataLoader with 8 workers, pinned memory) for one epoch
    at batch 64 and 128; 16 seeds of Model 8 stacked (results/stacked/model8-16seeds);
 3. Model 8's three final seeds stacked (results/stacked/model8/seed<k>), beside the single-run records;
-4. the record searches (``--minutes`` of them): at most 3,500 and at most 3,762 parameters, ``--workers``
-   search workers sharing each study in results/search/ (resumed where an earlier session left it).
+4. the record searches (``--minutes`` of them): at most 3,500 and at most 3,762 parameters at the same time,
+   ``--workers`` search workers sharing each study in results/search/ (resumed where an earlier session left
+   it), over results/search/record-gpu.space.json (the CPU search's space, with the batch size drawn too);
+5. the finals: each search's best trial registered (`mnistlab register`) and trained on 3 seeds with all
+   60,000 images (`mnistlab reproduce --models NAME --no-tuning`); found.json comes back in ``--out``.
 
 The earlier sessions' stages (Model 7's rounds, the zoo's seeds) are recorded and gone from here: their runs
 are what `mnistlab reproduce` re-makes.
@@ -38,6 +41,7 @@ from mnistlab.engine import fit, fit_group  # noqa: E402
 from mnistlab.models import config_for  # noqa: E402
 
 RECORD: dict = {"stages": {}}
+FINALS_SECONDS = 110  # what the finals are left under --deadline: 2 models x 3 seeds stacked, at once
 GRAPH = {"cuda_graph": True}  # set False by the smoke test if the captured step fails or disagrees
 
 
@@ -52,7 +56,11 @@ def main() -> None:
         "--workers", type=int, default=0, help="processes for a study's runs [the stage's own]"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
-    parser.add_argument("--minutes", type=float, default=6.0, help="the record searches' time, both together")
+    parser.add_argument("--minutes", type=float, default=4.0,
+                        help="the record searches' time (both at once): no trial starts after it")  # fmt: skip
+    parser.add_argument("--deadline", type=float, default=0.0,
+                        help="seconds from the start by which the whole command ends (0: none): trials in flight "
+                        "stop in time for the finals, which stop by then")  # fmt: skip
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -62,6 +70,7 @@ def main() -> None:
     RECORD["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     RECORD["torch"] = torch.__version__
     RECORD["t0"] = time.time()
+    RECORD["end"] = RECORD["t0"] + args.deadline if args.deadline else None
     started = time.perf_counter()
     skip = set(args.skip.split(","))
     stages = [
@@ -70,6 +79,7 @@ def main() -> None:
         ("stacked16", lambda: stacked_seeds(device, args, tiny, 16, "model8-16seeds")),
         ("stacked3", lambda: stacked_seeds(device, args, tiny, 3, "model8")),
         ("record", lambda: record(device, args, tiny)),
+        ("finals", lambda: finals(device, args, tiny)),
     ]
     for name, stage in stages:
         if name in skip or args.only and name not in args.only.split(","):
@@ -95,7 +105,9 @@ def pack(args: argparse.Namespace) -> None:
     since = RECORD["t0"]
     with tarfile.open(args.out / "results.tar.gz", "w:gz") as tar:
         for path in sorted(args.results.rglob("*")):
-            if path.is_file() and path.stat().st_mtime >= since and path.stat().st_size < 4_000_000:
+            parts = path.relative_to(args.results).parts  # search/<study>/trialN/...: a trial's scratch
+            if (path.is_file() and path.stat().st_mtime >= since and path.stat().st_size < 4_000_000
+                    and not (parts[0] == "search" and len(parts) > 2)):  # fmt: skip
                 tar.add(path)
 
 
@@ -104,20 +116,29 @@ def quiet(line: str) -> None:
 
 
 def smoke(device: str, args: argparse.Namespace) -> dict:
-    """One short epoch with the graph and one eager: both must learn and agree in distribution."""
+    """One short epoch of a search trial's kind (2 seeds stacked, batch 32, a moving average short enough to
+    score after 156 steps) with the graph and eager: both must learn and agree in distribution, or the search
+    trains without the graph."""
+    import tempfile
+
     out = {}
     for graph in (True, False):
-        config = config_for("model8", epochs=1, limit=6000, val_size=1000, device=device,
-                                       output_dir=f"/tmp/smoke-{graph}", cuda_graph=graph)  # fmt: skip
+        scratch = tempfile.mkdtemp(prefix=f"smoke-graph{graph}-")
+        configs = [config_for("found2k9", seed=seed, epochs=1, limit=6000, val_size=1000, batch_size=32, ema=0.9,
+                              device=device, output_dir=f"{scratch}/s{seed}", cuda_graph=graph)
+                   for seed in (1, 2)]  # fmt: skip
         try:
-            summary = fit(config, progress=False, log=quiet)
+            summaries = fit_group(configs, progress=False, log=quiet)
         except Exception as exc:
             GRAPH["cuda_graph"] = False
             out[f"graph={graph}"] = {"error": repr(exc), "trace": traceback.format_exc()[-2000:]}
             continue
-        out[f"graph={graph}"] = {"val": summary["last_val_acc"], "provenance": summary["provenance"]}
-    if "val" in out.get("graph=True", {}) and abs(out["graph=True"]["val"] - out["graph=False"]["val"]) > 1.5:
-        GRAPH["cuda_graph"] = False  # disagrees beyond seed-level noise on 1,000 images: do not trust it
+        out[f"graph={graph}"] = {"val": [s["last_val_acc"] for s in summaries],
+                                 "provenance": summaries[0]["provenance"]}  # fmt: skip
+    if "val" in out.get("graph=True", {}) and "val" in out.get("graph=False", {}):
+        gaps = [abs(a - b) for a, b in zip(out["graph=True"]["val"], out["graph=False"]["val"])]
+        if max(gaps) > 1.5:  # beyond seed-level noise on 1,000 images: do not trust it
+            GRAPH["cuda_graph"] = False
     out["graph_used_after"] = GRAPH["cuda_graph"]
     return out
 
@@ -176,30 +197,93 @@ def stacked_seeds(device: str, args: argparse.Namespace, tiny: dict, count: int,
 
 
 def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
-    """The record searches, at most 3,500 and at most 3,762 parameters (the public single-run model's size):
-    ``--workers`` search workers share each study (in results/search/, resumed where an earlier session left
-    it), each stopping new trials after its share of ``--minutes``; the archive is packed after each."""
+    """The record searches, at most 3,500 and at most 3,762 parameters (the public single-run model's size), at
+    the same time: ``--workers`` search workers share each study (in results/search/, resumed where an earlier
+    session left it), each starting no trial after ``--minutes``; the archive is packed after them."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from mnistlab.search import Settings, Space, search
 
-    space = Space.from_file(
-        Path(__file__).resolve().parents[1] / "results" / "search" / "record-3500.space.json"
-    )
-    result = {}
+    space_file = Path("results") / "search" / "record-gpu.space.json"
+    space = Space.from_file(Path(__file__).resolve().parents[1] / space_file)
     (args.results / "search").mkdir(parents=True, exist_ok=True)
-    for budget, share in ((3500, 0.6), (3762, 0.4)):
-        name = f"record-{budget}" + ("-tiny" if tiny else "")
+    command = (f"PYTHONPATH=src python benchmarks/gpu_session.py --only record --minutes {args.minutes:g} "
+               f"--workers {args.workers or 5} (space {space_file}; {RECORD['device']})")  # fmt: skip
+
+    def one(name: str, budget: int) -> dict:
+        try:
+            return search_one(name, budget)
+        except Exception as exc:  # one study's failure must not cost the other its result
+            return {"error": repr(exc), "trace": traceback.format_exc()[-3000:]}
+
+    def search_one(name: str, budget: int) -> dict:
         storage = f"sqlite:///{(args.results / 'search' / (name + '.db')).resolve()}"
+        # trials still training when only the finals' time is left are stopped (failed, marked "stopped")
+        stop_at = RECORD["end"] - FINALS_SECONDS if RECORD["end"] else None
         settings = Settings(name, storage, budget, epochs=tiny.get("epochs", 15), limit=tiny.get("limit"),
-                            results=str(args.results), device=device, threads=1)  # fmt: skip
-        study = search(settings, space, trials=1000, log=quiet, workers=args.workers or 8,
-                       timeout=args.minutes * 60 * share)  # fmt: skip
-        done = [t for t in study.trials if t.value is not None]
+                            results=str(args.results), device=device, threads=1, command=command,
+                            sampler_seed=budget, stop_at=stop_at, **GRAPH)  # fmt: skip
+        study = search(settings, space, trials=1000, log=quiet, workers=args.workers or 5,
+                       timeout=args.minutes * 60)  # fmt: skip
+        done = [t for t in study.trials if t.state.name == "COMPLETE"]
         best = max(done, key=lambda t: t.value) if done else None
-        result[name] = {"trials": len(study.trials), "finished": len(done),
-                        "best": {"trial": best.number, "params": best.user_attrs["params"], "score": best.value,
-                                 "arch": best.user_attrs["arch"]} if best else None}  # fmt: skip
-        pack(args)
+        return {"trials": len(study.trials), "finished": len(done),
+                "best": {"trial": best.number, "params": best.user_attrs["params"], "score": best.value,
+                         "arch": best.user_attrs["arch"], "drawn": best.params} if best else None}  # fmt: skip
+
+    names = [f"record-{budget}" + ("-tiny" if tiny else "") for budget in (3500, 3762)]
+    with ThreadPoolExecutor(2) as pool:
+        futures = {name: pool.submit(one, name, int(name.split("-")[1])) for name in names}
+        result = {name: future.result() for name, future in futures.items()}
+    RECORD["searches"] = result
     return result
+
+
+def finals(device: str, args: argparse.Namespace, tiny: dict) -> dict:
+    """Each record search's best trial (worst-seed validation) registered as a model and trained on 3 seeds
+    with all 60,000 images, tested at every epoch: the committed commands `mnistlab register` and
+    `mnistlab reproduce --models NAME --no-tuning`, run as they are. The found models file comes back in
+    ``--out``."""
+    import os
+
+    env = dict(os.environ)
+    if tiny:  # a try-out registers beside its results, never into the package's found.json
+        env["MNISTLAB_FOUND"] = str((args.results / "found.json").resolve())
+    found_file = Path(env.get("MNISTLAB_FOUND") or Path("src/mnistlab/models/found.json"))
+    names = []
+    for study, summary in (RECORD.get("searches") or {}).items():
+        best = summary.get("best")
+        if not best:
+            continue
+        taken = {e["name"] for e in (json.loads(found_file.read_text()) if found_file.is_file() else [])}
+        base = f"found{best['params'] // 1000}k{best['params'] % 1000 // 100}"
+        name = next(n for n in [base, *(f"{base}{c}" for c in "bcdefgh")] if n not in taken)
+        mnistlab(["register", "--study", study, "--trial", str(best["trial"]), "--name", name,
+                  "--results", str(args.results)], env)  # fmt: skip
+        names.append(name)
+    if not names:
+        return {"models": []}
+    extra = ["--epochs", str(tiny["epochs"]), "--limit", str(tiny["limit"])] if tiny else []
+    start = time.perf_counter()
+    mnistlab(["reproduce", "--models", ",".join(names), "--no-tuning", "--device", device, "--workers",
+              str(len(names)), "--results", str(args.results), "--quiet", *extra], env)  # fmt: skip
+    out = {"models": names, "fit_seconds": time.perf_counter() - start, "test_last3": {}}
+    for name in names:
+        for seed in (1, 2, 3):
+            summary = args.results / name / f"seed{seed}" / "summary.json"
+            if summary.is_file():
+                out["test_last3"][f"{name}/seed{seed}"] = json.loads(summary.read_text())["test_acc_last3"]
+    (args.out / "found.json").write_text(found_file.read_text())
+    return out
+
+
+def mnistlab(argv: list[str], env: dict) -> None:
+    """A mnistlab command as a user types it, its output in this log; a failure stops the stage."""
+    import subprocess
+
+    print("$ mnistlab " + " ".join(argv), flush=True)
+    left = RECORD["end"] - time.time() - 5 if RECORD["end"] else None
+    subprocess.run([sys.executable, "-m", "mnistlab", *argv], env=env, check=True, timeout=left)
 
 
 if __name__ == "__main__":

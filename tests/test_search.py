@@ -65,7 +65,14 @@ def test_a_trial_over_budget_is_never_trained(tmp_path):
         assert not (tmp_path / "search" / "tiny" / f"trial{t.number}").exists()
 
 
-TINY_SPACE = {"width": [12, 16], "stem1": [4, 5], "stem2": [8, 9], "depth": [2, 3], "factored": [True]}
+TINY_SPACE = {
+    "width": [12, 16],
+    "stem1": [4, 5],
+    "stem2": [8, 9],
+    "depth": [2, 3],
+    "factored": [True],
+    "batch_size": [32],
+}
 
 
 def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path):
@@ -109,6 +116,15 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     mine = config_for("tiny_found")
     for key in ("lr", "ema", "augment", "epochs", "batch_size", "scheduler", "optimizer"):
         assert getattr(mine, key) == getattr(trained, key), key
+    assert trained.batch_size == 32  # drawn from the space, not the family's 64
+
+
+def test_a_trial_from_before_the_batch_size_was_drawn_keeps_the_familys():
+    from mnistlab.search import recipe_of
+
+    drawn = {"rotation": 1.0, "translate": 0.0, "scale": 0.0, "lr": 0.05, "ema": 0.0}
+    assert recipe_of(drawn)["batch_size"] == 64
+    assert recipe_of({**drawn, "batch_size": 128})["batch_size"] == 128
 
 
 def test_search_workers_on_a_local_ray_cluster(tmp_path):
@@ -164,3 +180,16 @@ def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(t
     section = searches_section(tmp_path, tmp_path / "figures", tmp_path / "REPORT.md")
     assert "2 trials: 1 finished, 1 pruned by the median rule" in section
     assert "| 99.10 |" in section and "99.90" not in section
+
+
+def test_a_deadline_stops_the_trials_in_flight_and_the_search_returns(tmp_path):
+    import time
+
+    from mnistlab.search import Settings, Space, search
+
+    settings = Settings("d", f"sqlite:///{tmp_path / 'd.db'}", max_params=3500, seeds=(1,), epochs=2, limit=300,
+                        results=str(tmp_path), threads=1, stop_at=time.time())  # fmt: skip
+    space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
+    study = search(settings, space, trials=2, log=lambda m: None)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert study.trials[0].user_attrs["stopped"] == "at the deadline, after epoch 1"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class Space:
     translate: tuple[float, float] = (0.0, 0.12)
     scale: tuple[float, float] = (0.0, 0.12)
     ema: tuple[float, ...] = (0.0, 0.999)  # decay of the moving average evaluated (0: none)
+    batch_size: tuple[int, ...] = (64,)  # choices: a small model may gain from more, smaller steps
 
     @classmethod
     def from_file(cls, path: str | Path) -> Space:
@@ -72,7 +74,8 @@ def sample(trial: Any, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
              "translate": trial.suggest_float("translate", *space.translate),
              "scale": trial.suggest_float("scale", *space.scale),
              "lr": trial.suggest_float("lr", *space.lr, log=True),
-             "ema": trial.suggest_categorical("ema", list(space.ema))}  # fmt: skip
+             "ema": trial.suggest_categorical("ema", list(space.ema)),
+             "batch_size": trial.suggest_categorical("batch_size", list(space.batch_size))}  # fmt: skip
     return arch, drawn
 
 
@@ -85,6 +88,8 @@ def recipe_of(drawn: dict[str, Any], epochs: int | None = None) -> dict[str, Any
     augment = dataclasses.replace(values["augment"], rotation=drawn["rotation"], translate=drawn["translate"],
                                   scale=drawn["scale"])  # fmt: skip
     return {**values, "lr": drawn["lr"], "ema": drawn["ema"], "augment": augment,
+            # a trial of a study from before the batch size was drawn trained at the family's
+            "batch_size": drawn.get("batch_size", values["batch_size"]),
             "epochs": values["epochs"] if epochs is None else epochs}  # fmt: skip
 
 
@@ -116,6 +121,8 @@ class Settings:
     threads: int = 0
     sampler_seed: int = 0  # the sampler's draws follow it: a study re-made from scratch draws the same trials
     command: str = ""  # the command line that ran it, kept in the study (every one, in order) for the report
+    stop_at: float | None = None  # a wall-clock time (time.time()) after which a trial in flight is stopped
+    cuda_graph: bool = True  # on CUDA, the captured-graph training step (TrainConfig's)
 
 
 def open_study(settings: Settings) -> Any:
@@ -184,10 +191,13 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
     base = recipe_of(recipe, settings.epochs)
     root = Path(settings.results) / "search" / settings.name / f"trial{trial.number}"
     configs = [TrainConfig(model=MODEL, arch=arch, seed=seed, limit=settings.limit, device=settings.device,
-                           threads=settings.threads, test_every_epoch=False, output_dir=str(root / f"s{seed}"),
+                           threads=settings.threads, cuda_graph=settings.cuda_graph, test_every_epoch=False, output_dir=str(root / f"s{seed}"),
                            **base) for seed in settings.seeds]  # fmt: skip
 
     def report(epoch: int, histories: list[list[dict[str, Any]]]) -> None:
+        if settings.stop_at is not None and time.time() > settings.stop_at:
+            trial.set_user_attr("stopped", f"at the deadline, after epoch {epoch}")
+            raise Deadline(f"trial {trial.number} stopped at the deadline after epoch {epoch}")
         trial.report(min(h[-1]["val_acc"] for h in histories), epoch)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
@@ -197,6 +207,11 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
     per_seed = [mean(h["val_acc"] for h in _history(c)[-LAST_K:]) for c in configs]
     trial.set_user_attr("val_per_seed", per_seed)
     return min(per_seed)
+
+
+class Deadline(Exception):
+    """A trial stopped by ``Settings.stop_at`` (a lent machine's end): Optuna records it as failed, and its
+    worker goes on to the next trial, which its timeout stops from starting."""
 
 
 def _history(config: TrainConfig) -> list[dict[str, Any]]:
@@ -224,13 +239,16 @@ def search(
             f"no candidate of the search space fits {settings.max_params:,} parameters (the smallest has "
             f"{smallest:,}); raise --max-params or narrow the space"
         )
+    if settings.stop_at is not None:  # no trial starts that the deadline would stop
+        timeout = min(timeout if timeout is not None else math.inf, max(0.0, settings.stop_at - time.time()))
     study = open_study(settings)
     if settings.command:
         study.set_user_attr("commands", [*study.user_attrs.get("commands", []), settings.command])
     before = len(study.trials)
-    # every worker its share of the trials and its own sampler seed; on Ray a path every node can resolve
+    # every worker its share of the trials and its own sampler seed, offset by the trials already there (a
+    # resumed study's random start-up draws anew); on Ray a path every node can resolve
     shared = dataclasses.replace(settings, storage=_absolute(settings.storage)) if cluster else settings
-    calls = [(dataclasses.replace(shared, sampler_seed=settings.sampler_seed + i), space, share, timeout)
+    calls = [(dataclasses.replace(shared, sampler_seed=settings.sampler_seed + before + i), space, share, timeout)
              for i in range(workers) if (share := trials // workers + (i < trials % workers))]  # fmt: skip
     if cluster is not None:
         from mnistlab.distributed import run_tasks
@@ -250,7 +268,7 @@ def search(
                 future.result()
     else:
         study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, timeout=timeout,
-                       catch=())  # fmt: skip
+                       catch=(Deadline,))  # fmt: skip
     study = open_study(settings)
     log(
         f"study {settings.name}: {len(study.trials)} trials ({len(study.trials) - before} new) in {settings.storage}"
@@ -261,9 +279,9 @@ def search(
 def _worker(settings: Settings, space: Space, trials: int, timeout: float | None = None) -> None:
     """One search worker: ``trials`` trials of the shared study, its log lines prefixed by its sampler seed."""
     study = open_study(settings)
-    log = lambda line: print(f"[worker {settings.sampler_seed}] {line}", flush=True)  # noqa: E731
+    log = lambda line: print(f"[{settings.name} worker {settings.sampler_seed}] {line}", flush=True)  # noqa: E731
     study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, timeout=timeout,
-                   catch=())  # fmt: skip
+                   catch=(Deadline,))  # fmt: skip
 
 
 def _scratch_worker(settings: Settings, space: Space, trials: int, timeout: float | None = None) -> None:

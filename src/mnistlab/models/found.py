@@ -5,6 +5,7 @@ trains, reloads and reports like the zoo's, and the file says which study and tr
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from mnistlab.config import Recipe
 from mnistlab.models.compact import searched
 from mnistlab.models.registry import register_model
 
-FOUND = Path(__file__).with_name("found.json")
+# MNISTLAB_FOUND names another file: a try-out (the GPU session script's --tiny) registers there, not here
+FOUND = Path(os.environ.get("MNISTLAB_FOUND") or Path(__file__).with_name("found.json"))
 
 
 def _register(entry: dict[str, Any]) -> None:
