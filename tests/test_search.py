@@ -182,14 +182,40 @@ def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(t
     assert "| 99.10 |" in section and "99.90" not in section
 
 
-def test_a_deadline_stops_the_trials_in_flight_and_the_search_returns(tmp_path):
+class _Clock:
+    """time.time() for the search module: 0 at the first call (the search's start), 100 after."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def time(self) -> float:
+        self.calls += 1
+        return 0.0 if self.calls == 1 else 100.0
+
+
+@pytest.mark.parametrize("epochs, state", [(2, "FAIL"), (1, "COMPLETE")])
+def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(
+    tmp_path, monkeypatch, epochs, state
+):
+    import mnistlab.search
+    from mnistlab.search import Settings, Space, search
+
+    monkeypatch.setattr(mnistlab.search, "time", _Clock())
+    settings = Settings("d", f"sqlite:///{tmp_path / 'd.db'}", max_params=3500, seeds=(1,), epochs=epochs,
+                        limit=300, results=str(tmp_path), threads=1, stop_at=10.0)  # fmt: skip
+    space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
+    study = search(settings, space, trials=1, log=lambda m: None)
+    assert [t.state.name for t in study.trials] == [state]
+    if state == "FAIL":
+        assert study.trials[0].user_attrs["stopped"] == "at the deadline, after epoch 1"
+
+
+def test_no_trial_starts_once_the_deadline_has_passed(tmp_path):
     import time
 
     from mnistlab.search import Settings, Space, search
 
-    settings = Settings("d", f"sqlite:///{tmp_path / 'd.db'}", max_params=3500, seeds=(1,), epochs=2, limit=300,
-                        results=str(tmp_path), threads=1, stop_at=time.time())  # fmt: skip
+    settings = Settings("d", f"sqlite:///{tmp_path / 'd.db'}", max_params=3500, seeds=(1,), epochs=1, limit=300,
+                        results=str(tmp_path), threads=1, stop_at=time.time() - 1)  # fmt: skip
     space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
-    study = search(settings, space, trials=2, log=lambda m: None)
-    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
-    assert study.trials[0].user_attrs["stopped"] == "at the deadline, after epoch 1"
+    assert search(settings, space, trials=3, log=lambda m: None).trials == []

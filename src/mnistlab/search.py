@@ -195,7 +195,8 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
                            **base) for seed in settings.seeds]  # fmt: skip
 
     def report(epoch: int, histories: list[list[dict[str, Any]]]) -> None:
-        if settings.stop_at is not None and time.time() > settings.stop_at:
+        # a trial past its last epoch has nothing left to stop: it finishes
+        if settings.stop_at is not None and epoch < settings.epochs and time.time() > settings.stop_at:
             trial.set_user_attr("stopped", f"at the deadline, after epoch {epoch}")
             raise Deadline(f"trial {trial.number} stopped at the deadline after epoch {epoch}")
         trial.report(min(h[-1]["val_acc"] for h in histories), epoch)
