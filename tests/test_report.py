@@ -210,3 +210,29 @@ def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
         (r.group, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None
     }
     assert after == before
+
+
+def test_the_record_section_names_each_search_and_every_model_taken_from_one():
+    """On the recorded results: a line per stored search with its best trial, and the final runs of every
+    found model beside the hand-made ones, smallest first."""
+    import optuna
+
+    from mnistlab.models import get_card
+    from mnistlab.models.found import entries
+    from mnistlab.records import ModelResult, model_runs
+    from mnistlab.report import RECORD_MODELS, record_section
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    found = entries()
+    names = [*RECORD_MODELS, *(f["name"] for f in found)]
+    section = record_section([ModelResult(get_card(n), model_runs(results, n)) for n in names], {}, results)
+    for store in sorted((results / "search").glob("*.db")):
+        study = optuna.load_study(study_name=store.stem, storage=f"sqlite:///{store}")
+        best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+        assert f"Search `{store.stem}`" in section and f"best trial {best.number} " in section
+    finals = section[section.index("Final runs") :]
+    by_size = sorted(names, key=lambda n: get_card(n).params)
+    positions = [
+        finals.index(f"**{get_card(n).title}** ({get_card(n).params:,} parameters)") for n in by_size
+    ]
+    assert positions == sorted(positions)

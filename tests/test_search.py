@@ -44,6 +44,7 @@ def test_a_tiny_study_runs_twice_and_the_second_continues_it(tmp_path):
     (["--max-params", "50"], "no candidate of the search space fits 50 parameters"),
     (["--max-params", "3500", "--storage", "nosuchdb://x"], "cannot open the study storage"),
     (["--max-params", "3500", "--space", "space.json"], "names unknown field 'widths'"),
+    (["--max-params", "3500", "--deadline", "0"], "--deadline is seconds from now, more than 0"),
 ])  # fmt: skip
 def test_bad_search_input_is_one_line(tmp_path, args, message):
     (tmp_path / "space.json").write_text(json.dumps({"widths": [12, 16]}))

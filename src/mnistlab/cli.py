@@ -10,6 +10,7 @@ import dataclasses
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -462,9 +463,12 @@ def reproduce(
               help="join this Ray cluster (implies --ray; give a --storage every node reaches)")  # fmt: skip
 @click.option("--timeout", type=float, default=None,
               help="seconds after which a worker starts no new trial (a lent machine's time)")  # fmt: skip
+@click.option("--deadline", type=float, default=None,
+              help="seconds after which the trials still training stop (failed, marked 'stopped') and no trial "
+              "starts: a lent machine's end")  # fmt: skip
 def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | None, name: str | None,
            storage: str | None, space_file: str | None, results: str, device: str, threads: int, workers: int,
-           use_ray: bool, ray_address: str | None, timeout: float | None) -> None:  # fmt: skip
+           use_ray: bool, ray_address: str | None, timeout: float | None, deadline: float | None) -> None:  # fmt: skip
     """Search shapes and recipes under a parameter budget, scored on validation (worst seed); resumable."""
     _need_optuna()
     from mnistlab.search import Settings, Space, summary_rows
@@ -472,6 +476,8 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
 
     if trials < 1 or epochs < 1 or workers < 1:
         raise MnistlabError("--trials, --epochs and --workers must be at least 1")
+    if deadline is not None and deadline <= 0:
+        raise MnistlabError(f"--deadline is seconds from now, more than 0; got {deadline:g}")
     name = name or f"record-{max_params}"
     if storage is None:
         Path(results, "search").mkdir(parents=True, exist_ok=True)
@@ -479,8 +485,9 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
     space = Space.from_file(space_file) if space_file else Space()
     cluster = _cluster(use_ray, ray_address)
     command = "mnistlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    stop_at = time.time() + deadline if deadline is not None else None
     settings = Settings(name, storage, max_params, _parse_seeds(seeds), epochs, limit, results, device, threads,
-                        command=command)  # fmt: skip
+                        command=command, stop_at=stop_at)  # fmt: skip
     study = run_search(
         settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout
     )

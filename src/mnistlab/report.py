@@ -313,76 +313,94 @@ def search_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
-def searches_section(results: Path, figures: Path, output: Path) -> str:
-    """A section per search stored under results/search/: its trials, the parameters-against-score front as
-    a plot, and the trials taken to final runs (the found models registered from it)."""
+def _searches(results: Path) -> list[tuple[Path, Any, list[dict[str, Any]]]]:
+    """Every study stored under results/search/, with its trials as data (``search.summary_rows``)."""
     stores = sorted((results / "search").glob("*.db"))
     if not stores:
-        return ""
+        return []
     import optuna
 
     from mnistlab.search import summary_rows
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies = []
+    for store in stores:
+        storage = f"sqlite:///{store}"
+        for summary in optuna.get_all_study_summaries(storage):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            studies.append((store, study, summary_rows(study)))
+    return studies
+
+
+def _finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials with a score (a pruned one's last reported value is not one)."""
+    return [r for r in rows if r["state"] == "COMPLETE" and r["score"] is not None]
+
+
+def searches_section(results: Path, figures: Path, output: Path) -> str:
+    """A section per search stored under results/search/: its trials, the parameters-against-score front as
+    a plot, and the trials taken to final runs (the found models registered from it)."""
+    studies = _searches(results)
+    if not studies:
+        return ""
+    from mnistlab.search import batch_size_of
+
     found = entries()
     parts = ["## Searches", "",
              "Each made by `mnistlab search` (Optuna's TPE sampler, median pruner on the worst seed's validation "
              "accuracy), scored on the validation split only: the worst seed's mean over the last "
              f"{LAST_K} epochs. A trial over the budget is never trained. The test set is not evaluated in a "
              "search; the trials taken to final runs are reported with the models above.", ""]  # fmt: skip
-    for store in stores:
-        storage = f"sqlite:///{store}"
-        for summary in optuna.get_all_study_summaries(storage):
-            study = optuna.load_study(study_name=summary.study_name, storage=storage)
-            settings = study.user_attrs.get("settings", {})
-            rows = summary_rows(study)
-            done = [
-                r for r in rows if r["state"] == "COMPLETE" and r["score"] is not None
-            ]  # pruned: a last epoch's value
-            over = sum(r["over_budget"] for r in rows)
-            pruned = sum(r["state"] == "PRUNED" and not r["over_budget"] for r in rows)
-            running = sum(r["state"] == "RUNNING" for r in rows)
-            failed = sum(r["state"] == "FAIL" for r in rows)
-            budget = settings.get("max_params", max((r["params"] or 0) for r in rows))
-            front = search_front(done)
-            figure = plot_search([(r["params"], r["score"]) for r in done], [(r["params"], r["score"]) for r in front],
-                                 budget, figures / f"search-{study.study_name}.png", title=study.study_name)  # fmt: skip
-            parts += [f"### Search `{study.study_name}` (stored in `search/{store.name}`)", "",
-                      f"Budget {budget:,} parameters; each trial on seeds {settings.get('seeds')}, "
-                      f"{settings.get('epochs')} epochs" + (f", the first {settings['limit']:,} images of each split"
-                      if settings.get("limit") else "") + f". {len(rows)} trials: {len(done)} finished, {pruned} "
-                      f"pruned by the median rule, {over} over the budget (not trained)"
-                      + (f", {running} training or interrupted" if running else "")
-                      + (f", {failed} failed (their worker was stopped)" if failed else "") + ".", "",
-                      *(["Made by " + "; then ".join(f"`{c}`" for c in study.user_attrs["commands"]) + ".", ""]
-                        if study.user_attrs.get("commands") else []),
-                      f"![{study.study_name}: parameters against the worst seed's validation mean]"
-                      f"({os.path.relpath(figure, output.parent)})", ""]  # fmt: skip
-            if done:
-                parts += ["| trial | params | worst seed (val, last epochs) | per seed | shape | one-cycle peak | "
-                          "moving average | rotation, shift, zoom | on the front |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-                on_front = {r["trial"] for r in front}
-                for r in sorted(done, key=lambda r: -r["score"])[:12]:
-                    drawn, arch = r["params_drawn"], r["arch"]
-                    shape = (f"{'-'.join(map(str, arch['stem']))} \\| {len(arch['body'])}x{arch['body'][0]} "
-                             f"{'sep' if arch['factored'] else 'full'}, {arch['padded']} padded")  # fmt: skip
-                    per_seed = ", ".join(f"{v:.2f}" for v in r["val_per_seed"] or [])
-                    parts.append(f"| {r['trial']} | {r['params']:,} | {r['score']:.2f} | {per_seed} | {shape} | "
-                                 f"{drawn['lr']:.3f} | {drawn['ema']} | {drawn['rotation']:.1f}°, "
-                                 f"{drawn['translate']:.2f}, {drawn['scale']:.2f} | "
-                                 f"{'yes' if r['trial'] in on_front else ''} |")  # fmt: skip
-                parts.append("")
-            taken = [f for f in found if f["study"] == study.study_name]
-            if taken:
-                parts += ["Taken to final runs: " + ", ".join(f"trial {f['trial']} as `{f['name']}` "
-                          f"({f['params']:,} parameters; its final runs are in the table above)" for f in taken)
-                          + ".", ""]  # fmt: skip
-            else:
-                parts += [
-                    "Taken to final runs: none yet (`mnistlab register --study "
-                    f"{study.study_name} --trial N --name NAME`, then `mnistlab reproduce --models NAME`).",
-                    "",
-                ]
+    for store, study, rows in studies:
+        settings = study.user_attrs.get("settings", {})
+        done = _finished(rows)
+        over = sum(r["over_budget"] for r in rows)
+        pruned = sum(r["state"] == "PRUNED" and not r["over_budget"] for r in rows)
+        running = sum(r["state"] == "RUNNING" for r in rows)
+        stopped = sum(r["state"] == "FAIL" and bool(r["stopped"]) for r in rows)
+        failed = sum(r["state"] == "FAIL" for r in rows) - stopped
+        budget = settings.get("max_params", max((r["params"] or 0) for r in rows))
+        front = search_front(done)
+        figure = plot_search([(r["params"], r["score"]) for r in done], [(r["params"], r["score"]) for r in front],
+                             budget, figures / f"search-{study.study_name}.png", title=study.study_name)  # fmt: skip
+        parts += [f"### Search `{study.study_name}` (stored in `search/{store.name}`)", "",
+                  f"Budget {budget:,} parameters; each trial on seeds {settings.get('seeds')}, "
+                  f"{settings.get('epochs')} epochs" + (f", the first {settings['limit']:,} images of each split"
+                  if settings.get("limit") else "") + f". {len(rows)} trials: {len(done)} finished, {pruned} "
+                  f"pruned by the median rule, {over} over the budget (not trained)"
+                  + (f", {running} training or interrupted" if running else "")
+                  + (f", {stopped} stopped at a deadline (a lent machine's end)" if stopped else "")
+                  + (f", {failed} failed (their worker was stopped)" if failed else "") + ".", "",
+                  *(["Made by " + "; then ".join(f"`{c}`" for c in study.user_attrs["commands"]) + ".", ""]
+                    if study.user_attrs.get("commands") else []),
+                  f"![{study.study_name}: parameters against the worst seed's validation mean]"
+                  f"({os.path.relpath(figure, output.parent)})", ""]  # fmt: skip
+        if done:
+            parts += ["| trial | params | worst seed (val, last epochs) | per seed | shape | one-cycle peak | batch | "
+                      "moving average | rotation, shift, zoom | on the front |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            on_front = {r["trial"] for r in front}
+            for r in sorted(done, key=lambda r: -r["score"])[:12]:
+                drawn, arch = r["params_drawn"], r["arch"]
+                shape = (f"{'-'.join(map(str, arch['stem']))} \\| {len(arch['body'])}x{arch['body'][0]} "
+                         f"{'sep' if arch['factored'] else 'full'}, {arch['padded']} padded")  # fmt: skip
+                per_seed = ", ".join(f"{v:.2f}" for v in r["val_per_seed"] or [])
+                parts.append(f"| {r['trial']} | {r['params']:,} | {r['score']:.2f} | {per_seed} | {shape} | "
+                             f"{drawn['lr']:.3f} | {batch_size_of(drawn)} | {drawn['ema']} | "
+                             f"{drawn['rotation']:.1f}°, {drawn['translate']:.2f}, {drawn['scale']:.2f} | "
+                             f"{'yes' if r['trial'] in on_front else ''} |")  # fmt: skip
+            parts.append("")
+        taken = [f for f in found if f["study"] == study.study_name]
+        if taken:
+            parts += ["Taken to final runs: " + ", ".join(f"trial {f['trial']} as `{f['name']}` "
+                      f"({f['params']:,} parameters; its final runs are in the table above)" for f in taken)
+                      + ".", ""]  # fmt: skip
+        else:
+            parts += [
+                "Taken to final runs: none yet (`mnistlab register --study "
+                f"{study.study_name} --trial N --name NAME`, then `mnistlab reproduce --models NAME`).",
+                "",
+            ]
     return "\n".join(parts)
 
 
@@ -430,8 +448,11 @@ RECORD_MODELS = ("sepnet3k", "sepnet6k", "model8")  # the record, then the small
 RECORD_STUDIES = ("record", "fallback", "smallest-seeds", "record-seeds")
 
 
-def record_section(model_results: list[ModelResult], study_scores: dict[str, list[Candidate]]) -> str:
-    """The record in a few lines: what was tried on validation, and which models held on every seed."""
+def record_section(
+    model_results: list[ModelResult], study_scores: dict[str, list[Candidate]], results: Path
+) -> str:
+    """The record in a few lines: what was tried on validation (studies and searches), and which models held
+    on every seed."""
     by_name = {r.card.name: r for r in model_results}
     lines = ["## The record: 99.4% with as few parameters as possible", "",
              f"Goal: at most {RECORD_BUDGET:,} parameters, {TARGET}% or more in each of the last 3 of 15 epochs on "
@@ -451,9 +472,18 @@ def record_section(model_results: list[ModelResult], study_scores: dict[str, lis
         lines.append(f"- {studies[key].title}: {count} of {size} parameters on {seeds} "
                      f"seed{'s' if seeds > 1 else ''}; best `{best.name}` ({best.run.why}), "
                      f"validation mean {best.score:.2f}.")  # fmt: skip
+    for _, study, rows in _searches(results):
+        done = _finished(rows)
+        if done:
+            top = max(done, key=lambda r: r["score"])
+            budget = study.user_attrs.get("settings", {}).get("max_params")
+            lines.append(f"- Search `{study.study_name}` (at most {budget:,} parameters): {len(rows)} trials, "
+                         f"{len(done)} finished; best trial {top['trial']} ({top['params']:,} parameters), worst "
+                         f"seed's validation mean {top['score']:.2f} (section Searches).")  # fmt: skip
     lines += ["", "Final runs (all 60,000 training images, 3 seeds, test accuracy in the last 3 epochs):", ""]
     held = []
-    for name in RECORD_MODELS:
+    # the record's models and those taken from the searches, smallest first
+    for name in sorted([*RECORD_MODELS, *found_names()], key=lambda n: get_card(n).params):
         result = by_name.get(name)
         if result is None:  # a candidate that no study took to final runs
             continue
@@ -520,7 +550,7 @@ def write_report(
         comparison_table(model_results),
     ]
     study_scores = {study.key: tuning_scores(results, study) for study in STUDIES}
-    parts += [record_section(model_results, study_scores)]
+    parts += [record_section(model_results, study_scores, results)]
     by_name = {c.name: c.score for candidates in study_scores.values() for c in candidates}
     for study in STUDIES:
         tuning = tuning_section(study, study_scores[study.key], by_name)

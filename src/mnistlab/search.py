@@ -88,9 +88,14 @@ def recipe_of(drawn: dict[str, Any], epochs: int | None = None) -> dict[str, Any
     augment = dataclasses.replace(values["augment"], rotation=drawn["rotation"], translate=drawn["translate"],
                                   scale=drawn["scale"])  # fmt: skip
     return {**values, "lr": drawn["lr"], "ema": drawn["ema"], "augment": augment,
-            # a trial of a study from before the batch size was drawn trained at the family's
-            "batch_size": drawn.get("batch_size", values["batch_size"]),
-            "epochs": values["epochs"] if epochs is None else epochs}  # fmt: skip
+            "batch_size": batch_size_of(drawn), "epochs": values["epochs"] if epochs is None else epochs}  # fmt: skip
+
+
+def batch_size_of(drawn: dict[str, Any]) -> int:
+    """A trial's batch size: drawn, or the family's for a trial of a study from before it was drawn."""
+    from mnistlab.models import get_card
+
+    return int(drawn.get("batch_size", get_card(MODEL).recipe.batch_size))
 
 
 def count_params(arch: dict[str, Any]) -> int:
@@ -310,7 +315,8 @@ def summary_rows(study: Any) -> list[dict[str, Any]]:
                      "over_budget": t.user_attrs.get("over_budget", False),
                      "score": t.value if t.value is not None and not math.isnan(t.value) else None,
                      "arch": t.user_attrs.get("arch"), "params_drawn": t.params,
-                     "val_per_seed": t.user_attrs.get("val_per_seed")})  # fmt: skip
+                     "val_per_seed": t.user_attrs.get("val_per_seed"),
+                     "stopped": t.user_attrs.get("stopped")})  # fmt: skip
     return rows
 
 
