@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -51,6 +52,37 @@ def test_bad_search_input_is_one_line(tmp_path, args, message):
     result = mnistlab("search", "--trials", "1", "--epochs", "1", "--limit", "300", *args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("space, message", [
+    ([1, 2], "is not a JSON object of fields"),
+    ({"width": 12}, "'width' is a range [low, high] of integers of at least 1, got 12"),
+    ({"width": [30, 12]}, "'width' is a range [low, high] with low <= high"),
+    ({"depth": [2.5, 4]}, "'depth' is a range [low, high] of integers"),
+    ({"lr": ["a", 1]}, "'lr' is a range [low, high] of numbers"),
+    ({"lr": [0, 0.1]}, "'lr' is a range of one-cycle peaks above 0"),
+    ({"translate": [0.1, 0.9]}, "augmentation translate=0.9 is out of range"),
+    ({"batch_size": [0]}, "'batch_size' is a list of choices, integers of at least 1, got [0]"),
+    ({"batch_size": []}, "'batch_size' is a list of choices"),
+    ({"factored": [1]}, "'factored' is a list of choices, true/false values, got [1]"),
+    ({"ema": [0.0, 1.0]}, "'ema' is a list of decays below 1"),
+])  # fmt: skip
+def test_a_malformed_space_file_is_one_line_before_any_trial(tmp_path, space, message):
+    (tmp_path / "space.json").write_text(json.dumps(space))
+    result = mnistlab("search", "--max-params", "3500", "--trials", "1", "--epochs", "1", "--limit", "300",
+                      "--space", "space.json", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results" / "search" / "record-3500.db").exists()  # no study was opened
+
+
+def test_every_recorded_space_file_loads():
+    from mnistlab.search import Space
+
+    files = sorted((Path(__file__).resolve().parents[1] / "results" / "search").glob("*.space.json"))
+    assert len(files) >= 2
+    for path in files:
+        assert Space.from_file(path).width[0] >= 1
 
 
 def test_a_trial_over_budget_is_never_trained(tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from mnistlab.config import TrainConfig, recipe_values
+from mnistlab.config import Augment, TrainConfig, recipe_values
 from mnistlab.errors import MnistlabError
 from mnistlab.rundir import LAST_K
 
@@ -52,13 +52,57 @@ class Space:
             values = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise MnistlabError(f"cannot read the search space {path}: {exc}") from None
+        if not isinstance(values, dict):
+            raise MnistlabError(
+                f'search space {path} is not a JSON object of fields, e.g. {{"width": [16, 28]}}'
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise MnistlabError(
                 f"search space {path} names unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}"
             )
+        for name, value in values.items():
+            problem = _field_problem(name, value)
+            if problem:
+                raise MnistlabError(f"search space {path}: {name!r} {problem}, got {json.dumps(value)}")
+            if name in ("rotation", "translate", "scale"):
+                try:  # the augmentation's own limits, before a trial draws past them
+                    Augment(**{name: value[1]})
+                except MnistlabError as exc:
+                    raise MnistlabError(f"search space {path}: {exc}") from None
         return cls(**{k: tuple(v) for k, v in values.items()})
+
+
+# each field of the space: a range [low, high] or a list of choices, of what type, and the lowest value allowed
+_RANGES = {"stem1": (int, 1), "stem2": (int, 1), "width": (int, 1), "depth": (int, 1), "lr": (float, 0.0),
+           "rotation": (float, 0.0), "translate": (float, 0.0), "scale": (float, 0.0)}  # fmt: skip
+_CHOICES = {"factored": (bool, False), "ema": (float, 0.0), "batch_size": (int, 1)}
+
+
+def _field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one field of a space file (None if nothing)."""
+    kind, lowest = _RANGES.get(name) or _CHOICES[name]
+    noun = "integers" if kind is int else "numbers" if kind is float else "true/false values"
+
+    def fits(v: Any) -> bool:
+        if kind is bool:
+            return isinstance(v, bool)
+        return not isinstance(v, bool) and isinstance(v, int if kind is int else (int, float)) and v >= lowest
+
+    if name in _RANGES:
+        if not (isinstance(value, list) and len(value) == 2 and all(fits(v) for v in value)):
+            return f"is a range [low, high] of {noun} of at least {lowest}"
+        if value[0] > value[1]:
+            return "is a range [low, high] with low <= high"
+        if name == "lr" and value[0] <= 0:
+            return "is a range of one-cycle peaks above 0 (drawn on a log scale)"
+        return None
+    if not (isinstance(value, list) and value and all(fits(v) for v in value)):
+        return f"is a list of choices, {noun}" + ("" if kind is bool else f" of at least {lowest}")
+    if name == "ema" and max(value) >= 1:
+        return "is a list of decays below 1 (0: no moving average)"
+    return None
 
 
 def sample(trial: Any, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
