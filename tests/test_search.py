@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 pytestmark = pytest.mark.real_data
 
 
-def mnistlab(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, cwd=cwd)
+def mnistlab(*args, cwd, env=None):
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, cwd=cwd,
+                          env=environment)  # fmt: skip
 
 
 def test_a_tiny_study_runs_twice_and_the_second_continues_it(tmp_path):
@@ -252,3 +255,22 @@ def test_no_trial_starts_once_the_deadline_has_passed(tmp_path):
                         results=str(tmp_path), threads=1, stop_at=time.time() - 1)  # fmt: skip
     space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
     assert search(settings, space, trials=3, log=lambda m: None).trials == []
+
+
+def test_a_try_out_registers_into_the_file_mnistlab_found_names_not_the_packages(tmp_path):
+    from mnistlab.models.found import FOUND
+
+    shipped = FOUND.read_bytes()
+    (tmp_path / "space.json").write_text(json.dumps(TINY_SPACE))
+    result = mnistlab("search", "--max-params", "3500", "--trials", "1", "--seeds", "1", "--epochs", "1", "--limit",
+                      "300", "--space", "space.json", "--name", "tiny", "--threads", "1", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    env = {"MNISTLAB_FOUND": str(tmp_path / "found.json")}
+    result = mnistlab(
+        "register", "--study", "tiny", "--trial", "0", "--name", "tryout", cwd=tmp_path, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert [e["name"] for e in json.loads((tmp_path / "found.json").read_text())] == ["tryout"]
+    assert FOUND.read_bytes() == shipped
+    assert "tryout" in mnistlab("models", cwd=tmp_path, env=env).stdout
+    assert "tryout" not in mnistlab("models", cwd=tmp_path).stdout
