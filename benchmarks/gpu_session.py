@@ -2,7 +2,14 @@
 
     MNISTLAB_DATA=.mnist PYTHONPATH=src python benchmarks/gpu_session.py --out $OUT [--tiny]
 
-1. a smoke test of the captured-graph step against the eager step (one short epoch each);
+The lent machines have torch but not Optuna: for the record stages, `sh benchmarks/device_wheels.sh` here, carry
+``.whl`` and ``.mnist``, and there (session 6's command)
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
+    MNISTLAB_DATA=.mnist python3 benchmarks/gpu_session.py --out $OUT --only smoke,record,finals --minutes 4.5 \
+        --deadline 530 --workers 4
+
+1. a smoke test of the captured-graph step against the eager step (one short epoch each, a search trial's kind);
 2. the speed benchmark: Model 8's 15-epoch recipe, one seed, with the graph and eager; a conventional
    pipeline (map-style Dataset rotating PIL images, DataLoader with 8 workers, pinned memory) for one epoch
    at batch 64 and 128; 16 seeds of Model 8 stacked (results/stacked/model8-16seeds);
@@ -17,8 +24,9 @@ The earlier sessions' stages (Model 7's rounds, the zoo's seeds) are recorded an
 are what `mnistlab reproduce` re-makes.
 
 Each stage appends to ``gpu.json``, and every finished job packs the new run folders into ``results.tar.gz``
-under ``--out`` (so a command cut off by the time limit loses only the jobs it was running). ``--tiny`` runs every stage on a few thousand
-images and 1-2 epochs into a scratch folder, to check the script on a CPU first.
+under ``--out`` (so a command cut off by the time limit loses only the jobs it was running). ``--tiny`` runs
+every stage on a few thousand images and 1-2 epochs (with ``--results`` a scratch folder), to check the script on
+a CPU first.
 """
 
 from __future__ import annotations
