@@ -210,7 +210,7 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     session left it), each starting no trial after ``--minutes``; the archive is packed after them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mnistlab.search import Settings, Space, search
+    from mnistlab.search import Settings, Space, best_row, finished, search, summary_rows
 
     space_file = Path("results") / "search" / "record-gpu.space.json"
     space = Space.from_file(Path(__file__).resolve().parents[1] / space_file)
@@ -233,11 +233,11 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
                             sampler_seed=budget, stop_at=stop_at, **GRAPH)  # fmt: skip
         study = search(settings, space, trials=1000, log=quiet, workers=args.workers or 5,
                        timeout=args.minutes * 60)  # fmt: skip
-        done = [t for t in study.trials if t.state.name == "COMPLETE"]
-        best = max(done, key=lambda t: t.value) if done else None
-        return {"trials": len(study.trials), "finished": len(done),
-                "best": {"trial": best.number, "params": best.user_attrs["params"], "score": best.value,
-                         "arch": best.user_attrs["arch"], "drawn": best.params} if best else None}  # fmt: skip
+        rows = summary_rows(study)
+        best = best_row(rows)
+        return {"trials": len(rows), "finished": len(finished(rows)),
+                "best": {key: best[key] for key in ("trial", "params", "score", "arch", "params_drawn")}
+                if best else None}  # fmt: skip
 
     names = [f"record-{budget}" + ("-tiny" if tiny else "") for budget in (3500, 3762)]
     with ThreadPoolExecutor(2) as pool:

@@ -274,3 +274,16 @@ def test_a_try_out_registers_into_the_file_mnistlab_found_names_not_the_packages
     assert FOUND.read_bytes() == shipped
     assert "tryout" in mnistlab("models", cwd=tmp_path, env=env).stdout
     assert "tryout" not in mnistlab("models", cwd=tmp_path).stdout
+
+
+def test_the_trial_taken_to_final_runs_is_the_best_score_then_the_smallest():
+    from mnistlab.search import best_row
+
+    def row(trial, params, score, state="COMPLETE"):
+        return {"trial": trial, "params": params, "score": score, "state": state}
+
+    rows = [row(0, 3094, 99.32), row(1, 2923, (99.3 + 99.32 + 99.34) / 3), row(2, 3000, 99.9, "PRUNED"),
+            row(3, 2500, 99.1)]  # fmt: skip
+    assert best_row(rows)["trial"] == 1  # equal to 99.32 but for rounding, and smaller
+    assert best_row([row(0, 3094, 99.33), row(1, 2923, 99.32)])["trial"] == 0
+    assert best_row([row(0, 3094, 99.5, "PRUNED")]) is None

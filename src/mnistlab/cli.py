@@ -471,7 +471,7 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
            use_ray: bool, ray_address: str | None, timeout: float | None, deadline: float | None) -> None:  # fmt: skip
     """Search shapes and recipes under a parameter budget, scored on validation (worst seed); resumable."""
     _need_optuna()
-    from mnistlab.search import Settings, Space, summary_rows
+    from mnistlab.search import Settings, Space, best_row, summary_rows
     from mnistlab.search import search as run_search
 
     if trials < 1 or epochs < 1 or workers < 1:
@@ -491,9 +491,8 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
     study = run_search(
         settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout
     )
-    scored = [r for r in summary_rows(study) if r["state"] == "COMPLETE" and r["score"] is not None]
-    if scored:
-        best = max(scored, key=lambda r: r["score"])
+    best = best_row(summary_rows(study))
+    if best:
         click.echo(f"best: trial {best['trial']}, {best['params']:,} parameters, worst-seed validation mean "
                    f"{best['score']:.2f}, {best['arch']}")  # fmt: skip
 

@@ -23,6 +23,7 @@ from mnistlab.records import (
     tuning_scores,
 )
 from mnistlab.rundir import LAST_K, TARGET
+from mnistlab.search import best_row, finished
 from mnistlab.studies import EARLIER, REFIT, STUDIES, Study
 
 SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
@@ -332,11 +333,6 @@ def _searches(results: Path) -> list[tuple[Path, Any, list[dict[str, Any]]]]:
     return studies
 
 
-def _finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trials with a score (a pruned one's last reported value is not one)."""
-    return [r for r in rows if r["state"] == "COMPLETE" and r["score"] is not None]
-
-
 def searches_section(results: Path, figures: Path, output: Path) -> str:
     """A section per search stored under results/search/: its trials, the parameters-against-score front as
     a plot, and the trials taken to final runs (the found models registered from it)."""
@@ -353,7 +349,7 @@ def searches_section(results: Path, figures: Path, output: Path) -> str:
              "search; the trials taken to final runs are reported with the models above.", ""]  # fmt: skip
     for store, study, rows in studies:
         settings = study.user_attrs.get("settings", {})
-        done = _finished(rows)
+        done = finished(rows)
         over = sum(r["over_budget"] for r in rows)
         pruned = sum(r["state"] == "PRUNED" and not r["over_budget"] for r in rows)
         running = sum(r["state"] == "RUNNING" for r in rows)
@@ -473,9 +469,8 @@ def record_section(
                      f"seed{'s' if seeds > 1 else ''}; best `{best.name}` ({best.run.why}), "
                      f"validation mean {best.score:.2f}.")  # fmt: skip
     for _, study, rows in _searches(results):
-        done = _finished(rows)
-        if done:
-            top = max(done, key=lambda r: r["score"])
+        done, top = finished(rows), best_row(rows)
+        if top:
             budget = study.user_attrs.get("settings", {}).get("max_params")
             lines.append(f"- Search `{study.study_name}` (at most {budget:,} parameters): {len(rows)} trials, "
                          f"{len(done)} finished; best trial {top['trial']} ({top['params']:,} parameters), worst "

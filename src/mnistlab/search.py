@@ -364,6 +364,18 @@ def summary_rows(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials of ``summary_rows`` with a score (a pruned one's last reported value is not one)."""
+    return [r for r in rows if r["state"] == "COMPLETE" and r["score"] is not None]
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trial to take to final runs: the best worst-seed score; of equal scores (to 1e-6), the fewest
+    parameters, since the record is about size; then the earliest."""
+    done = finished(rows)
+    return min(done, key=lambda r: (-round(r["score"], 6), r["params"], r["trial"])) if done else None
+
+
 def register_trial(study: Any, number: int, name: str, path: str | Path) -> dict[str, Any]:
     """Add a finished trial to the found models (``path``, a JSON list) as model ``name``: its layers and
     recipe as data. Registered models are trained, reported and loaded like the zoo's."""
