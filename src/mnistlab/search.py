@@ -240,8 +240,8 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
     base = recipe_of(recipe, settings.epochs)
     root = Path(settings.results) / "search" / settings.name / f"trial{trial.number}"
     configs = [TrainConfig(model=MODEL, arch=arch, seed=seed, limit=settings.limit, device=settings.device,
-                           threads=settings.threads, cuda_graph=settings.cuda_graph, test_every_epoch=False, output_dir=str(root / f"s{seed}"),
-                           **base) for seed in settings.seeds]  # fmt: skip
+                           threads=settings.threads, cuda_graph=settings.cuda_graph, test_every_epoch=False,
+                           output_dir=str(root / f"s{seed}"), **base) for seed in settings.seeds]  # fmt: skip
 
     def report(epoch: int, histories: list[list[dict[str, Any]]]) -> None:
         # a trial past its last epoch has nothing left to stop: it finishes
