@@ -239,9 +239,9 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
                 "best": {key: best[key] for key in ("trial", "params", "score", "arch", "params_drawn")}
                 if best else None}  # fmt: skip
 
-    names = [f"record-{budget}" + ("-tiny" if tiny else "") for budget in (3500, 3762)]
-    with ThreadPoolExecutor(2) as pool:
-        futures = {name: pool.submit(one, name, int(name.split("-")[1])) for name in names}
+    budgets = {f"record-{budget}" + ("-tiny" if tiny else ""): budget for budget in (3500, 3762)}
+    with ThreadPoolExecutor(len(budgets)) as pool:
+        futures = {name: pool.submit(one, name, budget) for name, budget in budgets.items()}
         result = {name: future.result() for name, future in futures.items()}
     RECORD["searches"] = result
     return result
@@ -254,16 +254,17 @@ def finals(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     ``--out``."""
     import os
 
-    env = dict(os.environ)
-    if tiny:  # a try-out registers beside its results, never into the package's found.json
-        env["MNISTLAB_FOUND"] = str((args.results / "found.json").resolve())
-    found_file = Path(env.get("MNISTLAB_FOUND") or Path("src/mnistlab/models/found.json"))
+    from mnistlab.models.found import FOUND, entries
+
+    # a try-out registers beside its results, never into the package's found.json
+    found_file = (args.results / "found.json").resolve() if tiny else FOUND
+    env = {**os.environ, "MNISTLAB_FOUND": str(found_file)}
     names = []
     for study, summary in (RECORD.get("searches") or {}).items():
         best = summary.get("best")
         if not best:
             continue
-        taken = {e["name"] for e in (json.loads(found_file.read_text()) if found_file.is_file() else [])}
+        taken = {e["name"] for e in entries(found_file)}
         base = f"found{best['params'] // 1000}k{best['params'] % 1000 // 100}"
         name = next(n for n in [base, *(f"{base}{c}" for c in "bcdefgh")] if n not in taken)
         mnistlab(["register", "--study", study, "--trial", str(best["trial"]), "--name", name,

@@ -220,12 +220,14 @@ def test_the_record_section_names_each_search_and_every_model_taken_from_one():
     from mnistlab.models import get_card
     from mnistlab.models.found import entries
     from mnistlab.records import ModelResult, model_runs
-    from mnistlab.report import RECORD_MODELS, record_section
+    from mnistlab.report import RECORD_MODELS, load_searches, record_section
 
     results = Path(__file__).resolve().parents[1] / "results"
     found = entries()
     names = [*RECORD_MODELS, *(f["name"] for f in found)]
-    section = record_section([ModelResult(get_card(n), model_runs(results, n)) for n in names], {}, results)
+    section = record_section(
+        [ModelResult(get_card(n), model_runs(results, n)) for n in names], {}, load_searches(results)
+    )
     for store in sorted((results / "search").glob("*.db")):
         study = optuna.load_study(study_name=store.stem, storage=f"sqlite:///{store}")
         done = [t for t in study.trials if t.state.name == "COMPLETE"]

@@ -135,11 +135,11 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
         register_trial(open_existing(settings), done[0].number, "Tiny Found", found)
     with pytest.raises(Exception, match="did not finish"):
         register_trial(open_existing(settings), 99, "other", found)
-    from mnistlab.report import searches_section
+    from mnistlab.report import load_searches, searches_section
 
     (tmp_path / "search" / "tiny.db").parent.mkdir(exist_ok=True)
     (tmp_path / "s.db").rename(tmp_path / "search" / "tiny.db")  # where `mnistlab search` keeps its studies
-    section = searches_section(tmp_path, tmp_path / "figures", tmp_path / "REPORT.md")
+    section = searches_section(load_searches(tmp_path), tmp_path / "figures", tmp_path / "REPORT.md")
     assert "### Search `tiny` (stored in `search/tiny.db`)" in section and "3 trials:" in section
     assert f"| {done[0].number} | {done[0].user_attrs['params']:,} | {done[0].value:.2f} |" in section
     assert (tmp_path / "figures" / "search-tiny.png").stat().st_size > 1000
@@ -199,7 +199,7 @@ def test_registering_from_a_missing_study_is_one_line(tmp_path):
 
 def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(tmp_path):
     """Optuna gives a pruned trial its last reported value: the report must not count it as a score."""
-    from mnistlab.report import searches_section
+    from mnistlab.report import load_searches, searches_section
 
     (tmp_path / "search").mkdir()
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'search' / 's.db'}",
@@ -213,7 +213,7 @@ def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(t
         trial.set_user_attr("arch", arch)
         trial.report(value, 1)
         study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
-    section = searches_section(tmp_path, tmp_path / "figures", tmp_path / "REPORT.md")
+    section = searches_section(load_searches(tmp_path), tmp_path / "figures", tmp_path / "REPORT.md")
     assert "2 trials: 1 finished, 1 pruned by the median rule" in section
     assert "| 99.10 |" in section and "99.90" not in section
 

@@ -314,7 +314,10 @@ def search_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
-def _searches(results: Path) -> list[tuple[Path, Any, list[dict[str, Any]]]]:
+Searches = list[tuple[Path, Any, list[dict[str, Any]]]]  # (its SQLite file, the study, its trials as rows)
+
+
+def load_searches(results: Path) -> Searches:
     """Every study stored under results/search/, with its trials as data (``search.summary_rows``)."""
     stores = sorted((results / "search").glob("*.db"))
     if not stores:
@@ -333,10 +336,9 @@ def _searches(results: Path) -> list[tuple[Path, Any, list[dict[str, Any]]]]:
     return studies
 
 
-def searches_section(results: Path, figures: Path, output: Path) -> str:
+def searches_section(studies: Searches, figures: Path, output: Path) -> str:
     """A section per search stored under results/search/: its trials, the parameters-against-score front as
     a plot, and the trials taken to final runs (the found models registered from it)."""
-    studies = _searches(results)
     if not studies:
         return ""
     from mnistlab.search import batch_size_of
@@ -445,7 +447,7 @@ RECORD_STUDIES = ("record", "fallback", "smallest-seeds", "record-seeds")
 
 
 def record_section(
-    model_results: list[ModelResult], study_scores: dict[str, list[Candidate]], results: Path
+    model_results: list[ModelResult], study_scores: dict[str, list[Candidate]], searches: Searches
 ) -> str:
     """The record in a few lines: what was tried on validation (studies and searches), and which models held
     on every seed."""
@@ -468,7 +470,7 @@ def record_section(
         lines.append(f"- {studies[key].title}: {count} of {size} parameters on {seeds} "
                      f"seed{'s' if seeds > 1 else ''}; best `{best.name}` ({best.run.why}), "
                      f"validation mean {best.score:.2f}.")  # fmt: skip
-    for _, study, rows in _searches(results):
+    for _, study, rows in searches:
         done, top = finished(rows), best_row(rows)
         if top:
             budget = study.user_attrs.get("settings", {}).get("max_params")
@@ -545,14 +547,15 @@ def write_report(
         comparison_table(model_results),
     ]
     study_scores = {study.key: tuning_scores(results, study) for study in STUDIES}
-    parts += [record_section(model_results, study_scores, results)]
+    searches = load_searches(results)  # read once: the record section and the searches' own
+    parts += [record_section(model_results, study_scores, searches)]
     by_name = {c.name: c.score for candidates in study_scores.values() for c in candidates}
     for study in STUDIES:
         tuning = tuning_section(study, study_scores[study.key], by_name)
         if tuning:
             parts += [tuning]
     for section in (
-        searches_section(results, figures, output),
+        searches_section(searches, figures, output),
         stacked_section(results),
         earlier_section(results),
     ):
