@@ -234,16 +234,28 @@ def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(
     tmp_path, monkeypatch, epochs, state
 ):
     import mnistlab.search
+    from mnistlab.report import load_searches, searches_section
     from mnistlab.search import Settings, Space, search
 
     monkeypatch.setattr(mnistlab.search, "time", _Clock())
-    settings = Settings("d", f"sqlite:///{tmp_path / 'd.db'}", max_params=3500, seeds=(1,), epochs=epochs,
-                        limit=300, results=str(tmp_path), threads=1, stop_at=10.0)  # fmt: skip
-    space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
+    (tmp_path / "search").mkdir()
+    settings = Settings("d", f"sqlite:///{tmp_path / 'search' / 'd.db'}", max_params=3500, seeds=(1,),
+                        epochs=epochs, limit=300, results=str(tmp_path), threads=1, stop_at=10.0)  # fmt: skip
+    space = Space(
+        width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,), batch_size=(32,)
+    )
     study = search(settings, space, trials=1, log=lambda m: None)
     assert [t.state.name for t in study.trials] == [state]
+    section = searches_section(load_searches(tmp_path), tmp_path / "figures", tmp_path / "REPORT.md")
     if state == "FAIL":
         assert study.trials[0].user_attrs["stopped"] == "at the deadline, after epoch 1"
+        assert (
+            "1 trials: 0 finished" in section and "1 stopped at a deadline (a lent machine's end)." in section
+        )
+        assert "their worker was stopped" not in section  # stopped by the deadline, not a dead worker
+    else:  # the table says each trial's batch size
+        assert "| one-cycle peak | batch |" in section
+        assert f"| {study.trials[0].params['lr']:.3f} | 32 |" in section
 
 
 def test_no_trial_starts_once_the_deadline_has_passed(tmp_path):
