@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mnistlab.engine import fit, fit_group  # noqa: E402
 from mnistlab.models import config_for  # noqa: E402
+from mnistlab.rundir import LAST_TESTS  # noqa: E402
 
 RECORD: dict = {"stages": {}}
 FINALS_SECONDS = 110  # what the finals are left under --deadline: 2 models x 3 seeds stacked, at once
@@ -169,7 +170,7 @@ def speed(device: str, args: argparse.Namespace, tiny: dict) -> dict:
             json.loads(line) for line in Path(config.output_dir, "history.jsonl").read_text().splitlines()
         ]
         result[label] = {"fit_seconds": time.perf_counter() - start, "epoch_seconds": [h["seconds"] for h in history],
-                         "test_last3": summary["test_acc_last3"]}  # fmt: skip
+                         "test_last3": summary[LAST_TESTS]}  # fmt: skip
     images, labels = load_mnist("train")
     if tiny:
         images, labels = images[: tiny["limit"]], labels[: tiny["limit"]]
@@ -201,7 +202,7 @@ def stacked_seeds(device: str, args: argparse.Namespace, tiny: dict, count: int,
     start = time.perf_counter()
     summaries = fit_group(configs, progress=False, log=quiet)
     return {"fit_seconds": time.perf_counter() - start,
-            "test_last3": {s["seed"]: s["test_acc_last3"] for s in summaries}}  # fmt: skip
+            "test_last3": {s["seed"]: s[LAST_TESTS] for s in summaries}}  # fmt: skip
 
 
 def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
@@ -210,7 +211,8 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     session left it), each starting no trial after ``--minutes``; the archive is packed after them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mnistlab.search import Settings, Space, best_row, finished, search, summary_rows
+    from mnistlab.records import best_row, finished, trial_rows
+    from mnistlab.search import Settings, Space, search
 
     space_file = Path("results") / "search" / "record-gpu.space.json"
     space = Space.from_file(Path(__file__).resolve().parents[1] / space_file)
@@ -233,7 +235,7 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
                             sampler_seed=budget, stop_at=stop_at, **GRAPH)  # fmt: skip
         study = search(settings, space, trials=1000, log=quiet, workers=args.workers or 5,
                        timeout=args.minutes * 60)  # fmt: skip
-        rows = summary_rows(study)
+        rows = trial_rows(study)
         best = best_row(rows)
         return {"trials": len(rows), "finished": len(finished(rows)),
                 "best": {key: best[key] for key in ("trial", "params", "score", "arch", "params_drawn")}
@@ -281,7 +283,7 @@ def finals(device: str, args: argparse.Namespace, tiny: dict) -> dict:
         for seed in (1, 2, 3):
             summary = args.results / name / f"seed{seed}" / "summary.json"
             if summary.is_file():
-                out["test_last3"][f"{name}/seed{seed}"] = json.loads(summary.read_text())["test_acc_last3"]
+                out["test_last3"][f"{name}/seed{seed}"] = json.loads(summary.read_text())[LAST_TESTS]
     (args.out / "found.json").write_text(found_file.read_text())
     return out
 

@@ -22,9 +22,10 @@ import torch
 from mnistlab import perf
 from mnistlab.data import load_mnist
 from mnistlab.data.loader import TensorLoader
-from mnistlab.engine import _build, make_optimizer, train_one_epoch
+from mnistlab.engine import build_stacked
 from mnistlab.fileio import atomic_write_json
 from mnistlab.models import config_for
+from mnistlab.training import TrainingState, make_optimizer, train_one_epoch
 
 
 def images_per_second(
@@ -37,14 +38,14 @@ def images_per_second(
     batch = config.batch_size
     count = (steps + warmup) * batch
     loader = TensorLoader(images[:count], labels[:count], batch, shuffle=True, augment=config.augment, seed=1)
-    model = _build([config_for(model_name, seed=s, device="cpu") for s in seeds], torch.device("cpu"))
-    optimizer = make_optimizer(model, config)
+    model = build_stacked([config_for(model_name, seed=s, device="cpu") for s in seeds], torch.device("cpu"))
+    state = TrainingState(model, make_optimizer(model, config), None, None, "none")  # the step alone, no schedule
     loader.set_epoch(1)
     batches = iter(loader.stacked(seeds))
-    train_one_epoch(model, [next(batches) for _ in range(warmup)], optimizer)
+    train_one_epoch(state, [next(batches) for _ in range(warmup)])
     timed = [next(batches) for _ in range(steps)]
     start = time.perf_counter()
-    train_one_epoch(model, timed, optimizer)
+    train_one_epoch(state, timed)
     return steps * batch * len(seeds) / (time.perf_counter() - start)
 
 

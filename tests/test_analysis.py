@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from rf_probe import check_extent, expected_window, measured_extent
 from torch import nn
@@ -135,14 +135,17 @@ def stacks(draw):
     return nn.Sequential(*layers), size
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)  # the same examples on every run: no flaky CI
 @given(stacks())
 def test_random_stacks_match_gradient_measure(stack):
     model, size = stack
     summary = summarize(model, input_shape=(1, size, size))
     last = summary.rows[-1]
     window = expected_window(last, spatial_hw(last))
-    check_extent(measured_extent(model, last.name, size), window, size, dense=False)
+    measured = measured_extent(model, last.name, size)
+    # a unit whose every tap lands in padding (dilation over a 1x1 map) has no pixel to measure
+    assume(measured is not None)
+    check_extent(measured, window, size, dense=False)
 
 
 @pytest.mark.parametrize("name", ["model4", "model7", "model8"])

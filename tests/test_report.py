@@ -110,9 +110,9 @@ def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
     run_all(runs, results, overrides=TINY, progress=False, log=lambda m: None, data=tiny_data)
     study = next(s for s in STUDIES if s.key == "model8-seeds")
     (candidate,) = tuning_scores(results, study)
-    per_seed = [mean(h["val_acc"] for h in r.history[-3:]) for r in candidate.records]
+    per_seed = [mean(h["val_acc"] for h in r.history[-3:]) for r in candidate.runs]
     assert candidate.name == "m8" and len(per_seed) == 2 and candidate.score == pytest.approx(mean(per_seed))
-    assert all(r.summary["test_acc_last3"] == [] for r in candidate.records)  # the test set was never used
+    assert all(r.summary["test_acc_last3"] == [] for r in candidate.runs)  # the test set was never used
     report = write_report(results, tmp_path / "REPORT.md").read_text()
     assert (
         f"| `m8` | {runs[0].why} | 7,500 | {per_seed[0]:.2f}, {per_seed[1]:.2f} | {candidate.score:.3f} |"
@@ -121,11 +121,11 @@ def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
 
 
 def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
-    from mnistlab.records import Candidate, RunRecord
+    from mnistlab.records import Candidate, RecordedRun
     from mnistlab.studies import Study
 
     def candidate(name: str, params: int, *seeds: list[float]) -> Candidate:
-        records = [RunRecord(Path(name), {"params": params, "seed": k}, [{"val_acc": v} for v in vals], {})
+        records = [RecordedRun(Path(name), {"params": params, "seed": k}, [{"val_acc": v} for v in vals], {})
                    for k, vals in enumerate(seeds, 1)]  # fmt: skip
         return Candidate(name, Run(name, 1, "tuning", f"{name}/s1"), records)
 
@@ -137,7 +137,7 @@ def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
     small = candidate("small", 5000, [99.4, 99.5, 99.4], [99.5, 99.6, 99.5])
     tiny = candidate("tiny", 4000, [99.6, 99.7, 99.7], [99.39, 99.6, 99.6])  # best mean, one epoch below
     assert study.choose([big, small, tiny]) is small
-    unfinished = Candidate("small", small.run, small.records[:1])  # one of its 2 seeds recorded
+    unfinished = Candidate("small", small.declared, small.runs[:1])  # one of its 2 seeds recorded
     assert study.choose([big, unfinished, tiny]) is big
     assert Study("s", "t", runs, "", "").choose([big, small, tiny]) is tiny  # the mean rule
 
@@ -161,29 +161,28 @@ def test_each_study_winner_is_the_registered_model(study):
         later = next(s for s in STUDIES if s.key == study.superseded)
         start = tuning_scores(results, later)
         if start:
-            recipe = start[0].records[0].config
-    for record in best.records:  # every seed of the winner ran the winner's recipe
+            recipe = start[0].runs[0].config
+    for record in best.runs:  # every seed of the winner ran the winner's recipe
         for key in RECIPE_FIELDS:
             assert recipe[key] == record.config[key], (key, best.name)
-    shapes = {k: v.shape for k, v in create_model(best.run.model).state_dict().items()}
+    shapes = {k: v.shape for k, v in create_model(best.declared.model).state_dict().items()}
     assert shapes == {k: v.shape for k, v in create_model(study.winner).state_dict().items()}, best.name
 
 
 def test_every_recorded_tuning_run_is_its_declared_config():
     """`mnistlab reproduce --tuning` must re-make exactly the recorded validation runs."""
-    from mnistlab.config import TrainConfig
-    from mnistlab.engine import EXECUTION_ONLY
+    from mnistlab.config import EXECUTION, TrainConfig, fields_with
     from mnistlab.studies import EARLIER, TUNING
 
     results = Path(__file__).resolve().parent.parent / "results"
     checked = 0
     for run in TUNING + EARLIER:
-        recorded = results / run.group / run.name / "config.json"
+        recorded = run.path(results) / "config.json"
         if not recorded.is_file():
             continue
         then = TrainConfig.from_dict(json.loads(recorded.read_text())).to_dict()
         now = run.config(Path("results")).to_dict()
-        for key in set(then) - set(EXECUTION_ONLY):
+        for key in set(then) - set(fields_with(EXECUTION)):
             assert then[key] == now[key], (run.name, key, then[key], now[key])
         checked += 1
     if not checked:
@@ -196,7 +195,7 @@ def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
     from mnistlab.studies import EARLIER, TUNING
 
     before = {
-        (r.group, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None
+        (r.folder, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None
     }
     assert len(before) > 100
     for name in ("model7", "model8", "sepnet6k", "sepnet3k"):
@@ -207,7 +206,7 @@ def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
             dataclasses.replace(card, recipe=dataclasses.replace(card.recipe, lr=0.123, batch_size=99)),
         )
     after = {
-        (r.group, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None
+        (r.folder, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None
     }
     assert after == before
 
@@ -217,14 +216,14 @@ def test_the_record_section_names_each_search_and_every_model_taken_from_one():
     found model beside the hand-made ones, smallest first."""
     import optuna
 
-    from mnistlab.models import get_card
+    from mnistlab.models import get_card, list_models
     from mnistlab.models.found import entries
-    from mnistlab.records import ModelResult, model_runs
-    from mnistlab.report import RECORD_MODELS, load_searches, record_section
+    from mnistlab.records import ModelResult, load_searches, model_runs
+    from mnistlab.report import record_section
 
     results = Path(__file__).resolve().parents[1] / "results"
-    found = entries()
-    names = [*RECORD_MODELS, *(f["name"] for f in found)]
+    names = [n for n in list_models() if get_card(n).record]
+    assert {f["name"] for f in entries()} <= set(names)  # every found model is a record attempt
     section = record_section(
         [ModelResult(get_card(n), model_runs(results, n)) for n in names], {}, load_searches(results)
     )

@@ -135,7 +135,8 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
         register_trial(open_existing(settings), done[0].number, "Tiny Found", found)
     with pytest.raises(Exception, match="did not finish"):
         register_trial(open_existing(settings), 99, "other", found)
-    from mnistlab.report import load_searches, searches_section
+    from mnistlab.records import load_searches
+    from mnistlab.report import searches_section
 
     (tmp_path / "search" / "tiny.db").parent.mkdir(exist_ok=True)
     (tmp_path / "s.db").rename(tmp_path / "search" / "tiny.db")  # where `mnistlab search` keeps its studies
@@ -199,7 +200,8 @@ def test_registering_from_a_missing_study_is_one_line(tmp_path):
 
 def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(tmp_path):
     """Optuna gives a pruned trial its last reported value: the report must not count it as a score."""
-    from mnistlab.report import load_searches, searches_section
+    from mnistlab.records import load_searches
+    from mnistlab.report import searches_section
 
     (tmp_path / "search").mkdir()
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'search' / 's.db'}",
@@ -234,7 +236,8 @@ def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(
     tmp_path, monkeypatch, epochs, state
 ):
     import mnistlab.search
-    from mnistlab.report import load_searches, searches_section
+    from mnistlab.records import load_searches
+    from mnistlab.report import searches_section
     from mnistlab.search import Settings, Space, search
 
     monkeypatch.setattr(mnistlab.search, "time", _Clock())
@@ -289,7 +292,7 @@ def test_a_try_out_registers_into_the_file_mnistlab_found_names_not_the_packages
 
 
 def test_the_trial_taken_to_final_runs_is_the_best_score_then_the_smallest():
-    from mnistlab.search import best_row
+    from mnistlab.records import best_row
 
     def row(trial, params, score, state="COMPLETE"):
         return {"trial": trial, "params": params, "score": score, "state": state}

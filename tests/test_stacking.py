@@ -13,12 +13,13 @@ from torch import nn
 
 from mnistlab.config import TrainConfig
 from mnistlab.data.loader import make_loaders
-from mnistlab.engine import evaluate, fit, fit_group, make_optimizer, make_scheduler
+from mnistlab.engine import fit, fit_group
 from mnistlab.errors import MnistlabError
 from mnistlab.graphstep import ema_update, sgd_update
 from mnistlab.models import config_for, create_model, list_models, load_checkpoint
 from mnistlab.models.layers import Net
 from mnistlab.models.stacking import stack, unstack
+from mnistlab.training import evaluate, make_optimizer, make_scheduler
 
 QUIET = dict(progress=False, log=lambda m: None)
 
@@ -239,7 +240,10 @@ def test_the_graph_trainers_step_run_eagerly_matches_the_engine(tmp_path, tiny_d
                                       dropout=0.0, output_dir=str(tmp_path / root / f"seed{s}")) for s in (1, 2)]  # fmt: skip
 
     plain = fit_group(configs("plain"), data=tiny_data, **QUIET)
-    monkeypatch.setattr(engine, "_graphed_trainer", lambda *args: GraphedTrainer(*args[:7], capture=False))
+    def eager(*, config, state, loader, seeds, device):
+        return GraphedTrainer(config, state, loader, seeds, capture=False)
+
+    monkeypatch.setattr(engine, "graphed_trainer", eager)
     device = fit_group(configs("device"), data=tiny_data, **QUIET)
     for one, other in zip(plain, device):
         assert one["test_acc_last3"] == pytest.approx(other["test_acc_last3"], abs=1.0)

@@ -16,18 +16,25 @@ from typing import Any
 
 import click
 
+from mnistlab.config import NO_OPTION, TrainConfig
 from mnistlab.errors import MnistlabError
-from mnistlab.rundir import LAST_K, SUMMARY, remove_run_files, run_status
-
-# Recipe and run fields the train command exposes as options (built from the dataclass, not retyped).
-_HIDDEN = {"model", "arch", "augment", "output_dir", "data_dir", "test_every_epoch"}
+from mnistlab.rundir import (
+    LAST_MEAN,
+    LAST_MIN,
+    LAST_TESTS,
+    RESULTS,
+    SUMMARY,
+    check_run_dir,
+    default_run_dir,
+    remove_run_files,
+    run_status,
+)
 
 
 def _config_options(command: Any) -> Any:
-    from mnistlab.config import TrainConfig
-
+    """The recipe and run fields as options of ``train`` (built from the dataclass and its roles, not retyped)."""
     for f in reversed(dataclasses.fields(TrainConfig)):
-        if f.name in _HIDDEN:
+        if f.metadata.get(NO_OPTION):
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default
@@ -76,7 +83,6 @@ def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_
           overwrite: bool, quiet: bool, seed_list: str | None, rotation: float | None, translate: float | None,
           scale: float | None, shear: float | None, **fields: Any) -> None:  # fmt: skip
     """Train a model; write config, history, summary and checkpoints to its run directory."""
-    from mnistlab.config import TrainConfig
     from mnistlab.engine import fit
     from mnistlab.models import config_for
 
@@ -101,7 +107,7 @@ def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_
     else:
         config = config_for(model_name, output_dir=output_dir, data_dir=data_dir, **fields)
         config = _with_augment(config, dict(rotation=rotation, translate=translate, scale=scale, shear=shear))
-        scratch = f"runs/{model_name}-dry-run"  # a dry run's own folder, replaced by the next dry run
+        scratch = default_run_dir(f"{model_name}-dry-run")  # a dry run's own folder, replaced by the next dry run
         if dry_run:
             config = dataclasses.replace(
                 config, epochs=1, limit=config.limit or 512, val_size=min(config.val_size, 256),
@@ -124,7 +130,7 @@ def _train_stacked(
     from mnistlab.engine import fit_group
     from mnistlab.models import config_for
 
-    base = Path(output_dir or f"runs/{model_name}")
+    base = Path(output_dir or default_run_dir(model_name))
     fields = {k: v for k, v in fields.items() if k != "seed"}
     configs = []
     for seed in seeds:
@@ -150,6 +156,7 @@ def _with_augment(config: Any, changes: dict[str, float | None]) -> Any:
 def _clear_previous_run(out: Path, replace: bool, verb: str) -> None:
     """Refuse to train over a run in ``out`` unless asked to replace it; then delete the run's own files only
     (anything else the folder holds stays)."""
+    check_run_dir(out)
     if run_status(out) == "todo":
         return
     if not replace:
@@ -177,10 +184,12 @@ def _bars(quiet: bool) -> bool:
 
 def _scores(summary: dict[str, Any]) -> str:
     """The run's headline: test accuracy in its last epochs, or validation when test was never evaluated."""
-    tail = summary[f"test_acc_last{LAST_K}"]
+    tail = summary[LAST_TESTS]
     if tail:
-        return (f"test accuracy in the last {len(tail)} epochs {tail} "
-                f"(mean {summary[f'test_acc_last{LAST_K}_mean']:.2f}, min {summary[f'test_acc_last{LAST_K}_min']:.2f})")  # fmt: skip
+        return (
+            f"test accuracy in the last {len(tail)} epochs {tail} "
+            f"(mean {summary[LAST_MEAN]:.2f}, min {summary[LAST_MIN]:.2f})"
+        )
     return f"validation accuracy at the last epoch {summary['last_val_acc']} (test not evaluated)"
 
 
@@ -281,7 +290,7 @@ def models_() -> None:
 
     for name in list_models():
         card = get_card(name)
-        note = "  (candidate: see its study in REPORT.md)" if card.candidate else ""
+        note = "  (candidate: see its study in REPORT.md)" if card.lost else ""
         click.echo(f"{name:<12} {card.title:<28} {card.params:>10,} params{note}")
 
 
@@ -309,7 +318,7 @@ def fetch(data_dir: str | None) -> None:
 
 
 @cli.command()
-@click.option("--results", type=click.Path(), default="results", show_default=True)
+@click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
 @click.option("--output", type=click.Path(), default="REPORT.md", show_default=True)
 @click.option("--readme", type=click.Path(), default="README.md", show_default=True,
               help="README whose results table (between its markers) is refreshed")  # fmt: skip
@@ -321,20 +330,14 @@ def report(results: str, output: str, readme: str) -> None:
     click.echo(f"wrote {path}")
 
 
-# the final runs `reproduce` makes by default (Model 1 last: 13 CPU-minutes an epoch), the found
-# models before it
-RECORDED = ["model8", "model8_v1", "sepnet3k", "sepnet6k", "model2", "model3", "model4", "model5", "model6",
-            "model7", "model7_v1", "model1"]  # fmt: skip
-
-
 @cli.command()
 @click.option(
     "--models",
     default=None,
-    help="comma-separated [every recorded model, those registered from searches too, Model 1 last]",
+    help="comma-separated [every model with final runs, not a study's losing candidates; cheapest first]",
 )
 @click.option("--seeds", default="1,2,3", show_default=True, help="the final runs' seeds, for every model")
-@click.option("--results", type=click.Path(), default="results", show_default=True)
+@click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
 @click.option("--tuning/--no-tuning", default=True,
               help="also the validation runs behind every choice, and the earlier attempts' final runs")  # fmt: skip
 @click.option("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
@@ -393,33 +396,17 @@ def reproduce(
     quiet: bool,
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
-    from mnistlab.models import get_card
-    from mnistlab.models.found import found_names
     from mnistlab.runner import run_all, status
-    from mnistlab.studies import EARLIER, RESULTS, STUDIES, TUNING, final_runs
+    from mnistlab.studies import planned_runs
 
     if workers < 1:
         raise MnistlabError(f"--workers must be at least 1, got {workers}")
-    if (epochs is not None or limit is not None) and Path(results).resolve() == RESULTS.resolve():
-        raise MnistlabError("--epochs and --limit make runs unlike the recorded ones: write them elsewhere with "
-                            "--results DIR")  # fmt: skip
-    if studies:
-        known = {study.key: study for study in STUDIES}
-        unknown = [key for key in studies if key not in known]
-        if unknown:
-            raise MnistlabError(f"unknown study {unknown[0]!r}; choose from {', '.join(known)}")
-        runs = [run for key in studies for run in known[key].runs]
-        runs.sort(key=lambda run: run.seed)  # every candidate's first seeds before any one's last
-    else:
-        names = [
-            m.strip()
-            for m in (models or ",".join(RECORDED[:-1] + found_names() + RECORDED[-1:])).split(",")
-            if m.strip()
-        ]
-        for name in names:
-            get_card(name)
-        seed_list = _parse_seeds(seeds)
-        runs = (list(TUNING) + list(EARLIER) if tuning else []) + final_runs(names, seed_list)
+    if (epochs is not None or limit is not None) and Path(results).resolve() == Path(RESULTS).resolve():
+        raise MnistlabError(
+            "--epochs and --limit make runs unlike the recorded ones: write them elsewhere with --results DIR"
+        )
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    runs = planned_runs(names, _parse_seeds(seeds), tuning, studies)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
     cluster = _cluster(use_ray, ray_address, gpus_per_job=1.0 / workers)
@@ -430,7 +417,7 @@ def reproduce(
     summaries = run_all(runs, Path(results), overrides=overrides or None, log=click.echo,
                         progress=_bars(quiet), workers=workers, stack=stack, cluster=cluster)  # fmt: skip
     for run, summary in zip(runs, summaries):
-        click.echo(f"{run.group}/{run.name}: params {summary['params']:,}, {_scores(summary)}")
+        click.echo(f"{run.folder}/{run.name}: params {summary['params']:,}, {_scores(summary)}")
 
 
 # ------------------------------------------------------------------------------------------------- search
@@ -451,7 +438,7 @@ def reproduce(
 @click.option(
     "--space", "space_file", type=click.Path(), default=None, help="a JSON file narrowing the space"
 )
-@click.option("--results", type=click.Path(), default="results", show_default=True)
+@click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
 )
@@ -471,7 +458,8 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
            use_ray: bool, ray_address: str | None, timeout: float | None, deadline: float | None) -> None:  # fmt: skip
     """Search shapes and recipes under a parameter budget, scored on validation (worst seed); resumable."""
     _need_optuna()
-    from mnistlab.search import Settings, Space, best_row, summary_rows
+    from mnistlab.records import best_row, trial_rows
+    from mnistlab.search import Settings, Space
     from mnistlab.search import search as run_search
 
     if trials < 1 or epochs < 1 or workers < 1:
@@ -480,7 +468,6 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
         raise MnistlabError(f"--deadline is seconds from now, more than 0; got {deadline:g}")
     name = name or f"record-{max_params}"
     if storage is None:
-        Path(results, "search").mkdir(parents=True, exist_ok=True)
         storage = _default_storage(results, name)
     space = Space.from_file(space_file) if space_file else Space()
     cluster = _cluster(use_ray, ray_address)
@@ -491,7 +478,7 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
     study = run_search(
         settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout
     )
-    best = best_row(summary_rows(study))
+    best = best_row(trial_rows(study))
     if best:
         click.echo(f"best: trial {best['trial']}, {best['params']:,} parameters, worst-seed validation mean "
                    f"{best['score']:.2f}, {best['arch']}")  # fmt: skip
@@ -501,7 +488,7 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
 @cli.command()
 @click.option("--checkpoint", type=click.Path(), default=None,
               help="a checkpoint to show first [every shipped final run, Model 8 seed 1 first]")  # fmt: skip
-@click.option("--results", type=click.Path(), default="results", show_default=True,
+@click.option("--results", type=click.Path(), default=RESULTS, show_default=True,
               help="where the shipped final runs are")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
@@ -546,7 +533,7 @@ def _cluster(use_ray: bool, address: str | None, **settings: Any) -> Any:
 @click.option(
     "--storage", default=None, help="the study's SQLAlchemy URL [sqlite:///<results>/search/<study>.db]"
 )
-@click.option("--results", type=click.Path(), default="results", show_default=True)
+@click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
 def register(study_name: str, trial: int, name: str, storage: str | None, results: str) -> None:
     """Register a search trial as a model (layers and recipe as data, in models/found.json)."""
     _need_optuna()

@@ -3,18 +3,30 @@
 All frozen, all checked when made, and a leaf: nothing here imports torch or the models, so the CLI can
 build its options and parse a config without loading either. A model's own recipe is looked up with
 ``mnistlab.models.config_for(name, **overrides)``.
+
+Each field of a run's config has its roles written on it, once (``dataclasses.field`` metadata): whether it
+only says how and where the run executes (it may change on resume), whether it may differ between the runs
+of one stacked group, and whether ``mnistlab train`` offers it as an option of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mnistlab.errors import MnistlabError
+from mnistlab.rundir import default_run_dir
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "plateau")
+# a field's roles (metadata keys; absent means no): how and where a run executes, not what it computes;
+# may differ between the runs of one stacked group; not an option of `mnistlab train` (set another way)
+EXECUTION, PER_RUN, NO_OPTION = "execution", "per_run", "no_option"
+
+
+def _role(default: Any, *roles: str) -> Any:
+    return field(default=default, metadata=dict.fromkeys(roles, True))
 
 
 @dataclass(frozen=True)
@@ -60,17 +72,13 @@ class Recipe:
     div_factor: float = 10.0  # onecycle: initial lr = lr / div_factor
     final_div_factor: float = 100.0  # onecycle: final lr = initial lr / final_div_factor
     patience: int = 1  # plateau: epochs without improvement before decaying
-    augment: Augment = Augment()
+    augment: Augment = _role(Augment(), NO_OPTION)  # train has an option per range (--rotation, ...)
     dropout: float = 0.0  # passed to the model's builder
     label_smoothing: float = 0.0
-    ema: float = (
-        0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
-    )
+    ema: float = 0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
 
     def __post_init__(self) -> None:
-        if isinstance(
-            self.augment, dict
-        ):  # from JSON or a run's overrides: the one place dicts become Augment
+        if isinstance(self.augment, dict):  # from JSON or a run's overrides: the one place dicts become Augment
             object.__setattr__(self, "augment", Augment(**self.augment))
         _check(self._checks())
 
@@ -112,20 +120,18 @@ class TrainConfig(Recipe):
     the recipe fields' defaults here are generic, not any model's.
     """
 
-    model: str = ""  # a registered model name (required)
-    arch: dict[str, Any] | None = (
-        None  # layers as data, for a model built from them (``searched``): its builder's arguments
-    )
-    seed: int = 1  # weights, batch order and augmentation all follow it
+    model: str = _role("", NO_OPTION)  # a registered model name (required)
+    arch: dict[str, Any] | None = _role(None, NO_OPTION)  # layers as data, for a model built from them: its builder's arguments
+    seed: int = _role(1, PER_RUN)  # weights, batch order and augmentation all follow it
     val_size: int = 5000  # images held out of training for model selection (0: none)
     limit: int | None = None  # keep only the first N images of each split (tiny runs, tests)
-    device: str = "auto"  # auto | cpu | cuda | mps
-    threads: int = 0  # torch CPU threads (0: leave torch's default)
-    compile: bool = False  # torch.compile the model
-    cuda_graph: bool = True  # on CUDA, replay each full batch's training step as one captured graph (SGD)
-    output_dir: str = ""  # the run directory ("": runs/<model>)
-    data_dir: str | None = None
-    test_every_epoch: bool = True  # record test accuracy per epoch (reported, never used for selection)
+    device: str = _role("auto", EXECUTION)  # auto | cpu | cuda | mps
+    threads: int = _role(0, EXECUTION)  # torch CPU threads (0: leave torch's default)
+    compile: bool = _role(False, EXECUTION)  # torch.compile the model
+    cuda_graph: bool = _role(True, EXECUTION)  # on CUDA, replay each full batch's training step as one captured graph (SGD)
+    output_dir: str = _role("", EXECUTION, PER_RUN, NO_OPTION)  # the run directory ("": runs/<model>)
+    data_dir: str | None = _role(None, EXECUTION, NO_OPTION)  # the MNIST cache (train has its own --data-dir)
+    test_every_epoch: bool = _role(True, NO_OPTION)  # record test accuracy per epoch (reported, never used for selection)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -137,7 +143,7 @@ class TrainConfig(Recipe):
             (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
         ])  # fmt: skip
         if not self.output_dir:
-            object.__setattr__(self, "output_dir", f"runs/{self.model}")
+            object.__setattr__(self, "output_dir", default_run_dir(self.model))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -147,6 +153,19 @@ class TrainConfig(Recipe):
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the numbers: every field but those saying how and where the run executes."""
+        return {k: v for k, v in self.to_dict().items() if k not in fields_with(EXECUTION)}
+
+    def shared(self) -> dict[str, Any]:
+        """What every run of one stacked group has in common: every field but the per-run ones."""
+        return {k: v for k, v in self.to_dict().items() if k not in fields_with(PER_RUN)}
+
+
+def fields_with(role: str) -> tuple[str, ...]:
+    """The names of a run's config fields that have ``role`` (``EXECUTION``, ``PER_RUN``, ``NO_OPTION``)."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get(role))
 
 
 def recipe_values(recipe: Recipe) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from PIL import Image, ImageDraw
 
 from mnistlab.errors import MnistlabError
 from mnistlab.insight import IMAGE, Block, Inspection, LayerView, blocks, inspect_digit, shipped_checkpoints
+from mnistlab.models.checkpoint import model_from, read_checkpoint
+from mnistlab.models.registry import get_card, list_models
 from mnistlab.predict import load_image, to_mnist
 
 SCALE = 10  # screen pixels per input pixel in the field view
@@ -72,9 +74,6 @@ class Loaded:
 @lru_cache(maxsize=8)
 def load(path: str) -> Loaded:
     """A checkpoint's model and its blocks (cached: the page asks for them on every event)."""
-    from mnistlab.models.checkpoint import model_from, read_checkpoint
-    from mnistlab.models.registry import get_card
-
     payload = read_checkpoint(path)
     model = model_from(payload, path)
     title = get_card(payload["model"]).title
@@ -85,9 +84,7 @@ def load(path: str) -> Loaded:
 
 def choices(results: str | Path, checkpoint: str | Path | None = None) -> dict[str, str]:
     """Labels to checkpoint paths: ``checkpoint`` first when given, then every shipped final run."""
-    from mnistlab.models.registry import list_models
-
-    shipped = shipped_checkpoints(results, list_models(candidates=False))
+    shipped = shipped_checkpoints(results, list_models(lost=False))
     given = {str(checkpoint): str(checkpoint)} if checkpoint is not None else {}
     return {**given, **{label: str(path) for label, path in shipped.items()}}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from mnistlab.config import TrainConfig
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_bytes, json_text
 from mnistlab.rundir import CONFIG, RUN_FILES, SUMMARY
+from mnistlab.workers import fit_logged
 
 INSTALL = "Ray is not installed: pip install -e '.[ray]'"
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before saying it is unreachable
@@ -47,17 +49,52 @@ def connect(cluster: Cluster) -> Any:
         raise MnistlabError(INSTALL) from None
     if cluster.address is not None:
         host, port = _host_port(cluster.address)
-        try:
-            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
-        except OSError as exc:
+        problem = _not_a_ray_head(host, port)
+        if problem is None:
+            try:
+                ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+            except ConnectionError as exc:
+                problem = str(exc).splitlines()[0]
+        if problem is not None:
             raise MnistlabError(
-                f"cannot reach a Ray cluster at {cluster.address} ({exc.strerror or exc}); start one there with "
+                f"cannot reach a Ray cluster at {cluster.address} ({problem}); start one there with "
                 "`ray start --head --port PORT`, or leave out --ray-address for a local one"
-            ) from None
-        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+            )
     else:
         ray.init(num_cpus=cluster.cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     return ray
+
+
+def _not_a_ray_head(host: str, port: int) -> str | None:
+    """Why ``host:port`` is not a Ray head, found in seconds (None if it answers as one). Something may accept
+    the connection and not be Ray (another server, a proxy that takes every port): ``ray.init`` would retry for
+    half a minute, then fail with a traceback. Ray's own client asks the head for its cluster ID once."""
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    from ray._raylet import GcsClient  # Ray is there: connect() imported it
+
+    try:
+        with _quiet_stderr():  # its C++ side logs the failure to the terminal, besides raising it
+            GcsClient(address=f"{host}:{port}")
+    except Exception as exc:  # noqa: BLE001  Ray's RPC errors are of several kinds
+        return f"something answers there, but not a Ray head: {str(exc).splitlines()[0][:100]}"
+    return None
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 sent to /dev/null for the block (a library's C++ code writes there, not to sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -94,8 +131,6 @@ def train_job(
     """The body of a Ray task: train the job in a scratch folder under the same relative paths the driver
     uses (so that every file, config.json included, is what a local run writes), and return the summaries
     and the run files."""
-    from mnistlab.runner import fit_logged
-
     here = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="mnistlab-") as scratch:
         os.chdir(scratch)

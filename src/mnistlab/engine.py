@@ -1,4 +1,4 @@
-"""Training and evaluation as plain functions, and ``fit``, which runs them epoch by epoch into run directories.
+"""``fit``: a run trained epoch by epoch into its run directory, with the step's parts from ``training``.
 
 A run directory holds ``config.json``, ``history.jsonl`` (one line per epoch), ``summary.json``,
 ``last.pt`` and ``best.pt`` (``rundir``). Everything random follows (seed, epoch), so ``fit(config,
@@ -19,14 +19,12 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from mnistlab import __version__, perf
@@ -34,173 +32,25 @@ from mnistlab.config import TrainConfig
 from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_json, atomic_write_text
+from mnistlab.graphstep import GraphedTrainer
 from mnistlab.models.checkpoint import build_model, read_checkpoint, save_checkpoint
 from mnistlab.models.stacking import StackedNet, stack, stack_states, unstack, unstack_state
-from mnistlab.rundir import BEST, CONFIG, HISTORY, LAST, LAST_K, SUMMARY, run_status
+from mnistlab.rundir import (
+    BEST,
+    CONFIG,
+    HISTORY,
+    LAST,
+    LAST_K,
+    LAST_MEAN,
+    LAST_MIN,
+    LAST_TESTS,
+    SUMMARY,
+    check_run_dir,
+    run_status,
+)
+from mnistlab.training import EVAL_BATCH, TrainingState, evaluate_slots, resolve_device, train_one_epoch
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 ArrayPair = tuple[np.ndarray, np.ndarray]
-Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
-EVAL_BATCH = {"cpu": 1000, "cuda": 5000}  # images per evaluation batch (and per slot when stacked)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        accelerator = getattr(torch, "accelerator", None)
-        if accelerator is not None and accelerator.is_available():
-            return torch.device(accelerator.current_accelerator())
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MnistlabError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise MnistlabError("device 'mps' was asked for but MPS is not available; use --device cpu")
-    return torch.device(name)
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-            weight_decay=config.weight_decay,
-        )  # fmt: skip
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
-) -> Scheduler | None:
-    if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    if config.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=config.pct_start, div_factor=config.div_factor, final_div_factor=config.final_div_factor,
-        )  # fmt: skip
-    if config.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.gamma, patience=config.patience
-        )
-    return None
-
-
-def make_average(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
-    """An exponential moving average of ``model``'s weights and BatchNorm statistics (None when decay is 0)."""
-    if not decay:
-        return None
-    return torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
-    )
-
-
-def slot_losses(log_probs: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Each slot's mean loss over its batch, [K], from log-probabilities [B, K, 10] and labels [B, K]."""
-    if log_probs.shape[1] == 1:  # one model: the loss exactly as a plain network computes it
-        return F.cross_entropy(log_probs[:, 0], labels[:, 0], label_smoothing=label_smoothing).unsqueeze(0)
-    flat = F.cross_entropy(log_probs.flatten(0, 1), labels.flatten(), reduction="none",
-                           label_smoothing=label_smoothing)  # fmt: skip
-    return flat.view(labels.shape).mean(0)
-
-
-def train_one_epoch(
-    model: nn.Module,
-    batches: Batches,
-    optimizer: torch.optim.Optimizer,
-    *,
-    batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    averaged: torch.optim.swa_utils.AveragedModel | None = None,
-    label_smoothing: float = 0.0,
-    device: torch.device = torch.device("cpu"),
-    progress: tqdm | None = None,
-) -> dict[str, list[float]]:
-    """One pass over ``batches`` ([B, K, 28, 28] images, [B, K] labels) of a stacked network; the loss is
-    the sum of the K slots' losses. ``batch_scheduler`` (one-cycle) is stepped and ``averaged`` (the moving
-    average of the weights) updated after every batch. Returns each slot's mean loss and accuracy (%)."""
-    model.train()
-    loss_sum = correct = None
-    seen = 0
-    for images, labels in batches:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        log_probs = model(images)  # (B, K, 10)
-        losses = slot_losses(log_probs, labels, label_smoothing)  # (K,)
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
-        optimizer.step()
-        if batch_scheduler is not None:
-            batch_scheduler.step()
-        if averaged is not None:
-            averaged.update_parameters(model)
-        # accumulate on the device: no host sync per batch
-        batch_loss = losses.detach() * len(labels)
-        batch_correct = (log_probs.detach().argmax(-1) == labels).sum(0)
-        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-        correct = batch_correct if correct is None else correct + batch_correct
-        seen += len(labels)
-        if progress is not None:
-            progress.update(1)
-    if seen == 0:
-        raise MnistlabError("the training split is empty; lower --val-size or raise --limit")
-    return {
-        "loss": [v / seen for v in loss_sum.tolist()],
-        "acc": [100.0 * c / seen for c in correct.tolist()],
-    }
-
-
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    batches: Batches,
-    *,
-    device: torch.device = torch.device("cpu"),
-    keep_predictions: bool = False,
-) -> dict[str, Any]:
-    """Mean loss and accuracy (%) of a plain model over ``batches``; with ``keep_predictions``, also the
-    predicted classes."""
-    model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
-    predictions: list[torch.Tensor] = []
-    for images, labels in batches:
-        images, labels = images.to(device), labels.to(device)
-        log_probs = model(images)
-        loss_sum += F.nll_loss(log_probs, labels, reduction="sum").item()
-        predicted = log_probs.argmax(1)
-        correct += int((predicted == labels).sum())
-        seen += len(labels)
-        if keep_predictions:
-            predictions.append(predicted.cpu())
-    result: dict[str, Any] = {
-        "loss": loss_sum / max(seen, 1),
-        "acc": 100.0 * correct / max(seen, 1),
-        "n": seen,
-    }
-    if keep_predictions:
-        result["predictions"] = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.int64)
-    return result
-
-
-@torch.inference_mode()
-def evaluate_slots(
-    model: StackedNet, loader: TensorLoader, *, device: torch.device
-) -> list[dict[str, float]]:
-    """Each slot's mean loss and accuracy (%) on ``loader``'s split (every slot sees every image)."""
-    model.eval()
-    slots = model.slots
-    loss_sum = torch.zeros(slots, dtype=torch.float64, device=device)
-    correct = torch.zeros(slots, dtype=torch.int64, device=device)
-    for images, labels in loader.stacked((0,) * slots):
-        log_probs = model(images.to(device))  # (B, K, 10)
-        labels = labels.to(device)
-        # per slot, summed in float64 as a plain evaluation sums batch by batch
-        loss_sum += torch.stack(
-            [F.nll_loss(log_probs[:, k], labels[:, k], reduction="sum") for k in range(slots)]
-        )
-        correct += (log_probs.argmax(-1) == labels).sum(0)
-    n = loader.num_samples
-    return [{"loss": loss / max(n, 1), "acc": 100.0 * hits / max(n, 1)}
-            for loss, hits in zip(loss_sum.tolist(), correct.tolist())]  # fmt: skip
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
@@ -254,29 +104,20 @@ def summarize_history(history: list[dict[str, Any]], has_val: bool) -> dict[str,
         "test_acc_at_best": best.get("test_acc"),
         "last_test_acc": last.get("test_acc"),
         "last_val_acc": last.get("val_acc"),
-        f"test_acc_last{LAST_K}": tail,
-        f"test_acc_last{LAST_K}_mean": sum(tail) / len(tail) if tail else None,
-        f"test_acc_last{LAST_K}_min": min(tail) if tail else None,
+        LAST_TESTS: tail,
+        LAST_MEAN: sum(tail) / len(tail) if tail else None,
+        LAST_MIN: min(tail) if tail else None,
         "train_seconds": sum(h["seconds"] for h in history),
     }
 
 
 # -------------------------------------------------------------------------------------------------- fit
 
-EXECUTION_ONLY = ("threads", "device", "data_dir", "compile", "output_dir", "cuda_graph")
-GROUP_FREE = ("seed", "output_dir")  # what may differ between the runs of one stacked group
-
-
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a config that decides the numbers; how and where it runs may change on resume."""
-    return {k: v for k, v in config.items() if k not in EXECUTION_ONLY}
-
-
 def stackable(configs: list[TrainConfig]) -> str | None:
     """Why ``configs`` cannot train as one stacked group (None if they can)."""
-    first = {k: v for k, v in configs[0].to_dict().items() if k not in GROUP_FREE}
+    first = configs[0].shared()
     for config in configs[1:]:
-        other = {k: v for k, v in config.to_dict().items() if k not in GROUP_FREE}
+        other = config.shared()
         if other != first:
             changed = sorted(k for k in first if first[k] != other.get(k))
             return f"the runs differ in {', '.join(changed)}, not only in seed and output directory"
@@ -319,6 +160,8 @@ def fit_group(
     reason = stackable(configs)
     if reason is not None:
         raise MnistlabError(f"these runs cannot train stacked: {reason}")
+    for config in configs:
+        check_run_dir(config.output_dir)
     start = time.perf_counter()
     first = configs[0]
     outs = [Path(c.output_dir) for c in configs]
@@ -328,17 +171,13 @@ def fit_group(
     loaders = _loaders(first, device, data)
     if loaders.train.num_samples == 0:
         raise MnistlabError("the training split is empty; lower --val-size or raise --limit")
-    model = _build(configs, device)
-    optimizer = make_optimizer(model, first)
-    scheduler = make_scheduler(optimizer, first, len(loaders.train))
-    averaged = make_average(model, first.ema)
-    scored = averaged.module if averaged is not None else model  # the weights evaluated, reported and shipped
+    state = TrainingState.create(build_stacked(configs, device), first, len(loaders.train))
     histories: list[list[dict[str, Any]]] = [[] for _ in configs]
     best_scores = [-math.inf] * len(configs)
     best_key = "val_acc" if loaders.val is not None else "train_acc"
 
     if resume:
-        histories, best_scores = _restore(configs, model, optimizer, scheduler, averaged)
+        histories, best_scores = _restore(configs, state)
         log(f"resuming {', '.join(map(str, outs))} after epoch {len(histories[0])}")
     else:
         for out in outs:
@@ -348,9 +187,9 @@ def fit_group(
                 )
     for config, out in zip(configs, outs):
         atomic_write_json(out / CONFIG, config.to_dict())
-    forward = torch.compile(model) if first.compile else model
-    judged = forward if averaged is None else scored
-    graphed = _graphed_trainer(first, model, optimizer, scheduler, averaged, loaders.train, seeds, device)
+    forward = torch.compile(state.model) if first.compile else state.model
+    judged = forward if state.averaged is None else state.scored
+    graphed = graphed_trainer(config=first, state=state, loader=loaders.train, seeds=seeds, device=device)
 
     for epoch in range(len(histories[0]) + 1, first.epochs + 1):
         torch.manual_seed(first.seed * 1_000 + epoch)  # dropout's masks follow (seed, epoch): resumable
@@ -359,22 +198,21 @@ def fit_group(
         if graphed is not None:
             train = graphed.run_epoch(epoch)
         else:
-            with tqdm(total=len(loaders.train), desc=f"epoch {epoch}/{first.epochs}", leave=False,
-                      disable=not progress) as bar:  # fmt: skip
+            bar = tqdm(total=len(loaders.train), desc=f"epoch {epoch}/{first.epochs}", leave=False, disable=not progress)
+            with bar:
                 train = train_one_epoch(
-                    forward, loaders.train.stacked(seeds), optimizer,
-                    batch_scheduler=scheduler if first.scheduler == "onecycle" else None, averaged=averaged,
-                    label_smoothing=first.label_smoothing, device=device, progress=bar,
-                )  # fmt: skip
-        lr = optimizer.param_groups[0]["lr"]
+                    state, loaders.train.stacked(seeds), forward=forward, label_smoothing=first.label_smoothing,
+                    device=device, progress=bar,
+                )
+        lr = state.optimizer.param_groups[0]["lr"]
         vals = evaluate_slots(judged, loaders.val, device=device) if loaders.val is not None else None
         tests = evaluate_slots(judged, loaders.test, device=device) if first.test_every_epoch else None
-        _step_per_epoch(scheduler, first, vals, train)
+        state.after_epoch(vals[0]["loss"] if vals else None, train["loss"][0])
         seconds = time.perf_counter() - epoch_start
         for k, (config, out) in enumerate(zip(configs, outs)):
             val = vals[k] if vals else None
             test = tests[k] if tests else None
-            record = {
+            row = {
                 "epoch": epoch,
                 "train_loss": train["loss"][k],
                 "train_acc": train["acc"][k],
@@ -385,17 +223,17 @@ def fit_group(
                 "lr": lr,
                 "seconds": seconds,
             }
-            histories[k].append(record)
-            log(_epoch_line(record, config.epochs) + (f"  [seed {config.seed}]" if len(configs) > 1 else ""))
+            histories[k].append(row)
+            log(_epoch_line(row, config.epochs) + (f"  [seed {config.seed}]" if len(configs) > 1 else ""))
             atomic_write_text(out / HISTORY, "".join(json.dumps(h) + "\n" for h in histories[k]))
-        _save(configs, model, scored, optimizer, scheduler, averaged, histories, best_scores, best_key)
+        _save(configs, state, histories, best_scores, best_key)
         if after_epoch is not None:
             after_epoch(epoch, histories)
         if stop_after is not None and epoch >= stop_after and epoch < first.epochs:
             return [{"stopped_after": epoch} for _ in configs]
 
     summaries = []
-    params = sum(p.numel() for p in model.parameters()) // len(configs)
+    params = sum(p.numel() for p in state.model.parameters()) // len(configs)
     for config, out, history in zip(configs, outs, histories):
         summary = {
             "model": config.model,
@@ -407,7 +245,7 @@ def fit_group(
                 "train": loaders.train.num_samples,
                 "val": loaders.val.num_samples if loaders.val else 0,
                 "test": loaders.test.num_samples,
-            },  # fmt: skip
+            },
             "provenance": {**provenance(device), "stacked": len(configs), "cuda_graph": graphed is not None},
         }
         atomic_write_json(out / SUMMARY, summary)
@@ -417,15 +255,20 @@ def fit_group(
 
 def _loaders(config: TrainConfig, device: torch.device, data: tuple[ArrayPair, ArrayPair] | None) -> Loaders:
     common = dict(
-        batch_size=config.batch_size, augment=config.augment, val_size=config.val_size, seed=config.seed,
-        limit=config.limit, device=device, test_batch_size=EVAL_BATCH.get(device.type, 1000),
-    )  # fmt: skip
+        batch_size=config.batch_size,
+        augment=config.augment,
+        val_size=config.val_size,
+        seed=config.seed,
+        limit=config.limit,
+        device=device,
+        test_batch_size=EVAL_BATCH.get(device.type, 1000),
+    )
     if data is not None:
         return make_loaders(data[0], data[1], **common)  # type: ignore[arg-type]
     return get_dataloaders(data_dir=config.data_dir, **common)  # type: ignore[arg-type]
 
 
-def _build(configs: list[TrainConfig], device: torch.device) -> StackedNet:
+def build_stacked(configs: list[TrainConfig], device: torch.device) -> StackedNet:
     """Each run's model initialised under its own seed, stacked."""
     models = []
     for config in configs:
@@ -437,33 +280,21 @@ def _build(configs: list[TrainConfig], device: torch.device) -> StackedNet:
     return model
 
 
-def _step_per_epoch(
-    scheduler: Scheduler | None,
-    config: TrainConfig,
-    vals: list[dict[str, float]] | None,
-    train: dict[str, list[float]],
-) -> None:
-    """The epoch-level schedules (one-cycle steps per batch, in the training step)."""
-    if config.scheduler == "step":
-        scheduler.step()  # type: ignore[union-attr]
-    elif config.scheduler == "plateau":
-        # on the validation loss; without a split, on the training loss — never on test (one run: see stackable)
-        scheduler.step(vals[0]["loss"] if vals is not None else train["loss"][0])  # type: ignore[union-attr,call-arg]
-
-
 def _save(
-    configs: list[TrainConfig], model: StackedNet, scored: StackedNet, optimizer: torch.optim.Optimizer,
-    scheduler: Scheduler | None, averaged: torch.optim.swa_utils.AveragedModel | None,
-    histories: list[list[dict[str, Any]]], best_scores: list[float], best_key: str,
-) -> None:  # fmt: skip
+    configs: list[TrainConfig],
+    state: TrainingState,
+    histories: list[list[dict[str, Any]]],
+    best_scores: list[float],
+    best_key: str,
+) -> None:
     """Each run's ``last.pt`` (all it needs to resume alone or in its group) and, when it improved, ``best.pt``."""
     slots = len(configs)
-    shipped = unstack(scored)
-    trained = unstack_state(model.state_dict(), slots) if averaged is not None else None
-    average = (
-        unstack_state(averaged.state_dict(), slots) if averaged is not None else None
-    )  # n_averaged shared
-    optimizers = _unstack_optimizer(optimizer.state_dict(), slots)
+    averaged = state.averaged
+    shipped = unstack(state.scored)
+    trained = unstack_state(state.model.state_dict(), slots) if averaged is not None else None
+    average = unstack_state(averaged.state_dict(), slots) if averaged is not None else None  # n_averaged shared
+    optimizers = _unstack_optimizer(state.optimizer.state_dict(), slots)
+    scheduler = state.scheduler.state_dict() if state.scheduler is not None else None
     for k, config in enumerate(configs):
         out, epoch = Path(config.output_dir), len(histories[k])
         if histories[k][-1][best_key] > best_scores[k]:
@@ -472,43 +303,45 @@ def _save(
         resume_state = {} if averaged is None else {"train_state_dict": trained[k], "average": average[k]}  # type: ignore[index]
         save_checkpoint(
             out / LAST, shipped[k], config.to_dict(), epoch=epoch, history=histories[k], best_score=best_scores[k],
-            optimizer=optimizers[k], scheduler=scheduler.state_dict() if scheduler is not None else None,
-            **resume_state,
-        )  # fmt: skip
+            optimizer=optimizers[k], scheduler=scheduler, **resume_state,
+        )
 
 
-def _restore(
-    configs: list[TrainConfig], model: StackedNet, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None,
-    averaged: torch.optim.swa_utils.AveragedModel | None,
-) -> tuple[list[list[dict[str, Any]]], list[float]]:  # fmt: skip
+def _restore(configs: list[TrainConfig], state: TrainingState) -> tuple[list[list[dict[str, Any]]], list[float]]:
     """Load each run's ``last.pt`` into the stacked state; return the histories and best scores."""
-    states = []
+    checkpoints = []
     for config in configs:
         out = Path(config.output_dir)
-        state = read_checkpoint(out / LAST)
-        recorded = TrainConfig.from_dict(state["config"]).to_dict()  # fields added since get their defaults
-        if _identity(json.loads(json.dumps(recorded))) != _identity(json.loads(json.dumps(config.to_dict()))):
-            raise MnistlabError(
-                f"{out} was started with a different config; resume it with its own config.json"
-            )
-        states.append(state)
-    if len({len(s["history"]) for s in states}) > 1:
+        checkpoint = read_checkpoint(out / LAST)
+        recorded = TrainConfig.from_dict(checkpoint["config"])  # fields added since get their defaults
+        if _as_json(recorded.identity()) != _as_json(config.identity()):
+            raise MnistlabError(f"{out} was started with a different config; resume it with its own config.json")
+        checkpoints.append(checkpoint)
+    if len({len(c["history"]) for c in checkpoints}) > 1:
         raise MnistlabError("the runs of this group stopped at different epochs; resume them one by one")
-    weights = [s["train_state_dict"] if averaged is not None else s["state_dict"] for s in states]
-    model.load_state_dict(stack_states(weights))
+    averaged = state.averaged
+    weights = [c["train_state_dict"] if averaged is not None else c["state_dict"] for c in checkpoints]
+    state.model.load_state_dict(stack_states(weights))
     if averaged is not None:
-        averaged.load_state_dict(stack_states([s["average"] for s in states]))
-    optimizer.load_state_dict(_stack_optimizer([s["optimizer"] for s in states]))
-    if scheduler is not None:
-        scheduler.load_state_dict(states[0]["scheduler"])
-    return [s["history"] for s in states], [s["best_score"] for s in states]
+        averaged.load_state_dict(stack_states([c["average"] for c in checkpoints]))
+    state.optimizer.load_state_dict(_stack_optimizer([c["optimizer"] for c in checkpoints]))
+    if state.scheduler is not None:
+        state.scheduler.load_state_dict(checkpoints[0]["scheduler"])
+    return [c["history"] for c in checkpoints], [c["best_score"] for c in checkpoints]
+
+
+def _as_json(values: dict[str, Any]) -> Any:
+    """``values`` as JSON reads them back (tuples become lists), to compare a config with a recorded one."""
+    return json.loads(json.dumps(values))
 
 
 def _unstack_optimizer(state: dict[str, Any], slots: int) -> list[dict[str, Any]]:
     """Each slot's optimizer state, as the optimizer of its plain model would hold it."""
     entries = {i: unstack_state(entry, slots) for i, entry in state["state"].items()}
-    return [{"state": {i: parts[k] for i, parts in entries.items()}, "param_groups": state["param_groups"]}
-            for k in range(slots)]  # fmt: skip
+    return [
+        {"state": {i: parts[k] for i, parts in entries.items()}, "param_groups": state["param_groups"]}
+        for k in range(slots)
+    ]
 
 
 def _stack_optimizer(states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -516,17 +349,13 @@ def _stack_optimizer(states: list[dict[str, Any]]) -> dict[str, Any]:
     return {"state": merged, "param_groups": states[0]["param_groups"]}
 
 
-def _graphed_trainer(
-    config: TrainConfig, model: StackedNet, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None,
-    averaged: torch.optim.swa_utils.AveragedModel | None, loader: TensorLoader, seeds: tuple[int, ...],
-    device: torch.device,
-) -> Any:  # fmt: skip
+def graphed_trainer(
+    *, config: TrainConfig, state: TrainingState, loader: TensorLoader, seeds: tuple[int, ...], device: torch.device
+) -> GraphedTrainer | None:
     """The captured-graph training step on CUDA (None elsewhere, or when the recipe or config rules it out)."""
     if device.type != "cuda" or not config.cuda_graph or config.compile or config.optimizer != "sgd":
         return None
-    from mnistlab.graphstep import GraphedTrainer
-
-    return GraphedTrainer(config, model, optimizer, scheduler, averaged, loader, seeds)
+    return GraphedTrainer(config, state, loader, seeds)
 
 
 def _epoch_line(h: dict[str, Any], epochs: int) -> str:

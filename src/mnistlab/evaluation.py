@@ -10,8 +10,8 @@ import torch
 
 from mnistlab.data.loader import TensorLoader
 from mnistlab.data.mnist import load_mnist
-from mnistlab.engine import evaluate
 from mnistlab.models.checkpoint import load_checkpoint
+from mnistlab.training import evaluate
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,11 @@ expects. With ``capture=False`` the same step runs eagerly on any device (the te
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from mnistlab.config import TrainConfig
 from mnistlab.data.loader import TensorLoader
-from mnistlab.engine import slot_losses
-from mnistlab.models.stacking import StackedNet
+from mnistlab.training import TrainingState, slot_losses
 
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN picks its algorithms, memory settles)
 
@@ -57,13 +54,17 @@ class GraphedTrainer:
     """Trains a stacked network epoch by epoch with the step captured once and replayed."""
 
     def __init__(
-        self, config: TrainConfig, model: StackedNet, optimizer: torch.optim.Optimizer, scheduler: Any,
-        averaged: torch.optim.swa_utils.AveragedModel | None, loader: TensorLoader, seeds: tuple[int, ...],
-        *, capture: bool = True,
-    ) -> None:  # fmt: skip
-        self.config, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
-        self.averaged, self.loader, self.seeds = averaged, loader, seeds
-        self.capture = capture
+        self,
+        config: TrainConfig,
+        state: TrainingState,
+        loader: TensorLoader,
+        seeds: tuple[int, ...],
+        *,
+        capture: bool = True,
+    ) -> None:
+        self.config, self.state, self.loader, self.seeds, self.capture = config, state, loader, seeds, capture
+        self.model, self.optimizer, self.averaged = state.model, state.optimizer, state.averaged
+        model, optimizer, averaged = state.model, state.optimizer, state.averaged
         device = loader.labels.device
         slots, n, batch = len(seeds), loader.num_samples, config.batch_size
         self.full, self.rest = divmod(n, batch)
@@ -136,8 +137,7 @@ class GraphedTrainer:
         for _ in range(steps):
             rates.append(group["lr"])
             momenta.append(group.get("momentum", 0.0))
-            if self.config.scheduler == "onecycle":
-                self.scheduler.step()
+            self.state.after_batch()
         return rates, momenta
 
     def _step(self, columns: torch.Tensor) -> None:

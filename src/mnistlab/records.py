@@ -1,22 +1,25 @@
 """The recorded results, read back: a run (its summary, history and config), a model's seeds, a study's
-candidates. Data only; ``report`` renders them and ``studies.Study.choose`` picks a study's winner.
+candidates, and the trials of the searches stored under ``results/search/``. Data only; ``report`` renders them
+and ``studies.Study.choose`` picks a study's winner.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from mnistlab.models.registry import ModelCard
-from mnistlab.rundir import CONFIG, LAST_K, SUMMARY, TARGET, read_history
+from mnistlab.models.compact import SEARCHED
+from mnistlab.models.registry import ModelCard, get_card
+from mnistlab.rundir import CONFIG, LAST_K, LAST_TESTS, SUMMARY, TARGET, read_history
 from mnistlab.studies import Run, Study, candidate_name
 
 
 @dataclass(frozen=True)
-class RunRecord:
+class RecordedRun:
     path: Path
     summary: dict[str, Any]
     history: list[dict[str, Any]]
@@ -24,7 +27,7 @@ class RunRecord:
 
     @property
     def last3(self) -> list[float]:
-        return self.summary[f"test_acc_last{LAST_K}"]
+        return self.summary[LAST_TESTS]
 
     @property
     def held(self) -> bool:
@@ -32,15 +35,15 @@ class RunRecord:
         return len(self.last3) == LAST_K and min(self.last3) >= TARGET
 
 
-def load_run(path: Path) -> RunRecord | None:
+def load_run(path: Path) -> RecordedRun | None:
     if not (path / SUMMARY).is_file():
         return None
     history = read_history(path)
-    return RunRecord(path, json.loads((path / SUMMARY).read_text()), history,
+    return RecordedRun(path, json.loads((path / SUMMARY).read_text()), history,
                      json.loads((path / CONFIG).read_text()))  # fmt: skip
 
 
-def model_runs(results: Path, name: str) -> list[RunRecord]:
+def model_runs(results: Path, name: str) -> list[RecordedRun]:
     folder = results / name
     runs = [load_run(p) for p in sorted(folder.glob("seed*"))] if folder.is_dir() else []
     return [r for r in runs if r is not None]
@@ -51,7 +54,7 @@ class ModelResult:
     """A model's headline numbers over its seeds."""
 
     card: ModelCard
-    runs: list[RunRecord]
+    runs: list[RecordedRun]
 
     @property
     def seeds(self) -> list[int]:
@@ -72,16 +75,16 @@ class ModelResult:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One candidate of a study: its runs (one per seed) and its validation score."""
+    """One candidate of a study: its recorded runs (one per seed) and its validation score."""
 
     name: str
-    run: Run  # the first seed's run: the model, what changed and against which candidate
-    records: list[RunRecord]
+    declared: Run  # the first seed's declared run: the model, what changed and against which candidate
+    runs: list[RecordedRun]
 
     @property
     def per_seed(self) -> list[float]:
         """Each seed's mean validation accuracy over its last 3 epochs."""
-        return [mean(h["val_acc"] for h in record.history[-LAST_K:]) for record in self.records]
+        return [mean(h["val_acc"] for h in run.history[-LAST_K:]) for run in self.runs]
 
     @property
     def score(self) -> float:
@@ -90,16 +93,71 @@ class Candidate:
 
     @property
     def lowest_epoch(self) -> float:
-        return min(h["val_acc"] for record in self.records for h in record.history[-LAST_K:])
+        return min(h["val_acc"] for run in self.runs for h in run.history[-LAST_K:])
 
 
 def tuning_scores(results: Path, study: Study) -> list[Candidate]:
     """Each candidate of ``study`` with at least one finished run, in the order declared."""
     grouped: dict[str, Candidate] = {}
     for run in study.runs:
-        record = load_run(results / run.group / run.name)
-        if record is None:
+        recorded = load_run(run.path(results))
+        if recorded is None:
             continue
         name = candidate_name(run)
-        grouped.setdefault(name, Candidate(name, run, [])).records.append(record)
+        grouped.setdefault(name, Candidate(name, run, [])).runs.append(recorded)
     return list(grouped.values())
+
+
+# ------------------------------------------------------------------------------------------------- searches
+
+
+def trial_rows(study: Any) -> list[dict[str, Any]]:
+    """Every trial of an Optuna study as data: its number, state, parameters, score (worst seed's validation
+    mean), shape."""
+    rows = []
+    for t in study.trials:
+        score = t.value if t.value is not None and not math.isnan(t.value) else None
+        rows.append({
+            "trial": t.number, "state": t.state.name, "params": t.user_attrs.get("params"),
+            "over_budget": t.user_attrs.get("over_budget", False), "score": score, "arch": t.user_attrs.get("arch"),
+            "params_drawn": t.params, "val_per_seed": t.user_attrs.get("val_per_seed"),
+            "stopped": t.user_attrs.get("stopped"),
+        })
+    return rows
+
+
+def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials of ``trial_rows`` with a score (a pruned one's last reported value is not one)."""
+    return [r for r in rows if r["state"] == "COMPLETE" and r["score"] is not None]
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trial to take to final runs: the best worst-seed score; of equal scores (to 1e-6), the fewest
+    parameters, since the record is about size; then the earliest."""
+    done = finished(rows)
+    return min(done, key=lambda r: (-round(r["score"], 6), r["params"], r["trial"])) if done else None
+
+
+def batch_size_of(drawn: dict[str, Any]) -> int:
+    """A trial's batch size: drawn, or the family's for a trial of a study from before it was drawn."""
+    return int(drawn.get("batch_size", get_card(SEARCHED).recipe.batch_size))
+
+
+Searches = list[tuple[Path, Any, list[dict[str, Any]]]]  # (its SQLite file, the study, its trials as rows)
+
+
+def load_searches(results: Path) -> Searches:
+    """Every study stored under ``results/search/``, with its trials as data (``trial_rows``)."""
+    stores = sorted((results / "search").glob("*.db"))
+    if not stores:
+        return []
+    import optuna  # an optional extra: only a results folder with searches needs it
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies = []
+    for store in stores:
+        storage = f"sqlite:///{store}"
+        for summary in optuna.get_all_study_summaries(storage):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            studies.append((store, study, trial_rows(study)))
+    return studies

@@ -12,19 +12,23 @@ from typing import Any
 from mnistlab.analysis import Summary, summarize
 from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model, get_card, list_models
-from mnistlab.models.found import entries, found_names
+from mnistlab.models.found import entries
 from mnistlab.models.registry import ModelCard
 from mnistlab.plots import plot_curves, plot_search
 from mnistlab.records import (
     Candidate,
     ModelResult,
+    Searches,
+    batch_size_of,
+    best_row,
+    finished,
     load_run,
+    load_searches,
     model_runs,
     tuning_scores,
 )
-from mnistlab.rundir import LAST_K, TARGET
-from mnistlab.search import best_row, finished
-from mnistlab.studies import EARLIER, REFIT, STUDIES, Study
+from mnistlab.rundir import LAST_K, LAST_MEAN, LAST_MIN, TARGET
+from mnistlab.studies import EARLIER, RECORD_BUDGET, RECORD_STUDIES, STUDIES, Study
 
 SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
 
@@ -130,7 +134,7 @@ def results_table(result: ModelResult) -> str:
         lines.append(
             f"| {s['seed']} | {s['params']:,} | {_pct(s['best_train_acc'])} | {_pct(s['best_val_acc'])} "
             f"({s['best_epoch']}) | {_pct(s['last_test_acc'])} | {', '.join(_pct(a) for a in run.last3)} | "
-            f"{_pct(s[f'test_acc_last{LAST_K}_mean'])} | {_pct(s[f'test_acc_last{LAST_K}_min'])} | {s['epochs']} | "
+            f"{_pct(s[LAST_MEAN])} | {_pct(s[LAST_MIN])} | {s['epochs']} | "
             f"{_seconds(s['train_seconds'])} | {s['provenance']['machine']}, torch {s['provenance']['torch']} |"
         )
     if len(result.runs) > 1:
@@ -156,8 +160,7 @@ def comparison_table(results: list[ModelResult]) -> str:
         else:
             ours = "not run | | | | | | "
         lines.append(f"| {r.card.title} (`{r.card.name}`) | {r.card.params:,} | {ref_cells} | {ours} |")
-    aiming = (*TARGET_MODELS, *found_names())
-    notes = [target_line(r) for r in results if len(r.runs) > 1 and r.card.name in aiming]
+    notes = [target_line(r) for r in results if len(r.runs) > 1 and r.card.aims]
     below = [line for r in results if (line := below_reference(r))]
     if below:
         notes.append(
@@ -165,14 +168,6 @@ def comparison_table(results: list[ModelResult]) -> str:
             + "\n".join(f"- {b}" for b in below)
         )
     return head + "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
-
-
-TARGET_MODELS = (
-    "model8",
-    "model8_v1",
-    "sepnet3k",
-    "sepnet6k",
-)  # the models that aim at the course's 99.4% target
 
 
 def below_reference(result: ModelResult) -> str:
@@ -214,7 +209,7 @@ def target_line(result: ModelResult) -> str:
 
 def _change(candidate: Candidate, by_name: dict[str, float]) -> str:
     """The candidate's score against the candidate it changes one thing of, if that one was recorded."""
-    against = candidate.run.against
+    against = candidate.declared.against
     return f"{candidate.score - by_name[against]:+.2f} vs `{against}`" if against in by_name else "-"
 
 
@@ -222,11 +217,11 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
     """One study's table; ``by_name`` holds every study's candidate scores, for the ``against`` column."""
     if not candidates:
         return ""
-    seeded = any(len(c.records) > 1 for c in candidates)
+    seeded = any(len(c.runs) > 1 for c in candidates)
     lines = [f"## {study.title}", ""]
     if seeded:
-        seeds = sorted({r.summary["seed"] for c in candidates for r in c.records})
-        devices = sorted({r.summary["provenance"]["device"] for c in candidates for r in c.records})
+        seeds = sorted({r.summary["seed"] for c in candidates for r in c.runs})
+        devices = sorted({r.summary["provenance"]["device"] for c in candidates for r in c.runs})
         lines += [f"Each candidate trained on the 55,000 training images with each of seeds "
                   f"{', '.join(map(str, seeds))}; the 5,000 held-out validation images decide, by the mean over "
                   "seeds of each seed's mean over its last 3 epochs. These runs never evaluated the test set. "
@@ -236,9 +231,9 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for c in candidates:
             change = _change(c, by_name)
-            lines.append(f"| `{c.name}` | {c.run.why} | {c.records[0].summary['params']:,} | "
+            lines.append(f"| `{c.name}` | {c.declared.why} | {c.runs[0].summary['params']:,} | "
                          f"{', '.join(f'{v:.2f}' for v in c.per_seed)} | {c.score:.3f} | {_pct(c.lowest_epoch)} | "
-                         f"{change} | {_seconds(mean(r.summary['train_seconds'] for r in c.records))} |")  # fmt: skip
+                         f"{change} | {_seconds(mean(r.summary['train_seconds'] for r in c.runs))} |")  # fmt: skip
     else:
         lines += ["Each candidate trained on the 55,000 training images with seed 1; the 5,000 held-out validation "
                   "images decide. Test accuracy is shown for the record only; it chose nothing.", "",
@@ -246,12 +241,12 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                   "test at last epoch | train time |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for c in candidates:
-            record = c.records[0]
-            vals = [h["val_acc"] for h in record.history[-LAST_K:]]
+            first = c.runs[0]
+            vals = [h["val_acc"] for h in first.history[-LAST_K:]]
             change = _change(c, by_name)
-            lines.append(f"| `{c.name}` | {c.run.why} | {record.summary['params']:,} | "
+            lines.append(f"| `{c.name}` | {c.declared.why} | {first.summary['params']:,} | "
                          f"{', '.join(_pct(v) for v in vals)} | {c.score:.2f} | {change} | "
-                         f"{_pct(record.summary['last_test_acc'])} | {_seconds(record.summary['train_seconds'])} |")  # fmt: skip
+                         f"{_pct(first.summary['last_test_acc'])} | {_seconds(first.summary['train_seconds'])} |")  # fmt: skip
     best = study.choose(candidates)
     if best is None:
         return (
@@ -270,7 +265,7 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
             "of every seed")  # fmt: skip
     lines += [
         "",
-        f"Chosen by {rule}: `{best.name}` ({best.run.why}); it became {study.outcome}. "
+        f"Chosen by {rule}: `{best.name}` ({best.declared.why}); it became {study.outcome}. "
         + _finals_note(study),
     ]
     return "\n".join(lines) + "\n"
@@ -284,18 +279,18 @@ def earlier_section(results: Path) -> str:
              "| attempt | seed | params | last-3 test | min | held |", "|---|---|---|---|---|---|"]  # fmt: skip
     found = False
     for run in EARLIER:
-        record = load_run(results / run.group / run.name)
-        if record is None:
+        recorded = load_run(run.path(results))
+        if recorded is None:
             continue
         found = True
-        lines.append(f"| {run.why} (`{run.group}`) | {run.seed} | {record.summary['params']:,} | "
-                     f"{', '.join(_pct(a) for a in record.last3)} | {_pct(min(record.last3))} | "
-                     f"{'yes' if record.held else 'no'} |")  # fmt: skip
+        lines.append(f"| {run.why} (`{run.folder}`) | {run.seed} | {recorded.summary['params']:,} | "
+                     f"{', '.join(_pct(a) for a in recorded.last3)} | {_pct(min(recorded.last3))} | "
+                     f"{'yes' if recorded.held else 'no'} |")  # fmt: skip
     return "\n".join(lines) + "\n" if found else ""
 
 
 def _finals_note(study: Study) -> str:
-    if study.winner in REFIT:
+    if get_card(study.winner).refit:
         return ("Final runs train on all 60,000 training images; with no split left, their `best.pt` is the "
                 "epoch of best training accuracy, and the figures reported are the last epochs', which choose "
                 "nothing.")  # fmt: skip
@@ -314,35 +309,11 @@ def search_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
-Searches = list[tuple[Path, Any, list[dict[str, Any]]]]  # (its SQLite file, the study, its trials as rows)
-
-
-def load_searches(results: Path) -> Searches:
-    """Every study stored under results/search/, with its trials as data (``search.summary_rows``)."""
-    stores = sorted((results / "search").glob("*.db"))
-    if not stores:
-        return []
-    import optuna
-
-    from mnistlab.search import summary_rows
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    studies = []
-    for store in stores:
-        storage = f"sqlite:///{store}"
-        for summary in optuna.get_all_study_summaries(storage):
-            study = optuna.load_study(study_name=summary.study_name, storage=storage)
-            studies.append((store, study, summary_rows(study)))
-    return studies
-
-
 def searches_section(studies: Searches, figures: Path, output: Path) -> str:
     """A section per search stored under results/search/: its trials, the parameters-against-score front as
     a plot, and the trials taken to final runs (the found models registered from it)."""
     if not studies:
         return ""
-    from mnistlab.search import batch_size_of
-
     found = entries()
     parts = ["## Searches", "",
              "Each made by `mnistlab search` (Optuna's TPE sampler, median pruner on the worst seed's validation "
@@ -439,13 +410,6 @@ def stacked_section(results: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-RECORD_BUDGET = 3_500
-RECORD_MODELS = ("sepnet3k", "sepnet6k", "model8")  # the record, then the smallest others run on 3 seeds
-
-
-RECORD_STUDIES = ("record", "fallback", "smallest-seeds", "record-seeds")
-
-
 def record_section(
     model_results: list[ModelResult], study_scores: dict[str, list[Candidate]], searches: Searches
 ) -> str:
@@ -463,12 +427,12 @@ def record_section(
         if not candidates:
             continue
         best = max(candidates, key=lambda c: c.score)  # by mean here: what each study reached at best
-        seeds = max(len(c.records) for c in candidates)
-        sizes = sorted({c.records[0].summary["params"] for c in candidates})
+        seeds = max(len(c.runs) for c in candidates)
+        sizes = sorted({c.runs[0].summary["params"] for c in candidates})
         count = f"{len(candidates)} candidates" if len(candidates) > 1 else "1 candidate"
         size = f"{sizes[0]:,} to {sizes[-1]:,}" if len(sizes) > 1 else f"{sizes[0]:,}"
         lines.append(f"- {studies[key].title}: {count} of {size} parameters on {seeds} "
-                     f"seed{'s' if seeds > 1 else ''}; best `{best.name}` ({best.run.why}), "
+                     f"seed{'s' if seeds > 1 else ''}; best `{best.name}` ({best.declared.why}), "
                      f"validation mean {best.score:.2f}.")  # fmt: skip
     for _, study, rows in searches:
         done, top = finished(rows), best_row(rows)
@@ -480,7 +444,7 @@ def record_section(
     lines += ["", "Final runs (all 60,000 training images, 3 seeds, test accuracy in the last 3 epochs):", ""]
     held = []
     # the record's models and those taken from the searches, smallest first
-    for name in sorted([*RECORD_MODELS, *found_names()], key=lambda n: get_card(n).params):
+    for name in sorted((n for n in list_models() if get_card(n).record), key=lambda n: get_card(n).params):
         result = by_name.get(name)
         if result is None:  # a candidate that no study took to final runs
             continue
@@ -524,7 +488,7 @@ def write_report(
     results: Path = Path("results"), output: Path = Path("REPORT.md"), readme: Path | None = None
 ) -> Path:
     """Write the report; with ``readme``, also refresh the comparison table in the README."""
-    model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in list_models(candidates=False)]
+    model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in list_models(lost=False)]
     if readme is not None:
         update_readme(readme, comparison_table(model_results))
     figures = results / "figures"

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mnistlab.errors import MnistlabError
+
 CONFIG = "config.json"
 HISTORY = "history.jsonl"  # one line per finished epoch
 SUMMARY = "summary.json"  # written last: its presence means the run is done
@@ -19,6 +21,30 @@ RUN_FILES = (CONFIG, HISTORY, SUMMARY, LAST, BEST, LOG)
 
 LAST_K = 3  # "the last epochs": the window in which a run must hold the target, and over which it is reported
 TARGET = 99.4  # the course's goal: test accuracy (%) in each of the last LAST_K epochs
+# a summary's keys for the test accuracy of the last LAST_K epochs: the values, their mean and their minimum
+LAST_TESTS = f"test_acc_last{LAST_K}"
+LAST_MEAN = f"{LAST_TESTS}_mean"
+LAST_MIN = f"{LAST_TESTS}_min"
+
+RUNS = "runs"  # where a run trained by hand goes: runs/<model>
+RESULTS = "results"  # the recorded runs: results/<model>/seed<k>, results/tuning/..., results/search/...
+
+
+def default_run_dir(model: str) -> str:
+    return f"{RUNS}/{model}"
+
+
+def check_folder(folder: str | Path, what: str) -> None:
+    """Refuse a folder that cannot be made: it, or a folder above it, is a file."""
+    path = Path(folder)
+    for place in (path, *path.parents):
+        if place.exists() and not place.is_dir():
+            where = "is a file" if place == path else f"is inside {place}, which is a file"
+            raise MnistlabError(f"{what} {path} {where}; name a folder instead (nothing was written)")
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    check_folder(run_dir, "the run folder")
 
 
 def run_status(run_dir: str | Path) -> str:

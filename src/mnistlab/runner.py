@@ -7,25 +7,22 @@ A finished run (``summary.json`` present) is skipped and an interrupted one (``l
 
 from __future__ import annotations
 
-import ctypes
 import json
-import multiprocessing
-import signal
-import sys
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnistlab.config import TrainConfig
-from mnistlab.engine import GROUP_FREE, fit_group, recipe_unstackable
-from mnistlab.rundir import LOG, read_summary, run_status
+from mnistlab.distributed import run_jobs
+from mnistlab.engine import fit_group, recipe_unstackable
+from mnistlab.rundir import read_summary, run_status
 from mnistlab.studies import RESULTS, Run
+from mnistlab.workers import fit_logged, in_processes
 
 
 def status(run: Run, results: Path = RESULTS) -> str:
-    return run_status(results / run.group / run.name)
+    return run_status(run.path(results))
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,7 @@ def plan_jobs(configs: list[TrainConfig], states: list[str], stack: bool) -> lis
         if not stack or state == "partial" or recipe_unstackable(config) is not None:
             jobs.append(Job((i,), (config,), state == "partial"))
             continue
-        key = json.dumps({k: v for k, v in config.to_dict().items() if k not in GROUP_FREE}, sort_keys=True)
+        key = json.dumps(config.shared(), sort_keys=True)
         groups.setdefault(key, []).append(i)
     for members in groups.values():
         jobs.append(Job(tuple(members), tuple(configs[i] for i in members), False))
@@ -90,8 +87,8 @@ def run_all(
     summaries: dict[int, dict[str, Any]] = {}
     for index, (run, state) in enumerate(zip(runs, states)):
         if state == "done":
-            log(f"[{index + 1}/{len(runs)}] {run.group}/{run.name}: done, skipped")
-            summaries[index] = read_summary(results / run.group / run.name)
+            log(f"[{index + 1}/{len(runs)}] {run.folder}/{run.name}: done, skipped")
+            summaries[index] = read_summary(run.path(results))
     jobs = plan_jobs(configs, states, stack)
 
     def finished(job: Job, done: list[dict[str, Any]]) -> None:
@@ -101,8 +98,6 @@ def run_all(
             after_each()
 
     if cluster is not None and jobs:
-        from mnistlab.distributed import run_jobs
-
         log(f"{len(jobs)} jobs on Ray; each run's files arrive when its job ends")
         run_jobs(jobs, cluster, finished, data)
     elif workers <= 1:
@@ -115,42 +110,7 @@ def run_all(
             if after_each is not None:
                 after_each()
     elif jobs:
-        # spawn, not fork: a forked child cannot use a CUDA context, and the parent holds no model state
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=end_with_parent
-        ) as pool:
-            futures = {pool.submit(fit_logged, job.configs, job.resume, data): job for job in jobs}
-            log(f"{len(jobs)} jobs on {workers} workers; each run writes its epochs to <run>/train.log")
-            for future in as_completed(futures):
-                finished(futures[future], future.result())
+        log(f"{len(jobs)} jobs on {workers} workers; each run writes its epochs to <run>/train.log")
+        for index, done in in_processes(fit_logged, [(job.configs, job.resume, data) for job in jobs], workers):
+            finished(jobs[index], done)
     return [summaries[i] for i in range(len(runs))]
-
-
-def end_with_parent() -> None:
-    """Worker start-up: on Linux, have the kernel end this worker if the parent dies (a killed ``reproduce``
-    must not leave runs training, and writing, behind it)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-
-def fit_logged(configs: tuple[TrainConfig, ...], resume: bool, data: Any) -> list[dict[str, Any]]:
-    """One job in a worker process, each run's log lines appended to ``train.log`` in its folder."""
-    handles = []
-    for config in configs:
-        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-        handles.append(open(Path(config.output_dir) / LOG, "a"))  # noqa: SIM115  (closed below)
-    try:
-
-        def log(line: str) -> None:
-            for handle in handles:
-                handle.write(line + "\n")
-                handle.flush()
-
-        return fit_group(list(configs), resume=resume, progress=False, log=log, data=data)
-    finally:
-        for handle in handles:
-            handle.close()

@@ -24,10 +24,19 @@ from statistics import mean
 from typing import Any
 
 from mnistlab.config import Augment, TrainConfig, recipe_values
+from mnistlab.distributed import run_tasks
+from mnistlab.engine import fit_group
 from mnistlab.errors import MnistlabError
-from mnistlab.rundir import LAST_K
+from mnistlab.fileio import atomic_write_json
+from mnistlab.models import create_model, get_card, list_models
+from mnistlab.models.compact import SEARCHED
+from mnistlab.models.found import entries
+from mnistlab.records import batch_size_of
+from mnistlab.rundir import LAST_K, check_folder, read_history
+from mnistlab.workers import in_processes
 
-MODEL = "searched"
+MODEL = SEARCHED  # the family every trial draws a shape of
+SQLITE = "sqlite:///"  # the start of an SQLite storage URL; the file's path follows
 
 
 @dataclass(frozen=True)
@@ -126,8 +135,6 @@ def sample(trial: Any, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
 def recipe_of(drawn: dict[str, Any], epochs: int | None = None) -> dict[str, Any]:
     """A trial's whole recipe, as ``recipe_values`` gives one: its drawn values (``sample``, or a finished
     trial's ``params``) on the searched family's recipe."""
-    from mnistlab.models import get_card
-
     values = recipe_values(get_card(MODEL).recipe)
     augment = dataclasses.replace(values["augment"], rotation=drawn["rotation"], translate=drawn["translate"],
                                   scale=drawn["scale"])  # fmt: skip
@@ -135,16 +142,7 @@ def recipe_of(drawn: dict[str, Any], epochs: int | None = None) -> dict[str, Any
             "batch_size": batch_size_of(drawn), "epochs": values["epochs"] if epochs is None else epochs}  # fmt: skip
 
 
-def batch_size_of(drawn: dict[str, Any]) -> int:
-    """A trial's batch size: drawn, or the family's for a trial of a study from before it was drawn."""
-    from mnistlab.models import get_card
-
-    return int(drawn.get("batch_size", get_card(MODEL).recipe.batch_size))
-
-
 def count_params(arch: dict[str, Any]) -> int:
-    from mnistlab.models import create_model
-
     return sum(p.numel() for p in create_model(MODEL, **arch).parameters())
 
 
@@ -175,9 +173,14 @@ class Settings:
 
 
 def open_study(settings: Settings) -> Any:
+    """The study, created where it does not exist yet (an SQLite file's folder too)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if settings.storage.startswith(SQLITE) and settings.storage != SQLITE + ":memory:":
+        folder = Path(settings.storage[len(SQLITE) :]).parent
+        check_folder(folder, "the study's folder")
+        folder.mkdir(parents=True, exist_ok=True)
     try:
         # a trial whose worker died (killed, or its machine lost) stops beating and is marked failed by the
         # next worker to start a trial, instead of staying "running" for ever
@@ -210,10 +213,7 @@ def open_existing(settings: Settings) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if (
-        settings.storage.startswith("sqlite:///")
-        and not Path(settings.storage[len("sqlite:///") :]).is_file()
-    ):
+    if settings.storage.startswith(SQLITE) and not Path(settings.storage[len(SQLITE) :]).is_file():
         raise MnistlabError(f"no study storage at {settings.storage}; run `mnistlab search` first")
     try:
         return optuna.load_study(study_name=settings.name, storage=settings.storage)
@@ -226,8 +226,6 @@ def open_existing(settings: Settings) -> Any:
 def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str], None]) -> float:
     """Train one candidate on every seed (stacked); its score is the worst seed's last-epochs validation mean."""
     import optuna
-
-    from mnistlab.engine import fit_group
 
     arch, recipe = sample(trial, space)
     params = count_params(arch)
@@ -265,8 +263,6 @@ class Deadline(Exception):
 
 
 def _history(config: TrainConfig) -> list[dict[str, Any]]:
-    from mnistlab.rundir import read_history
-
     return read_history(config.output_dir)
 
 
@@ -301,24 +297,17 @@ def search(
     calls = [(dataclasses.replace(shared, sampler_seed=settings.sampler_seed + before + i), space, share, timeout)
              for i in range(workers) if (share := trials // workers + (i < trials % workers))]  # fmt: skip
     if cluster is not None:
-        from mnistlab.distributed import run_tasks
-
         log(f"{len(calls)} search workers on Ray, sharing {shared.storage}")
         run_tasks(_scratch_worker, calls, cluster, {"num_cpus": float(max(1, settings.threads))})
     elif workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from mnistlab.runner import end_with_parent
-
         log(f"{workers} search workers, sharing {settings.storage}")
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=end_with_parent) as pool:
-            for future in [pool.submit(_worker, *call) for call in calls]:
-                future.result()
-    else:
-        study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, timeout=timeout,
-                       catch=(Deadline,))  # fmt: skip
+        for _ in in_processes(_worker, calls, workers):
+            pass
+    else:  # the one worker draws with its offset sampler seed too: a resumed study draws new trials
+        mine = calls[0][0]
+        open_study(mine).optimize(
+            lambda trial: run_trial(trial, mine, space, log), n_trials=trials, timeout=timeout, catch=(Deadline,)
+        )
     study = open_study(settings)
     log(
         f"study {settings.name}: {len(study.trials)} trials ({len(study.trials) - before} new) in {settings.storage}"
@@ -345,44 +334,14 @@ def _scratch_worker(settings: Settings, space: Space, trials: int, timeout: floa
 
 def _absolute(storage: str) -> str:
     """A SQLite URL with a relative path, made absolute (a Ray worker runs in another folder)."""
-    prefix = "sqlite:///"
-    if storage.startswith(prefix) and not storage.startswith(prefix + "/") and storage != prefix + ":memory:":
-        return prefix + str(Path(storage[len(prefix) :]).resolve())
+    if storage.startswith(SQLITE) and not storage.startswith(SQLITE + "/") and storage != SQLITE + ":memory:":
+        return SQLITE + str(Path(storage[len(SQLITE) :]).resolve())
     return storage
-
-
-def summary_rows(study: Any) -> list[dict[str, Any]]:
-    """Every trial as data: its number, state, parameters, score (worst seed's validation mean), shape."""
-    rows = []
-    for t in study.trials:
-        rows.append({"trial": t.number, "state": t.state.name, "params": t.user_attrs.get("params"),
-                     "over_budget": t.user_attrs.get("over_budget", False),
-                     "score": t.value if t.value is not None and not math.isnan(t.value) else None,
-                     "arch": t.user_attrs.get("arch"), "params_drawn": t.params,
-                     "val_per_seed": t.user_attrs.get("val_per_seed"),
-                     "stopped": t.user_attrs.get("stopped")})  # fmt: skip
-    return rows
-
-
-def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trials of ``summary_rows`` with a score (a pruned one's last reported value is not one)."""
-    return [r for r in rows if r["state"] == "COMPLETE" and r["score"] is not None]
-
-
-def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The trial to take to final runs: the best worst-seed score; of equal scores (to 1e-6), the fewest
-    parameters, since the record is about size; then the earliest."""
-    done = finished(rows)
-    return min(done, key=lambda r: (-round(r["score"], 6), r["params"], r["trial"])) if done else None
 
 
 def register_trial(study: Any, number: int, name: str, path: str | Path) -> dict[str, Any]:
     """Add a finished trial to the found models (``path``, a JSON list) as model ``name``: its layers and
     recipe as data. Registered models are trained, reported and loaded like the zoo's."""
-    from mnistlab.fileio import atomic_write_json
-    from mnistlab.models import list_models
-    from mnistlab.models.found import entries
-
     if not name.isidentifier() or name != name.lower():
         raise MnistlabError(f"a model's name is lower-case letters, digits and underscores, got {name!r}")
     if name in list_models():

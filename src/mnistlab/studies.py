@@ -13,28 +13,34 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.config import Recipe, TrainConfig, recipe_values
-from mnistlab.models import config_for
-from mnistlab.models.found import found_names
+from mnistlab.errors import MnistlabError
+from mnistlab.models import config_for, get_card, list_models
 from mnistlab.models.zoo import MODEL1_RECIPE, MODEL7_FIRST_RECIPE, MODEL8_RECIPE
+from mnistlab.rundir import RESULTS as RESULTS_DIR
 from mnistlab.rundir import TARGET
 
-RESULTS = Path("results")
+RESULTS = Path(RESULTS_DIR)
 FINAL_SEEDS = (1, 2, 3)
+RECORD_BUDGET = 3_500  # the record: the fewest parameters that hold the target, at most this many
 
 
 @dataclass(frozen=True)
 class Run:
     model: str
     seed: int
-    group: str  # folder under results/: the model's name, or "tuning"
+    folder: str  # folder under results/: the model's name, or "tuning"
     name: str  # folder under the group
     overrides: dict[str, Any] = field(default_factory=dict)
     why: str = ""  # what the run is for, shown in the report
     against: str = ""  # the run it changes one thing of (tuning): the report shows the difference
     base: Recipe | None = None  # a named, frozen recipe the overrides apply to (None: the model's card's)
 
+    def path(self, results: Path) -> Path:
+        """The run's folder under ``results``."""
+        return results / self.folder / self.name
+
     def config(self, results: Path) -> TrainConfig:
-        out = results / self.group / self.name
+        out = self.path(results)
         if self.base is None:
             return config_for(self.model, seed=self.seed, output_dir=str(out), **self.overrides)
         values = {**recipe_values(self.base), **self.overrides}
@@ -64,8 +70,8 @@ class Study:
             return None
         if self.rule == "smallest":
             declared = {c.name: sum(candidate_name(run) == c.name for run in self.runs) for c in candidates}
-            held = [c for c in candidates if len(c.records) == declared[c.name] and c.lowest_epoch >= TARGET]
-            return min(held, key=lambda c: c.records[0].summary["params"]) if held else None
+            held = [c for c in candidates if len(c.runs) == declared[c.name] and c.lowest_epoch >= TARGET]
+            return min(held, key=lambda c: c.runs[0].summary["params"]) if held else None
         return max(candidates, key=lambda c: c.score)
 
 
@@ -328,21 +334,43 @@ STUDIES: tuple[Study, ...] = (
           " (this project's 2-core CPU, 2 at a time, one thread each: `mnistlab reproduce --study model7-round3 "
           "--workers 2 --threads 1`)"),
 )  # fmt: skip
+# the studies that tried for the record (the report's record section sums them up)
+RECORD_STUDIES = ("record", "fallback", "smallest-seeds", "record-seeds")
 # every validation run once (a later round lists the earlier winner it has to beat)
-TUNING: tuple[Run, ...] = tuple({(r.group, r.name): r for study in STUDIES for r in study.runs}.values())
-
-
-# These models' hyper-parameters were chosen on the validation split (the studies above); their final runs
-# then train on all 60,000 training images. The others keep the 5,000 validation images out (Model 7's
-# plateau schedule steps on their loss). The test set is only ever reported.
-REFIT = {name: {"val_size": 0} for name in ("model8", "model8_v1", "model8_wide", "sepnet3k", "sepnet5k",
-                                             "sepnet6k", "sepnet4k9", "sepnet5k4", *found_names())}  # fmt: skip
+TUNING: tuple[Run, ...] = tuple({(r.folder, r.name): r for study in STUDIES for r in study.runs}.values())
 
 
 def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS) -> list[Run]:
-    """Each model with its own recipe, on every seed."""
+    """Each model with its own recipe, on every seed. A model whose recipe was chosen on the validation split
+    (its card's ``refit``) trains on all 60,000 training images; the others keep the 5,000 validation images
+    out (Model 7's plateau schedule steps on their loss). The test set is only ever reported."""
     return [
-        Run(model, seed, model, f"seed{seed}", dict(REFIT.get(model, {})))
+        Run(model, seed, model, f"seed{seed}", {"val_size": 0} if get_card(model).refit else {})
         for model in models
         for seed in seeds
     ]
+
+
+def final_models() -> list[str]:
+    """The models whose final runs are recorded: every one that is not a study's losing candidate, cheapest
+    first (Model 1, at 13 CPU-minutes an epoch, last)."""
+    return sorted(list_models(lost=False), key=lambda name: get_card(name).params)
+
+
+def planned_runs(
+    models: list[str] | None, seeds: tuple[int, ...], tuning: bool, studies: tuple[str, ...] = ()
+) -> list[Run]:
+    """What ``mnistlab reproduce`` makes: the named studies' validation runs; or the final runs of ``models``
+    (None: ``final_models()``) on ``seeds``, after every study's validation runs and the earlier attempts
+    with ``tuning``."""
+    if studies:
+        known = {study.key: study for study in STUDIES}
+        unknown = [key for key in studies if key not in known]
+        if unknown:
+            raise MnistlabError(f"unknown study {unknown[0]!r}; choose from {', '.join(known)}")
+        runs = [run for key in studies for run in known[key].runs]
+        return sorted(runs, key=lambda run: run.seed)  # every candidate's first seeds before any one's last
+    names = final_models() if models is None else models
+    for name in names:
+        get_card(name)  # an unknown name stops here, in one line
+    return (list(TUNING) + list(EARLIER) if tuning else []) + final_runs(names, seeds)

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_bytes
+from mnistlab.rundir import check_folder
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
@@ -105,11 +106,11 @@ OFFICIAL: Mapping[str, SplitSpec] = {
 
 
 def resolve_data_dir(path: str | Path | None = None) -> Path:
-    """The data directory: the argument, else $MNISTLAB_DATA, else ~/.cache/mnistlab."""
-    if path is not None:
-        return Path(path).expanduser()
+    """The data directory: the argument, else $MNISTLAB_DATA, else ~/.cache/mnistlab (refused if it is a file)."""
     env = os.environ.get("MNISTLAB_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mnistlab"
+    root = Path(path if path is not None else env or Path.home() / ".cache" / "mnistlab").expanduser()
+    check_folder(root, "the MNIST folder (--data-dir or $MNISTLAB_DATA)")
+    return root
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ SLIM_RECIPE = MODEL8_RECIPE
            "parameters); the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_486,
-    candidate=True,
+    lost=True,
 )  # fmt: skip
 def slim_a(dropout: float = 0.0) -> nn.Module:
     return slim_net((6, 10), (10, 10, 10), padded=1, dropout=dropout)
@@ -44,7 +44,7 @@ def slim_a(dropout: float = 0.0) -> nn.Module:
            "the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_486,
-    candidate=True,
+    lost=True,
 )  # fmt: skip
 def slim_b(dropout: float = 0.0) -> nn.Module:
     return slim_net((6, 10), (10, 10, 10), padded=3, dropout=dropout)
@@ -58,7 +58,7 @@ def slim_b(dropout: float = 0.0) -> nn.Module:
            "classes (3,340 parameters); the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_340,
-    candidate=True,
+    lost=True,
 )  # fmt: skip
 def slim_sep(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (24, 24, 24), padded=1, dropout=dropout, factored=True)
@@ -71,7 +71,7 @@ def slim_sep(dropout: float = 0.0) -> nn.Module:
            "classes (3,424 parameters); the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_424,
-    candidate=True,
+    lost=True,
 )  # fmt: skip
 def slim_sep4(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (20, 20, 20, 20), padded=2, dropout=dropout, factored=True)
@@ -88,6 +88,9 @@ def slim_sep4(dropout: float = 0.0) -> nn.Module:
            "average of its weights (decay 0.999 per step) as the model evaluated and shipped.",
     recipe=dataclasses.replace(SLIM_RECIPE, augment=Augment(rotation=7.0), ema=0.999),
     params=3_424,
+    aims=True,
+    record=True,
+    refit=True,
 )  # fmt: skip
 def sepnet3k(dropout: float = 0.0) -> nn.Module:
     return slim_sep4(dropout)
@@ -102,7 +105,8 @@ def sepnet3k(dropout: float = 0.0) -> nn.Module:
            "the recipe the record study chose for slim_sep4 (rotation only, no shifts).",
     recipe=dataclasses.replace(SLIM_RECIPE, augment=Augment(rotation=7.0)),
     params=5_032,
-    candidate=True,
+    lost=True,
+    refit=True,
 )  # fmt: skip
 def sepnet5k(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (28, 28, 28, 28), padded=2, dropout=dropout, factored=True)
@@ -129,6 +133,9 @@ def _five_separable(width: int, dropout: float) -> nn.Module:
            "and shipped, chosen on 4 seeds.",
     recipe=SEP6K_RECIPE,
     params=6_568,
+    aims=True,
+    record=True,
+    refit=True,
 )  # fmt: skip
 def sepnet6k(dropout: float = 0.0) -> nn.Module:
     return _five_separable(28, dropout)
@@ -142,7 +149,8 @@ def sepnet6k(dropout: float = 0.0) -> nn.Module:
            "parameters); SepNet 6.5k's recipe.",
     recipe=SEP6K_RECIPE,
     params=4_936,
-    candidate=True,
+    lost=True,
+    refit=True,
 )  # fmt: skip
 def sepnet4k9(dropout: float = 0.0) -> nn.Module:
     return _five_separable(22, dropout)
@@ -156,10 +164,14 @@ def sepnet4k9(dropout: float = 0.0) -> nn.Module:
            "parameters); SepNet 6.5k's recipe.",
     recipe=SEP6K_RECIPE,
     params=5_448,
-    candidate=True,
+    lost=True,
+    refit=True,
 )  # fmt: skip
 def sepnet5k4(dropout: float = 0.0) -> nn.Module:
     return _five_separable(24, dropout)
+
+
+SEARCHED = "searched"  # the family of shapes a search draws from (below): a trial's layers are its `arch`
 
 
 @register_model(
@@ -171,7 +183,7 @@ def sepnet5k4(dropout: float = 0.0) -> nn.Module:
            "Model 8's layers.",
     recipe=SLIM_RECIPE,
     params=7_500,
-    candidate=True,
+    lost=True,
 )  # fmt: skip
 def searched(
     stem: tuple[int, ...] = (8, 16), body: tuple[int, ...] = (36, 36, 36, 36), padded: int = 2,

@@ -36,17 +36,15 @@ def _register(entry: dict[str, Any]) -> None:
         design=f"{shape} ({entry['params']:,} parameters); its recipe drawn by the search.",
         recipe=Recipe(**{k: v for k, v in entry["recipe"].items()}),
         params=entry["params"],
+        aims=True,
+        record=True,
+        refit=True,  # chosen on validation by its search
     )(build)  # fmt: skip
 
 
 def entries(path: Path = FOUND) -> list[dict[str, Any]]:
     """The found models as ``mnistlab register`` wrote them (none when the file is absent)."""
     return json.loads(path.read_text()) if path.is_file() else []
-
-
-def found_names(path: Path = FOUND) -> list[str]:
-    """The registered found models' names (chosen on validation: their final runs train on all 60,000)."""
-    return [entry["name"] for entry in entries(path)]
 
 
 def load(path: Path = FOUND) -> list[dict[str, Any]]:

@@ -34,7 +34,11 @@ class ModelCard:
     params: int  # the documented parameter count; a test checks the built model against it
     reference: Reference | None = None
     reference_rf: tuple[int, ...] = ()  # the reference's hand-made receptive-field column, one per conv/pool
-    candidate: bool = False  # tried on the validation split and not chosen: reported in its study only
+    # its role in the lab, read by the runner, the CLI and the report (one place, here):
+    lost: bool = False  # a study's candidate that was not chosen: reported in its study only
+    aims: bool = False  # aims at the course's target: the report says, seed by seed, whether it held
+    record: bool = False  # an attempt at the record (the fewest parameters that hold): in the record section
+    refit: bool = False  # chosen on the validation split: its final runs train on all 60,000 training images
 
 
 _REGISTRY: dict[str, ModelCard] = {}
@@ -49,7 +53,10 @@ def register_model(
     params: int,
     reference: Reference | None = None,
     reference_rf: tuple[int, ...] = (),
-    candidate: bool = False,
+    lost: bool = False,
+    aims: bool = False,
+    record: bool = False,
+    refit: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under its function name, with the card that describes it."""
 
@@ -58,16 +65,17 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelCard(
-            name, title, builder, target, design, recipe, params, reference, reference_rf, candidate
+            name, title, builder, target, design, recipe, params, reference, reference_rf, lost, aims, record,
+            refit,
         )
         return builder
 
     return decorate
 
 
-def list_models(pattern: str = "*", *, candidates: bool = True) -> list[str]:
-    """Registered names matching ``pattern``; ``candidates=False`` leaves out the models that lost a study."""
-    names = (n for n, card in _REGISTRY.items() if candidates or not card.candidate)
+def list_models(pattern: str = "*", *, lost: bool = True) -> list[str]:
+    """Registered names matching ``pattern``; ``lost=False`` leaves out the models that lost a study."""
+    names = (n for n, card in _REGISTRY.items() if lost or not card.lost)
     return sorted((n for n in names if fnmatch.fnmatch(n, pattern)), key=_natural)
 
 

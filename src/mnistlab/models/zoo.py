@@ -232,7 +232,7 @@ M7_RF = "Model 7's round-two recipe (rate 0.05, batch 64, no dropout, shifts), p
            "AdaptiveAvgPool2d(1) | 1x1 to the classes (7,408 parameters); " + M7_RF + ".",
     recipe=MODEL7_RECIPE,
     params=7_408,
-    candidate=True,
+    lost=True,
 )  # fmt: skip
 def model7_rf(dropout: float = 0.0) -> nn.Module:
     return _gap_net((8, 12, 8, 12, 16, 12, 16), dropout, adaptive=True)
@@ -245,7 +245,7 @@ def model7_rf(dropout: float = 0.0) -> nn.Module:
            "AdaptiveAvgPool2d(1) | 1x1 to the classes (7,352 parameters); " + M7_RF + ".",
     recipe=MODEL7_RECIPE,
     params=7_352,
-    candidate=True,
+    lost=True,
 )  # fmt: skip
 def model7_rf_wide(dropout: float = 0.0) -> nn.Module:
     return _gap_net((8, 16, 8, 16, 12, 12, 14), dropout, adaptive=True)
@@ -272,6 +272,9 @@ MODEL8_RECIPE = Recipe(epochs=15, batch_size=64, optimizer="sgd", lr=0.05, momen
            "peak was chosen in round three, on 4 seeds).",
     recipe=dataclasses.replace(MODEL8_RECIPE, lr=0.1, augment=Augment(rotation=7.0, translate=0.1, scale=0.1)),
     params=7_500,
+    aims=True,
+    record=True,
+    refit=True,
 )  # fmt: skip
 def model8(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 16), (36, 36, 36, 36), padded=2, dropout=dropout, factored=True)
@@ -285,7 +288,7 @@ def model8(dropout: float = 0.0) -> nn.Module:
            "GAP | 1x1 to the classes (7,816 parameters); the first design's recipe (Model 8's, before zoom).",
     recipe=MODEL8_RECIPE,
     params=7_816,
-    candidate=True,
+    lost=True,
 )  # fmt: skip
 def model8_deep(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 16), (32, 32, 32, 32, 32), padded=3, dropout=dropout, factored=True)
@@ -303,6 +306,8 @@ def model8_deep(dropout: float = 0.0) -> nn.Module:
            "tuning table). It held the target on 2 of 3 seeds, so Model 8 was redesigned.",
     recipe=MODEL8_RECIPE,
     params=7_432,
+    aims=True,
+    refit=True,
 )  # fmt: skip
 def model8_v1(dropout: float = 0.0) -> nn.Module:
     return _model8_net((8, 16, 8), dropout)
@@ -333,7 +338,8 @@ def _model8_net(widths: tuple[int, int, int], dropout: float) -> Net:
            "on the validation split.",
     recipe=MODEL8_RECIPE,
     params=7_964,
-    candidate=True,
+    lost=True,
+    refit=True,
 )  # fmt: skip
 def model8_wide(dropout: float = 0.0) -> nn.Module:
     return _model8_net((10, 15, 10), dropout)
@@ -347,7 +353,7 @@ def model8_wide(dropout: float = 0.0) -> nn.Module:
            "1x1 to the classes (7,810 parameters); Model 8's round-two recipe (one-cycle peak 0.05).",
     recipe=dataclasses.replace(MODEL8_RECIPE, augment=Augment(rotation=7.0, translate=0.1, scale=0.1)),
     params=7_810,
-    candidate=True,
+    lost=True,
 )  # fmt: skip
 def model8_stem10(dropout: float = 0.0) -> nn.Module:
     return slim_net((10, 16), (36, 36, 36, 36), padded=2, dropout=dropout, factored=True)

@@ -1,0 +1,212 @@
+"""A training step's parts as plain functions: the device, the optimizer and its rate schedule, the moving
+average of the weights, each slot's loss, one epoch, and evaluation.
+
+``engine`` runs them epoch by epoch into run directories; ``graphstep`` replays the same step as one captured
+CUDA graph. Both build on this module; it imports neither. A network here is stacked (``models.stacking``):
+[B, K, ...] in, [B, K, 10] log-probabilities out, K slots (seeds) trained side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from mnistlab.config import TrainConfig
+from mnistlab.data.loader import TensorLoader
+from mnistlab.errors import MnistlabError
+from mnistlab.models.stacking import StackedNet
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+Average = torch.optim.swa_utils.AveragedModel
+EVAL_BATCH = {"cpu": 1000, "cuda": 5000}  # images per evaluation batch (and per slot when stacked)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        accelerator = getattr(torch, "accelerator", None)
+        if accelerator is not None and accelerator.is_available():
+            return torch.device(accelerator.current_accelerator())
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MnistlabError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise MnistlabError("device 'mps' was asked for but MPS is not available; use --device cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Scheduler | None:
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    if config.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=config.lr,
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=config.pct_start,
+            div_factor=config.div_factor,
+            final_div_factor=config.final_div_factor,
+        )
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.gamma, patience=config.patience
+        )
+    return None
+
+
+def make_average(model: nn.Module, decay: float) -> Average | None:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics (None when decay is 0)."""
+    if not decay:
+        return None
+    return Average(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+@dataclass
+class TrainingState:
+    """What training changes, and the one place that says when the rate schedule steps: the stacked network,
+    its optimizer, the scheduler of the recipe's kind (``config.scheduler``) and the moving average."""
+
+    model: StackedNet
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler | None
+    averaged: Average | None
+    schedule: str  # none | step | onecycle | plateau
+
+    @classmethod
+    def create(cls, model: StackedNet, config: TrainConfig, steps_per_epoch: int) -> TrainingState:
+        optimizer = make_optimizer(model, config)
+        return cls(
+            model, optimizer, make_scheduler(optimizer, config, steps_per_epoch), make_average(model, config.ema),
+            config.scheduler,
+        )
+
+    @property
+    def scored(self) -> StackedNet:
+        """The weights evaluated, reported and shipped: the moving average when there is one."""
+        return self.averaged.module if self.averaged is not None else self.model  # type: ignore[return-value]
+
+    def after_batch(self) -> None:
+        """One-cycle steps after every batch."""
+        if self.schedule == "onecycle":
+            self.scheduler.step()  # type: ignore[union-attr]
+
+    def after_epoch(self, val_loss: float | None, train_loss: float) -> None:
+        """A step schedule steps after every epoch; a plateau schedule on the validation loss, or without a
+        split on the training loss, never on test (one run only: ``engine.recipe_unstackable``)."""
+        if self.schedule == "step":
+            self.scheduler.step()  # type: ignore[union-attr]
+        elif self.schedule == "plateau":
+            self.scheduler.step(val_loss if val_loss is not None else train_loss)  # type: ignore[union-attr,arg-type]
+
+
+def slot_losses(log_probs: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Each slot's mean loss over its batch, [K], from log-probabilities [B, K, 10] and labels [B, K]."""
+    if log_probs.shape[1] == 1:  # one model: the loss exactly as a plain network computes it
+        return F.cross_entropy(log_probs[:, 0], labels[:, 0], label_smoothing=label_smoothing).unsqueeze(0)
+    flat = F.cross_entropy(
+        log_probs.flatten(0, 1), labels.flatten(), reduction="none", label_smoothing=label_smoothing
+    )
+    return flat.view(labels.shape).mean(0)
+
+
+def train_one_epoch(
+    state: TrainingState,
+    batches: Batches,
+    *,
+    forward: nn.Module | None = None,
+    label_smoothing: float = 0.0,
+    device: torch.device = torch.device("cpu"),
+    progress: tqdm | None = None,
+) -> dict[str, list[float]]:
+    """One pass over ``batches`` ([B, K, 28, 28] images, [B, K] labels) of ``state``'s stacked network (run
+    through ``forward``, e.g. its compiled form, when given); the loss is the sum of the K slots' losses. The
+    schedule and the moving average follow every batch. Returns each slot's mean loss and accuracy (%)."""
+    model = state.model
+    forward = forward or model
+    forward.train()
+    loss_sum = correct = None
+    seen = 0
+    for images, labels in batches:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        log_probs = forward(images)  # (B, K, 10)
+        losses = slot_losses(log_probs, labels, label_smoothing)  # (K,)
+        state.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        state.optimizer.step()
+        state.after_batch()
+        if state.averaged is not None:
+            state.averaged.update_parameters(model)
+        # accumulate on the device: no host sync per batch
+        batch_loss = losses.detach() * len(labels)
+        batch_correct = (log_probs.detach().argmax(-1) == labels).sum(0)
+        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+        correct = batch_correct if correct is None else correct + batch_correct
+        seen += len(labels)
+        if progress is not None:
+            progress.update(1)
+    if seen == 0:
+        raise MnistlabError("the training split is empty; lower --val-size or raise --limit")
+    return {"loss": [v / seen for v in loss_sum.tolist()], "acc": [100.0 * c / seen for c in correct.tolist()]}
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, batches: Batches, *, device: torch.device = torch.device("cpu"), keep_predictions: bool = False
+) -> dict[str, Any]:
+    """Mean loss and accuracy (%) of a plain model over ``batches``; with ``keep_predictions``, also the
+    predicted classes."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    predictions: list[torch.Tensor] = []
+    for images, labels in batches:
+        images, labels = images.to(device), labels.to(device)
+        log_probs = model(images)
+        loss_sum += F.nll_loss(log_probs, labels, reduction="sum").item()
+        predicted = log_probs.argmax(1)
+        correct += int((predicted == labels).sum())
+        seen += len(labels)
+        if keep_predictions:
+            predictions.append(predicted.cpu())
+    result: dict[str, Any] = {"loss": loss_sum / max(seen, 1), "acc": 100.0 * correct / max(seen, 1), "n": seen}
+    if keep_predictions:
+        result["predictions"] = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.int64)
+    return result
+
+
+@torch.inference_mode()
+def evaluate_slots(model: StackedNet, loader: TensorLoader, *, device: torch.device) -> list[dict[str, float]]:
+    """Each slot's mean loss and accuracy (%) on ``loader``'s split (every slot sees every image)."""
+    model.eval()
+    slots = model.slots
+    loss_sum = torch.zeros(slots, dtype=torch.float64, device=device)
+    correct = torch.zeros(slots, dtype=torch.int64, device=device)
+    for images, labels in loader.stacked((0,) * slots):
+        log_probs = model(images.to(device))  # (B, K, 10)
+        labels = labels.to(device)
+        # per slot, summed in float64 as a plain evaluation sums batch by batch
+        loss_sum += torch.stack([F.nll_loss(log_probs[:, k], labels[:, k], reduction="sum") for k in range(slots)])
+        correct += (log_probs.argmax(-1) == labels).sum(0)
+    n = loader.num_samples
+    return [
+        {"loss": loss / max(n, 1), "acc": 100.0 * hits / max(n, 1)}
+        for loss, hits in zip(loss_sum.tolist(), correct.tolist())
+    ]
