@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from mnistlab import perf
-from mnistlab.analysis import summarize
+from mnistlab.analysis import analyze
 from mnistlab.data import Augment, TensorLoader, load_mnist
 from mnistlab.engine import evaluate, provenance
 from mnistlab.fileio import atomic_write_json
@@ -95,7 +95,7 @@ def bench_model(
     model = create_model(name).to(memory_format=torch.channels_last)
     ours_ips = train_images_per_second(model, loader, images)
 
-    macs = summarize(create_model(name)).macs
+    macs = analyze(create_model(name)).macs
     floor = EPOCH_IMAGES * 3 * 2 * macs / rate
     return {
         "model": name,

@@ -13,7 +13,7 @@ from rf_probe import check_extent, expected_window, measured_extent
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mnistlab.analysis import AnalysisError, summarize
+from mnistlab.analysis import AnalysisError, analyze
 from mnistlab.models import create_model, list_models
 
 
@@ -24,7 +24,7 @@ def spatial_hw(row):
 @pytest.mark.parametrize("name", list_models())
 def test_receptive_field_matches_gradient_measure_for_every_model(name):
     model = create_model(name)
-    summary = summarize(model, name=name)
+    summary = analyze(model, name=name)
     for row in summary.rows:
         if row.type in ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"):
             check_extent(measured_extent(model, row.name), expected_window(row, spatial_hw(row)))
@@ -33,7 +33,7 @@ def test_receptive_field_matches_gradient_measure_for_every_model(name):
 @pytest.mark.parametrize("name", list_models())
 def test_params_and_macs_match_independent_counts(name):
     model = create_model(name).eval()
-    summary = summarize(model)
+    summary = analyze(model)
     assert summary.params == sum(p.numel() for p in model.parameters())
     assert sum(r.params for r in summary.rows) == summary.params
     with FlopCounterMode(display=False) as counter:
@@ -42,16 +42,16 @@ def test_params_and_macs_match_independent_counts(name):
 
 
 def test_reference_tables_where_they_were_wrong():
-    # Model 2: the 7x7 conv after two pools (jump 4) adds 6 * 4 = 24 to 18, giving 42, not the seed's 36
-    rows = {r.name: r for r in summarize(create_model("model2")).rows}
+    # Model 2: the 7x7 conv after two pools (jump 4) adds 6 * 4 = 24 to 18, giving 42, not the reference's 36
+    rows = {r.name: r for r in analyze(create_model("model2")).rows}
     assert rows["features.out"].receptive_field == 42
-    # Model 4: three 3x3 convs at jump 2 after the pool (6) give 18, the padded one 22 (the seed says 20)
-    rows = {r.name: r for r in summarize(create_model("model4")).rows}
+    # Model 4: three 3x3 convs at jump 2 after the pool (6) give 18, the padded one 22 (the reference says 20)
+    rows = {r.name: r for r in analyze(create_model("model4")).rows}
     assert rows["features.conv6.conv"].receptive_field == 22
     assert rows["features.gap"].receptive_field == 32
     # Model 7 (its first design, whose layers the table is for): global pooling sees the whole 8x8 map at
     # jump 2: 14 + 7 * 2 = 28, not 14
-    rows = {r.name: r for r in summarize(create_model("model7_v1")).rows}
+    rows = {r.name: r for r in analyze(create_model("model7_v1")).rows}
     assert rows["features.gap"].receptive_field == 28
 
 
@@ -73,7 +73,7 @@ class Functional(nn.Module):
 
 def test_functional_ops_dilation_and_stride():
     model = Functional()
-    rows = {r.name: r for r in summarize(model).rows}
+    rows = {r.name: r for r in analyze(model).rows}
     assert rows["c1"].receptive_field == 5 and rows["c1"].jump == 1
     assert rows["c2"].receptive_field == 7 and rows["c2"].jump == 2
     assert rows["max_pool2d"].receptive_field == 11 and rows["max_pool2d"].output_shape == (8, 14, 14)
@@ -87,11 +87,11 @@ def test_unknown_operation_is_reported_not_guessed():
             return torch.roll(x, 1, dims=2)
 
     with pytest.raises(AnalysisError, match="unknown function"):
-        summarize(Odd())
+        analyze(Odd())
 
 
 def test_summary_is_data_then_rendered():
-    summary = summarize(create_model("model8_v1"), name="model8_v1")
+    summary = analyze(create_model("model8_v1"), name="model8_v1")
     row = summary.rows[0]
     assert (row.receptive_field, row.jump, row.params, row.output_shape) == (3, 1, 72, (8, 26, 26))
     data = json.loads(summary.to_json())
@@ -139,7 +139,7 @@ def stacks(draw):
 @given(stacks())
 def test_random_stacks_match_gradient_measure(stack):
     model, size = stack
-    summary = summarize(model, input_shape=(1, size, size))
+    summary = analyze(model, input_shape=(1, size, size))
     last = summary.rows[-1]
     window = expected_window(last, spatial_hw(last))
     measured = measured_extent(model, last.name, size)
@@ -151,5 +151,5 @@ def test_random_stacks_match_gradient_measure(stack):
 @pytest.mark.parametrize("name", ["model4", "model7", "model8"])
 def test_a_global_pool_sees_the_whole_image_centred(name):
     """After global average pooling one unit's field is centred on the image (13.5, 13.5 on 28x28)."""
-    rows = {row.name: row for row in summarize(create_model(name)).rows}
+    rows = {row.name: row for row in analyze(create_model(name)).rows}
     assert rows["features.gap"].centre == 13.5 and rows["features.gap"].receptive_field >= 28

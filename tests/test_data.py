@@ -170,7 +170,7 @@ def test_loader_shapes_normalisation_and_split(tiny_data):
     raw = torch.from_numpy(tiny_data[1][0][:1000]).float() / 255
     test_images = torch.cat([x for x, _ in loaders.test])
     assert torch.allclose(test_images.squeeze(1), (raw - 0.1307) / 0.3081)
-    train, test = loaders  # the seed's two-loader API
+    train, test = loaders  # the reference's two-loader API
     assert train is loaders.train and test is loaders.test
 
 

@@ -80,8 +80,8 @@ def test_list_models_pattern_and_register_decorator():
         _REGISTRY.pop("tiny_for_test")
 
 
-# (kernel, stride, padding) of every conv and pool, in order, as the seed's receptive-field tables list them
-SEED_LAYERS = {
+# (kernel, stride, padding) of every conv and pool, in order, as the reference's receptive-field tables list them
+REFERENCE_LAYERS = {
     "model1": [(3, 1, 1), (3, 1, 1), (2, 2, 0), (3, 1, 1), (3, 1, 1), (2, 2, 0), (3, 1, 0), (3, 1, 0), (3, 1, 0)],
     "model2": [(3, 1, 1), (3, 1, 1), (3, 1, 1), (2, 2, 0), (1, 1, 0), (3, 1, 1), (3, 1, 1), (2, 2, 0), (1, 1, 0),
                (7, 1, 0)],
@@ -92,11 +92,11 @@ SEED_LAYERS = {
     "model7": [(3, 1, 0), (3, 1, 0), (1, 1, 0), (2, 2, 0), (3, 1, 0), (3, 1, 0), (3, 1, 0), (3, 1, 1), None,
                (1, 1, 0)],
 }  # fmt: skip
-SEED_LAYERS["model5"] = SEED_LAYERS["model6"] = SEED_LAYERS["model4"]
+REFERENCE_LAYERS["model5"] = REFERENCE_LAYERS["model6"] = REFERENCE_LAYERS["model4"]
 
 
-@pytest.mark.parametrize("name", sorted(SEED_LAYERS))
-def test_layer_sequence_is_the_seeds(name):
+@pytest.mark.parametrize("name", sorted(REFERENCE_LAYERS))
+def test_layer_sequence_is_the_references(name):
     layers = [m for m in create_model(name).modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d,
               torch.nn.AvgPool2d, torch.nn.AdaptiveAvgPool2d))]  # fmt: skip
 
@@ -106,7 +106,7 @@ def test_layer_sequence_is_the_seeds(name):
         first = lambda v: v if isinstance(v, int) else v[0]  # noqa: E731
         return first(m.kernel_size), first(m.stride), first(m.padding)
 
-    assert [geometry(m) for m in layers] == SEED_LAYERS[name]
+    assert [geometry(m) for m in layers] == REFERENCE_LAYERS[name]
 
 
 def test_config_is_a_leaf_that_imports_neither_torch_nor_the_models():

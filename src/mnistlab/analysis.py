@@ -37,22 +37,22 @@ class Field:
 
     rf: tuple[float, float]
     jump: tuple[float, float]
-    center: tuple[float, float]  # input coordinate (pixel index) of the first unit's field centre
+    centre: tuple[float, float]  # input coordinate (pixel index) of the first unit's field centre
     spatial: bool = True  # False once flattened: the field then covers everything it saw
 
     def through(self, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair = (1, 1)) -> Field:
-        rf, jump, center = [], [], []
+        rf, jump, centre = [], [], []
         for axis in range(2):
             span = dilation[axis] * (kernel[axis] - 1) + 1
             rf.append(self.rf[axis] + (span - 1) * self.jump[axis])
-            center.append(self.center[axis] + ((span - 1) / 2 - padding[axis]) * self.jump[axis])
+            centre.append(self.centre[axis] + ((span - 1) / 2 - padding[axis]) * self.jump[axis])
             jump.append(self.jump[axis] * stride[axis])
-        return Field(tuple(rf), tuple(jump), tuple(center))  # type: ignore[arg-type]
+        return Field(tuple(rf), tuple(jump), tuple(centre))  # type: ignore[arg-type]
 
     def whole(self, size: Pair) -> Field:
         """Every unit sees all ``size`` positions of this map (global pooling, flatten, linear)."""
         field = self.through(size, size, (0, 0))
-        return Field(field.rf, field.jump, field.center, spatial=self.spatial)
+        return Field(field.rf, field.jump, field.centre, spatial=self.spatial)
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class LayerRow:
 
 
 @dataclass(frozen=True)
-class Summary:
+class LayerTable:
     model: str
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
@@ -144,13 +144,13 @@ def _merge(fields_: list[Field], where: str) -> Field:
     first = fields_[0]
     if any(f.jump != first.jump for f in fields_):
         raise AnalysisError(f"{where}: combines maps of different strides; its receptive field is ambiguous")
-    lows = [tuple(f.center[a] - (f.rf[a] - 1) / 2 for a in range(2)) for f in fields_]
-    highs = [tuple(f.center[a] + (f.rf[a] - 1) / 2 for a in range(2)) for f in fields_]
+    lows = [tuple(f.centre[a] - (f.rf[a] - 1) / 2 for a in range(2)) for f in fields_]
+    highs = [tuple(f.centre[a] + (f.rf[a] - 1) / 2 for a in range(2)) for f in fields_]
     low = tuple(min(v[a] for v in lows) for a in range(2))
     high = tuple(max(v[a] for v in highs) for a in range(2))
     rf = tuple(high[a] - low[a] + 1 for a in range(2))
-    center = tuple((high[a] + low[a]) / 2 for a in range(2))
-    return Field(rf, first.jump, center, spatial=all(f.spatial for f in fields_))  # type: ignore[arg-type]
+    centre = tuple((high[a] + low[a]) / 2 for a in range(2))
+    return Field(rf, first.jump, centre, spatial=all(f.spatial for f in fields_))  # type: ignore[arg-type]
 
 
 class _Tracer(fx.Tracer):
@@ -165,10 +165,10 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, _Tracer().trace(model))
 
 
-def summarize(
+def analyze(
     model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None
-) -> Summary:
-    """Trace ``model`` on one ``input_shape`` image and return its per-layer summary."""
+) -> LayerTable:
+    """Trace ``model`` on one ``input_shape`` image and return its per-layer table."""
     try:
         graph = trace(model)
     except Exception as exc:  # fx raises many types for untraceable control flow
@@ -217,13 +217,13 @@ def summarize(
                 output_shape=tuple(int(s) for s in shape),
                 receptive_field=_compact(new_field.rf),
                 jump=_compact(new_field.jump),
-                centre=_compact(new_field.center),
+                centre=_compact(new_field.centre),
                 params=params,
                 macs=macs,
             )
         )
     params = sum(p.numel() for p in model.parameters())
-    return Summary(
+    return LayerTable(
         model=name or type(model).__name__,
         input_shape=tuple(input_shape),
         output_shape=output_shape,
@@ -343,7 +343,7 @@ def _flatten(field: Field, in_size: Pair | None) -> tuple[str, Field, Geometry, 
     if not field.spatial or in_size is None:
         return None
     whole = field.whole(in_size)
-    return "Flatten", Field(whole.rf, whole.jump, whole.center, spatial=False), (None, None, None, None), 0, 0
+    return "Flatten", Field(whole.rf, whole.jump, whole.centre, spatial=False), (None, None, None, None), 0, 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -369,12 +369,12 @@ def _cells(row: LayerRow) -> list[str]:
     ]  # fmt: skip
 
 
-def render(summary: Summary, markdown: bool) -> str:
-    """A terminal or markdown table of ``summary`` with a totals line."""
-    body = [["Input", "-", "-", "-", "-", "-", "x".join(map(str, summary.input_shape)), "1x1", "1", "0", "0"]]
-    body += [_cells(row) for row in summary.rows]
-    total = f"Total: {summary.params:,} parameters, {summary.macs:,} MACs per image, receptive field " + _fmt(
-        summary.receptive_field, square=True
+def render(table: LayerTable, markdown: bool) -> str:
+    """A terminal or markdown table of ``table`` with a totals line."""
+    body = [["Input", "-", "-", "-", "-", "-", "x".join(map(str, table.input_shape)), "1x1", "1", "0", "0"]]
+    body += [_cells(row) for row in table.rows]
+    total = f"Total: {table.params:,} parameters, {table.macs:,} MACs per image, receptive field " + _fmt(
+        table.receptive_field, square=True
     )
     if markdown:
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
@@ -387,4 +387,4 @@ def render(summary: Summary, markdown: bool) -> str:
         "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         for r in body
     ]
-    return "\n".join([summary.model, rule, line, rule, *rows, rule, total]) + "\n"
+    return "\n".join([table.model, rule, line, rule, *rows, rule, total]) + "\n"

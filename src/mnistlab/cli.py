@@ -274,10 +274,10 @@ def export(checkpoint: str, fmt: str, output: str | None) -> None:
 )
 def summary(model_name: str, fmt: str) -> None:
     """Per-layer shapes, receptive field, jump, parameters and MACs of a registered model."""
-    from mnistlab.analysis import summarize
+    from mnistlab.analysis import analyze
     from mnistlab.models import create_model
 
-    result = summarize(create_model(model_name), name=model_name)
+    result = analyze(create_model(model_name), name=model_name)
     click.echo(
         {"table": result.render_table, "markdown": result.render_markdown, "json": result.to_json}[fmt]()
     )

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistlab.analysis import LayerRow, summarize
+from mnistlab.analysis import LayerRow, analyze
 from mnistlab.data.loader import normalize
 from mnistlab.rundir import LAST
 
@@ -88,7 +88,7 @@ def blocks(model: nn.Module) -> list[Block]:
     """The model's blocks with a spatial output, in order: the children of the deepest container that holds
     every analysed layer (``features`` for the zoo's ``Net``)."""
     rows = [
-        row for row in summarize(model).rows if len(row.output_shape) == 3 and _is_module(model, row.name)
+        row for row in analyze(model).rows if len(row.output_shape) == 3 and _is_module(model, row.name)
     ]
     if not rows:
         return []

@@ -9,7 +9,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from mnistlab.analysis import Summary, summarize
+from mnistlab.analysis import LayerTable, analyze
 from mnistlab.fileio import atomic_write_text
 from mnistlab.models import create_model, get_card, list_models
 from mnistlab.models.found import entries
@@ -87,9 +87,9 @@ def analysis_sentences(result: ModelResult, previous: ModelResult | None) -> lis
     return out
 
 
-def rf_comparison(card: ModelCard, summary: Summary) -> list[str]:
-    """Lines naming each layer where the seed's hand-made receptive field differs from the computed one."""
-    rows = [r for r in summary.rows if r.type in SPATIAL]
+def rf_comparison(card: ModelCard, table: LayerTable) -> list[str]:
+    """Lines naming each layer where the reference's hand-made receptive field differs from the computed one."""
+    rows = [r for r in table.rows if r.type in SPATIAL]
     if not card.reference_rf or len(rows) != len(card.reference_rf):
         return []
     return [
@@ -236,7 +236,7 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                          f"{change} | {_seconds(mean(r.summary['train_seconds'] for r in c.runs))} |")  # fmt: skip
     else:
         lines += ["Each candidate trained on the 55,000 training images with seed 1; the 5,000 held-out validation "
-                  "images decide. Test accuracy is shown for the record only; it chose nothing.", "",
+                  "images decide. Test accuracy is shown for information only; it chose nothing.", "",
                   "| candidate | what | params | val acc, last 3 epochs | val mean | change in val mean | "
                   "test at last epoch | train time |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -532,7 +532,7 @@ def write_report(
         card = result.card
         # a first design is compared with the model that replaced it; the others with the one before them
         successor = by_model.get(card.name.removesuffix("_v1")) if card.name.endswith("_v1") else None
-        summary = summarize(create_model(card.name), name=card.name)
+        table = analyze(create_model(card.name), name=card.name)
         parts += [f"## {card.title} (`{card.name}`)", "", "### Target", ""]
         parts += [f"- {t}" for t in card.target]
         parts += ["", "### Design", "", card.design, "", recipe_table(card), "### Results", ""]
@@ -547,8 +547,8 @@ def write_report(
             + [f"- {s}" for s in analysis_sentences(result, successor or previous)]
             + [""]
         )
-        parts += ["### Receptive field (computed)", "", summary.render_markdown()]
-        differences = rf_comparison(card, summary)
+        parts += ["### Receptive field (computed)", "", table.render_markdown()]
+        differences = rf_comparison(card, table)
         if differences:
             wrong_tables.append((card.title, differences))
             parts += (
@@ -563,7 +563,7 @@ def write_report(
         parts += [f"- **{title}**: " + "; ".join(differences)]
     parts += [
         "",
-        "Computed by `mnistlab.analysis.summarize` and checked in `tests/test_analysis.py` against an "
+        "Computed by `mnistlab.analysis.analyze` and checked in `tests/test_analysis.py` against an "
         "empirical measure (the non-zero input gradient of one output unit through positive weights).",
         "",
     ]

@@ -130,7 +130,7 @@ class TensorLoader:
 
 @dataclass(frozen=True)
 class Loaders:
-    """The three splits; unpacks as ``train, test = loaders`` like the seed's API."""
+    """The three splits; unpacks as ``train, test = loaders`` like the reference's API."""
 
     train: TensorLoader
     test: TensorLoader

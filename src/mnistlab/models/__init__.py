@@ -1,4 +1,4 @@
-"""Models: the registry (``registry``), the seed's eight models (``zoo``) and checkpoints (``checkpoint``)."""
+"""Models: the registry (``registry``), the reference's eight models (``zoo``) and checkpoints (``checkpoint``)."""
 
 from mnistlab.models import compact as _compact  # noqa: F401  (registers the models beyond the eight)
 from mnistlab.models import found as _found  # noqa: F401  (registers the models found by search)

@@ -1,4 +1,4 @@
-"""Models beyond the seed's eight: the smallest CNNs we could make hold 99.4%, and the candidates they beat.
+"""Models beyond the reference's eight: the smallest CNNs we could make hold 99.4%, and the candidates they beat.
 
 All share one shape (``slim_net``): unpadded 3x3 convolutions on the 28x28 image (the stem), a 2x2 max
 pool, 3x3 convolutions on the 12x12 map (the body; the last ``padded`` of them keep their size), global

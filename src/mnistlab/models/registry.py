@@ -28,7 +28,7 @@ class ModelCard:
     name: str
     title: str  # "Model 4"
     builder: Callable[..., nn.Module]
-    target: tuple[str, ...]  # the Target bullets (the seed's words where it has them)
+    target: tuple[str, ...]  # the Target bullets (the reference's words where it has them)
     design: str  # the architecture and the choices that were ours, in a sentence or three
     recipe: Recipe
     params: int  # the documented parameter count; a test checks the built model against it

@@ -1,8 +1,8 @@
-"""The eight models of the seed's progression, each with its Target, its design notes and its recipe.
+"""The eight models of the reference's progression, each with its Target, its design notes and its recipe.
 
-Conventions from Model 2 on (the seed does not say; these are ours): convolutions have no bias and are
+Conventions from Model 2 on (the reference does not say; these are ours): convolutions have no bias and are
 followed by BatchNorm then ReLU (BatchNorm's shift makes a bias redundant); the layer that produces the
-10 class scores has neither; dropout follows each 3x3 block. Channel widths were chosen to hit the seed's
+10 class scores has neither; dropout follows each 3x3 block. Channel widths were chosen to hit the reference's
 parameter counts exactly with a shape a student of the course would recognise.
 """
 
@@ -32,7 +32,7 @@ MODEL1_RECIPE = _sgd(20)  # named: the shortened run of it in results/earlier is
             "No fancy stuff."),
     design="Seven 3x3 convolutions 32-64 | pool | 128-256 | pool | 512-1024-10, biased, ReLU, no BatchNorm; "
            "the last three unpadded convolutions shrink 7x7 to 1x1. Widths ours (the classic skeleton "
-           "that gives exactly the seed's count).",
+           "that gives exactly the reference's count).",
     recipe=MODEL1_RECIPE,
     params=6_379_786,
     reference=Reference(params=6_379_786, best_test_acc=99.21),
@@ -85,7 +85,7 @@ def model2(dropout: float = 0.1) -> nn.Module:
             "Keep the big final kernel for one more step, so that Model 4 changes one thing: it replaces it "
             "with GAP."),
     design="Unpadded 3x3 convolutions 10-16 | 1x1 to 8 | pool | 12-16-10 | a 6x6 convolution to the 10 "
-           "classes. The seed left this model blank; all of it is ours.",
+           "classes. The reference left this model blank; all of it is ours.",
     recipe=_sgd(20, dropout=0.1),
     params=9_434,
 )  # fmt: skip
@@ -116,7 +116,7 @@ def _gap_net(widths: tuple[int, ...], dropout: float, *, adaptive: bool = False)
         conv4=conv(c4, c5, dropout=dropout),             # 8
         conv5=conv(c5, c6, dropout=dropout),             # 6
         conv6=conv(c6, c7, padding=1, dropout=dropout),  # 6
-        # the seed's stride 1: one window either way
+        # the reference's stride 1: one window either way
         gap=nn.AdaptiveAvgPool2d(1) if adaptive else nn.AvgPool2d(6, stride=1),  # 1
         out=head(c7),                                    # 1
     ))  # fmt: skip
