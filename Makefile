@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make train   set up, fetch and verify MNIST, train the final model (Model 8), write its results
-#   make test    set up (Chromium too, for the demo's browser test) and run the tests
+#   make test    set up (Chromium too, for the demo's browser test) and run every test (CI runs this)
+# For the edit-run loop: make test-fast (no real MNIST, no subprocess CLI, no browser, no Ray; about a minute).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ SEED ?= 1
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: train test setup lint bench report reproduce clean
+.PHONY: train test test-fast setup lint bench report reproduce clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +25,10 @@ train: setup
 
 test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest -q
+
+# the tiers are markers (tests/conftest.py): real_data, cli, browser, ray
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not real_data and not cli and not browser and not ray"
 
 # the demo's browser test drives Debian's chromium (Playwright's own browser download cannot work offline)
 $(CHROMIUM):

@@ -32,8 +32,16 @@ def main() -> None:
     times = []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as out:
-            config = config_for("model8", epochs=1, limit=args.images, val_size=0, test_every_epoch=False,
-                                device="cpu", threads=2, output_dir=out)  # fmt: skip
+            config = config_for(
+                "model8",
+                epochs=1,
+                limit=args.images,
+                val_size=0,
+                test_every_epoch=False,
+                device="cpu",
+                threads=2,
+                output_dir=out,
+            )
             start = time.perf_counter()
             summary = engine.fit(config, progress=False, log=lambda m: None)
             times.append((time.perf_counter() - start) * 60_000 / summary["data"]["train"])

@@ -61,15 +61,18 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--skip", default="", help="stages to skip, comma-separated")
     parser.add_argument("--only", default="", help="only these stages, comma-separated")
-    parser.add_argument(
-        "--workers", type=int, default=0, help="processes for a study's runs [the stage's own]"
-    )
+    parser.add_argument("--workers", type=int, default=0, help="processes for a study's runs [the stage's own]")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
-    parser.add_argument("--minutes", type=float, default=4.0,
-                        help="the record searches' time (both at once): no trial starts after it")  # fmt: skip
-    parser.add_argument("--deadline", type=float, default=0.0,
-                        help="seconds from the start by which the whole command ends (0: none): trials in flight "
-                        "stop in time for the finals, which stop by then")  # fmt: skip
+    parser.add_argument(
+        "--minutes", type=float, default=4.0, help="the record searches' time (both at once): no trial starts after it"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=0.0,
+        help="seconds from the start by which the whole command ends (0: none): trials in flight "
+        "stop in time for the finals, which stop by then",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -115,8 +118,12 @@ def pack(args: argparse.Namespace) -> None:
     with tarfile.open(args.out / "results.tar.gz", "w:gz") as tar:
         for path in sorted(args.results.rglob("*")):
             parts = path.relative_to(args.results).parts  # search/<study>/trialN/...: a trial's scratch
-            if (path.is_file() and path.stat().st_mtime >= since and path.stat().st_size < 4_000_000
-                    and not (parts[0] == "search" and len(parts) > 2)):  # fmt: skip
+            if (
+                path.is_file()
+                and path.stat().st_mtime >= since
+                and path.stat().st_size < 4_000_000
+                and not (parts[0] == "search" and len(parts) > 2)
+            ):
                 tar.add(path)
 
 
@@ -133,17 +140,31 @@ def smoke(device: str, args: argparse.Namespace) -> dict:
     out = {}
     for graph in (True, False):
         scratch = tempfile.mkdtemp(prefix=f"smoke-graph{graph}-")
-        configs = [config_for("found2k9", seed=seed, epochs=1, limit=6000, val_size=1000, batch_size=32, ema=0.9,
-                              device=device, output_dir=f"{scratch}/s{seed}", cuda_graph=graph)
-                   for seed in (1, 2)]  # fmt: skip
+        configs = [
+            config_for(
+                "found2k9",
+                seed=seed,
+                epochs=1,
+                limit=6000,
+                val_size=1000,
+                batch_size=32,
+                ema=0.9,
+                device=device,
+                output_dir=f"{scratch}/s{seed}",
+                cuda_graph=graph,
+            )
+            for seed in (1, 2)
+        ]
         try:
             summaries = fit_group(configs, progress=False, log=quiet)
         except Exception as exc:
             GRAPH["cuda_graph"] = False
             out[f"graph={graph}"] = {"error": repr(exc), "trace": traceback.format_exc()[-2000:]}
             continue
-        out[f"graph={graph}"] = {"val": [s["last_val_acc"] for s in summaries],
-                                 "provenance": summaries[0]["provenance"]}  # fmt: skip
+        out[f"graph={graph}"] = {
+            "val": [s["last_val_acc"] for s in summaries],
+            "provenance": summaries[0]["provenance"],
+        }
     if "val" in out.get("graph=True", {}) and "val" in out.get("graph=False", {}):
         gaps = [abs(a - b) for a, b in zip(out["graph=True"]["val"], out["graph=False"]["val"])]
         if max(gaps) > 1.5:  # beyond seed-level noise on 1,000 images: do not trust it
@@ -166,11 +187,12 @@ def speed(device: str, args: argparse.Namespace, tiny: dict) -> dict:
         config = dataclasses.replace(base, output_dir=f"/tmp/speed-{label}", **changes)
         start = time.perf_counter()
         summary = fit(config, progress=False, log=quiet)
-        history = [
-            json.loads(line) for line in Path(config.output_dir, "history.jsonl").read_text().splitlines()
-        ]
-        result[label] = {"fit_seconds": time.perf_counter() - start, "epoch_seconds": [h["seconds"] for h in history],
-                         "test_last3": summary[LAST_TESTS]}  # fmt: skip
+        history = [json.loads(line) for line in Path(config.output_dir, "history.jsonl").read_text().splitlines()]
+        result[label] = {
+            "fit_seconds": time.perf_counter() - start,
+            "epoch_seconds": [h["seconds"] for h in history],
+            "test_last3": summary[LAST_TESTS],
+        }
     images, labels = load_mnist("train")
     if tiny:
         images, labels = images[: tiny["limit"]], labels[: tiny["limit"]]
@@ -178,8 +200,14 @@ def speed(device: str, args: argparse.Namespace, tiny: dict) -> dict:
         torch.manual_seed(0)
         model = create_model("model8").to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        loader = DataLoader(ConventionalMNIST(images, labels, degrees=7.0), batch_size=batch, shuffle=True,
-                            num_workers=8, pin_memory=device == "cuda", persistent_workers=False)  # fmt: skip
+        loader = DataLoader(
+            ConventionalMNIST(images, labels, degrees=7.0),
+            batch_size=batch,
+            shuffle=True,
+            num_workers=8,
+            pin_memory=device == "cuda",
+            persistent_workers=False,
+        )
         start = time.perf_counter()
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -196,13 +224,15 @@ def speed(device: str, args: argparse.Namespace, tiny: dict) -> dict:
 def stacked_seeds(device: str, args: argparse.Namespace, tiny: dict, count: int, folder: str) -> dict:
     """Model 8's final recipe on seeds 1..count as one stacked network, into results/stacked/<folder>."""
     root = args.results / "stacked" / folder
-    configs = [config_for("model8", seed=seed, val_size=0, device=device, **GRAPH,
-                                     output_dir=str(root / f"seed{seed}"), **tiny)
-               for seed in range(1, count + 1)]  # fmt: skip
+    configs = [
+        config_for(
+            "model8", seed=seed, val_size=0, device=device, **GRAPH, output_dir=str(root / f"seed{seed}"), **tiny
+        )
+        for seed in range(1, count + 1)
+    ]
     start = time.perf_counter()
     summaries = fit_group(configs, progress=False, log=quiet)
-    return {"fit_seconds": time.perf_counter() - start,
-            "test_last3": {s["seed"]: s[LAST_TESTS] for s in summaries}}  # fmt: skip
+    return {"fit_seconds": time.perf_counter() - start, "test_last3": {s["seed"]: s[LAST_TESTS] for s in summaries}}
 
 
 def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
@@ -217,8 +247,10 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     space_file = Path("results") / "search" / "record-gpu.space.json"
     space = Space.from_file(Path(__file__).resolve().parents[1] / space_file)
     (args.results / "search").mkdir(parents=True, exist_ok=True)
-    command = (f"PYTHONPATH=src python benchmarks/gpu_session.py --only record --minutes {args.minutes:g} "
-               f"--workers {args.workers or 5} (space {space_file}; {RECORD['device']})")  # fmt: skip
+    command = (
+        f"PYTHONPATH=src python benchmarks/gpu_session.py --only record --minutes {args.minutes:g} "
+        f"--workers {args.workers or 5} (space {space_file}; {RECORD['device']})"
+    )
 
     def one(name: str, budget: int) -> dict:
         try:
@@ -230,16 +262,28 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
         storage = f"sqlite:///{(args.results / 'search' / (name + '.db')).resolve()}"
         # trials still training when only the finals' time is left are stopped (failed, marked "stopped")
         stop_at = RECORD["end"] - FINALS_SECONDS if RECORD["end"] else None
-        settings = Settings(name, storage, budget, epochs=tiny.get("epochs", 15), limit=tiny.get("limit"),
-                            results=str(args.results), device=device, threads=1, command=command,
-                            sampler_seed=budget, stop_at=stop_at, **GRAPH)  # fmt: skip
-        study = search(settings, space, trials=1000, log=quiet, workers=args.workers or 5,
-                       timeout=args.minutes * 60)  # fmt: skip
+        settings = Settings(
+            name,
+            storage,
+            budget,
+            epochs=tiny.get("epochs", 15),
+            limit=tiny.get("limit"),
+            results=str(args.results),
+            device=device,
+            threads=1,
+            command=command,
+            sampler_seed=budget,
+            stop_at=stop_at,
+            **GRAPH,
+        )
+        study = search(settings, space, trials=1000, log=quiet, workers=args.workers or 5, timeout=args.minutes * 60)
         rows = trial_rows(study)
         best = best_row(rows)
-        return {"trials": len(rows), "finished": len(finished(rows)),
-                "best": {key: best[key] for key in ("trial", "params", "score", "arch", "params_drawn")}
-                if best else None}  # fmt: skip
+        return {
+            "trials": len(rows),
+            "finished": len(finished(rows)),
+            "best": {key: best[key] for key in ("trial", "params", "score", "arch", "params_drawn")} if best else None,
+        }
 
     budgets = {f"record-{budget}" + ("-tiny" if tiny else ""): budget for budget in (3500, 3762)}
     with ThreadPoolExecutor(len(budgets)) as pool:
@@ -269,15 +313,42 @@ def finals(device: str, args: argparse.Namespace, tiny: dict) -> dict:
         taken = {e["name"] for e in entries(found_file)}
         base = f"found{best['params'] // 1000}k{best['params'] % 1000 // 100}"
         name = next(n for n in [base, *(f"{base}{c}" for c in "bcdefgh")] if n not in taken)
-        mnistlab(["register", "--study", study, "--trial", str(best["trial"]), "--name", name,
-                  "--results", str(args.results)], env)  # fmt: skip
+        mnistlab(
+            [
+                "register",
+                "--study",
+                study,
+                "--trial",
+                str(best["trial"]),
+                "--name",
+                name,
+                "--results",
+                str(args.results),
+            ],
+            env,
+        )
         names.append(name)
     if not names:
         return {"models": []}
     extra = ["--epochs", str(tiny["epochs"]), "--limit", str(tiny["limit"])] if tiny else []
     start = time.perf_counter()
-    mnistlab(["reproduce", "--models", ",".join(names), "--no-tuning", "--device", device, "--workers",
-              str(len(names)), "--results", str(args.results), "--quiet", *extra], env)  # fmt: skip
+    mnistlab(
+        [
+            "reproduce",
+            "--models",
+            ",".join(names),
+            "--no-tuning",
+            "--device",
+            device,
+            "--workers",
+            str(len(names)),
+            "--results",
+            str(args.results),
+            "--quiet",
+            *extra,
+        ],
+        env,
+    )
     out = {"models": names, "fit_seconds": time.perf_counter() - start, "test_last3": {}}
     for name in names:
         for seed in (1, 2, 3):

@@ -48,9 +48,7 @@ class ConventionalMNIST(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = Image.fromarray(self.images[index], mode="L")
-        image = image.rotate(
-            float(self.rng.uniform(-self.degrees, self.degrees)), resample=Image.Resampling.BILINEAR
-        )
+        image = image.rotate(float(self.rng.uniform(-self.degrees, self.degrees)), resample=Image.Resampling.BILINEAR)
         tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).unsqueeze(0)
         return (tensor - 0.1307) / 0.3081, int(self.labels[index])
 
@@ -83,9 +81,7 @@ def train_images_per_second(model: torch.nn.Module, batches, images: int, warmup
     return seen / (time.perf_counter() - start)
 
 
-def bench_model(
-    name: str, train: tuple[np.ndarray, np.ndarray], images: int, batch: int, rate: float
-) -> dict:
+def bench_model(name: str, train: tuple[np.ndarray, np.ndarray], images: int, batch: int, rate: float) -> dict:
     torch.manual_seed(0)
     subset = (train[0][: images + 4 * batch], train[1][: images + 4 * batch])
     conventional = DataLoader(ConventionalMNIST(*subset, degrees=7.0), batch_size=batch, shuffle=True)
@@ -145,27 +141,35 @@ def main() -> None:
     perf.configure(args.threads)
     train, test = load_mnist("train"), load_mnist("test")
     rate = matmul_rate()
-    print(f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"matmul 2048x2048 float32: {rate / 1e9:.0f} GFLOP/s")  # fmt: skip
+    print(
+        f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+        f"matmul 2048x2048 float32: {rate / 1e9:.0f} GFLOP/s"
+    )
     rows = [bench_model(m, train, args.images, args.batch_size, rate) for m in args.models.split(",")]
     inference = [bench_inference(m, test) for m in args.models.split(",")]
 
-    print(
-        f"\ntraining, batch {args.batch_size}, rotation ±7°, {args.images} images timed, per 60,000-image epoch:"
-    )
-    print(
-        f"{'model':<8} {'conventional':>13} {'mnistlab':>10} {'speed-up':>9} {'floor':>7}  images/s (conv → ours)"
-    )
+    print(f"\ntraining, batch {args.batch_size}, rotation ±7°, {args.images} images timed, per 60,000-image epoch:")
+    print(f"{'model':<8} {'conventional':>13} {'mnistlab':>10} {'speed-up':>9} {'floor':>7}  images/s (conv → ours)")
     for r in rows:
-        print(f"{r['model']:<8} {r['conventional_s_per_epoch']:>11.1f} s {r['mnistlab_s_per_epoch']:>8.1f} s "
-              f"{r['speedup']:>8.2f}x {r['floor_s_per_epoch']:>5.1f} s  "
-              f"{r['conventional_images_per_s']:.0f} → {r['mnistlab_images_per_s']:.0f}")  # fmt: skip
+        print(
+            f"{r['model']:<8} {r['conventional_s_per_epoch']:>11.1f} s {r['mnistlab_s_per_epoch']:>8.1f} s "
+            f"{r['speedup']:>8.2f}x {r['floor_s_per_epoch']:>5.1f} s  "
+            f"{r['conventional_images_per_s']:.0f} → {r['mnistlab_images_per_s']:.0f}"
+        )
     print("\ninference:")
     for r in inference:
-        print(f"{r['model']:<8} test set at batch 1000: {r['test_images_per_s_batch1000']:,.0f} images/s; "
-              f"one image: {r['single_image_ms']:.2f} ms")  # fmt: skip
-    record = {"matmul_gflops": rate / 1e9, "batch_size": args.batch_size, "images_timed": args.images,
-              "training": rows, "inference": inference, "provenance": provenance(torch.device("cpu"))}  # fmt: skip
+        print(
+            f"{r['model']:<8} test set at batch 1000: {r['test_images_per_s_batch1000']:,.0f} images/s; "
+            f"one image: {r['single_image_ms']:.2f} ms"
+        )
+    record = {
+        "matmul_gflops": rate / 1e9,
+        "batch_size": args.batch_size,
+        "images_timed": args.images,
+        "training": rows,
+        "inference": inference,
+        "provenance": provenance(torch.device("cpu")),
+    }
     atomic_write_json(args.output, record)
     print(f"\nwrote {args.output}")
 

@@ -28,9 +28,7 @@ from mnistlab.models import config_for
 from mnistlab.training import TrainingState, make_optimizer, train_one_epoch
 
 
-def images_per_second(
-    model_name: str, seeds: tuple[int, ...], steps: int, threads: int, warmup: int = 5
-) -> float:
+def images_per_second(model_name: str, seeds: tuple[int, ...], steps: int, threads: int, warmup: int = 5) -> float:
     """Model-images per second of ``seeds`` trained as one stacked network on ``threads`` threads."""
     perf.configure(threads)
     config = config_for(model_name, device="cpu", val_size=0)
@@ -65,16 +63,16 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     with context.Pool(cores) as pool:  # every process trains at once, as reproduce's workers do
         rates = pool.map(_one_process, [(args.model, seed, args.steps) for seed in range(1, cores + 1)])
-    rows.append(
-        {"variant": f"{cores} processes x 1 thread, one model each", "model_images_per_s": sum(rates)}
-    )
+    rows.append({"variant": f"{cores} processes x 1 thread, one model each", "model_images_per_s": sum(rates)})
     for k in (1, 2, 3, 4, 8):
         rate = images_per_second(args.model, tuple(range(1, k + 1)), args.steps, threads=cores)
         rows.append({"variant": f"stacked K={k}, one process, {cores} threads", "model_images_per_s": rate})
     for row in rows:
         print(f"{row['variant']:<45} {row['model_images_per_s']:>8.0f} model-images/s")
-    atomic_write_json(args.output, {"model": args.model, "steps": args.steps, "cores": cores,
-                                    "torch": torch.__version__, "rows": rows})  # fmt: skip
+    atomic_write_json(
+        args.output,
+        {"model": args.model, "steps": args.steps, "cores": cores, "torch": torch.__version__, "rows": rows},
+    )
 
 
 if __name__ == "__main__":

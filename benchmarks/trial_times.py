@@ -37,9 +37,7 @@ def main() -> None:
             batch = t.params.get("batch_size", 64)
             seconds[(state, batch)].append((t.datetime_complete - t.datetime_start).total_seconds())
         for (state, batch), values in sorted(seconds.items()):
-            print(
-                f"  {state:9} batch {batch:3}: {len(values):3} trials, {min(values):5.0f}-{max(values):5.0f} s"
-            )
+            print(f"  {state:9} batch {batch:3}: {len(values):3} trials, {min(values):5.0f}-{max(values):5.0f} s")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "dropout-numpy": (
         "dropout 0.05 where the builder takes it, masks from numpy (mnistlab's Dropout)",
         {"dropout": "numpy"},
-    ),  # fmt: skip
+    ),
     "compile": ("torch.compile (inductor); compile time reported apart", {"compile": True}),
     "batch256": ("batch 256 (a different recipe)", {"batch": 256}),
     "batch512": ("batch 512 (a different recipe)", {"batch": 512}),
@@ -112,8 +112,9 @@ def profile(model_name: str, steps: int) -> None:
     torch.set_num_threads(2)
     model = create_model(model_name).to(memory_format=torch.channels_last).train()
     images, labels = load_mnist("train")
-    loader = TensorLoader(images[: 128 * (steps + 5)], labels[: 128 * (steps + 5)], 128, shuffle=True,
-                          augment=Augment(rotation=7.0))  # fmt: skip
+    loader = TensorLoader(
+        images[: 128 * (steps + 5)], labels[: 128 * (steps + 5)], 128, shuffle=True, augment=Augment(rotation=7.0)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batches = iter(loader)
     for _ in range(5):
@@ -131,13 +132,17 @@ def profile(model_name: str, steps: int) -> None:
 def markdown(rows: list[dict]) -> str:
     """The variants as a table, each against the default configuration of the same run."""
     base = next((r["s_per_epoch"] for r in rows if r["variant"] == "default"), None)
-    lines = ["| variant | what changes | s per 60k-image epoch (median) | vs default | minor faults/step |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| variant | what changes | s per 60k-image epoch (median) | vs default | minor faults/step |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         ratio = f"{r['s_per_epoch'] / base:.2f}x" if base else "-"
         compile_note = f" (+{r['compile_seconds']:.0f} s compile)" if r["compile_seconds"] else ""
-        lines.append(f"| `{r['variant']}` | {r['what']} | {r['s_per_epoch']:.1f}{compile_note} | {ratio} | "
-                     f"{r['faults_per_step']:.0f} |")  # fmt: skip
+        lines.append(
+            f"| `{r['variant']}` | {r['what']} | {r['s_per_epoch']:.1f}{compile_note} | {ratio} | "
+            f"{r['faults_per_step']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -171,10 +176,20 @@ def main() -> None:
         runs = []
         for _ in range(args.repeats):
             child = subprocess.run(
-                [sys.executable, __file__, "--model", args.model, "--steps", str(args.steps),
-                 "--child", json.dumps(settings)],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    __file__,
+                    "--model",
+                    args.model,
+                    "--steps",
+                    str(args.steps),
+                    "--child",
+                    json.dumps(settings),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
         runs.sort(key=lambda r: r["s_per_epoch"])
         median = runs[len(runs) // 2]
@@ -188,8 +203,16 @@ def main() -> None:
     from mnistlab.engine import provenance
     from mnistlab.fileio import atomic_write_json
 
-    atomic_write_json(args.output, {"model": args.model, "steps": args.steps, "repeats": args.repeats,
-                                    "variants": rows, "provenance": provenance(torch.device("cpu"))})  # fmt: skip
+    atomic_write_json(
+        args.output,
+        {
+            "model": args.model,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "variants": rows,
+            "provenance": provenance(torch.device("cpu")),
+        },
+    )
     print("\nas markdown (benchmarks/NOTES.md):\n")
     print(markdown(rows))
     print(f"\nwrote {args.output}")

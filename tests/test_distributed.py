@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,15 +25,14 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.ray
 def test_runs_on_a_local_ray_cluster_equal_serial_ones_and_resume_there(tmp_path, tiny_data):
     """Three runs: two new ones, and one interrupted after its first epoch that the driver sends with its
     task. Every number, and every file a run writes but its timings, equals the serial one-thread run's."""
     from mnistlab.engine import fit_group
 
     runs = [Run("sepnet3k", seed, "tuning", f"c/s{seed}") for seed in (1, 2, 3)]
-    serial = run_all(
-        runs, tmp_path / "serial", overrides=TINY, progress=False, log=lambda m: None, data=tiny_data
-    )
+    serial = run_all(runs, tmp_path / "serial", overrides=TINY, progress=False, log=lambda m: None, data=tiny_data)
 
     # seed 3 is interrupted after one epoch, before Ray sees it
     config = runs[2].config(tmp_path / "ray")
@@ -48,8 +46,9 @@ def test_runs_on_a_local_ray_cluster_equal_serial_ones_and_resume_there(tmp_path
     assert run_status(config.output_dir) == "partial"
 
     logs: list[str] = []
-    on_ray = run_all(runs, tmp_path / "ray", overrides=TINY, log=logs.append, data=tiny_data,
-                     cluster=Cluster(cpus=2), stack=False)  # fmt: skip
+    on_ray = run_all(
+        runs, tmp_path / "ray", overrides=TINY, log=logs.append, data=tiny_data, cluster=Cluster(cpus=2), stack=False
+    )
     assert any("3 jobs on Ray" in line for line in logs)
     for one, other in zip(serial, on_ray):
         keys = ("seed", "last_val_acc", "test_acc_last3", "best_epoch", "params")
@@ -71,6 +70,37 @@ def test_runs_on_a_local_ray_cluster_equal_serial_ones_and_resume_there(tmp_path
     assert "after epoch 1" in log and len(re.findall(r"epoch +2/2", log)) == 1  # resumed on Ray, not redone
 
 
+def test_an_address_where_something_else_answers_is_one_line(mnistlab, tmp_path):
+    """A server that accepts the connection but is no Ray head (here one that answers HTTP/1.1 400, as a proxy
+    taking every port does): one line, nothing written, instead of Ray's half-minute of retries and a traceback."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            with client:
+                client.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        args = ("reproduce", "--models", "model8", "--seeds", "1", "--no-tuning", "--results", str(tmp_path))
+        result = mnistlab(*args, "--ray-address", f"127.0.0.1:{port}", timeout=60)
+    finally:
+        server.close()
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith(f"error: cannot reach a Ray cluster at 127.0.0.1:{port} (something answers there, but")
+    assert not any(tmp_path.iterdir())
+
+
 def test_pack_and_unpack_carry_exactly_a_runs_files(tmp_path):
     run = tmp_path / "a"
     run.mkdir()
@@ -89,21 +119,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def mnistlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnistlab", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
-
-
-def test_an_unreachable_or_malformed_ray_address_is_one_line(tmp_path):
+def test_an_unreachable_or_malformed_ray_address_is_one_line(mnistlab, tmp_path):
     port = free_port()
     args = ("reproduce", "--models", "model8", "--seeds", "1", "--no-tuning", "--results", str(tmp_path))
     result = mnistlab(*args, "--ray-address", f"127.0.0.1:{port}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .startswith(f"error: cannot reach a Ray cluster at 127.0.0.1:{port}")
-    )
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot reach a Ray cluster at 127.0.0.1:{port}")
     result = mnistlab(*args, "--ray-address", "nohost")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: --ray-address must be HOST:PORT, got 'nohost'"
@@ -116,8 +137,9 @@ def test_without_ray_installed_the_message_says_how(monkeypatch):
         connect(Cluster())
 
 
+@pytest.mark.ray
 @pytest.mark.real_data
-def test_reproduce_on_ray_writes_what_a_serial_reproduce_writes(tmp_path):
+def test_reproduce_on_ray_writes_what_a_serial_reproduce_writes(mnistlab, tmp_path):
     """The command a user types: two real-data runs of a few hundred images on a local Ray cluster."""
     tiny = (
         "--models",
@@ -131,9 +153,7 @@ def test_reproduce_on_ray_writes_what_a_serial_reproduce_writes(tmp_path):
         "300",
         "--quiet",
     )
-    serial = mnistlab(
-        "reproduce", *tiny, "--threads", "1", "--no-stack", "--results", str(tmp_path / "serial")
-    )
+    serial = mnistlab("reproduce", *tiny, "--threads", "1", "--no-stack", "--results", str(tmp_path / "serial"))
     assert serial.returncode == 0, serial.stderr
     ray = mnistlab("reproduce", *tiny, "--ray", "--no-stack", "--results", str(tmp_path / "ray"))
     assert ray.returncode == 0, ray.stderr
@@ -141,10 +161,7 @@ def test_reproduce_on_ray_writes_what_a_serial_reproduce_writes(tmp_path):
     for seed in (1, 2):
         one = json.loads((tmp_path / "serial" / "model8" / f"seed{seed}" / "summary.json").read_text())
         other = json.loads((tmp_path / "ray" / "model8" / f"seed{seed}" / "summary.json").read_text())
-        assert (
-            one["test_acc_last3"] == other["test_acc_last3"]
-            and one["best_train_acc"] == other["best_train_acc"]
-        )
+        assert one["test_acc_last3"] == other["test_acc_last3"] and one["best_train_acc"] == other["best_train_acc"]
     again = mnistlab("reproduce", *tiny, "--ray", "--results", str(tmp_path / "ray"))
     assert "2 already done, 0 to run" in again.stdout  # a second run continues: nothing left to do
     refused = mnistlab("reproduce", *tiny)

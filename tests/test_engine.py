@@ -56,9 +56,7 @@ def test_ema_weights_are_the_ones_evaluated_and_shipped(tmp_path, tiny_data):
     summary = fit(tiny_config(tmp_path, ema=0.9), data=tiny_data, progress=False, log=lambda m: None)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     shipped, trained = state["state_dict"], state["train_state_dict"]
-    assert any(
-        not torch.equal(shipped[k], trained[k]) for k in shipped
-    )  # the average differs from the last step
+    assert any(not torch.equal(shipped[k], trained[k]) for k in shipped)  # the average differs from the last step
     loaders = make_loaders(*tiny_data, batch_size=32, val_size=100, seed=1)
     again = evaluate(load_checkpoint(tmp_path / "run" / "last.pt"), loaders.test)
     assert again["acc"] == pytest.approx(summary["last_test_acc"])
@@ -91,9 +89,7 @@ def test_checkpoint_round_trip_and_foreign_checkpoints(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(MnistlabError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
-    (tmp_path / "text.pt").write_text(
-        "junk\n"
-    )  # fails inside the unpickler with a KeyError, not a pickle error
+    (tmp_path / "text.pt").write_text("junk\n")  # fails inside the unpickler with a KeyError, not a pickle error
     with pytest.raises(MnistlabError, match=r"text.pt is not a readable checkpoint \(KeyError"):
         load_checkpoint(tmp_path / "text.pt")
     torch.save({"weights": 1}, tmp_path / "plain.pt")
@@ -154,9 +150,7 @@ def test_the_moving_average_moves_and_lags_the_trained_weights(tmp_path, tiny_da
     trained_moved = sum((trained[k] - initial[k]).norm() for k in weights)
     assert moved > 0.01 * trained_moved  # it moved from the initial weights...
     assert moved < trained_moved  # ...and lags the trained ones (38 steps at decay 0.99)
-    assert (
-        state["average"]["n_averaged"] == 2 * 16
-    )  # one update per step: 500 images / 32 per batch, 2 epochs
+    assert state["average"]["n_averaged"] == 2 * 16  # one update per step: 500 images / 32 per batch, 2 epochs
 
 
 def test_an_empty_training_split_is_a_clear_error(tmp_path, tiny_data):

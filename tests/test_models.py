@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -47,9 +49,14 @@ def test_log_probabilities_backward_and_deterministic_eval(name):
 
 
 def test_recipes_are_checked_when_made():
-    from mnistlab.config import Augment, Recipe
+    from mnistlab.config import Augment, Recipe, recipe_values
+    from mnistlab.models import config_for
 
-    assert all(get_card(n).target and isinstance(get_card(n).recipe, Recipe) for n in list_models())
+    for name in list_models():  # a card's recipe is what a run of it trains with, every field
+        card = get_card(name)
+        assert card.target and all(isinstance(t, str) and t for t in card.target), name
+        config = config_for(name).to_dict()
+        assert {k: config[k] for k in recipe_values(card.recipe)} == dataclasses.asdict(card.recipe), name
     with pytest.raises(MnistlabError, match="learning rate must be positive"):
         Recipe(lr=0)  # a card with a bad recipe fails at import, not at its first run
     assert Recipe(augment={"rotation": 5.0}).augment == Augment(rotation=5.0)  # dicts become Augment once
@@ -64,18 +71,14 @@ def test_list_models_pattern_and_register_decorator():
     assert list_models("model1*") == ["model1"]
     assert list_models()[:3] == ["model1", "model2", "model3"]
 
-    @register_model(
-        title="Tiny", target=("test",), design="one conv", recipe=get_card("model8").recipe, params=10
-    )
+    @register_model(title="Tiny", target=("test",), design="one conv", recipe=get_card("model8").recipe, params=10)
     def tiny_for_test() -> torch.nn.Module:
         return torch.nn.Conv2d(1, 1, 3)
 
     try:
         assert "tiny_for_test" in list_models("tiny*")
         with pytest.raises(ValueError, match="registered twice"):
-            register_model(title="x", target=(), design="", recipe=get_card("model8").recipe, params=0)(
-                tiny_for_test
-            )
+            register_model(title="x", target=(), design="", recipe=get_card("model8").recipe, params=0)(tiny_for_test)
     finally:
         _REGISTRY.pop("tiny_for_test")
 
@@ -83,22 +86,44 @@ def test_list_models_pattern_and_register_decorator():
 # (kernel, stride, padding) of every conv and pool, in order, as the reference's receptive-field tables list them
 REFERENCE_LAYERS = {
     "model1": [(3, 1, 1), (3, 1, 1), (2, 2, 0), (3, 1, 1), (3, 1, 1), (2, 2, 0), (3, 1, 0), (3, 1, 0), (3, 1, 0)],
-    "model2": [(3, 1, 1), (3, 1, 1), (3, 1, 1), (2, 2, 0), (1, 1, 0), (3, 1, 1), (3, 1, 1), (2, 2, 0), (1, 1, 0),
-               (7, 1, 0)],
-    "model4": [(3, 1, 0), (3, 1, 0), (1, 1, 0), (2, 2, 0), (3, 1, 0), (3, 1, 0), (3, 1, 0), (3, 1, 1), (6, 1, 0),
-               (1, 1, 0)],
+    "model2": [
+        (3, 1, 1),
+        (3, 1, 1),
+        (3, 1, 1),
+        (2, 2, 0),
+        (1, 1, 0),
+        (3, 1, 1),
+        (3, 1, 1),
+        (2, 2, 0),
+        (1, 1, 0),
+        (7, 1, 0),
+    ],
+    "model4": [
+        (3, 1, 0),
+        (3, 1, 0),
+        (1, 1, 0),
+        (2, 2, 0),
+        (3, 1, 0),
+        (3, 1, 0),
+        (3, 1, 0),
+        (3, 1, 1),
+        (6, 1, 0),
+        (1, 1, 0),
+    ],
     # Model 7's first design; its round three took Model 6's sequence (with adaptive pooling) instead
     "model7_v1": [(3, 1, 0), (3, 1, 0), (1, 1, 0), (2, 2, 0), (3, 1, 0), (3, 1, 0), None, (1, 1, 0)],
-    "model7": [(3, 1, 0), (3, 1, 0), (1, 1, 0), (2, 2, 0), (3, 1, 0), (3, 1, 0), (3, 1, 0), (3, 1, 1), None,
-               (1, 1, 0)],
-}  # fmt: skip
+    "model7": [(3, 1, 0), (3, 1, 0), (1, 1, 0), (2, 2, 0), (3, 1, 0), (3, 1, 0), (3, 1, 0), (3, 1, 1), None, (1, 1, 0)],
+}
 REFERENCE_LAYERS["model5"] = REFERENCE_LAYERS["model6"] = REFERENCE_LAYERS["model4"]
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_LAYERS))
 def test_layer_sequence_is_the_references(name):
-    layers = [m for m in create_model(name).modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d,
-              torch.nn.AvgPool2d, torch.nn.AdaptiveAvgPool2d))]  # fmt: skip
+    layers = [
+        m
+        for m in create_model(name).modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d, torch.nn.AdaptiveAvgPool2d))
+    ]
 
     def geometry(m):
         if isinstance(m, torch.nn.AdaptiveAvgPool2d):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -14,17 +11,29 @@ import pytest
 pytestmark = pytest.mark.real_data
 
 
-def mnistlab(*args, cwd, env=None):
-    environment = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, cwd=cwd,
-                          env=environment)  # fmt: skip
-
-
-def test_a_tiny_study_runs_twice_and_the_second_continues_it(tmp_path):
-    (tmp_path / "space.json").write_text(json.dumps({"width": [12, 16], "stem1": [4, 5], "stem2": [8, 9],
-                                                     "depth": [2, 3], "factored": [True]}))  # fmt: skip
-    args = ["search", "--max-params", "3500", "--trials", "2", "--seeds", "1,2", "--epochs", "2", "--limit", "600",
-            "--storage", "sqlite:///study.db", "--space", "space.json", "--threads", "1"]  # fmt: skip
+def test_a_tiny_study_runs_twice_and_the_second_continues_it(mnistlab, tmp_path):
+    (tmp_path / "space.json").write_text(
+        json.dumps({"width": [12, 16], "stem1": [4, 5], "stem2": [8, 9], "depth": [2, 3], "factored": [True]})
+    )
+    args = [
+        "search",
+        "--max-params",
+        "3500",
+        "--trials",
+        "2",
+        "--seeds",
+        "1,2",
+        "--epochs",
+        "2",
+        "--limit",
+        "600",
+        "--storage",
+        "sqlite:///study.db",
+        "--space",
+        "space.json",
+        "--threads",
+        "1",
+    ]
     for _ in range(2):
         result = mnistlab(*args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
@@ -34,9 +43,7 @@ def test_a_tiny_study_runs_twice_and_the_second_continues_it(tmp_path):
     assert finished and all(t.user_attrs["params"] <= 3500 for t in finished)
     assert study.user_attrs["commands"] == ["mnistlab " + " ".join(args)] * 2  # what the report says made it
     for t in finished:  # the score is the worst seed's validation mean, from runs that never saw test
-        runs = [
-            tmp_path / "results" / "search" / "record-3500" / f"trial{t.number}" / f"s{s}" for s in (1, 2)
-        ]
+        runs = [tmp_path / "results" / "search" / "record-3500" / f"trial{t.number}" / f"s{s}" for s in (1, 2)]
         assert t.value == pytest.approx(min(t.user_attrs["val_per_seed"]))
         for run in runs:
             summary = json.loads((run / "summary.json").read_text())
@@ -44,36 +51,54 @@ def test_a_tiny_study_runs_twice_and_the_second_continues_it(tmp_path):
             assert json.loads((run / "config.json").read_text())["arch"] == t.user_attrs["arch"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--max-params", "50"], "no candidate of the search space fits 50 parameters"),
-    (["--max-params", "3500", "--storage", "nosuchdb://x"], "cannot open the study storage"),
-    (["--max-params", "3500", "--space", "space.json"], "names unknown field 'widths'"),
-    (["--max-params", "3500", "--deadline", "0"], "--deadline is seconds from now, more than 0"),
-])  # fmt: skip
-def test_bad_search_input_is_one_line(tmp_path, args, message):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-params", "50"], "no candidate of the search space fits 50 parameters"),
+        (["--max-params", "3500", "--storage", "nosuchdb://x"], "cannot open the study storage"),
+        (["--max-params", "3500", "--space", "space.json"], "names unknown field 'widths'"),
+        (["--max-params", "3500", "--deadline", "0"], "--deadline is seconds from now, more than 0"),
+    ],
+)
+def test_bad_search_input_is_one_line(mnistlab, tmp_path, args, message):
     (tmp_path / "space.json").write_text(json.dumps({"widths": [12, 16]}))
     result = mnistlab("search", "--trials", "1", "--epochs", "1", "--limit", "300", *args, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("space, message", [
-    ([1, 2], "is not a JSON object of fields"),
-    ({"width": 12}, "'width' is a range [low, high] of integers of at least 1, got 12"),
-    ({"width": [30, 12]}, "'width' is a range [low, high] with low <= high"),
-    ({"depth": [2.5, 4]}, "'depth' is a range [low, high] of integers"),
-    ({"lr": ["a", 1]}, "'lr' is a range [low, high] of numbers"),
-    ({"lr": [0, 0.1]}, "'lr' is a range of one-cycle peaks above 0"),
-    ({"translate": [0.1, 0.9]}, "augmentation translate=0.9 is out of range"),
-    ({"batch_size": [0]}, "'batch_size' is a list of choices, integers of at least 1, got [0]"),
-    ({"batch_size": []}, "'batch_size' is a list of choices"),
-    ({"factored": [1]}, "'factored' is a list of choices, true/false values, got [1]"),
-    ({"ema": [0.0, 1.0]}, "'ema' is a list of decays below 1"),
-])  # fmt: skip
-def test_a_malformed_space_file_is_one_line_before_any_trial(tmp_path, space, message):
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ([1, 2], "is not a JSON object of fields"),
+        ({"width": 12}, "'width' is a range [low, high] of integers of at least 1, got 12"),
+        ({"width": [30, 12]}, "'width' is a range [low, high] with low <= high"),
+        ({"depth": [2.5, 4]}, "'depth' is a range [low, high] of integers"),
+        ({"lr": ["a", 1]}, "'lr' is a range [low, high] of numbers"),
+        ({"lr": [0, 0.1]}, "'lr' is a range of one-cycle peaks above 0"),
+        ({"translate": [0.1, 0.9]}, "augmentation translate=0.9 is out of range"),
+        ({"batch_size": [0]}, "'batch_size' is a list of choices, integers of at least 1, got [0]"),
+        ({"batch_size": []}, "'batch_size' is a list of choices"),
+        ({"factored": [1]}, "'factored' is a list of choices, true/false values, got [1]"),
+        ({"ema": [0.0, 1.0]}, "'ema' is a list of decays below 1"),
+    ],
+)
+def test_a_malformed_space_file_is_one_line_before_any_trial(mnistlab, tmp_path, space, message):
     (tmp_path / "space.json").write_text(json.dumps(space))
-    result = mnistlab("search", "--max-params", "3500", "--trials", "1", "--epochs", "1", "--limit", "300",
-                      "--space", "space.json", cwd=tmp_path)  # fmt: skip
+    result = mnistlab(
+        "search",
+        "--max-params",
+        "3500",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        "--limit",
+        "300",
+        "--space",
+        "space.json",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "results" / "search" / "record-3500.db").exists()  # no study was opened
@@ -91,8 +116,15 @@ def test_every_recorded_space_file_loads():
 def test_a_trial_over_budget_is_never_trained(tmp_path):
     from mnistlab.search import Settings, Space, search
 
-    settings = Settings("tiny", f"sqlite:///{tmp_path / 's.db'}", max_params=3000, seeds=(1,), epochs=1, limit=300,
-                        results=str(tmp_path))  # fmt: skip
+    settings = Settings(
+        "tiny",
+        f"sqlite:///{tmp_path / 's.db'}",
+        max_params=3000,
+        seeds=(1,),
+        epochs=1,
+        limit=300,
+        results=str(tmp_path),
+    )
     space = Space(width=(20, 20), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(False, True))
     study = search(settings, space, trials=6, log=lambda m: None)  # separable: ~1.5k parameters; full: ~8k
     over = [t for t in study.trials if t.user_attrs.get("over_budget")]
@@ -117,10 +149,19 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     from mnistlab.models.found import load
     from mnistlab.search import Settings, Space, open_existing, register_trial, search
 
-    settings = Settings("tiny", f"sqlite:///{tmp_path / 's.db'}", max_params=3500, seeds=(1, 2), epochs=1,
-                        limit=300, results=str(tmp_path), threads=1)  # fmt: skip
-    study = search(settings, Space(**{k: tuple(v) for k, v in TINY_SPACE.items()}), trials=3, log=lambda m: None,
-                   workers=2)  # fmt: skip
+    settings = Settings(
+        "tiny",
+        f"sqlite:///{tmp_path / 's.db'}",
+        max_params=3500,
+        seeds=(1, 2),
+        epochs=1,
+        limit=300,
+        results=str(tmp_path),
+        threads=1,
+    )
+    study = search(
+        settings, Space(**{k: tuple(v) for k, v in TINY_SPACE.items()}), trials=3, log=lambda m: None, workers=2
+    )
     assert len(study.trials) == 3 and study.user_attrs["settings"]["seeds"] == [1, 2]
     drawn = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(drawn)) == 3  # each worker has its own sampler seed: no trial is drawn twice
@@ -148,8 +189,9 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     load(found)  # what importing mnistlab.models does with the shipped found.json
     card = get_card("tiny_found")
     assert sum(p.numel() for p in create_model("tiny_found").parameters()) == entry["params"] == card.params
-    trained = TrainConfig.from_dict(json.loads((tmp_path / "search" / "tiny" / f"trial{done[0].number}" / "s1"
-                                                / "config.json").read_text()))  # fmt: skip
+    trained = TrainConfig.from_dict(
+        json.loads((tmp_path / "search" / "tiny" / f"trial{done[0].number}" / "s1" / "config.json").read_text())
+    )
     mine = config_for("tiny_found")
     for key in ("lr", "ema", "augment", "epochs", "batch_size", "scheduler", "optimizer"):
         assert getattr(mine, key) == getattr(trained, key), key
@@ -164,16 +206,33 @@ def test_a_trial_from_before_the_batch_size_was_drawn_keeps_the_familys():
     assert recipe_of({**drawn, "batch_size": 128})["batch_size"] == 128
 
 
-def test_search_workers_on_a_local_ray_cluster(tmp_path):
+@pytest.mark.ray
+def test_search_workers_on_a_local_ray_cluster(mnistlab, tmp_path):
     (tmp_path / "space.json").write_text(json.dumps(TINY_SPACE))
-    args = ["search", "--max-params", "3500", "--trials", "2", "--seeds", "1", "--epochs", "1", "--limit", "300",
-            "--storage", "sqlite:///study.db", "--space", "space.json", "--workers", "2", "--ray"]  # fmt: skip
+    args = [
+        "search",
+        "--max-params",
+        "3500",
+        "--trials",
+        "2",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--limit",
+        "300",
+        "--storage",
+        "sqlite:///study.db",
+        "--space",
+        "space.json",
+        "--workers",
+        "2",
+        "--ray",
+    ]
     result = mnistlab(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "2 search workers on Ray" in result.stdout and "2 trials (2 new)" in result.stdout
-    assert not (
-        tmp_path / "results" / "search" / "record-3500"
-    ).exists()  # trial folders stayed on the workers
+    assert not (tmp_path / "results" / "search" / "record-3500").exists()  # trial folders stayed on the workers
     study = optuna.load_study(study_name="record-3500", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 1
 
@@ -181,16 +240,25 @@ def test_search_workers_on_a_local_ray_cluster(tmp_path):
 def test_a_timeout_stops_new_trials_not_the_one_training(tmp_path):
     from mnistlab.search import Settings, Space, search
 
-    settings = Settings("t", f"sqlite:///{tmp_path / 't.db'}", max_params=3500, seeds=(1,), epochs=1, limit=300,
-                        results=str(tmp_path), threads=1)  # fmt: skip
+    settings = Settings(
+        "t",
+        f"sqlite:///{tmp_path / 't.db'}",
+        max_params=3500,
+        seeds=(1,),
+        epochs=1,
+        limit=300,
+        results=str(tmp_path),
+        threads=1,
+    )
     space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
     study = search(settings, space, trials=5, log=lambda m: None, timeout=0.01)
     assert len(study.trials) == 1 and study.trials[0].state.name == "COMPLETE"
 
 
-def test_registering_from_a_missing_study_is_one_line(tmp_path):
-    result = mnistlab("register", "--study", "nope", "--trial", "1", "--name", "x", "--results", str(tmp_path),
-                      cwd=tmp_path)  # fmt: skip
+def test_registering_from_a_missing_study_is_one_line(mnistlab, tmp_path):
+    result = mnistlab(
+        "register", "--study", "nope", "--trial", "1", "--name", "x", "--results", str(tmp_path), cwd=tmp_path
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert (
         result.stderr.strip()
@@ -204,8 +272,9 @@ def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(t
     from mnistlab.report import searches_section
 
     (tmp_path / "search").mkdir()
-    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'search' / 's.db'}",
-                                direction="maximize")  # fmt: skip
+    study = optuna.create_study(
+        study_name="s", storage=f"sqlite:///{tmp_path / 'search' / 's.db'}", direction="maximize"
+    )
     for state, value in ((optuna.trial.TrialState.COMPLETE, 99.1), (optuna.trial.TrialState.PRUNED, 99.9)):
         trial = study.ask()
         for name in ("lr", "ema", "rotation", "translate", "scale"):
@@ -232,9 +301,7 @@ class _Clock:
 
 
 @pytest.mark.parametrize("epochs, state", [(2, "FAIL"), (1, "COMPLETE")])
-def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(
-    tmp_path, monkeypatch, epochs, state
-):
+def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(tmp_path, monkeypatch, epochs, state):
     import mnistlab.search
     from mnistlab.records import load_searches
     from mnistlab.report import searches_section
@@ -242,19 +309,24 @@ def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(
 
     monkeypatch.setattr(mnistlab.search, "time", _Clock())
     (tmp_path / "search").mkdir()
-    settings = Settings("d", f"sqlite:///{tmp_path / 'search' / 'd.db'}", max_params=3500, seeds=(1,),
-                        epochs=epochs, limit=300, results=str(tmp_path), threads=1, stop_at=10.0)  # fmt: skip
-    space = Space(
-        width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,), batch_size=(32,)
+    settings = Settings(
+        "d",
+        f"sqlite:///{tmp_path / 'search' / 'd.db'}",
+        max_params=3500,
+        seeds=(1,),
+        epochs=epochs,
+        limit=300,
+        results=str(tmp_path),
+        threads=1,
+        stop_at=10.0,
     )
+    space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,), batch_size=(32,))
     study = search(settings, space, trials=1, log=lambda m: None)
     assert [t.state.name for t in study.trials] == [state]
     section = searches_section(load_searches(tmp_path), tmp_path / "figures", tmp_path / "REPORT.md")
     if state == "FAIL":
         assert study.trials[0].user_attrs["stopped"] == "at the deadline, after epoch 1"
-        assert (
-            "1 trials: 0 finished" in section and "1 stopped at a deadline (a lent machine's end)." in section
-        )
+        assert "1 trials: 0 finished" in section and "1 stopped at a deadline (a lent machine's end)." in section
         assert "their worker was stopped" not in section  # stopped by the deadline, not a dead worker
     else:  # the table says each trial's batch size
         assert "| one-cycle peak | batch |" in section
@@ -266,24 +338,49 @@ def test_no_trial_starts_once_the_deadline_has_passed(tmp_path):
 
     from mnistlab.search import Settings, Space, search
 
-    settings = Settings("d", f"sqlite:///{tmp_path / 'd.db'}", max_params=3500, seeds=(1,), epochs=1, limit=300,
-                        results=str(tmp_path), threads=1, stop_at=time.time() - 1)  # fmt: skip
+    settings = Settings(
+        "d",
+        f"sqlite:///{tmp_path / 'd.db'}",
+        max_params=3500,
+        seeds=(1,),
+        epochs=1,
+        limit=300,
+        results=str(tmp_path),
+        threads=1,
+        stop_at=time.time() - 1,
+    )
     space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
     assert search(settings, space, trials=3, log=lambda m: None).trials == []
 
 
-def test_a_try_out_registers_into_the_file_mnistlab_found_names_not_the_packages(tmp_path):
+def test_a_try_out_registers_into_the_file_mnistlab_found_names_not_the_packages(mnistlab, tmp_path):
     from mnistlab.models.found import FOUND
 
     shipped = FOUND.read_bytes()
     (tmp_path / "space.json").write_text(json.dumps(TINY_SPACE))
-    result = mnistlab("search", "--max-params", "3500", "--trials", "1", "--seeds", "1", "--epochs", "1", "--limit",
-                      "300", "--space", "space.json", "--name", "tiny", "--threads", "1", cwd=tmp_path)  # fmt: skip
+    result = mnistlab(
+        "search",
+        "--max-params",
+        "3500",
+        "--trials",
+        "1",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--limit",
+        "300",
+        "--space",
+        "space.json",
+        "--name",
+        "tiny",
+        "--threads",
+        "1",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     env = {"MNISTLAB_FOUND": str(tmp_path / "found.json")}
-    result = mnistlab(
-        "register", "--study", "tiny", "--trial", "0", "--name", "tryout", cwd=tmp_path, env=env
-    )
+    result = mnistlab("register", "--study", "tiny", "--trial", "0", "--name", "tryout", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert [e["name"] for e in json.loads((tmp_path / "found.json").read_text())] == ["tryout"]
     assert FOUND.read_bytes() == shipped
@@ -297,8 +394,12 @@ def test_the_trial_taken_to_final_runs_is_the_best_score_then_the_smallest():
     def row(trial, params, score, state="COMPLETE"):
         return {"trial": trial, "params": params, "score": score, "state": state}
 
-    rows = [row(0, 3094, 99.32), row(1, 2923, (99.3 + 99.32 + 99.34) / 3), row(2, 3000, 99.9, "PRUNED"),
-            row(3, 2500, 99.1)]  # fmt: skip
+    rows = [
+        row(0, 3094, 99.32),
+        row(1, 2923, (99.3 + 99.32 + 99.34) / 3),
+        row(2, 3000, 99.9, "PRUNED"),
+        row(3, 2500, 99.1),
+    ]
     assert best_row(rows)["trial"] == 1  # equal to 99.32 but for rounding, and smaller
     assert best_row([row(0, 3094, 99.33), row(1, 2923, 99.32)])["trial"] == 0
     assert best_row([row(0, 3094, 99.5, "PRUNED")]) is None

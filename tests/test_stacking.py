@@ -61,9 +61,7 @@ def test_unstack_of_stack_round_trips_exactly():
     back = unstack(stack(models))
     assert [type(m) for m in back] == [type(m) for m in models]
     for model, again in zip(models, back):
-        assert all(
-            torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())
-        )
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
 @pytest.mark.parametrize(
@@ -80,9 +78,7 @@ def test_two_stacked_sgd_steps_equal_steps_taken_alone(name, momentum, weight_de
     for _ in range(2):
         x, y = torch.randn(8, 3, 28, 28), torch.randint(0, 10, (8, 3))
         out = stacked(x)
-        loss = sum(
-            F.cross_entropy(out[:, k], y[:, k]) for k in range(3)
-        )  # the sum: each model's own gradient
+        loss = sum(F.cross_entropy(out[:, k], y[:, k]) for k in range(3))  # the sum: each model's own gradient
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -106,8 +102,9 @@ def test_a_layer_without_a_stacked_form_is_named():
 def reference_fit(config: TrainConfig, data) -> tuple[nn.Module, list[float]]:
     """A plain single-model training loop, written independently of the engine: what `fit` must compute.
     Returns the model and each epoch's mean training loss (summed on the device batch by batch) and accuracy."""
-    loaders = make_loaders(*data, batch_size=config.batch_size, augment=config.augment, val_size=config.val_size,
-                           seed=config.seed)  # fmt: skip
+    loaders = make_loaders(
+        *data, batch_size=config.batch_size, augment=config.augment, val_size=config.val_size, seed=config.seed
+    )
     torch.manual_seed(config.seed)
     model = create_model(config.model).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
@@ -133,8 +130,7 @@ def reference_fit(config: TrainConfig, data) -> tuple[nn.Module, list[float]]:
 
 
 def test_a_group_of_one_computes_exactly_what_a_plain_network_does(tmp_path, tiny_data):
-    config = config_for("model8", epochs=2, batch_size=32, val_size=100, device="cpu",
-                                   output_dir=str(tmp_path / "run"))  # fmt: skip
+    config = config_for("model8", epochs=2, batch_size=32, val_size=100, device="cpu", output_dir=str(tmp_path / "run"))
     fit(config, data=tiny_data, **QUIET)
     expected, losses = reference_fit(config, tiny_data)
     shipped = load_checkpoint(tmp_path / "run" / "last.pt")
@@ -145,8 +141,12 @@ def test_a_group_of_one_computes_exactly_what_a_plain_network_does(tmp_path, tin
 
 
 def test_a_stacked_run_writes_each_seed_a_run_that_reloads_to_its_numbers(tmp_path, tiny_data):
-    configs = [config_for("model8", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
-                                     output_dir=str(tmp_path / f"seed{s}")) for s in (1, 2)]  # fmt: skip
+    configs = [
+        config_for(
+            "model8", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu", output_dir=str(tmp_path / f"seed{s}")
+        )
+        for s in (1, 2)
+    ]
     summaries = fit_group(configs, data=tiny_data, **QUIET)
     loaders = make_loaders(*tiny_data, batch_size=32, val_size=100, seed=1)
     for config, summary in zip(configs, summaries):
@@ -165,32 +165,45 @@ def test_stacked_runs_match_the_same_seeds_trained_alone(tmp_path, tiny_data):
     configs = [config_for("model6", seed=s, output_dir=str(tmp_path / f"g{s}"), **base) for s in (1, 2)]
     stacked = fit_group(configs, data=tiny_data, **QUIET)
     for config, together in zip(configs, stacked):
-        alone = fit(config_for("model6", seed=config.seed, output_dir=str(tmp_path / f"a{config.seed}"),
-                                          **base), data=tiny_data, **QUIET)  # fmt: skip
+        alone = fit(
+            config_for("model6", seed=config.seed, output_dir=str(tmp_path / f"a{config.seed}"), **base),
+            data=tiny_data,
+            **QUIET,
+        )
         assert together["best_val_acc"] == pytest.approx(alone["best_val_acc"], abs=2.0)
         assert together["test_acc_last3"] == pytest.approx(alone["test_acc_last3"], abs=2.0)
 
 
 def test_a_stacked_group_resumes_to_the_same_numbers(tmp_path, tiny_data):
     def configs(root):
-        return [config_for("sepnet3k", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
-                                      output_dir=str(tmp_path / root / f"seed{s}")) for s in (1, 2)]  # fmt: skip
+        return [
+            config_for(
+                "sepnet3k",
+                seed=s,
+                epochs=2,
+                batch_size=32,
+                val_size=100,
+                device="cpu",
+                output_dir=str(tmp_path / root / f"seed{s}"),
+            )
+            for s in (1, 2)
+        ]
 
     whole = fit_group(configs("a"), data=tiny_data, **QUIET)  # with the moving average (sepnet3k's recipe)
     assert fit_group(configs("b"), data=tiny_data, stop_after=1, **QUIET)[0] == {"stopped_after": 1}
     resumed = fit_group(configs("b"), data=tiny_data, resume=True, **QUIET)
     for one, other in zip(whole, resumed):
-        assert (
-            one["test_acc_last3"] == other["test_acc_last3"] and one["best_val_acc"] == other["best_val_acc"]
-        )
+        assert one["test_acc_last3"] == other["test_acc_last3"] and one["best_val_acc"] == other["best_val_acc"]
 
 
 def test_plateau_and_mixed_recipes_do_not_stack(tmp_path, tiny_data):
     plateau = [config_for("model7", seed=s, output_dir=str(tmp_path / f"{s}")) for s in (1, 2)]
     with pytest.raises(MnistlabError, match="plateau"):
         fit_group(plateau, data=tiny_data, **QUIET)
-    mixed = [config_for("model8", seed=1, output_dir=str(tmp_path / "x")),
-             config_for("model8", seed=2, lr=0.2, output_dir=str(tmp_path / "y"))]  # fmt: skip
+    mixed = [
+        config_for("model8", seed=1, output_dir=str(tmp_path / "x")),
+        config_for("model8", seed=2, lr=0.2, output_dir=str(tmp_path / "y")),
+    ]
     with pytest.raises(MnistlabError, match="differ in lr"):
         fit_group(mixed, data=tiny_data, **QUIET)
 
@@ -236,10 +249,22 @@ def test_the_graph_trainers_step_run_eagerly_matches_the_engine(tmp_path, tiny_d
     from mnistlab.graphstep import GraphedTrainer
 
     def configs(root):
-        return [config_for("sepnet3k", seed=s, epochs=2, batch_size=32, val_size=100, device="cpu",
-                                      dropout=0.0, output_dir=str(tmp_path / root / f"seed{s}")) for s in (1, 2)]  # fmt: skip
+        return [
+            config_for(
+                "sepnet3k",
+                seed=s,
+                epochs=2,
+                batch_size=32,
+                val_size=100,
+                device="cpu",
+                dropout=0.0,
+                output_dir=str(tmp_path / root / f"seed{s}"),
+            )
+            for s in (1, 2)
+        ]
 
     plain = fit_group(configs("plain"), data=tiny_data, **QUIET)
+
     def eager(*, config, state, loader, seeds, device):
         return GraphedTrainer(config, state, loader, seeds, capture=False)
 

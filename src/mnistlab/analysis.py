@@ -119,19 +119,66 @@ def _compact(value: Pair | tuple[float, float] | None) -> Any:
 
 # functions and methods that change neither the field nor the spatial size
 _NEUTRAL_FUNCTIONS = {
-    F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.elu, F.hardswish, torch.relu, torch.sigmoid, torch.tanh,
-    F.dropout, F.dropout2d, F.log_softmax, F.softmax, F.batch_norm, F.layer_norm, torch.log_softmax,
-    operator.add, operator.mul, operator.sub, operator.truediv, torch.add, torch.mul, torch.cat, getattr,
+    F.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.gelu,
+    F.silu,
+    F.elu,
+    F.hardswish,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    F.dropout,
+    F.dropout2d,
+    F.log_softmax,
+    F.softmax,
+    F.batch_norm,
+    F.layer_norm,
+    torch.log_softmax,
+    operator.add,
+    operator.mul,
+    operator.sub,
+    operator.truediv,
+    torch.add,
+    torch.mul,
+    torch.cat,
+    getattr,
     operator.getitem,
-}  # fmt: skip
+}
 _MAX_POOLS = {F.max_pool2d, torch.max_pool2d}
 _AVG_POOLS = {F.avg_pool2d}
-_NEUTRAL_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "log_softmax", "softmax", "add", "mul", "float",
-                    "clone", "to", "size", "dim"}  # fmt: skip
+_NEUTRAL_METHODS = {
+    "relu",
+    "sigmoid",
+    "tanh",
+    "contiguous",
+    "log_softmax",
+    "softmax",
+    "add",
+    "mul",
+    "float",
+    "clone",
+    "to",
+    "size",
+    "dim",
+}
 _NEUTRAL_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.Identity,
-    nn.Dropout, nn.Dropout2d, nn.LogSoftmax, nn.Softmax,
-)  # fmt: skip
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.Hardswish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.LogSoftmax,
+    nn.Softmax,
+)
 
 
 def _spatial(meta: Any) -> Pair | None:
@@ -165,9 +212,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, _Tracer().trace(model))
 
 
-def analyze(
-    model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None
-) -> LayerTable:
+def analyze(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None) -> LayerTable:
     """Trace ``model`` on one ``input_shape`` image and return its per-layer table."""
     try:
         graph = trace(model)
@@ -196,7 +241,9 @@ def analyze(
             continue
         if node.op == "get_attr" or not parents:
             continue
-        where = f"layer {node.name!r} ({node.target if node.op != 'call_module' else type(modules[node.target]).__name__})"
+        where = (
+            f"layer {node.name!r} ({node.target if node.op != 'call_module' else type(modules[node.target]).__name__})"
+        )
         field = parents[0] if len(parents) == 1 else _merge(parents, where)
         in_size = _spatial(node.all_input_nodes[0].meta.get("tensor_meta"))
         layer = _layer(node, modules, field, in_size, shape, where)
@@ -238,9 +285,13 @@ Geometry = tuple[Pair | None, Pair | None, Pair | None, Pair | None]
 
 
 def _layer(
-    node: fx.Node, modules: dict[str, nn.Module], field: Field, in_size: Pair | None, shape: tuple[int, ...],
+    node: fx.Node,
+    modules: dict[str, nn.Module],
+    field: Field,
+    in_size: Pair | None,
+    shape: tuple[int, ...],
     where: str,
-) -> tuple[str, Field, Geometry, int, int] | None:  # fmt: skip
+) -> tuple[str, Field, Geometry, int, int] | None:
     """(type, field after, geometry, params, MACs) for a node that does work; None for a neutral node."""
     out_elems = 1
     for s in shape:
@@ -249,8 +300,12 @@ def _layer(
         module = modules[str(node.target)]
         own = sum(p.numel() for p in module.parameters(recurse=False))
         if isinstance(module, nn.Conv2d):
-            k, s, p, d = (_pair(module.kernel_size), _pair(module.stride), _pair(module.padding),
-                          _pair(module.dilation))  # fmt: skip
+            k, s, p, d = (
+                _pair(module.kernel_size),
+                _pair(module.stride),
+                _pair(module.padding),
+                _pair(module.dilation),
+            )
             if isinstance(module.padding, str):
                 raise AnalysisError(f"{where}: string padding {module.padding!r} is not supported")
             macs = out_elems * (module.in_channels // module.groups) * k[0] * k[1]
@@ -332,9 +387,7 @@ def _adaptive(
     if in_size is None:
         raise AnalysisError(f"{where}: adaptive pooling of a map of unknown size")
     if any(i % o for i, o in zip(in_size, out_size)):
-        raise AnalysisError(
-            f"{where}: adaptive pooling {in_size}->{out_size} has uneven windows; not analysed"
-        )
+        raise AnalysisError(f"{where}: adaptive pooling {in_size}->{out_size} has uneven windows; not analysed")
     k = (in_size[0] // out_size[0], in_size[1] // out_size[1])
     return kind, field.through(k, k, (0, 0)), (k, k, (0, 0), None), 0, 0
 
@@ -349,8 +402,19 @@ def _flatten(field: Field, in_size: Pair | None) -> tuple[str, Field, Geometry, 
 # ---------------------------------------------------------------------------------------------------------
 # Rendering
 
-COLUMNS = ("Layer", "Type", "Kernel Size", "Stride", "Padding", "Dilation", "Output Shape", "Receptive Field",
-           "Jump", "Params", "MACs")  # fmt: skip
+COLUMNS = (
+    "Layer",
+    "Type",
+    "Kernel Size",
+    "Stride",
+    "Padding",
+    "Dilation",
+    "Output Shape",
+    "Receptive Field",
+    "Jump",
+    "Params",
+    "MACs",
+)
 
 
 def _fmt(value: Any, square: bool = False) -> str:
@@ -363,10 +427,18 @@ def _fmt(value: Any, square: bool = False) -> str:
 
 def _cells(row: LayerRow) -> list[str]:
     return [
-        row.name, row.type, _fmt(row.kernel), _fmt(row.stride), _fmt(row.padding), _fmt(row.dilation),
-        "x".join(str(s) for s in row.output_shape), _fmt(row.receptive_field, square=True), _fmt(row.jump),
-        f"{row.params:,}", f"{row.macs:,}",
-    ]  # fmt: skip
+        row.name,
+        row.type,
+        _fmt(row.kernel),
+        _fmt(row.stride),
+        _fmt(row.padding),
+        _fmt(row.dilation),
+        "x".join(str(s) for s in row.output_shape),
+        _fmt(row.receptive_field, square=True),
+        _fmt(row.jump),
+        f"{row.params:,}",
+        f"{row.macs:,}",
+    ]
 
 
 def render(table: LayerTable, markdown: bool) -> str:
@@ -383,8 +455,35 @@ def render(table: LayerTable, markdown: bool) -> str:
     widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(COLUMNS)]
     line = "  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))
     rule = "-" * len(line)
-    rows = [
-        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-        for r in body
-    ]
+    rows = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in body]
     return "\n".join([table.model, rule, line, rule, *rows, rule, total]) + "\n"
+
+
+def shapes_and_params(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> str:
+    """Each leaf layer's output shape and parameters, found by running one image through forward hooks (no
+    tracing): what a summary still gives when the receptive field cannot be computed (``analyze`` failed)."""
+    rows: list[list[str]] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if not list(module.children()):
+
+            def record(module: nn.Module, _: Any, output: Any, name: str = name) -> None:
+                shape = "x".join(map(str, output.shape[1:])) if isinstance(output, torch.Tensor) else "-"
+                params = sum(p.numel() for p in module.parameters(recurse=False))
+                rows.append([name, type(module).__name__, shape, f"{params:,}"])
+
+            hooks.append(module.register_forward_hook(record))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    columns = ["Layer", "Type", "Output", "Params"]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    total = sum(p.numel() for p in model.parameters())
+    return "\n".join(lines) + f"\nTotal: {total:,} parameters\n"

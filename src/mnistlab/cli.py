@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from mnistlab.config import NO_OPTION, TrainConfig
+from mnistlab.config import NO_OPTION, TrainConfig, read_recipe_changes
 from mnistlab.errors import MnistlabError
 from mnistlab.rundir import (
     LAST_MEAN,
@@ -42,8 +42,14 @@ def _config_options(command: Any) -> Any:
             command = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None)(command)
         else:
             kind = int if f.name == "limit" else type(default)
-            command = click.option(flag, f.name, type=kind, default=None, show_default=False,
-                                   help="overrides the model's recipe or the run default")(command)  # fmt: skip
+            command = click.option(
+                flag,
+                f.name,
+                type=kind,
+                default=None,
+                show_default=False,
+                help="overrides the model's recipe or the run default",
+            )(command)
     return command
 
 
@@ -57,18 +63,23 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--model", "model_name", default="model8", show_default=True, help="a registered model name")
-@click.option("--output-dir", type=click.Path(), default=None, help="run directory [runs/<model>]")
 @click.option(
-    "--data-dir", type=click.Path(), default=None, help="MNIST cache [$MNISTLAB_DATA or ~/.cache/mnistlab]"
+    "--model",
+    "model_name",
+    default="model8",
+    show_default=True,
+    help="a registered name, FILE.py:BUILDER, MODULE:BUILDER or a layer spec SPEC.json (README: Design your own model)",
 )
+@click.option(
+    "--recipe", "recipe_file", type=click.Path(), default=None, help="a JSON object of recipe fields to change"
+)
+@click.option("--output-dir", type=click.Path(), default=None, help="run directory [runs/<model>]")
+@click.option("--data-dir", type=click.Path(), default=None, help="MNIST cache [$MNISTLAB_DATA or ~/.cache/mnistlab]")
 @click.option("--rotation", type=float, default=None, help="augmentation: max rotation in degrees")
 @click.option("--translate", type=float, default=None, help="augmentation: max shift, fraction of the size")
 @click.option("--scale", type=float, default=None, help="augmentation: max zoom change, e.g. 0.1")
 @click.option("--shear", type=float, default=None, help="augmentation: max shear in degrees")
-@click.option(
-    "--resume", "resume_dir", type=click.Path(), default=None, help="continue the run in this directory"
-)
+@click.option("--resume", "resume_dir", type=click.Path(), default=None, help="continue the run in this directory")
 @click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
 @click.option("--quiet", is_flag=True, help="no progress bars")
@@ -79,18 +90,42 @@ def cli() -> None:
     help="several seeds as one stacked network, e.g. 1,2,3,4: runs <output-dir>/seed<k>",
 )
 @_config_options
-def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_dir: str | None, dry_run: bool,
-          overwrite: bool, quiet: bool, seed_list: str | None, rotation: float | None, translate: float | None,
-          scale: float | None, shear: float | None, **fields: Any) -> None:  # fmt: skip
+def train(
+    model_name: str,
+    recipe_file: str | None,
+    output_dir: str | None,
+    data_dir: str | None,
+    resume_dir: str | None,
+    dry_run: bool,
+    overwrite: bool,
+    quiet: bool,
+    seed_list: str | None,
+    rotation: float | None,
+    translate: float | None,
+    scale: float | None,
+    shear: float | None,
+    **fields: Any,
+) -> None:
     """Train a model; write config, history, summary and checkpoints to its run directory."""
     from mnistlab.engine import fit
-    from mnistlab.models import config_for
+    from mnistlab.models import config_for, resolve
 
+    if resume_dir is None:  # a resumed run's model comes from its own folder
+        model_name = resolve(model_name)
+        fields = {**(read_recipe_changes(recipe_file) if recipe_file else {}), **_given(fields)}
     if seed_list is not None:
         if resume_dir is not None or dry_run:
             raise MnistlabError("--seeds trains new runs: it does not combine with --resume or --dry-run")
-        _train_stacked(model_name, _parse_seeds(seed_list), output_dir, data_dir, overwrite, quiet,
-                       dict(rotation=rotation, translate=translate, scale=scale, shear=shear), fields)  # fmt: skip
+        _train_stacked(
+            model_name,
+            _parse_seeds(seed_list),
+            output_dir,
+            data_dir,
+            overwrite,
+            quiet,
+            dict(rotation=rotation, translate=translate, scale=scale, shear=shear),
+            fields,
+        )
         return
     if resume_dir is not None:
         config_path = Path(resume_dir) / "config.json"
@@ -110,22 +145,33 @@ def train(model_name: str, output_dir: str | None, data_dir: str | None, resume_
         scratch = default_run_dir(f"{model_name}-dry-run")  # a dry run's own folder, replaced by the next dry run
         if dry_run:
             config = dataclasses.replace(
-                config, epochs=1, limit=config.limit or 512, val_size=min(config.val_size, 256),
+                config,
+                epochs=1,
+                limit=config.limit or 512,
+                val_size=min(config.val_size, 256),
                 output_dir=output_dir or scratch,
-            )  # fmt: skip
+            )
         out = Path(config.output_dir)
         verb = "a dry run never replaces it" if dry_run else "pass --overwrite to replace it"
         _clear_previous_run(out, overwrite or (dry_run and output_dir is None), verb)
         click.echo(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {out}")
         summary = fit(config, progress=_bars(quiet), log=click.echo)
-    click.echo(f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, {_scores(summary)}; "
-               f"results in {config.output_dir}")  # fmt: skip
+    click.echo(
+        f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, {_scores(summary)}; "
+        f"results in {config.output_dir}"
+    )
 
 
 def _train_stacked(
-    model_name: str, seeds: tuple[int, ...], output_dir: str | None, data_dir: str | None, overwrite: bool,
-    quiet: bool, augment: dict[str, float | None], fields: dict[str, Any],
-) -> None:  # fmt: skip
+    model_name: str,
+    seeds: tuple[int, ...],
+    output_dir: str | None,
+    data_dir: str | None,
+    overwrite: bool,
+    quiet: bool,
+    augment: dict[str, float | None],
+    fields: dict[str, Any],
+) -> None:
     """``train --seeds``: the seeds of one recipe as one stacked network, a run directory per seed."""
     from mnistlab.engine import fit_group
     from mnistlab.models import config_for
@@ -134,9 +180,7 @@ def _train_stacked(
     fields = {k: v for k, v in fields.items() if k != "seed"}
     configs = []
     for seed in seeds:
-        config = config_for(
-            model_name, output_dir=str(base / f"seed{seed}"), data_dir=data_dir, seed=seed, **fields
-        )
+        config = config_for(model_name, output_dir=str(base / f"seed{seed}"), data_dir=data_dir, seed=seed, **fields)
         configs.append(_with_augment(config, augment))
     for config in configs:
         _clear_previous_run(Path(config.output_dir), overwrite, "pass --overwrite to replace it")
@@ -145,12 +189,15 @@ def _train_stacked(
         click.echo(f"seed {config.seed}: {_scores(summary)}; results in {config.output_dir}")
 
 
+def _given(fields: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line (None: not given)."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def _with_augment(config: Any, changes: dict[str, float | None]) -> Any:
     """``config`` with the augmentation ranges given on the command line (None: the recipe's)."""
     given = {k: v for k, v in changes.items() if v is not None}
-    return (
-        dataclasses.replace(config, augment=dataclasses.replace(config.augment, **given)) if given else config
-    )
+    return dataclasses.replace(config, augment=dataclasses.replace(config.augment, **given)) if given else config
 
 
 def _clear_previous_run(out: Path, replace: bool, verb: str) -> None:
@@ -198,9 +245,7 @@ def _scores(summary: dict[str, Any]) -> str:
 
 @cli.command()
 @click.option("--checkpoint", type=click.Path(), required=True, help="a .pt file written by train")
-@click.option(
-    "--output-dir", type=click.Path(), default=None, help="where to write the PNGs [the checkpoint's folder]"
-)
+@click.option("--output-dir", type=click.Path(), default=None, help="where to write the PNGs [the checkpoint's folder]")
 @click.option("--data-dir", type=click.Path(), default=None)
 def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> None:
     """Test accuracy, per-class accuracy and confusion matrix; curves, confusion and mistakes as PNGs."""
@@ -212,8 +257,10 @@ def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> N
 
     result = evaluate_checkpoint(checkpoint, data_dir)
     out = Path(output_dir) if output_dir else Path(checkpoint).parent
-    click.echo(f"test accuracy {result.accuracy:.2f}% ({len(result.mistakes)} errors of {len(result.labels)}), "
-               f"loss {result.loss:.4f}")  # fmt: skip
+    click.echo(
+        f"test accuracy {result.accuracy:.2f}% ({len(result.mistakes)} errors of {len(result.labels)}), "
+        f"loss {result.loss:.4f}"
+    )
     click.echo("per class: " + "  ".join(f"{d}:{a:.2f}" for d, a in enumerate(result.per_class)))
     click.echo(render_confusion(result.confusion))
     images, _ = load_mnist("test", data_dir)
@@ -269,18 +316,21 @@ def export(checkpoint: str, fmt: str, output: str | None) -> None:
 
 @cli.command()
 @click.argument("model_name", metavar="MODEL")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True)
 def summary(model_name: str, fmt: str) -> None:
-    """Per-layer shapes, receptive field, jump, parameters and MACs of a registered model."""
-    from mnistlab.analysis import analyze
-    from mnistlab.models import create_model
+    """Per-layer shapes, receptive field, jump, parameters and MACs of a model (registered, or MODEL as
+    FILE.py:BUILDER, MODULE:BUILDER or SPEC.json)."""
+    from mnistlab.analysis import AnalysisError, analyze, shapes_and_params
+    from mnistlab.models import create_model, resolve
 
-    result = analyze(create_model(model_name), name=model_name)
-    click.echo(
-        {"table": result.render_table, "markdown": result.render_markdown, "json": result.to_json}[fmt]()
-    )
+    name = resolve(model_name)
+    model = create_model(name)
+    try:
+        result = analyze(model, name=name)
+    except AnalysisError as exc:  # still the shapes and parameters, and why the field is missing
+        click.echo(f"{name}: receptive field not computed ({exc})\n{shapes_and_params(model)}", nl=False)
+        return
+    click.echo({"table": result.render_table, "markdown": result.render_markdown, "json": result.to_json}[fmt]())
 
 
 @cli.command(name="models")
@@ -320,8 +370,13 @@ def fetch(data_dir: str | None) -> None:
 @cli.command()
 @click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
 @click.option("--output", type=click.Path(), default="REPORT.md", show_default=True)
-@click.option("--readme", type=click.Path(), default="README.md", show_default=True,
-              help="README whose results table (between its markers) is refreshed")  # fmt: skip
+@click.option(
+    "--readme",
+    type=click.Path(),
+    default="README.md",
+    show_default=True,
+    help="README whose results table (between its markers) is refreshed",
+)
 def report(results: str, output: str, readme: str) -> None:
     """Write REPORT.md from the recorded runs under results/, and the README's results table."""
     from mnistlab.report import write_report
@@ -338,8 +393,11 @@ def report(results: str, output: str, readme: str) -> None:
 )
 @click.option("--seeds", default="1,2,3", show_default=True, help="the final runs' seeds, for every model")
 @click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
-@click.option("--tuning/--no-tuning", default=True,
-              help="also the validation runs behind every choice, and the earlier attempts' final runs")  # fmt: skip
+@click.option(
+    "--tuning/--no-tuning",
+    default=True,
+    help="also the validation runs behind every choice, and the earlier attempts' final runs",
+)
 @click.option("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
 @click.option(
     "--study",
@@ -368,16 +426,16 @@ def report(results: str, output: str, readme: str) -> None:
     help="train the seeds of each recipe as one stacked network (measured as fast or faster than "
     "one process per seed on the CPU, 2.3x on a GPU); --no-stack re-makes single runs bit for bit",
 )
-@click.option(
-    "--epochs", type=int, default=None, help="every run this many epochs: a first try, not the record"
-)
+@click.option("--epochs", type=int, default=None, help="every run this many epochs: a first try, not the record")
 @click.option("--limit", type=int, default=None, help="only the first N images of each split: a first try")
-@click.option("--ray", "use_ray", is_flag=True,
-              help="send each job to Ray (a local cluster; pip install -e '.[ray]'): one thread per job unless "
-              "--threads, and with --device cuda, --workers jobs share each GPU")  # fmt: skip
 @click.option(
-    "--ray-address", default=None, metavar="HOST:PORT", help="join this Ray cluster (implies --ray)"
+    "--ray",
+    "use_ray",
+    is_flag=True,
+    help="send each job to Ray (a local cluster; pip install -e '.[ray]'): one thread per job unless "
+    "--threads, and with --device cuda, --workers jobs share each GPU",
 )
+@click.option("--ray-address", default=None, metavar="HOST:PORT", help="join this Ray cluster (implies --ray)")
 @click.option("--quiet", is_flag=True)
 def reproduce(
     models: str,
@@ -396,6 +454,7 @@ def reproduce(
     quiet: bool,
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
+    from mnistlab.models import resolve
     from mnistlab.runner import run_all, status
     from mnistlab.studies import planned_runs
 
@@ -405,7 +464,7 @@ def reproduce(
         raise MnistlabError(
             "--epochs and --limit make runs unlike the recorded ones: write them elsewhere with --results DIR"
         )
-    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    names = [resolve(m.strip()) for m in models.split(",") if m.strip()] if models else None
     runs = planned_runs(names, _parse_seeds(seeds), tuning, studies)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
@@ -414,8 +473,16 @@ def reproduce(
         threads = threads or 1
     pairs = (("threads", threads), ("device", device), ("epochs", epochs), ("limit", limit))
     overrides = {key: value for key, value in pairs if value is not None and value != 0}
-    summaries = run_all(runs, Path(results), overrides=overrides or None, log=click.echo,
-                        progress=_bars(quiet), workers=workers, stack=stack, cluster=cluster)  # fmt: skip
+    summaries = run_all(
+        runs,
+        Path(results),
+        overrides=overrides or None,
+        log=click.echo,
+        progress=_bars(quiet),
+        workers=workers,
+        stack=stack,
+        cluster=cluster,
+    )
     for run, summary in zip(runs, summaries):
         click.echo(f"{run.folder}/{run.name}: params {summary['params']:,}, {_scores(summary)}")
 
@@ -424,38 +491,62 @@ def reproduce(
 
 
 @cli.command()
-@click.option(
-    "--max-params", type=int, required=True, help="hard budget: a candidate over it is never trained"
-)
+@click.option("--max-params", type=int, required=True, help="hard budget: a candidate over it is never trained")
 @click.option("--trials", type=int, default=20, show_default=True, help="trials to add to the study")
 @click.option("--seeds", default="1,2,3,4", show_default=True, help="each trial's seeds, trained stacked")
 @click.option("--epochs", type=int, default=15, show_default=True)
-@click.option(
-    "--limit", type=int, default=None, help="keep only the first N images of each split (a first try)"
-)
+@click.option("--limit", type=int, default=None, help="keep only the first N images of each split (a first try)")
 @click.option("--name", default=None, help="the study's name [record-<max-params>]")
 @click.option("--storage", default=None, help="an SQLAlchemy URL [sqlite:///<results>/search/<name>.db]")
-@click.option(
-    "--space", "space_file", type=click.Path(), default=None, help="a JSON file narrowing the space"
-)
+@click.option("--space", "space_file", type=click.Path(), default=None, help="a JSON file narrowing the space")
 @click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True
-)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="trials at once, each worker in its own process (or Ray task) sharing the study")  # fmt: skip
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="trials at once, each worker in its own process (or Ray task) sharing the study",
+)
 @click.option("--ray", "use_ray", is_flag=True, help="the workers as Ray tasks (a local cluster)")
-@click.option("--ray-address", default=None, metavar="HOST:PORT",
-              help="join this Ray cluster (implies --ray; give a --storage every node reaches)")  # fmt: skip
-@click.option("--timeout", type=float, default=None,
-              help="seconds after which a worker starts no new trial (a lent machine's time)")  # fmt: skip
-@click.option("--deadline", type=float, default=None,
-              help="seconds after which the trials still training stop (failed, marked 'stopped') and no trial "
-              "starts: a lent machine's end")  # fmt: skip
-def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | None, name: str | None,
-           storage: str | None, space_file: str | None, results: str, device: str, threads: int, workers: int,
-           use_ray: bool, ray_address: str | None, timeout: float | None, deadline: float | None) -> None:  # fmt: skip
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="HOST:PORT",
+    help="join this Ray cluster (implies --ray; give a --storage every node reaches)",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="seconds after which a worker starts no new trial (a lent machine's time)",
+)
+@click.option(
+    "--deadline",
+    type=float,
+    default=None,
+    help="seconds after which the trials still training stop (failed, marked 'stopped') and no trial "
+    "starts: a lent machine's end",
+)
+def search(
+    max_params: int,
+    trials: int,
+    seeds: str,
+    epochs: int,
+    limit: int | None,
+    name: str | None,
+    storage: str | None,
+    space_file: str | None,
+    results: str,
+    device: str,
+    threads: int,
+    workers: int,
+    use_ray: bool,
+    ray_address: str | None,
+    timeout: float | None,
+    deadline: float | None,
+) -> None:
     """Search shapes and recipes under a parameter budget, scored on validation (worst seed); resumable."""
     _need_optuna()
     from mnistlab.records import best_row, trial_rows
@@ -473,23 +564,39 @@ def search(max_params: int, trials: int, seeds: str, epochs: int, limit: int | N
     cluster = _cluster(use_ray, ray_address)
     command = "mnistlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     stop_at = time.time() + deadline if deadline is not None else None
-    settings = Settings(name, storage, max_params, _parse_seeds(seeds), epochs, limit, results, device, threads,
-                        command=command, stop_at=stop_at)  # fmt: skip
-    study = run_search(
-        settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout
+    settings = Settings(
+        name,
+        storage,
+        max_params,
+        _parse_seeds(seeds),
+        epochs,
+        limit,
+        results,
+        device,
+        threads,
+        command=command,
+        stop_at=stop_at,
     )
+    study = run_search(settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout)
     best = best_row(trial_rows(study))
     if best:
-        click.echo(f"best: trial {best['trial']}, {best['params']:,} parameters, worst-seed validation mean "
-                   f"{best['score']:.2f}, {best['arch']}")  # fmt: skip
+        click.echo(
+            f"best: trial {best['trial']}, {best['params']:,} parameters, worst-seed validation mean "
+            f"{best['score']:.2f}, {best['arch']}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- demo
 @cli.command()
-@click.option("--checkpoint", type=click.Path(), default=None,
-              help="a checkpoint to show first [every shipped final run, Model 8 seed 1 first]")  # fmt: skip
-@click.option("--results", type=click.Path(), default=RESULTS, show_default=True,
-              help="where the shipped final runs are")  # fmt: skip
+@click.option(
+    "--checkpoint",
+    type=click.Path(),
+    default=None,
+    help="a checkpoint to show first [every shipped final run, Model 8 seed 1 first]",
+)
+@click.option(
+    "--results", type=click.Path(), default=RESULTS, show_default=True, help="where the shipped final runs are"
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
 def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
@@ -530,9 +637,7 @@ def _cluster(use_ray: bool, address: str | None, **settings: Any) -> Any:
 @click.option("--study", "study_name", required=True, help="the search's name, e.g. record-3500")
 @click.option("--trial", type=int, required=True, help="the finished trial to register")
 @click.option("--name", required=True, help="the new model's name (lower case, e.g. found3k5)")
-@click.option(
-    "--storage", default=None, help="the study's SQLAlchemy URL [sqlite:///<results>/search/<study>.db]"
-)
+@click.option("--storage", default=None, help="the study's SQLAlchemy URL [sqlite:///<results>/search/<study>.db]")
 @click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
 def register(study_name: str, trial: int, name: str, storage: str | None, results: str) -> None:
     """Register a search trial as a model (layers and recipe as data, in models/found.json)."""
@@ -543,8 +648,10 @@ def register(study_name: str, trial: int, name: str, storage: str | None, result
     storage = storage or _default_storage(results, study_name)
     study = open_existing(Settings(study_name, storage, 0))
     entry = register_trial(study, trial, name, FOUND)
-    click.echo(f"registered {name}: trial {trial} of {study_name}, {entry['params']:,} parameters, worst-seed "
-               f"validation mean {entry['score']:.2f}; train it with `mnistlab reproduce --models {name}`")  # fmt: skip
+    click.echo(
+        f"registered {name}: trial {trial} of {study_name}, {entry['params']:,} parameters, worst-seed "
+        f"validation mean {entry['score']:.2f}; train it with `mnistlab reproduce --models {name}`"
+    )
 
 
 def main() -> None:

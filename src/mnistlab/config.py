@@ -12,7 +12,9 @@ of one stacked group, and whether ``mnistlab train`` offers it as an option of i
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mnistlab.errors import MnistlabError
@@ -121,27 +123,36 @@ class TrainConfig(Recipe):
     """
 
     model: str = _role("", NO_OPTION)  # a registered model name (required)
-    arch: dict[str, Any] | None = _role(None, NO_OPTION)  # layers as data, for a model built from them: its builder's arguments
+    # layers as data, for a model built from them: its builder's arguments
+    arch: dict[str, Any] | None = _role(None, NO_OPTION)
     seed: int = _role(1, PER_RUN)  # weights, batch order and augmentation all follow it
     val_size: int = 5000  # images held out of training for model selection (0: none)
     limit: int | None = None  # keep only the first N images of each split (tiny runs, tests)
     device: str = _role("auto", EXECUTION)  # auto | cpu | cuda | mps
     threads: int = _role(0, EXECUTION)  # torch CPU threads (0: leave torch's default)
     compile: bool = _role(False, EXECUTION)  # torch.compile the model
-    cuda_graph: bool = _role(True, EXECUTION)  # on CUDA, replay each full batch's training step as one captured graph (SGD)
+    # on CUDA, replay each full batch's training step as one captured graph (SGD)
+    cuda_graph: bool = _role(True, EXECUTION)
     output_dir: str = _role("", EXECUTION, PER_RUN, NO_OPTION)  # the run directory ("": runs/<model>)
     data_dir: str | None = _role(None, EXECUTION, NO_OPTION)  # the MNIST cache (train has its own --data-dir)
-    test_every_epoch: bool = _role(True, NO_OPTION)  # record test accuracy per epoch (reported, never used for selection)
+    # record test accuracy per epoch (reported, never used for selection)
+    test_every_epoch: bool = _role(True, NO_OPTION)
+    # a model from outside the package: as the user named it (FILE.py:BUILDER, MODULE:BUILDER or SPEC.json), and
+    # the sha256 of what it was built from (its run folder keeps a copy: models.external)
+    source: str | None = _role(None, NO_OPTION)
+    source_sha256: str | None = _role(None, NO_OPTION)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check([
-            (bool(self.model), "a run needs a model: build its config with mnistlab.models.config_for(name)"),
-            (0 <= self.val_size < 60_000, f"validation size must be in [0, 60000), got {self.val_size}"),
-            (self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}"),
-            (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}"),
-            (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
-        ])  # fmt: skip
+        _check(
+            [
+                (bool(self.model), "a run needs a model: build its config with mnistlab.models.config_for(name)"),
+                (0 <= self.val_size < 60_000, f"validation size must be in [0, 60000), got {self.val_size}"),
+                (self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}"),
+                (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}"),
+                (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+            ]
+        )
         if not self.output_dir:
             object.__setattr__(self, "output_dir", default_run_dir(self.model))
 
@@ -166,6 +177,27 @@ class TrainConfig(Recipe):
 def fields_with(role: str) -> tuple[str, ...]:
     """The names of a run's config fields that have ``role`` (``EXECUTION``, ``PER_RUN``, ``NO_OPTION``)."""
     return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get(role))
+
+
+def read_recipe_changes(path: str | Path) -> dict[str, Any]:
+    """The recipe fields a JSON file changes (``train --recipe FILE``), each checked as a recipe checks it."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MnistlabError(f"cannot read the recipe {path}: {exc}") from None
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    if not isinstance(values, dict) or not set(values) <= known:
+        unknown = sorted(set(values) - known) if isinstance(values, dict) else []
+        raise MnistlabError(
+            f"recipe {path} must be a JSON object of recipe fields"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            + f" (known: {', '.join(sorted(known))})"
+        )
+    try:
+        Recipe(**values)
+    except TypeError as exc:
+        raise MnistlabError(f"recipe {path}: {exc}") from None
+    return values
 
 
 def recipe_values(recipe: Recipe) -> dict[str, Any]:

@@ -77,9 +77,7 @@ def load(path: str) -> Loaded:
     payload = read_checkpoint(path)
     model = model_from(payload, path)
     title = get_card(payload["model"]).title
-    return Loaded(
-        model, tuple(blocks(model)), f"{title}, {sum(p.numel() for p in model.parameters()):,} parameters"
-    )
+    return Loaded(model, tuple(blocks(model)), f"{title}, {sum(p.numel() for p in model.parameters()):,} parameters")
 
 
 def choices(results: str | Path, checkpoint: str | Path | None = None) -> dict[str, str]:
@@ -129,8 +127,9 @@ def maps_picture(layer: LayerView, columns: int = 8) -> Image.Image:
             height, width = scaled.shape[1:]
             row, column = layer.unit[1:]
             cell = (x + column * TILE // width, y + row * TILE // height)
-            draw.rectangle((*cell, cell[0] + max(TILE // width, 3) - 1, cell[1] + max(TILE // height, 3) - 1),
-                           outline=FIELD)  # fmt: skip
+            draw.rectangle(
+                (*cell, cell[0] + max(TILE // width, 3) - 1, cell[1] + max(TILE // height, 3) - 1), outline=FIELD
+            )
     return sheet
 
 
@@ -166,15 +165,15 @@ def layer_text(layer: LayerView, position: int, count: int) -> str:
     channels, height, width = layer.maps.shape
     channel, row, column = layer.unit
     box, shown = layer.box, layer.box.clipped()
-    size = (
-        f"{layer.rf[0]}×{layer.rf[1]} px" if layer.rf[0] != layer.rf[1] else f"{layer.rf[0]}×{layer.rf[0]} px"
-    )
+    size = f"{layer.rf[0]}×{layer.rf[1]} px" if layer.rf[0] != layer.rf[1] else f"{layer.rf[0]}×{layer.rf[0]} px"
     where = f"rows {shown.top}–{shown.bottom}, columns {shown.left}–{shown.right}"
     if box.inside:
         field = f"Receptive field: {size} (jump {layer.jump[0]}), {where} of the input."
     else:
-        field = (f"Receptive field: {size} (jump {layer.jump[0]}), larger than the part of the "
-                 f"{IMAGE}×{IMAGE} image it covers: the box shows {shown.height}×{shown.width} px, {where}.")  # fmt: skip
+        field = (
+            f"Receptive field: {size} (jump {layer.jump[0]}), larger than the part of the "
+            f"{IMAGE}×{IMAGE} image it covers: the box shows {shown.height}×{shown.width} px, {where}."
+        )
     return (
         f"**Layer {position} of {count}: {layer.name}** ({layer.types}), {channels} channels of {height}×{width}.  \n"
         f"Most active unit: channel {channel} at row {row}, column {column} (activation {layer.value:.2f}).  \n"
@@ -238,14 +237,8 @@ def build(results: str | Path = "results", checkpoint: str | Path | None = None)
 
     options = choices(results, checkpoint)
     if not options:
-        raise MnistlabError(
-            f"no checkpoint to show: none under {results}/<model>/seed<k>/ and no --checkpoint"
-        )
-    first = (
-        str(checkpoint)
-        if checkpoint is not None
-        else (DEFAULT if DEFAULT in options else next(iter(options)))
-    )
+        raise MnistlabError(f"no checkpoint to show: none under {results}/<model>/seed<k>/ and no --checkpoint")
+    first = str(checkpoint) if checkpoint is not None else (DEFAULT if DEFAULT in options else next(iter(options)))
     blank = (None, "", None, gr.update(), None, None, "")
 
     def respond(digit: np.ndarray | None, label: str, layer: str | None) -> tuple:
@@ -259,8 +252,17 @@ def build(results: str | Path = "results", checkpoint: str | Path | None = None)
         except MnistlabError as exc:
             return (digit, f"⚠️ {exc}", *blank)
         picker = gr.update(choices=list(shown.layer_names), value=shown.layer)
-        return (digit, "", enlarged(shown.digit), shown.prediction, shown.probabilities, picker,
-                shown.field, shown.maps, shown.text)  # fmt: skip
+        return (
+            digit,
+            "",
+            enlarged(shown.digit),
+            shown.prediction,
+            shown.probabilities,
+            picker,
+            shown.field,
+            shown.maps,
+            shown.text,
+        )
 
     def from_source(read: Any) -> Any:
         def handler(value: Any, label: str, layer: str | None) -> tuple:
@@ -277,35 +279,43 @@ def build(results: str | Path = "results", checkpoint: str | Path | None = None)
     )
     with gr.Blocks(title="mnistlab: what the model sees", analytics_enabled=False) as app:
         app.theme_for_launch = theme  # Gradio 6 takes the theme at launch (see ``launch``)
-        gr.Markdown("# What the model sees\nDraw a digit (or upload a picture of one). The model is given the "
-                    "28×28 image below; pick a layer to see its feature maps and, on the input, the receptive "
-                    "field of its most active unit.")  # fmt: skip
+        gr.Markdown(
+            "# What the model sees\nDraw a digit (or upload a picture of one). The model is given the "
+            "28×28 image below; pick a layer to see its feature maps and, on the input, the receptive "
+            "field of its most active unit."
+        )
         digit = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
                 model = gr.Dropdown(list(options), value=first, label="Checkpoint", elem_id="checkpoint")
                 with gr.Tab("Draw"):
                     sketch = gr.Sketchpad(
-                        label="Draw a digit", canvas_size=(280, 280), fixed_canvas=True, image_mode="RGBA",
+                        label="Draw a digit",
+                        canvas_size=(280, 280),
+                        fixed_canvas=True,
+                        image_mode="RGBA",
                         brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"),
-                        layers=False, transforms=(), elem_id="sketch",
-                    )  # fmt: skip
+                        layers=False,
+                        transforms=(),
+                        elem_id="sketch",
+                    )
                 with gr.Tab("Upload"):
                     upload = gr.File(label="An image of one digit", type="filepath", elem_id="upload")
                 message = gr.Markdown("Draw a digit on the canvas, or upload an image.", elem_id="message")
             with gr.Column(scale=1):
-                given = gr.Image(label="What the model is given (28×28)", type="pil", interactive=False,
-                                 elem_id="given")  # fmt: skip
-                prediction = gr.Markdown(elem_id="prediction")
-                probabilities = gr.Image(
-                    label="Probabilities", type="pil", interactive=False, elem_id="probabilities"
+                given = gr.Image(
+                    label="What the model is given (28×28)", type="pil", interactive=False, elem_id="given"
                 )
+                prediction = gr.Markdown(elem_id="prediction")
+                probabilities = gr.Image(label="Probabilities", type="pil", interactive=False, elem_id="probabilities")
         layer = gr.Radio([], label="Layer", elem_id="layer")
         with gr.Row():
-            field = gr.Image(label="Receptive field of the most active unit", type="pil", interactive=False,
-                             elem_id="field")  # fmt: skip
-            maps = gr.Image(label="Feature maps (the unit's channel framed)", type="pil", interactive=False,
-                            elem_id="maps")  # fmt: skip
+            field = gr.Image(
+                label="Receptive field of the most active unit", type="pil", interactive=False, elem_id="field"
+            )
+            maps = gr.Image(
+                label="Feature maps (the unit's channel framed)", type="pil", interactive=False, elem_id="maps"
+            )
         text = gr.Markdown(elem_id="layer-text")
 
         outputs = [digit, message, given, prediction, probabilities, layer, field, maps, text]
@@ -319,8 +329,19 @@ def build(results: str | Path = "results", checkpoint: str | Path | None = None)
 def launch(app: Any, host: str, port: int) -> None:
     """Serve the page until interrupted."""
     try:
-        app.launch(server_name=host, server_port=port, theme=app.theme_for_launch, ssr_mode=False, pwa=False,
-                   mcp_server=False, footer_links=[], quiet=True, js=PICK_BRUSH)  # fmt: skip
+        app.launch(
+            server_name=host,
+            server_port=port,
+            theme=app.theme_for_launch,
+            ssr_mode=False,
+            pwa=False,
+            mcp_server=False,
+            footer_links=[],
+            quiet=True,
+            js=PICK_BRUSH,
+        )
     except OSError:  # Gradio's "Cannot find empty port", or an address that is not this machine's
-        raise MnistlabError(f"cannot serve on {host}:{port}: the port is taken or the host is not this "
-                            "machine's; pick another --port or --host") from None  # fmt: skip
+        raise MnistlabError(
+            f"cannot serve on {host}:{port}: the port is taken or the host is not this "
+            "machine's; pick another --port or --host"
+        ) from None

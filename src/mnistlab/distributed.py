@@ -114,9 +114,7 @@ def resources(config: TrainConfig, cluster: Cluster) -> dict[str, float]:
 
 def pack(run_dir: str | Path) -> dict[str, bytes]:
     """A run folder's files (those a run writes), by name."""
-    return {
-        name: (Path(run_dir) / name).read_bytes() for name in RUN_FILES if (Path(run_dir) / name).is_file()
-    }
+    return {name: (Path(run_dir) / name).read_bytes() for name in RUN_FILES if (Path(run_dir) / name).is_file()}
 
 
 def unpack(files: dict[str, bytes], run_dir: str | Path) -> None:
@@ -208,9 +206,7 @@ def _with_output_dir(config_json: bytes, config: TrainConfig) -> bytes:
     return json_text({**json.loads(config_json), "output_dir": config.output_dir}).encode()
 
 
-def run_tasks(
-    function: Callable[..., Any], calls: list[tuple], cluster: Cluster, options: dict[str, float]
-) -> list:
+def run_tasks(function: Callable[..., Any], calls: list[tuple], cluster: Cluster, options: dict[str, float]) -> list:
     """``function(*call)`` for every call, each a Ray task asking for ``options``; their results in order.
     Ctrl-C cancels what is still out."""
     with session(cluster) as (ray, out):

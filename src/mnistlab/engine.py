@@ -34,6 +34,7 @@ from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_json, atomic_write_text
 from mnistlab.graphstep import GraphedTrainer
 from mnistlab.models.checkpoint import build_model, read_checkpoint, save_checkpoint
+from mnistlab.models.external import ensure_registered, keep_copy
 from mnistlab.models.stacking import StackedNet, stack, stack_states, unstack, unstack_state
 from mnistlab.rundir import (
     BEST,
@@ -61,9 +62,14 @@ def provenance(device: torch.device) -> dict[str, Any]:
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True, cwd=source
         ).stdout.strip()
         dirty = bool(
-            subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, timeout=5, cwd=source).stdout.strip()
-        )  # fmt: skip
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=source,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     return {
@@ -112,6 +118,7 @@ def summarize_history(history: list[dict[str, Any]], has_val: bool) -> dict[str,
 
 
 # -------------------------------------------------------------------------------------------------- fit
+
 
 def stackable(configs: list[TrainConfig]) -> str | None:
     """Why ``configs`` cannot train as one stacked group (None if they can)."""
@@ -162,6 +169,8 @@ def fit_group(
         raise MnistlabError(f"these runs cannot train stacked: {reason}")
     for config in configs:
         check_run_dir(config.output_dir)
+        # a model from outside the package, in a fresh process (a worker, a resumed run): from its run's copy
+        ensure_registered(config.to_dict(), Path(config.output_dir), log)
     start = time.perf_counter()
     first = configs[0]
     outs = [Path(c.output_dir) for c in configs]
@@ -187,6 +196,8 @@ def fit_group(
                 )
     for config, out in zip(configs, outs):
         atomic_write_json(out / CONFIG, config.to_dict())
+        if config.source:  # a model from outside the package: its run keeps what it was built from
+            keep_copy(config.source, out)
     forward = torch.compile(state.model) if first.compile else state.model
     judged = forward if state.averaged is None else state.scored
     graphed = graphed_trainer(config=first, state=state, loader=loaders.train, seeds=seeds, device=device)
@@ -198,11 +209,17 @@ def fit_group(
         if graphed is not None:
             train = graphed.run_epoch(epoch)
         else:
-            bar = tqdm(total=len(loaders.train), desc=f"epoch {epoch}/{first.epochs}", leave=False, disable=not progress)
+            bar = tqdm(
+                total=len(loaders.train), desc=f"epoch {epoch}/{first.epochs}", leave=False, disable=not progress
+            )
             with bar:
                 train = train_one_epoch(
-                    state, loaders.train.stacked(seeds), forward=forward, label_smoothing=first.label_smoothing,
-                    device=device, progress=bar,
+                    state,
+                    loaders.train.stacked(seeds),
+                    forward=forward,
+                    label_smoothing=first.label_smoothing,
+                    device=device,
+                    progress=bar,
                 )
         lr = state.optimizer.param_groups[0]["lr"]
         vals = evaluate_slots(judged, loaders.val, device=device) if loaders.val is not None else None
@@ -302,8 +319,15 @@ def _save(
             save_checkpoint(out / BEST, shipped[k], config.to_dict(), epoch=epoch)
         resume_state = {} if averaged is None else {"train_state_dict": trained[k], "average": average[k]}  # type: ignore[index]
         save_checkpoint(
-            out / LAST, shipped[k], config.to_dict(), epoch=epoch, history=histories[k], best_score=best_scores[k],
-            optimizer=optimizers[k], scheduler=scheduler, **resume_state,
+            out / LAST,
+            shipped[k],
+            config.to_dict(),
+            epoch=epoch,
+            history=histories[k],
+            best_score=best_scores[k],
+            optimizer=optimizers[k],
+            scheduler=scheduler,
+            **resume_state,
         )
 
 

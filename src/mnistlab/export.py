@@ -35,8 +35,6 @@ def export_onnx(checkpoint: str | Path, output: str | Path, tolerance: float = 1
     got = session.run(None, {session.get_inputs()[0].name: check.numpy()})[0]
     difference = float(np.abs(got - expected).max())
     if difference > tolerance:
-        raise MnistlabError(
-            f"ONNX output differs from PyTorch by {difference:.2e} (> {tolerance}); not written"
-        )
+        raise MnistlabError(f"ONNX output differs from PyTorch by {difference:.2e} (> {tolerance}); not written")
     atomic_write_bytes(output, data)
     return difference

@@ -26,9 +26,14 @@ WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN picks its
 
 @torch.no_grad()
 def sgd_update(
-    params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor], lr: torch.Tensor,
-    momentum: torch.Tensor, weight_decay: float = 0.0, nesterov: bool = False,
-) -> None:  # fmt: skip
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    buffers: list[torch.Tensor],
+    lr: torch.Tensor,
+    momentum: torch.Tensor,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+) -> None:
     """``torch.optim.SGD``'s update (dampening 0) with the rate and momentum as device tensors.
 
     The momentum buffers start at zero, so the first step gives ``buffer = grad`` as torch's does."""
@@ -112,8 +117,10 @@ class GraphedTrainer:
             self.averaged.n_averaged += self.full + (1 if self.rest else 0)
             self.updates = int(self.averaged.n_averaged)
         seen = self.loader.num_samples
-        return {"loss": [v / seen for v in self.loss_sum.tolist()],
-                "acc": [100.0 * c / seen for c in self.correct.tolist()]}  # fmt: skip
+        return {
+            "loss": [v / seen for v in self.loss_sum.tolist()],
+            "acc": [100.0 * c / seen for c in self.correct.tolist()],
+        }
 
     def _load_epoch(self, epoch: int) -> None:
         """Copy the epoch's plans and rates to the device; reset the counters (in place: the graph reads them)."""
@@ -153,8 +160,15 @@ class GraphedTrainer:
         losses.sum().backward()
         rate = self.rates.index_select(0, self.step.view(1)).squeeze(0)
         momentum = self.momenta.index_select(0, self.step.view(1)).squeeze(0)
-        sgd_update(self.params, [p.grad for p in self.params], self.buffers, rate, momentum,
-                   config.weight_decay, config.nesterov)  # type: ignore[misc]  # fmt: skip
+        sgd_update(
+            self.params,
+            [p.grad for p in self.params],
+            self.buffers,
+            rate,
+            momentum,
+            config.weight_decay,
+            config.nesterov,
+        )  # type: ignore[misc]
         if self.averaged is not None:
             if self.updates == 0:  # the average's first update copies (a warm-up step, never in the graph)
                 with torch.no_grad():

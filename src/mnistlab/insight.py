@@ -87,9 +87,7 @@ class Block:
 def blocks(model: nn.Module) -> list[Block]:
     """The model's blocks with a spatial output, in order: the children of the deepest container that holds
     every analysed layer (``features`` for the zoo's ``Net``)."""
-    rows = [
-        row for row in analyze(model).rows if len(row.output_shape) == 3 and _is_module(model, row.name)
-    ]
+    rows = [row for row in analyze(model).rows if len(row.output_shape) == 3 and _is_module(model, row.name)]
     if not rows:
         return []
     parts = [row.name.split(".") for row in rows]
@@ -142,11 +140,18 @@ def inspect_digit(model: nn.Module, digit: np.ndarray, layers: list[Block] | Non
         top, left = round(cy - (rf[0] - 1) / 2), round(cx - (rf[1] - 1) / 2)
         box = Box(top, left, top + int(rf[0]) - 1, left + int(rf[1]) - 1)
         types = ", ".join(dict.fromkeys(row.type for row in block.rows))
-        views.append(LayerView(block.path.split(".")[-1], types, maps, unit,  # type: ignore[arg-type]
-                               (int(rf[0]), int(rf[1])), (int(jump[0]), int(jump[1])), box))  # fmt: skip
-    return Inspection(
-        np.asarray(digit, dtype=np.float32), tuple(float(p) for p in probabilities), tuple(views)
-    )
+        views.append(
+            LayerView(
+                block.path.split(".")[-1],
+                types,
+                maps,
+                unit,  # type: ignore[arg-type]
+                (int(rf[0]), int(rf[1])),
+                (int(jump[0]), int(jump[1])),
+                box,
+            )
+        )
+    return Inspection(np.asarray(digit, dtype=np.float32), tuple(float(p) for p in probabilities), tuple(views))
 
 
 def shipped_checkpoints(results: str | Path, models: list[str]) -> dict[str, Path]:
@@ -154,9 +159,7 @@ def shipped_checkpoints(results: str | Path, models: list[str]) -> dict[str, Pat
     in ``models``' order then by seed."""
     found: dict[str, Path] = {}
     for model in models:
-        runs = sorted(
-            Path(results, model).glob(f"seed*/{LAST}"), key=lambda p: (len(p.parent.name), p.parent.name)
-        )
+        runs = sorted(Path(results, model).glob(f"seed*/{LAST}"), key=lambda p: (len(p.parent.name), p.parent.name))
         for path in runs:
             found[f"{model}, {path.parent.name.replace('seed', 'seed ')}"] = path
     return found

@@ -34,8 +34,9 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = ""
     acc_ax.axhline(TARGET, color="grey", ls="--", lw=0.8, label=f"{TARGET}%")
     loss_ax.set(xlabel="epoch", ylabel="loss", yscale="log", title=f"{title} loss".strip())
     top = max((h.get("test_acc") or 0) for h in history) if history else 100
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(min(98.0, top - 1), 100.0),
-               title=f"{title} accuracy".strip())  # fmt: skip
+    acc_ax.set(
+        xlabel="epoch", ylabel="accuracy (%)", ylim=(min(98.0, top - 1), 100.0), title=f"{title} accuracy".strip()
+    )
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -49,8 +50,15 @@ def plot_confusion(confusion: np.ndarray, path: str | Path, title: str = "Confus
     image = ax.imshow(shown, cmap="Reds")
     for t in range(10):
         for p in range(10):
-            ax.text(p, t, str(confusion[t, p]), ha="center", va="center", fontsize=7,
-                    color="black" if t != p else "tab:blue")  # fmt: skip
+            ax.text(
+                p,
+                t,
+                str(confusion[t, p]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if t != p else "tab:blue",
+            )
     ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10), title=title)
     fig.colorbar(image, ax=ax, label="errors")
     return _save(fig, path)
@@ -73,8 +81,9 @@ def plot_misclassified(
     return _save(fig, path)
 
 
-def plot_search(points: list[tuple[int, float]], front: list[tuple[int, float]], budget: int, path: str | Path,
-                title: str = "") -> Path:  # fmt: skip
+def plot_search(
+    points: list[tuple[int, float]], front: list[tuple[int, float]], budget: int, path: str | Path, title: str = ""
+) -> Path:
     """Each finished trial's parameters against its worst seed's validation mean, the front (the best score
     at or under each size) as a line, the budget and the target."""
     fig, ax = plt.subplots(figsize=(7, 4.2))

@@ -57,9 +57,12 @@ def to_mnist(gray: np.ndarray, where: str = "image") -> np.ndarray:
     height, width = crop.shape
     scale = 20.0 / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    fitted = np.asarray(
-        Image.fromarray((crop * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32
-    ) / 255.0  # fmt: skip
+    fitted = (
+        np.asarray(
+            Image.fromarray((crop * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32
+        )
+        / 255.0
+    )
     canvas = np.zeros((28, 28), dtype=np.float32)
     top, left = (28 - fitted.shape[0]) // 2, (28 - fitted.shape[1]) // 2
     canvas[top : top + fitted.shape[0], left : left + fitted.shape[1]] = fitted
@@ -79,18 +82,14 @@ def _shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def predict_arrays(
-    model: torch.nn.Module, digits: list[np.ndarray]
-) -> list[tuple[int, float, tuple[float, ...]]]:
+def predict_arrays(model: torch.nn.Module, digits: list[np.ndarray]) -> list[tuple[int, float, tuple[float, ...]]]:
     """Digits (28x28 in [0, 1]) to (class, probability, all probabilities)."""
     batch = normalize(torch.from_numpy(np.stack(digits)).unsqueeze(1))
     probabilities = model.eval()(batch).exp()
     return [(int(p.argmax()), float(p.max()), tuple(float(v) for v in p)) for p in probabilities]
 
 
-def predict_files(
-    model: torch.nn.Module, paths: list[str | Path]
-) -> tuple[list[Prediction], list[tuple[str, str]]]:
+def predict_files(model: torch.nn.Module, paths: list[str | Path]) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Predictions for every readable digit image, and (path, reason) for each one that was not."""
     good: list[tuple[str, np.ndarray]] = []
     failed: list[tuple[str, str]] = []

@@ -39,8 +39,7 @@ def load_run(path: Path) -> RecordedRun | None:
     if not (path / SUMMARY).is_file():
         return None
     history = read_history(path)
-    return RecordedRun(path, json.loads((path / SUMMARY).read_text()), history,
-                     json.loads((path / CONFIG).read_text()))  # fmt: skip
+    return RecordedRun(path, json.loads((path / SUMMARY).read_text()), history, json.loads((path / CONFIG).read_text()))
 
 
 def model_runs(results: Path, name: str) -> list[RecordedRun]:
@@ -117,12 +116,19 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     rows = []
     for t in study.trials:
         score = t.value if t.value is not None and not math.isnan(t.value) else None
-        rows.append({
-            "trial": t.number, "state": t.state.name, "params": t.user_attrs.get("params"),
-            "over_budget": t.user_attrs.get("over_budget", False), "score": score, "arch": t.user_attrs.get("arch"),
-            "params_drawn": t.params, "val_per_seed": t.user_attrs.get("val_per_seed"),
-            "stopped": t.user_attrs.get("stopped"),
-        })
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "params": t.user_attrs.get("params"),
+                "over_budget": t.user_attrs.get("over_budget", False),
+                "score": score,
+                "arch": t.user_attrs.get("arch"),
+                "params_drawn": t.params,
+                "val_per_seed": t.user_attrs.get("val_per_seed"),
+                "stopped": t.user_attrs.get("stopped"),
+            }
+        )
     return rows
 
 

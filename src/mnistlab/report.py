@@ -50,40 +50,57 @@ def analysis_sentences(result: ModelResult, previous: ModelResult | None) -> lis
     last = result.stat("last_test_acc")
     gap = train - last
     if gap > 0.3:
-        out.append(f"Best train accuracy {train:.2f}% is {gap:.2f} points above the last test accuracy "
-                   f"{last:.2f}%: the model fits the training set better than it generalises (overfitting).")  # fmt: skip
-    elif gap < -0.1:
-        out.append(f"Last test accuracy {last:.2f}% is {-gap:.2f} points above the best train accuracy "
-                   f"{train:.2f}% (measured on augmented or dropped-out batches): the regularisation costs "
-                   "training accuracy, not test accuracy; there is no overfitting.")  # fmt: skip
-    else:
         out.append(
-            f"Train ({train:.2f}%) and last test accuracy ({last:.2f}%) are within {abs(gap):.2f} points."
+            f"Best train accuracy {train:.2f}% is {gap:.2f} points above the last test accuracy "
+            f"{last:.2f}%: the model fits the training set better than it generalises (overfitting)."
         )
+    elif gap < -0.1:
+        out.append(
+            f"Last test accuracy {last:.2f}% is {-gap:.2f} points above the best train accuracy "
+            f"{train:.2f}% (measured on augmented or dropped-out batches): the regularisation costs "
+            "training accuracy, not test accuracy; there is no overfitting."
+        )
+    else:
+        out.append(f"Train ({train:.2f}%) and last test accuracy ({last:.2f}%) are within {abs(gap):.2f} points.")
     for run in result.runs:
         hits = sum(a >= TARGET for a in run.last3)
-        out.append(f"Seed {run.summary['seed']}: {TARGET}% reached in {hits} of the last {len(run.last3)} epochs "
-                   f"(test {', '.join(_pct(a) for a in run.last3)}).")  # fmt: skip
+        out.append(
+            f"Seed {run.summary['seed']}: {TARGET}% reached in {hits} of the last {len(run.last3)} epochs "
+            f"(test {', '.join(_pct(a) for a in run.last3)})."
+        )
     if len(result.runs) > 1:
         means = [mean(r.last3) for r in result.runs]
         spread = max(means) - min(means)
-        out.append(f"Across its {len(result.runs)} seeds the last-3 mean ranges from {min(means):.2f} to {max(means):.2f} "
-                   f"({spread:.2f} points) and single epochs from {min(result.last3_all):.2f} to "
-                   f"{max(result.last3_all):.2f}; a single-seed comparison carries noise of this size.")  # fmt: skip
+        out.append(
+            f"Across its {len(result.runs)} seeds the last-3 mean ranges from {min(means):.2f} to {max(means):.2f} "
+            f"({spread:.2f} points) and single epochs from {min(result.last3_all):.2f} to "
+            f"{max(result.last3_all):.2f}; a single-seed comparison carries noise of this size."
+        )
     if previous is not None and previous.runs:
         delta = mean(result.last3_all) - mean(previous.last3_all)
         spread = max(mean(r.last3) for r in result.runs) - min(mean(r.last3) for r in result.runs)
         params = result.card.params - previous.card.params
-        verdict = ("within the spread between its seeds" if abs(delta) <= spread else
-                   "more than the spread between its seeds") if len(result.runs) > 1 else "on one seed each"  # fmt: skip
-        out.append(f"Against {previous.card.title}: {params:+,} parameters, {delta:+.2f} points of mean test "
-                   f"accuracy over the last 3 epochs ({len(result.runs)} seeds against {len(previous.runs)}; "
-                   f"{verdict}).")  # fmt: skip
+        verdict = (
+            (
+                "within the spread between its seeds"
+                if abs(delta) <= spread
+                else "more than the spread between its seeds"
+            )
+            if len(result.runs) > 1
+            else "on one seed each"
+        )
+        out.append(
+            f"Against {previous.card.title}: {params:+,} parameters, {delta:+.2f} points of mean test "
+            f"accuracy over the last 3 epochs ({len(result.runs)} seeds against {len(previous.runs)}; "
+            f"{verdict})."
+        )
     reference = result.card.reference
     if reference is not None:
-        out.append(f"The reference reported a best test accuracy of {reference.best_test_acc:.2f}% (its best epoch, "
-                   f"chosen on test); ours is {result.stat('last_test_acc'):.2f}% at the last epoch and "
-                   f"{mean(result.last3_all):.2f}% over the last 3, averaged over seeds.")  # fmt: skip
+        out.append(
+            f"The reference reported a best test accuracy of {reference.best_test_acc:.2f}% (its best epoch, "
+            f"chosen on test); ours is {result.stat('last_test_acc'):.2f}% at the last epoch and "
+            f"{mean(result.last3_all):.2f}% over the last 3, averaged over seeds."
+        )
     return out
 
 
@@ -107,27 +124,45 @@ def _jump_before(rows: list[Any], index: int) -> Any:
 def recipe_table(card: ModelCard) -> str:
     r = card.recipe
     aug = r.augment
-    augment = ", ".join(f"{k} {v}" for k, v in (("rotation", aug.rotation), ("translate", aug.translate),
-                                                ("scale", aug.scale), ("shear", aug.shear)) if v) or "none"  # fmt: skip
+    augment = (
+        ", ".join(
+            f"{k} {v}"
+            for k, v in (
+                ("rotation", aug.rotation),
+                ("translate", aug.translate),
+                ("scale", aug.scale),
+                ("shear", aug.shear),
+            )
+            if v
+        )
+        or "none"
+    )
     scheduler = {
         "none": "none",
         "step": f"StepLR(step {r.step_size}, gamma {r.gamma})",
         "onecycle": f"OneCycleLR(max_lr {r.lr}, pct_start {r.pct_start}, div {r.div_factor}, final div {r.final_div_factor})",
         "plateau": f"ReduceLROnPlateau(validation loss, factor {r.gamma}, patience {r.patience})",
     }[r.scheduler]
-    optimizer = f"{r.optimizer.upper()}(lr {r.lr}" + (
-        f", momentum {r.momentum}" if r.optimizer == "sgd" else ""
-    )
+    optimizer = f"{r.optimizer.upper()}(lr {r.lr}" + (f", momentum {r.momentum}" if r.optimizer == "sgd" else "")
     optimizer += f", weight decay {r.weight_decay})" if r.weight_decay else ")"
-    rows = [("epochs", r.epochs), ("batch size", r.batch_size), ("optimizer", optimizer), ("scheduler", scheduler),
-            ("augmentation", augment), ("dropout", r.dropout), ("label smoothing", r.label_smoothing),
-            ("weights evaluated", f"moving average, decay {r.ema} per step" if r.ema else "as trained")]  # fmt: skip
+    rows = [
+        ("epochs", r.epochs),
+        ("batch size", r.batch_size),
+        ("optimizer", optimizer),
+        ("scheduler", scheduler),
+        ("augmentation", augment),
+        ("dropout", r.dropout),
+        ("label smoothing", r.label_smoothing),
+        ("weights evaluated", f"moving average, decay {r.ema} per step" if r.ema else "as trained"),
+    ]
     return "| recipe | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
 
 
 def results_table(result: ModelResult) -> str:
-    head = ("| seed | params | best train | best val (epoch) | test at last epoch | last-3 test | last-3 mean | "
-            "last-3 min | epochs | train time | machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    head = (
+        "| seed | params | best train | best val (epoch) | test at last epoch | last-3 test | last-3 mean | "
+        "last-3 min | epochs | train time | machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for run in result.runs:
         s = run.summary
@@ -146,17 +181,21 @@ def results_table(result: ModelResult) -> str:
 
 
 def comparison_table(results: list[ModelResult]) -> str:
-    head = ("| model | params | reference's params | reference's best test | seeds | epochs | last epoch: mean | "
-            "last epoch: min | last-3: mean | last-3: min | ≥99.4% in each of last 3, every seed |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    head = (
+        "| model | params | reference's params | reference's best test | seeds | epochs | last epoch: mean | "
+        "last epoch: min | last-3: mean | last-3: min | ≥99.4% in each of last 3, every seed |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for r in results:
         ref = r.card.reference
         ref_cells = f"{ref.params:,} | {ref.best_test_acc:.2f}" if ref else "- | -"
         if r.runs:
-            ours = (f"{len(r.runs)} | {r.runs[0].summary['epochs']} | {r.stat('last_test_acc'):.2f} | "
-                    f"{r.stat('last_test_acc', min):.2f} | {mean(r.last3_all):.2f} | {min(r.last3_all):.2f} | "
-                    f"{'yes' if r.held else 'no'}")  # fmt: skip
+            ours = (
+                f"{len(r.runs)} | {r.runs[0].summary['epochs']} | {r.stat('last_test_acc'):.2f} | "
+                f"{r.stat('last_test_acc', min):.2f} | {mean(r.last3_all):.2f} | {min(r.last3_all):.2f} | "
+                f"{'yes' if r.held else 'no'}"
+            )
         else:
             ours = "not run | | | | | | "
         lines.append(f"| {r.card.title} (`{r.card.name}`) | {r.card.params:,} | {ref_cells} | {ours} |")
@@ -164,8 +203,7 @@ def comparison_table(results: list[ModelResult]) -> str:
     below = [line for r in results if (line := below_reference(r))]
     if below:
         notes.append(
-            "Against the reference (mean over seeds of the last epoch):\n\n"
-            + "\n".join(f"- {b}" for b in below)
+            "Against the reference (mean over seeds of the last epoch):\n\n" + "\n".join(f"- {b}" for b in below)
         )
     return head + "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
 
@@ -176,34 +214,34 @@ def below_reference(result: ModelResult) -> str:
     if ref is None or not result.runs:
         return ""
     ours = result.stat("last_test_acc")
-    best_epochs = mean(
-        max(h["test_acc"] for h in r.history) for r in result.runs
-    )  # like the reference's figure
+    best_epochs = mean(max(h["test_acc"] for h in r.history) for r in result.runs)  # like the reference's figure
     title = result.card.title
     if ours >= ref.best_test_acc:
         return f"{title}: our mean last epoch {ours:.2f} ≥ the reference's {ref.best_test_acc:.2f}."
     if best_epochs >= ref.best_test_acc:
-        return (f"{title}: our mean last epoch {ours:.2f} is below the reference's {ref.best_test_acc:.2f}, which "
-                f"is its best epoch chosen on test; picked the same way ours is {best_epochs:.2f} (mean over seeds "
-                "of each run's best test epoch), so the gap is the choice of epoch, not the model.")  # fmt: skip
-    return (f"{title}: our mean last epoch {ours:.2f} is below the reference's {ref.best_test_acc:.2f}, and "
-            f"so is our mean best test epoch ({best_epochs:.2f}): with our layers and recipe this model is "
-            "below the reference's.")  # fmt: skip
+        return (
+            f"{title}: our mean last epoch {ours:.2f} is below the reference's {ref.best_test_acc:.2f}, which "
+            f"is its best epoch chosen on test; picked the same way ours is {best_epochs:.2f} (mean over seeds "
+            "of each run's best test epoch), so the gap is the choice of epoch, not the model."
+        )
+    return (
+        f"{title}: our mean last epoch {ours:.2f} is below the reference's {ref.best_test_acc:.2f}, and "
+        f"so is our mean best test epoch ({best_epochs:.2f}): with our layers and recipe this model is "
+        "below the reference's."
+    )
 
 
 def target_line(result: ModelResult) -> str:
     """Whether the course's target held, seed by seed, in words."""
     held = [r.summary["seed"] for r in result.runs if r.held]
     failed = [r for r in result.runs if not r.held]
-    text = (f"**{result.card.title}** ({result.card.params:,} parameters): {TARGET}% or more in each of the last 3 "
-            f"epochs on {len(held)} of {len(result.runs)} seeds (mean {mean(result.last3_all):.2f}, "
-            f"min {min(result.last3_all):.2f}).")  # fmt: skip
+    text = (
+        f"**{result.card.title}** ({result.card.params:,} parameters): {TARGET}% or more in each of the last 3 "
+        f"epochs on {len(held)} of {len(result.runs)} seeds (mean {mean(result.last3_all):.2f}, "
+        f"min {min(result.last3_all):.2f})."
+    )
     if failed:
-        text += (
-            " Not met on "
-            + ", ".join(f"seed {r.summary['seed']} (min {min(r.last3):.2f})" for r in failed)
-            + "."
-        )
+        text += " Not met on " + ", ".join(f"seed {r.summary['seed']} (min {min(r.last3):.2f})" for r in failed) + "."
     return text
 
 
@@ -222,31 +260,41 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
     if seeded:
         seeds = sorted({r.summary["seed"] for c in candidates for r in c.runs})
         devices = sorted({r.summary["provenance"]["device"] for c in candidates for r in c.runs})
-        lines += [f"Each candidate trained on the 55,000 training images with each of seeds "
-                  f"{', '.join(map(str, seeds))}; the 5,000 held-out validation images decide, by the mean over "
-                  "seeds of each seed's mean over its last 3 epochs. These runs never evaluated the test set. "
-                  f"Device: {', '.join(devices)}{study.where}.", "",
-                  "| candidate | what | params | val mean per seed, last 3 epochs | mean | lowest epoch | "
-                  "change in mean | train time per run |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"Each candidate trained on the 55,000 training images with each of seeds "
+            f"{', '.join(map(str, seeds))}; the 5,000 held-out validation images decide, by the mean over "
+            "seeds of each seed's mean over its last 3 epochs. These runs never evaluated the test set. "
+            f"Device: {', '.join(devices)}{study.where}.",
+            "",
+            "| candidate | what | params | val mean per seed, last 3 epochs | mean | lowest epoch | "
+            "change in mean | train time per run |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for c in candidates:
             change = _change(c, by_name)
-            lines.append(f"| `{c.name}` | {c.declared.why} | {c.runs[0].summary['params']:,} | "
-                         f"{', '.join(f'{v:.2f}' for v in c.per_seed)} | {c.score:.3f} | {_pct(c.lowest_epoch)} | "
-                         f"{change} | {_seconds(mean(r.summary['train_seconds'] for r in c.runs))} |")  # fmt: skip
+            lines.append(
+                f"| `{c.name}` | {c.declared.why} | {c.runs[0].summary['params']:,} | "
+                f"{', '.join(f'{v:.2f}' for v in c.per_seed)} | {c.score:.3f} | {_pct(c.lowest_epoch)} | "
+                f"{change} | {_seconds(mean(r.summary['train_seconds'] for r in c.runs))} |"
+            )
     else:
-        lines += ["Each candidate trained on the 55,000 training images with seed 1; the 5,000 held-out validation "
-                  "images decide. Test accuracy is shown for information only; it chose nothing.", "",
-                  "| candidate | what | params | val acc, last 3 epochs | val mean | change in val mean | "
-                  "test at last epoch | train time |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "Each candidate trained on the 55,000 training images with seed 1; the 5,000 held-out validation "
+            "images decide. Test accuracy is shown for information only; it chose nothing.",
+            "",
+            "| candidate | what | params | val acc, last 3 epochs | val mean | change in val mean | "
+            "test at last epoch | train time |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for c in candidates:
             first = c.runs[0]
             vals = [h["val_acc"] for h in first.history[-LAST_K:]]
             change = _change(c, by_name)
-            lines.append(f"| `{c.name}` | {c.declared.why} | {first.summary['params']:,} | "
-                         f"{', '.join(_pct(v) for v in vals)} | {c.score:.2f} | {change} | "
-                         f"{_pct(first.summary['last_test_acc'])} | {_seconds(first.summary['train_seconds'])} |")  # fmt: skip
+            lines.append(
+                f"| `{c.name}` | {c.declared.why} | {first.summary['params']:,} | "
+                f"{', '.join(_pct(v) for v in vals)} | {c.score:.2f} | {change} | "
+                f"{_pct(first.summary['last_test_acc'])} | {_seconds(first.summary['train_seconds'])} |"
+            )
     best = study.choose(candidates)
     if best is None:
         return (
@@ -254,46 +302,56 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                 lines
                 + [
                     "",
-                    f"No candidate held {TARGET}% on validation on every seed, so "
-                    f"`{study.winner}` keeps its recipe.",
+                    f"No candidate held {TARGET}% on validation on every seed, so `{study.winner}` keeps its recipe.",
                 ]
             )
             + "\n"
         )
-    rule = ("the highest validation mean" if study.rule == "mean" else
-            f"the fewest parameters among those that held {TARGET}% on validation in each of the last 3 epochs "
-            "of every seed")  # fmt: skip
+    rule = (
+        "the highest validation mean"
+        if study.rule == "mean"
+        else f"the fewest parameters among those that held {TARGET}% on validation in each of the last 3 epochs "
+        "of every seed"
+    )
     lines += [
         "",
-        f"Chosen by {rule}: `{best.name}` ({best.declared.why}); it became {study.outcome}. "
-        + _finals_note(study),
+        f"Chosen by {rule}: `{best.name}` ({best.declared.why}); it became {study.outcome}. " + _finals_note(study),
     ]
     return "\n".join(lines) + "\n"
 
 
 def earlier_section(results: Path) -> str:
     """Final runs of recipes that were replaced, with why: their last-3 test accuracy per seed."""
-    lines = ["## Earlier attempts", "",
-             "Final runs of a recipe that was replaced (after it missed its target on a seed) or of a run that was "
-             "shortened; kept under `results/earlier/` as the evidence.", "",
-             "| attempt | seed | params | last-3 test | min | held |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "## Earlier attempts",
+        "",
+        "Final runs of a recipe that was replaced (after it missed its target on a seed) or of a run that was "
+        "shortened; kept under `results/earlier/` as the evidence.",
+        "",
+        "| attempt | seed | params | last-3 test | min | held |",
+        "|---|---|---|---|---|---|",
+    ]
     found = False
     for run in EARLIER:
         recorded = load_run(run.path(results))
         if recorded is None:
             continue
         found = True
-        lines.append(f"| {run.why} (`{run.folder}`) | {run.seed} | {recorded.summary['params']:,} | "
-                     f"{', '.join(_pct(a) for a in recorded.last3)} | {_pct(min(recorded.last3))} | "
-                     f"{'yes' if recorded.held else 'no'} |")  # fmt: skip
+        lines.append(
+            f"| {run.why} (`{run.folder}`) | {run.seed} | {recorded.summary['params']:,} | "
+            f"{', '.join(_pct(a) for a in recorded.last3)} | {_pct(min(recorded.last3))} | "
+            f"{'yes' if recorded.held else 'no'} |"
+        )
     return "\n".join(lines) + "\n" if found else ""
 
 
 def _finals_note(study: Study) -> str:
     if get_card(study.winner).refit:
-        return ("Final runs train on all 60,000 training images; with no split left, their `best.pt` is the "
-                "epoch of best training accuracy, and the figures reported are the last epochs', which choose "
-                "nothing.")  # fmt: skip
+        return (
+            "Final runs train on all 60,000 training images; with no split left, their `best.pt` is the "
+            "epoch of best training accuracy, and the figures reported are the last epochs', which choose "
+            "nothing."
+        )
     return (
         "Final runs keep the 5,000 validation images out (the plateau schedule steps on their loss) and "
         "train on the other 55,000; the figures reported are the last epochs', which choose nothing."
@@ -315,11 +373,15 @@ def searches_section(studies: Searches, figures: Path, output: Path) -> str:
     if not studies:
         return ""
     found = entries()
-    parts = ["## Searches", "",
-             "Each made by `mnistlab search` (Optuna's TPE sampler, median pruner on the worst seed's validation "
-             "accuracy), scored on the validation split only: the worst seed's mean over the last "
-             f"{LAST_K} epochs. A trial over the budget is never trained. The test set is not evaluated in a "
-             "search; the trials taken to final runs are reported with the models above.", ""]  # fmt: skip
+    parts = [
+        "## Searches",
+        "",
+        "Each made by `mnistlab search` (Optuna's TPE sampler, median pruner on the worst seed's validation "
+        "accuracy), scored on the validation split only: the worst seed's mean over the last "
+        f"{LAST_K} epochs. A trial over the budget is never trained. The test set is not evaluated in a "
+        "search; the trials taken to final runs are reported with the models above.",
+        "",
+    ]
     for store, study, rows in studies:
         settings = study.user_attrs.get("settings", {})
         done = finished(rows)
@@ -330,40 +392,68 @@ def searches_section(studies: Searches, figures: Path, output: Path) -> str:
         failed = sum(r["state"] == "FAIL" for r in rows) - stopped
         budget = settings.get("max_params", max((r["params"] or 0) for r in rows))
         front = search_front(done)
-        figure = plot_search([(r["params"], r["score"]) for r in done], [(r["params"], r["score"]) for r in front],
-                             budget, figures / f"search-{study.study_name}.png", title=study.study_name)  # fmt: skip
-        parts += [f"### Search `{study.study_name}` (stored in `search/{store.name}`)", "",
-                  f"Budget {budget:,} parameters; each trial on seeds {settings.get('seeds')}, "
-                  f"{settings.get('epochs')} epochs" + (f", the first {settings['limit']:,} images of each split"
-                  if settings.get("limit") else "") + f". {len(rows)} trials: {len(done)} finished, {pruned} "
-                  f"pruned by the median rule, {over} over the budget (not trained)"
-                  + (f", {running} training or interrupted" if running else "")
-                  + (f", {stopped} stopped at a deadline (a lent machine's end)" if stopped else "")
-                  + (f", {failed} failed (their worker was stopped)" if failed else "") + ".", "",
-                  *(["Made by " + "; then ".join(f"`{c}`" for c in study.user_attrs["commands"]) + ".", ""]
-                    if study.user_attrs.get("commands") else []),
-                  f"![{study.study_name}: parameters against the worst seed's validation mean]"
-                  f"({os.path.relpath(figure, output.parent)})", ""]  # fmt: skip
+        figure = plot_search(
+            [(r["params"], r["score"]) for r in done],
+            [(r["params"], r["score"]) for r in front],
+            budget,
+            figures / f"search-{study.study_name}.png",
+            title=study.study_name,
+        )
+        parts += [
+            f"### Search `{study.study_name}` (stored in `search/{store.name}`)",
+            "",
+            f"Budget {budget:,} parameters; each trial on seeds {settings.get('seeds')}, "
+            f"{settings.get('epochs')} epochs"
+            + (f", the first {settings['limit']:,} images of each split" if settings.get("limit") else "")
+            + f". {len(rows)} trials: {len(done)} finished, {pruned} "
+            f"pruned by the median rule, {over} over the budget (not trained)"
+            + (f", {running} training or interrupted" if running else "")
+            + (f", {stopped} stopped at a deadline (a lent machine's end)" if stopped else "")
+            + (f", {failed} failed (their worker was stopped)" if failed else "")
+            + ".",
+            "",
+            *(
+                ["Made by " + "; then ".join(f"`{c}`" for c in study.user_attrs["commands"]) + ".", ""]
+                if study.user_attrs.get("commands")
+                else []
+            ),
+            f"![{study.study_name}: parameters against the worst seed's validation mean]"
+            f"({os.path.relpath(figure, output.parent)})",
+            "",
+        ]
         if done:
-            parts += ["| trial | params | worst seed (val, last epochs) | per seed | shape | one-cycle peak | batch | "
-                      "moving average | rotation, shift, zoom | on the front |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            parts += [
+                "| trial | params | worst seed (val, last epochs) | per seed | shape | one-cycle peak | batch | "
+                "moving average | rotation, shift, zoom | on the front |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
             on_front = {r["trial"] for r in front}
             for r in sorted(done, key=lambda r: -r["score"])[:12]:
                 drawn, arch = r["params_drawn"], r["arch"]
-                shape = (f"{'-'.join(map(str, arch['stem']))} \\| {len(arch['body'])}x{arch['body'][0]} "
-                         f"{'sep' if arch['factored'] else 'full'}, {arch['padded']} padded")  # fmt: skip
+                shape = (
+                    f"{'-'.join(map(str, arch['stem']))} \\| {len(arch['body'])}x{arch['body'][0]} "
+                    f"{'sep' if arch['factored'] else 'full'}, {arch['padded']} padded"
+                )
                 per_seed = ", ".join(f"{v:.2f}" for v in r["val_per_seed"] or [])
-                parts.append(f"| {r['trial']} | {r['params']:,} | {r['score']:.2f} | {per_seed} | {shape} | "
-                             f"{drawn['lr']:.3f} | {batch_size_of(drawn)} | {drawn['ema']} | "
-                             f"{drawn['rotation']:.1f}°, {drawn['translate']:.2f}, {drawn['scale']:.2f} | "
-                             f"{'yes' if r['trial'] in on_front else ''} |")  # fmt: skip
+                parts.append(
+                    f"| {r['trial']} | {r['params']:,} | {r['score']:.2f} | {per_seed} | {shape} | "
+                    f"{drawn['lr']:.3f} | {batch_size_of(drawn)} | {drawn['ema']} | "
+                    f"{drawn['rotation']:.1f}°, {drawn['translate']:.2f}, {drawn['scale']:.2f} | "
+                    f"{'yes' if r['trial'] in on_front else ''} |"
+                )
             parts.append("")
         taken = [f for f in found if f["study"] == study.study_name]
         if taken:
-            parts += ["Taken to final runs: " + ", ".join(f"trial {f['trial']} as `{f['name']}` "
-                      f"({f['params']:,} parameters; its final runs are in the table above)" for f in taken)
-                      + ".", ""]  # fmt: skip
+            parts += [
+                "Taken to final runs: "
+                + ", ".join(
+                    f"trial {f['trial']} as `{f['name']}` "
+                    f"({f['params']:,} parameters; its final runs are in the table above)"
+                    for f in taken
+                )
+                + ".",
+                "",
+            ]
         else:
             parts += [
                 "Taken to final runs: none yet (`mnistlab register --study "
@@ -380,33 +470,45 @@ def stacked_section(results: Path) -> str:
     if not three:
         return ""
     singles = {r.summary["seed"]: r for r in model_runs(results, "model8")}
-    lines = ["## Stacked training beside single runs", "",
-             "Model 8's final recipe with its three final seeds trained as one stacked network "
-             "(`engine.fit_group`: each seed keeps its initial weights, batch order and augmentation; the loss is "
-             "the sum of the three) on a GPU with the captured-graph step, beside the single runs of the same "
-             "seeds recorded on the CPU. Not bit-identical (other kernels, another device), the same in "
-             "distribution.", "",
-             "| seed | single run (device): last-3 test | stacked (device): last-3 test | min single | min stacked |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "## Stacked training beside single runs",
+        "",
+        "Model 8's final recipe with its three final seeds trained as one stacked network "
+        "(`engine.fit_group`: each seed keeps its initial weights, batch order and augmentation; the loss is "
+        "the sum of the three) on a GPU with the captured-graph step, beside the single runs of the same "
+        "seeds recorded on the CPU. Not bit-identical (other kernels, another device), the same in "
+        "distribution.",
+        "",
+        "| seed | single run (device): last-3 test | stacked (device): last-3 test | min single | min stacked |",
+        "|---|---|---|---|---|",
+    ]
     for run in three:
         seed = run.summary["seed"]
         single = singles.get(seed)
-        cells = (f"{', '.join(_pct(a) for a in single.last3)} ({single.summary['provenance']['device']}) | "
-                 if single else "- | ")  # fmt: skip
-        lines.append(f"| {seed} | {cells}{', '.join(_pct(a) for a in run.last3)} "
-                     f"({run.summary['provenance']['device']}) | {_pct(min(single.last3)) if single else '-'} | "
-                     f"{_pct(min(run.last3))} |")  # fmt: skip
+        cells = (
+            f"{', '.join(_pct(a) for a in single.last3)} ({single.summary['provenance']['device']}) | "
+            if single
+            else "- | "
+        )
+        lines.append(
+            f"| {seed} | {cells}{', '.join(_pct(a) for a in run.last3)} "
+            f"({run.summary['provenance']['device']}) | {_pct(min(single.last3)) if single else '-'} | "
+            f"{_pct(min(run.last3))} |"
+        )
     many = model_runs(folder, "model8-16seeds")
     if many:
         held = sum(r.held for r in many)
         values = [a for r in many for a in r.last3]
         worst = min(many, key=lambda r: min(r.last3))
         wall = many[0].summary["wall_seconds"]
-        lines += ["", f"The same recipe on {len(many)} seeds as one stacked network ({_seconds(wall)} for all of them "
-                  f"on {many[0].summary['provenance']['gpu']}, `python benchmarks/gpu_session.py`): "
-                  f"{TARGET}% or more in each of the last 3 epochs on {held} of {len(many)} seeds; last-3 mean "
-                  f"{mean(values):.2f}, lowest epoch {min(values):.2f} (seed {worst.summary['seed']}). Three seeds "
-                  "cannot show a rate like this one."]  # fmt: skip
+        lines += [
+            "",
+            f"The same recipe on {len(many)} seeds as one stacked network ({_seconds(wall)} for all of them "
+            f"on {many[0].summary['provenance']['gpu']}, `python benchmarks/gpu_session.py`): "
+            f"{TARGET}% or more in each of the last 3 epochs on {held} of {len(many)} seeds; last-3 mean "
+            f"{mean(values):.2f}, lowest epoch {min(values):.2f} (seed {worst.summary['seed']}). Three seeds "
+            "cannot show a rate like this one.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -416,11 +518,16 @@ def record_section(
     """The record in a few lines: what was tried on validation (studies and searches), and which models held
     on every seed."""
     by_name = {r.card.name: r for r in model_results}
-    lines = ["## The record: 99.4% with as few parameters as possible", "",
-             f"Goal: at most {RECORD_BUDGET:,} parameters, {TARGET}% or more in each of the last 3 of 15 epochs on "
-             "each of 3 seeds, every choice made on the validation split (the studies below). No test-time "
-             "augmentation is used anywhere: every test figure is one forward pass of the shipped weights.", "",
-             "Tried on the validation split (each study's table below has every candidate):", ""]  # fmt: skip
+    lines = [
+        "## The record: 99.4% with as few parameters as possible",
+        "",
+        f"Goal: at most {RECORD_BUDGET:,} parameters, {TARGET}% or more in each of the last 3 of 15 epochs on "
+        "each of 3 seeds, every choice made on the validation split (the studies below). No test-time "
+        "augmentation is used anywhere: every test figure is one forward pass of the shipped weights.",
+        "",
+        "Tried on the validation split (each study's table below has every candidate):",
+        "",
+    ]
     studies = {study.key: study for study in STUDIES}
     for key in RECORD_STUDIES:
         candidates = study_scores.get(key, [])
@@ -431,16 +538,20 @@ def record_section(
         sizes = sorted({c.runs[0].summary["params"] for c in candidates})
         count = f"{len(candidates)} candidates" if len(candidates) > 1 else "1 candidate"
         size = f"{sizes[0]:,} to {sizes[-1]:,}" if len(sizes) > 1 else f"{sizes[0]:,}"
-        lines.append(f"- {studies[key].title}: {count} of {size} parameters on {seeds} "
-                     f"seed{'s' if seeds > 1 else ''}; best `{best.name}` ({best.declared.why}), "
-                     f"validation mean {best.score:.2f}.")  # fmt: skip
+        lines.append(
+            f"- {studies[key].title}: {count} of {size} parameters on {seeds} "
+            f"seed{'s' if seeds > 1 else ''}; best `{best.name}` ({best.declared.why}), "
+            f"validation mean {best.score:.2f}."
+        )
     for _, study, rows in searches:
         done, top = finished(rows), best_row(rows)
         if top:
             budget = study.user_attrs.get("settings", {}).get("max_params")
-            lines.append(f"- Search `{study.study_name}` (at most {budget:,} parameters): {len(rows)} trials, "
-                         f"{len(done)} finished; best trial {top['trial']} ({top['params']:,} parameters), worst "
-                         f"seed's validation mean {top['score']:.2f} (section Searches).")  # fmt: skip
+            lines.append(
+                f"- Search `{study.study_name}` (at most {budget:,} parameters): {len(rows)} trials, "
+                f"{len(done)} finished; best trial {top['trial']} ({top['params']:,} parameters), worst "
+                f"seed's validation mean {top['score']:.2f} (section Searches)."
+            )
     lines += ["", "Final runs (all 60,000 training images, 3 seeds, test accuracy in the last 3 epochs):", ""]
     held = []
     # the record's models and those taken from the searches, smallest first
@@ -458,11 +569,16 @@ def record_section(
     if held:
         smallest = min(held, key=lambda r: r.card.params)
         within = smallest.card.params <= RECORD_BUDGET
-        lines.append(f"The smallest model that held the target on all its seeds: **{smallest.card.title}** "
-                     f"(`{smallest.card.name}`, {smallest.card.params:,} parameters)"
-                     + (f", within the {RECORD_BUDGET:,}-parameter budget." if within else
-                        f", above the {RECORD_BUDGET:,}-parameter budget: at or under it, no model we trained held "
-                        "the target on every seed."))  # fmt: skip
+        lines.append(
+            f"The smallest model that held the target on all its seeds: **{smallest.card.title}** "
+            f"(`{smallest.card.name}`, {smallest.card.params:,} parameters)"
+            + (
+                f", within the {RECORD_BUDGET:,}-parameter budget."
+                if within
+                else f", above the {RECORD_BUDGET:,}-parameter budget: at or under it, no model we trained held "
+                "the target on every seed."
+            )
+        )
     else:
         lines.append("No model in this list has held the target on 3 seeds yet.")
     return "\n".join(lines) + "\n"
@@ -484,9 +600,7 @@ def update_readme(readme: Path, table: str) -> bool:
     return True
 
 
-def write_report(
-    results: Path = Path("results"), output: Path = Path("REPORT.md"), readme: Path | None = None
-) -> Path:
+def write_report(results: Path = Path("results"), output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
     """Write the report; with ``readme``, also refresh the comparison table in the README."""
     model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in list_models(lost=False)]
     if readme is not None:
@@ -538,24 +652,14 @@ def write_report(
         parts += ["", "### Design", "", card.design, "", recipe_table(card), "### Results", ""]
         if result.runs:
             parts += [results_table(result)]
-            figure = plot_curves(
-                result.runs[0].history, figures / f"{card.name}-curves.png", title=card.title
-            )
+            figure = plot_curves(result.runs[0].history, figures / f"{card.name}-curves.png", title=card.title)
             parts += [f"![{card.title} curves]({os.path.relpath(figure, output.parent)})", ""]
-        parts += (
-            ["### Analysis", ""]
-            + [f"- {s}" for s in analysis_sentences(result, successor or previous)]
-            + [""]
-        )
+        parts += ["### Analysis", ""] + [f"- {s}" for s in analysis_sentences(result, successor or previous)] + [""]
         parts += ["### Receptive field (computed)", "", table.render_markdown()]
         differences = rf_comparison(card, table)
         if differences:
             wrong_tables.append((card.title, differences))
-            parts += (
-                ["Where the reference's hand-made table differs:", ""]
-                + [f"- {d}" for d in differences]
-                + [""]
-            )
+            parts += ["Where the reference's hand-made table differs:", ""] + [f"- {d}" for d in differences] + [""]
         if successor is None:
             previous = result
     parts += ["## Where the reference's receptive-field tables were wrong", ""]

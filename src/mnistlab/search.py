@@ -62,9 +62,7 @@ class Space:
         except (OSError, json.JSONDecodeError) as exc:
             raise MnistlabError(f"cannot read the search space {path}: {exc}") from None
         if not isinstance(values, dict):
-            raise MnistlabError(
-                f'search space {path} is not a JSON object of fields, e.g. {{"width": [16, 28]}}'
-            )
+            raise MnistlabError(f'search space {path} is not a JSON object of fields, e.g. {{"width": [16, 28]}}')
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -84,8 +82,16 @@ class Space:
 
 
 # each field of the space: a range [low, high] or a list of choices, of what type, and the lowest value allowed
-_RANGES = {"stem1": (int, 1), "stem2": (int, 1), "width": (int, 1), "depth": (int, 1), "lr": (float, 0.0),
-           "rotation": (float, 0.0), "translate": (float, 0.0), "scale": (float, 0.0)}  # fmt: skip
+_RANGES = {
+    "stem1": (int, 1),
+    "stem2": (int, 1),
+    "width": (int, 1),
+    "depth": (int, 1),
+    "lr": (float, 0.0),
+    "rotation": (float, 0.0),
+    "translate": (float, 0.0),
+    "scale": (float, 0.0),
+}
 _CHOICES = {"factored": (bool, False), "ema": (float, 0.0), "batch_size": (int, 1)}
 
 
@@ -123,12 +129,14 @@ def sample(trial: Any, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
         "padded": trial.suggest_int("padded", 0, depth),
         "factored": trial.suggest_categorical("factored", list(space.factored)),
     }
-    drawn = {"rotation": trial.suggest_float("rotation", *space.rotation),
-             "translate": trial.suggest_float("translate", *space.translate),
-             "scale": trial.suggest_float("scale", *space.scale),
-             "lr": trial.suggest_float("lr", *space.lr, log=True),
-             "ema": trial.suggest_categorical("ema", list(space.ema)),
-             "batch_size": trial.suggest_categorical("batch_size", list(space.batch_size))}  # fmt: skip
+    drawn = {
+        "rotation": trial.suggest_float("rotation", *space.rotation),
+        "translate": trial.suggest_float("translate", *space.translate),
+        "scale": trial.suggest_float("scale", *space.scale),
+        "lr": trial.suggest_float("lr", *space.lr, log=True),
+        "ema": trial.suggest_categorical("ema", list(space.ema)),
+        "batch_size": trial.suggest_categorical("batch_size", list(space.batch_size)),
+    }
     return arch, drawn
 
 
@@ -136,10 +144,17 @@ def recipe_of(drawn: dict[str, Any], epochs: int | None = None) -> dict[str, Any
     """A trial's whole recipe, as ``recipe_values`` gives one: its drawn values (``sample``, or a finished
     trial's ``params``) on the searched family's recipe."""
     values = recipe_values(get_card(MODEL).recipe)
-    augment = dataclasses.replace(values["augment"], rotation=drawn["rotation"], translate=drawn["translate"],
-                                  scale=drawn["scale"])  # fmt: skip
-    return {**values, "lr": drawn["lr"], "ema": drawn["ema"], "augment": augment,
-            "batch_size": batch_size_of(drawn), "epochs": values["epochs"] if epochs is None else epochs}  # fmt: skip
+    augment = dataclasses.replace(
+        values["augment"], rotation=drawn["rotation"], translate=drawn["translate"], scale=drawn["scale"]
+    )
+    return {
+        **values,
+        "lr": drawn["lr"],
+        "ema": drawn["ema"],
+        "augment": augment,
+        "batch_size": batch_size_of(drawn),
+        "epochs": values["epochs"] if epochs is None else epochs,
+    }
 
 
 def count_params(arch: dict[str, Any]) -> int:
@@ -149,8 +164,12 @@ def count_params(arch: dict[str, Any]) -> int:
 def smallest_params(space: Space) -> int:
     """The fewest parameters any shape of the space has (the cheapest of each choice)."""
     low = space.depth[0]
-    return min(count_params({"stem": [space.stem1[0], space.stem2[0]], "body": [space.width[0]] * low,
-                             "padded": 0, "factored": f}) for f in space.factored)  # fmt: skip
+    return min(
+        count_params(
+            {"stem": [space.stem1[0], space.stem2[0]], "body": [space.width[0]] * low, "padded": 0, "factored": f}
+        )
+        for f in space.factored
+    )
 
 
 @dataclass(frozen=True)
@@ -188,18 +207,28 @@ def open_study(settings: Settings) -> Any:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(settings.storage, heartbeat_interval=60, grace_period=180)
         study = optuna.create_study(
-            study_name=settings.name, storage=storage, direction="maximize", load_if_exists=True,
+            study_name=settings.name,
+            storage=storage,
+            direction="maximize",
+            load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=settings.sampler_seed),
             # not before two thirds of the epochs: under one-cycle a high peak or strong augmentation looks
             # worst while the rate is high (the record search's first 30 trials pruned 14 of 18 at epochs 5-7)
             pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, 2 * settings.epochs // 3)),
-        )  # fmt: skip
+        )
     except Exception as exc:  # SQLAlchemy's errors for a URL it cannot open are many kinds
         raise _storage_error(settings, exc) from None
     # how its trials train, for the report and for registering a trial (the first settings stay)
     if "settings" not in study.user_attrs:
-        study.set_user_attr("settings", {"max_params": settings.max_params, "seeds": list(settings.seeds),
-                                         "epochs": settings.epochs, "limit": settings.limit})  # fmt: skip
+        study.set_user_attr(
+            "settings",
+            {
+                "max_params": settings.max_params,
+                "seeds": list(settings.seeds),
+                "epochs": settings.epochs,
+                "limit": settings.limit,
+            },
+        )
     return study
 
 
@@ -237,9 +266,21 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
         raise optuna.TrialPruned(f"{params:,} parameters, over the budget of {settings.max_params:,}")
     base = recipe_of(recipe, settings.epochs)
     root = Path(settings.results) / "search" / settings.name / f"trial{trial.number}"
-    configs = [TrainConfig(model=MODEL, arch=arch, seed=seed, limit=settings.limit, device=settings.device,
-                           threads=settings.threads, cuda_graph=settings.cuda_graph, test_every_epoch=False,
-                           output_dir=str(root / f"s{seed}"), **base) for seed in settings.seeds]  # fmt: skip
+    configs = [
+        TrainConfig(
+            model=MODEL,
+            arch=arch,
+            seed=seed,
+            limit=settings.limit,
+            device=settings.device,
+            threads=settings.threads,
+            cuda_graph=settings.cuda_graph,
+            test_every_epoch=False,
+            output_dir=str(root / f"s{seed}"),
+            **base,
+        )
+        for seed in settings.seeds
+    ]
 
     def report(epoch: int, histories: list[list[dict[str, Any]]]) -> None:
         # a trial past its last epoch has nothing left to stop: it finishes
@@ -294,8 +335,11 @@ def search(
     # every worker its share of the trials and its own sampler seed, offset by the trials already there (a
     # resumed study's random start-up draws anew); on Ray a path every node can resolve
     shared = dataclasses.replace(settings, storage=_absolute(settings.storage)) if cluster else settings
-    calls = [(dataclasses.replace(shared, sampler_seed=settings.sampler_seed + before + i), space, share, timeout)
-             for i in range(workers) if (share := trials // workers + (i < trials % workers))]  # fmt: skip
+    calls = [
+        (dataclasses.replace(shared, sampler_seed=settings.sampler_seed + before + i), space, share, timeout)
+        for i in range(workers)
+        if (share := trials // workers + (i < trials % workers))
+    ]
     if cluster is not None:
         log(f"{len(calls)} search workers on Ray, sharing {shared.storage}")
         run_tasks(_scratch_worker, calls, cluster, {"num_cpus": float(max(1, settings.threads))})
@@ -309,9 +353,7 @@ def search(
             lambda trial: run_trial(trial, mine, space, log), n_trials=trials, timeout=timeout, catch=(Deadline,)
         )
     study = open_study(settings)
-    log(
-        f"study {settings.name}: {len(study.trials)} trials ({len(study.trials) - before} new) in {settings.storage}"
-    )
+    log(f"study {settings.name}: {len(study.trials)} trials ({len(study.trials) - before} new) in {settings.storage}")
     return study
 
 
@@ -319,8 +361,9 @@ def _worker(settings: Settings, space: Space, trials: int, timeout: float | None
     """One search worker: ``trials`` trials of the shared study, its log lines prefixed by its sampler seed."""
     study = open_study(settings)
     log = lambda line: print(f"[{settings.name} worker {settings.sampler_seed}] {line}", flush=True)  # noqa: E731
-    study.optimize(lambda trial: run_trial(trial, settings, space, log), n_trials=trials, timeout=timeout,
-                   catch=(Deadline,))  # fmt: skip
+    study.optimize(
+        lambda trial: run_trial(trial, settings, space, log), n_trials=trials, timeout=timeout, catch=(Deadline,)
+    )
 
 
 def _scratch_worker(settings: Settings, space: Space, trials: int, timeout: float | None = None) -> None:
@@ -353,8 +396,15 @@ def register_trial(study: Any, number: int, name: str, path: str | Path) -> dict
         raise MnistlabError(f"trial {number} of study {study.study_name} did not finish; finished: {done}")
     recipe = recipe_of(trial.params, (study.user_attrs.get("settings") or {}).get("epochs"))
     recipe["augment"] = dataclasses.asdict(recipe["augment"])  # as JSON
-    entry = {"name": name, "study": study.study_name, "trial": number, "params": trial.user_attrs["params"],
-             "score": trial.value, "val_per_seed": trial.user_attrs.get("val_per_seed"),
-             "arch": trial.user_attrs["arch"], "recipe": recipe}  # fmt: skip
+    entry = {
+        "name": name,
+        "study": study.study_name,
+        "trial": number,
+        "params": trial.user_attrs["params"],
+        "score": trial.value,
+        "val_per_seed": trial.user_attrs.get("val_per_seed"),
+        "arch": trial.user_attrs["arch"],
+        "recipe": recipe,
+    }
     atomic_write_json(path, [*entries(Path(path)), entry])
     return entry

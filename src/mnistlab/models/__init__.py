@@ -1,9 +1,11 @@
-"""Models: the registry (``registry``), the reference's eight models (``zoo``) and checkpoints (``checkpoint``)."""
+"""Models: the registry (``registry``), the reference's eight models (``zoo``), the models beyond them
+(``compact``, ``found``), models from outside the package (``external``) and checkpoints (``checkpoint``)."""
 
 from mnistlab.models import compact as _compact  # noqa: F401  (registers the models beyond the eight)
 from mnistlab.models import found as _found  # noqa: F401  (registers the models found by search)
 from mnistlab.models import zoo as _zoo  # noqa: F401  (registers the models)
 from mnistlab.models.checkpoint import load_checkpoint, save_checkpoint
+from mnistlab.models.external import load_entry_points, resolve
 from mnistlab.models.registry import (
     ModelCard,
     Reference,
@@ -23,5 +25,8 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "register_model",
+    "resolve",
     "save_checkpoint",
 ]
+
+load_entry_points()  # the models installed packages offer (group mnistlab.models)

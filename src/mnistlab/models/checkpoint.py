@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write
+from mnistlab.models.external import ensure_registered
 from mnistlab.models.registry import create_model, get_card
 
 FORMAT = "mnistlab-checkpoint"
@@ -50,11 +52,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  a damaged or foreign file fails inside unpickling in many ways
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        first = (
-            first
-            if isinstance(exc, (RuntimeError, OSError))
-            else f"{type(exc).__name__}: {first}".rstrip(": ")
-        )
+        first = first if isinstance(exc, (RuntimeError, OSError)) else f"{type(exc).__name__}: {first}".rstrip(": ")
         raise MnistlabError(f"{path} is not a readable checkpoint ({first[:120]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MnistlabError(f"{path} is not an mnistlab checkpoint")
@@ -80,6 +78,8 @@ def load_checkpoint(path: str | Path, model: str | None = None) -> nn.Module:
 def model_from(payload: dict[str, Any], path: str | Path) -> nn.Module:
     """The model of a checkpoint already read (``read_checkpoint``), in eval mode."""
     name = payload["model"]
+    # a model from outside the package is rebuilt from the copy its run folder keeps
+    ensure_registered(payload["config"], Path(path).parent, log=lambda line: print(line, file=sys.stderr))
     network = build_model(name, payload["config"])
     try:
         network.load_state_dict(payload["state_dict"])

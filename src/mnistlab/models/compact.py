@@ -24,42 +24,47 @@ SLIM_RECIPE = MODEL8_RECIPE
 
 @register_model(
     title="Slim 3.5k",
-    target=("At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most "
-            "3,500 parameters.",),
+    target=(
+        "At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most 3,500 parameters.",
+    ),
     design="Unpadded 3x3 6-10 | pool | 10-10 | padded 3x3 10 | GAP | 1x1 to the classes (3,486 "
-           "parameters); the first design's recipe (Model 8's, before zoom).",
+    "parameters); the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_486,
     lost=True,
-)  # fmt: skip
+)
 def slim_a(dropout: float = 0.0) -> nn.Module:
     return slim_net((6, 10), (10, 10, 10), padded=1, dropout=dropout)
 
 
 @register_model(
     title="Slim 3.5k, padded body",
-    target=("slim_a's target; the same parameters spent on a body that keeps the 12x12 map (2.2x the "
-            "multiply-adds after the pool).",),
+    target=(
+        "slim_a's target; the same parameters spent on a body that keeps the 12x12 map (2.2x the "
+        "multiply-adds after the pool).",
+    ),
     design="Unpadded 3x3 6-10 | pool | padded 3x3 10-10-10 | GAP | 1x1 to the classes (3,486 parameters); "
-           "the first design's recipe (Model 8's, before zoom).",
+    "the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_486,
     lost=True,
-)  # fmt: skip
+)
 def slim_b(dropout: float = 0.0) -> nn.Module:
     return slim_net((6, 10), (10, 10, 10), padded=3, dropout=dropout)
 
 
 @register_model(
     title="Slim 3.5k, separable body",
-    target=("slim_a's target; the body's 3x3 convolutions factored into depthwise and pointwise parts, which "
-            "buys 24 channels after the pool instead of 10 for the same parameters.",),
+    target=(
+        "slim_a's target; the body's 3x3 convolutions factored into depthwise and pointwise parts, which "
+        "buys 24 channels after the pool instead of 10 for the same parameters.",
+    ),
     design="Unpadded 3x3 8-12 | pool | separable 3x3 24-24 | padded separable 3x3 24 | GAP | 1x1 to the "
-           "classes (3,340 parameters); the first design's recipe (Model 8's, before zoom).",
+    "classes (3,340 parameters); the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_340,
     lost=True,
-)  # fmt: skip
+)
 def slim_sep(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (24, 24, 24), padded=1, dropout=dropout, factored=True)
 
@@ -68,54 +73,56 @@ def slim_sep(dropout: float = 0.0) -> nn.Module:
     title="Slim 3.5k, deeper separable",
     target=("slim_sep's target; four separable blocks of 20 channels instead of three of 24.",),
     design="Unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | GAP | 1x1 to the "
-           "classes (3,424 parameters); the first design's recipe (Model 8's, before zoom).",
+    "classes (3,424 parameters); the first design's recipe (Model 8's, before zoom).",
     recipe=SLIM_RECIPE,
     params=3_424,
     lost=True,
-)  # fmt: skip
+)
 def slim_sep4(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (20, 20, 20, 20), padded=2, dropout=dropout, factored=True)
 
 
 @register_model(
     title="SepNet 3.4k (record)",
-    target=("At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most 3,500 "
-            "parameters, every choice made on the validation split (the record study).",),
+    target=(
+        "At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most 3,500 "
+        "parameters, every choice made on the validation split (the record study).",
+    ),
     design="slim_sep4's layers (unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | "
-           "GAP | 1x1 to the classes; 3,424 parameters) with the recipe the record study chose: Model 8's "
-           "one-cycle SGD at batch 64 with rotation +-7 degrees but no shifts, which a model this small "
-           "cannot afford (it under-fits: train accuracy stays below validation accuracy), and the moving "
-           "average of its weights (decay 0.999 per step) as the model evaluated and shipped.",
+    "GAP | 1x1 to the classes; 3,424 parameters) with the recipe the record study chose: Model 8's "
+    "one-cycle SGD at batch 64 with rotation +-7 degrees but no shifts, which a model this small "
+    "cannot afford (it under-fits: train accuracy stays below validation accuracy), and the moving "
+    "average of its weights (decay 0.999 per step) as the model evaluated and shipped.",
     recipe=dataclasses.replace(SLIM_RECIPE, augment=Augment(rotation=7.0), ema=0.999),
     params=3_424,
     aims=True,
     record=True,
     refit=True,
-)  # fmt: skip
+)
 def sepnet3k(dropout: float = 0.0) -> nn.Module:
     return slim_sep4(dropout)
 
 
 @register_model(
     title="SepNet 5k",
-    target=("The fallback of the record: if 3,500 parameters cannot hold 99.4% on 3 seeds, the smallest model "
-            "that does, with the same shape widened.",),
+    target=(
+        "The fallback of the record: if 3,500 parameters cannot hold 99.4% on 3 seeds, the smallest model "
+        "that does, with the same shape widened.",
+    ),
     design="sepnet3k's shape with 28 channels in the separable body instead of 20 (unpadded 3x3 8-12 | pool | "
-           "separable 3x3 28-28 | padded separable 3x3 28-28 | GAP | 1x1 to the classes; 5,032 parameters) and "
-           "the recipe the record study chose for slim_sep4 (rotation only, no shifts).",
+    "separable 3x3 28-28 | padded separable 3x3 28-28 | GAP | 1x1 to the classes; 5,032 parameters) and "
+    "the recipe the record study chose for slim_sep4 (rotation only, no shifts).",
     recipe=dataclasses.replace(SLIM_RECIPE, augment=Augment(rotation=7.0)),
     params=5_032,
     lost=True,
     refit=True,
-)  # fmt: skip
+)
 def sepnet5k(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (28, 28, 28, 28), padded=2, dropout=dropout, factored=True)
 
 
 # SepNet 6.5k's recipe, chosen on 4 seeds (the smallest-seeds study); its narrower candidates share it.
-SEP6K_RECIPE = dataclasses.replace(
-    SLIM_RECIPE, augment=Augment(rotation=7.0, translate=0.1, scale=0.1), ema=0.999
-)
+SEP6K_RECIPE = dataclasses.replace(SLIM_RECIPE, augment=Augment(rotation=7.0, translate=0.1, scale=0.1), ema=0.999)
 
 
 def _five_separable(width: int, dropout: float) -> nn.Module:
@@ -125,18 +132,17 @@ def _five_separable(width: int, dropout: float) -> nn.Module:
 
 @register_model(
     title="SepNet 6.5k",
-    target=("Between the record and Model 8: the smallest model that holds 99.4% on 3 seeds, if the record "
-            "cannot.",),
+    target=("Between the record and Model 8: the smallest model that holds 99.4% on 3 seeds, if the record cannot.",),
     design="Model 8's stem (unpadded 3x3 8-16 | pool) with five separable 3x3 blocks of 28 channels, the last "
-           "three padded | GAP | 1x1 to the classes (6,568 parameters); Model 8's round-two recipe (one-cycle "
-           "peak 0.05, rotation, shifts and zoom) with the moving average of the weights (decay 0.999) evaluated "
-           "and shipped, chosen on 4 seeds.",
+    "three padded | GAP | 1x1 to the classes (6,568 parameters); Model 8's round-two recipe (one-cycle "
+    "peak 0.05, rotation, shifts and zoom) with the moving average of the weights (decay 0.999) evaluated "
+    "and shipped, chosen on 4 seeds.",
     recipe=SEP6K_RECIPE,
     params=6_568,
     aims=True,
     record=True,
     refit=True,
-)  # fmt: skip
+)
 def sepnet6k(dropout: float = 0.0) -> nn.Module:
     return _five_separable(28, dropout)
 
@@ -145,13 +151,13 @@ def sepnet6k(dropout: float = 0.0) -> nn.Module:
     title="SepNet 4.9k",
     target=("SepNet 6.5k held the target on 3 seeds: the same shape narrower, to find how small it can go.",),
     design="SepNet 6.5k with 22 channels in its five separable blocks instead of 28 (unpadded 3x3 8-16 | pool | "
-           "five separable 3x3 blocks of 22, the last three padded | GAP | 1x1 to the classes; 4,936 "
-           "parameters); SepNet 6.5k's recipe.",
+    "five separable 3x3 blocks of 22, the last three padded | GAP | 1x1 to the classes; 4,936 "
+    "parameters); SepNet 6.5k's recipe.",
     recipe=SEP6K_RECIPE,
     params=4_936,
     lost=True,
     refit=True,
-)  # fmt: skip
+)
 def sepnet4k9(dropout: float = 0.0) -> nn.Module:
     return _five_separable(22, dropout)
 
@@ -160,13 +166,13 @@ def sepnet4k9(dropout: float = 0.0) -> nn.Module:
     title="SepNet 5.4k",
     target=("Between SepNet 4.9k, which dipped below 99.4% on validation, and SepNet 6.5k, which held.",),
     design="SepNet 6.5k with 24 channels in its five separable blocks instead of 28 (unpadded 3x3 8-16 | pool | "
-           "five separable 3x3 blocks of 24, the last three padded | GAP | 1x1 to the classes; 5,448 "
-           "parameters); SepNet 6.5k's recipe.",
+    "five separable 3x3 blocks of 24, the last three padded | GAP | 1x1 to the classes; 5,448 "
+    "parameters); SepNet 6.5k's recipe.",
     recipe=SEP6K_RECIPE,
     params=5_448,
     lost=True,
     refit=True,
-)  # fmt: skip
+)
 def sepnet5k4(dropout: float = 0.0) -> nn.Module:
     return _five_separable(24, dropout)
 
@@ -176,17 +182,22 @@ SEARCHED = "searched"  # the family of shapes a search draws from (below): a tri
 
 @register_model(
     title="Searched shape",
-    target=("A shape drawn by `mnistlab search`: the family the record's models come from, with its layers as data "
-            "(a run's `arch`), so that any trial can be trained, reloaded and reported like the zoo's models.",),
+    target=(
+        "A shape drawn by `mnistlab search`: the family the record's models come from, with its layers as data "
+        "(a run's `arch`), so that any trial can be trained, reloaded and reported like the zoo's models.",
+    ),
     design="slim_net(stem, body, padded, factored): unpadded 3x3 stem convolutions | max pool | body blocks (full "
-           "3x3 or separable), the last `padded` keeping their size | GAP | 1x1 to the classes. Without an `arch`, "
-           "Model 8's layers.",
+    "3x3 or separable), the last `padded` keeping their size | GAP | 1x1 to the classes. Without an `arch`, "
+    "Model 8's layers.",
     recipe=SLIM_RECIPE,
     params=7_500,
     lost=True,
-)  # fmt: skip
+)
 def searched(
-    stem: tuple[int, ...] = (8, 16), body: tuple[int, ...] = (36, 36, 36, 36), padded: int = 2,
-    factored: bool = True, dropout: float = 0.0,
-) -> nn.Module:  # fmt: skip
+    stem: tuple[int, ...] = (8, 16),
+    body: tuple[int, ...] = (36, 36, 36, 36),
+    padded: int = 2,
+    factored: bool = True,
+    dropout: float = 0.0,
+) -> nn.Module:
     return slim_net(tuple(stem), tuple(body), padded, dropout, factored=factored)

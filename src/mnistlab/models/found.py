@@ -21,9 +21,11 @@ FOUND = Path(os.environ.get("MNISTLAB_FOUND") or Path(__file__).with_name("found
 
 def _register(entry: dict[str, Any]) -> None:
     arch = entry["arch"]
-    shape = (f"stem {'-'.join(map(str, arch['stem']))} | pool | {len(arch['body'])} "
-             f"{'separable' if arch['factored'] else 'full'} 3x3 blocks of {arch['body'][0]}, the last "
-             f"{arch['padded']} padded | GAP | 1x1 to the classes")  # fmt: skip
+    shape = (
+        f"stem {'-'.join(map(str, arch['stem']))} | pool | {len(arch['body'])} "
+        f"{'separable' if arch['factored'] else 'full'} 3x3 blocks of {arch['body'][0]}, the last "
+        f"{arch['padded']} padded | GAP | 1x1 to the classes"
+    )
 
     def build(dropout: float = 0.0) -> nn.Module:
         return searched(**arch, dropout=dropout)
@@ -31,15 +33,17 @@ def _register(entry: dict[str, Any]) -> None:
     build.__name__ = entry["name"]
     register_model(
         title=entry.get("title") or f"Found {entry['params']:,}",
-        target=(f"The smallest model that holds 99.4%: trial {entry['trial']} of the search "
-                f"`{entry['study']}`, worst-seed validation mean {entry['score']:.2f}.",),
+        target=(
+            f"The smallest model that holds 99.4%: trial {entry['trial']} of the search "
+            f"`{entry['study']}`, worst-seed validation mean {entry['score']:.2f}.",
+        ),
         design=f"{shape} ({entry['params']:,} parameters); its recipe drawn by the search.",
         recipe=Recipe(**{k: v for k, v in entry["recipe"].items()}),
         params=entry["params"],
         aims=True,
         record=True,
         refit=True,  # chosen on validation by its search
-    )(build)  # fmt: skip
+    )(build)
 
 
 def entries(path: Path = FOUND) -> list[dict[str, Any]]:

@@ -28,11 +28,7 @@ class Dropout(nn.Dropout):
         threshold = -32768 + round(self.p * 65536)
         keep = torch.from_numpy(bits.view(np.int16)[: x.numel()] >= threshold)
         # the mask follows x's memory layout, so channels-last activations stay channels-last
-        keep = (
-            keep.view(x.permute(0, 2, 3, 1).shape).permute(0, 3, 1, 2)
-            if _channels_last(x)
-            else keep.view(x.shape)
-        )
+        keep = keep.view(x.permute(0, 2, 3, 1).shape).permute(0, 3, 1, 2) if _channels_last(x) else keep.view(x.shape)
         return torch.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)
 
 
@@ -80,12 +76,14 @@ def head(cin: int, kernel: int = 1, *, bias: bool = False) -> nn.Conv2d:
 def separable(cin: int, cout: int, padding: int = 0) -> nn.Sequential:
     """Depthwise 3x3 (one filter per channel) then pointwise 1x1, then BatchNorm and ReLU: a 3x3 convolution
     factored into 9*cin + cin*cout weights instead of 9*cin*cout."""
-    return nn.Sequential(OrderedDict(
-        depthwise=nn.Conv2d(cin, cin, 3, padding=padding, groups=cin, bias=False),
-        pointwise=nn.Conv2d(cin, cout, 1, bias=False),
-        bn=nn.BatchNorm2d(cout),
-        relu=nn.ReLU(),
-    ))  # fmt: skip
+    return nn.Sequential(
+        OrderedDict(
+            depthwise=nn.Conv2d(cin, cin, 3, padding=padding, groups=cin, bias=False),
+            pointwise=nn.Conv2d(cin, cout, 1, bias=False),
+            bn=nn.BatchNorm2d(cout),
+            relu=nn.ReLU(),
+        )
+    )
 
 
 def slim_net(

@@ -57,15 +57,28 @@ def register_model(
     aims: bool = False,
     record: bool = False,
     refit: bool = False,
+    replace: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder under its function name, with the card that describes it."""
+    """Register a builder under its function name, with the card that describes it (``replace``: a model from
+    outside the package, registered again from its run's copy)."""
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__
-        if name in _REGISTRY:
+        if name in _REGISTRY and not replace:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelCard(
-            name, title, builder, target, design, recipe, params, reference, reference_rf, lost, aims, record,
+            name,
+            title,
+            builder,
+            target,
+            design,
+            recipe,
+            params,
+            reference,
+            reference_rf,
+            lost,
+            aims,
+            record,
             refit,
         )
         return builder
@@ -79,6 +92,10 @@ def list_models(pattern: str = "*", *, lost: bool = True) -> list[str]:
     return sorted((n for n in names if fnmatch.fnmatch(n, pattern)), key=_natural)
 
 
+def is_registered(name: str) -> bool:
+    return name in _REGISTRY
+
+
 def get_card(name: str) -> ModelCard:
     try:
         return _REGISTRY[name]
@@ -88,7 +105,10 @@ def get_card(name: str) -> ModelCard:
 
 def config_for(name: str, **overrides: Any) -> TrainConfig:
     """A run of model ``name`` with its recipe, ``overrides`` (None values ignored) applied on top."""
-    values = recipe_values(get_card(name).recipe)
+    card = get_card(name)
+    values = recipe_values(card.recipe)
+    # a model from outside the package records where it came from (models.external)
+    values.update(source=getattr(card.builder, "source", None), source_sha256=getattr(card.builder, "sha256", None))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(model=name, **values)
 

@@ -49,9 +49,7 @@ def stack(models: list[nn.Module]) -> StackedNet:
     first = models[0]
     for model in models:
         if not isinstance(model, Net):
-            raise MnistlabError(
-                f"{type(model).__name__} cannot be stacked: only the registry's Net models stack"
-            )
+            raise MnistlabError(f"{type(model).__name__} cannot be stacked: only the registry's Net models stack")
         if [type(m) for m in model.modules()] != [type(m) for m in first.modules()]:
             raise MnistlabError("stacked models must share one architecture")
     features = _stack_module([m.features for m in models], "features")
@@ -64,21 +62,34 @@ def _stack_module(modules: list[nn.Module], name: str) -> nn.Module:
     first = modules[0]
     k = len(modules)
     if isinstance(first, nn.Sequential):
-        return nn.Sequential(OrderedDict(
-            (child, _stack_module([m.get_submodule(child) for m in modules], f"{name}.{child}"))
-            for child, _ in first.named_children()
-        ))  # fmt: skip
+        return nn.Sequential(
+            OrderedDict(
+                (child, _stack_module([m.get_submodule(child) for m in modules], f"{name}.{child}"))
+                for child, _ in first.named_children()
+            )
+        )
     if type(first) is nn.Conv2d:
         conv = nn.Conv2d(
-            k * first.in_channels, k * first.out_channels, first.kernel_size, stride=first.stride,
-            padding=first.padding, dilation=first.dilation, groups=k * first.groups, bias=first.bias is not None,
+            k * first.in_channels,
+            k * first.out_channels,
+            first.kernel_size,
+            stride=first.stride,
+            padding=first.padding,
+            dilation=first.dilation,
+            groups=k * first.groups,
+            bias=first.bias is not None,
             padding_mode=first.padding_mode,
-        )  # fmt: skip
+        )
         conv.load_state_dict(stack_states([m.state_dict() for m in modules]))
         return conv
     if type(first) is nn.BatchNorm2d:
-        norm = nn.BatchNorm2d(k * first.num_features, eps=first.eps, momentum=first.momentum,
-                              affine=first.affine, track_running_stats=first.track_running_stats)  # fmt: skip
+        norm = nn.BatchNorm2d(
+            k * first.num_features,
+            eps=first.eps,
+            momentum=first.momentum,
+            affine=first.affine,
+            track_running_stats=first.track_running_stats,
+        )
         norm.load_state_dict(stack_states([m.state_dict() for m in modules]))
         return norm
     if isinstance(first, _SHARED):

@@ -1,0 +1,366 @@
+"""Models from outside the package, registered like the zoo's so that every command takes them.
+
+A model is named, wherever a command takes one, as
+- ``path/to/my_net.py:Builder``: a Python file and the builder in it (a function or class that returns an
+  ``nn.Module`` mapping [N, 1, 28, 28] images to [N, 10] log-probabilities, or logits: those get a log-softmax);
+- ``my_package.module:Builder``: the same from an importable module;
+- ``my_net.json``: a layer spec, a model without Python (``layers_from_spec`` documents it);
+- a name that an installed package registers through the entry-point group ``mnistlab.models``.
+
+Each is checked on one dummy batch before anything trains, and registered under the builder's (or the spec's)
+name. A run of one records where it came from (``TrainConfig.source``) and the sha256 of what it read, and keeps
+a copy in its folder (``model_source.py`` or ``model_spec.json``): ``evaluate``, ``predict``, ``export``, ``demo``
+and ``--resume`` rebuild the model from that copy, even after the original moved, changed or was deleted. The
+copy is Python the user wrote; it runs only when the user names that run (its folder or a checkpoint in it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import sys
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistlab.config import Recipe
+from mnistlab.errors import MnistlabError
+from mnistlab.fileio import atomic_write_bytes
+from mnistlab.models.layers import Net, conv, head, separable
+from mnistlab.models.registry import get_card, is_registered, register_model
+from mnistlab.models.zoo import MODEL8_FINAL_RECIPE
+
+ENTRY_POINTS = "mnistlab.models"  # installed packages register their builders here
+SOURCE_COPY = "model_source.py"  # the copy of a Python model's file in each of its run folders
+SPEC_COPY = "model_spec.json"  # the copy of a layer spec
+# a model from outside trains, unless told otherwise (--recipe FILE, --lr, ...), with Model 8's final recipe
+DEFAULT_RECIPE = MODEL8_FINAL_RECIPE
+
+
+def is_external(spec: str) -> bool:
+    """Whether ``spec`` names a model from outside the package (a file, a module's builder, a layer spec)."""
+    return ":" in spec or spec.endswith((".py", ".json"))
+
+
+def resolve(spec: str, recipe: Recipe | None = None) -> str:
+    """The registered name for ``spec``: a registered name as it is; a model from outside loaded, checked on a
+    dummy batch and registered (with ``recipe``, or the default recipe)."""
+    if not is_external(spec):
+        get_card(spec)  # an unknown name stops here, in one line
+        return spec
+    source = Source.parse(spec)
+    return source.register(source.read(), recipe)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where a model from outside comes from, as the user named it."""
+
+    spec: str  # "my_net.py:Builder", "my_package.module:Builder" or "my_net.json"
+    kind: str  # file | module | spec
+    where: str  # the file's path, or the module's name
+    builder: str  # the builder's name ("" for a spec)
+
+    @classmethod
+    def parse(cls, spec: str) -> Source:
+        if spec.endswith(".json"):
+            return cls(spec, "spec", spec, "")
+        where, _, builder = spec.rpartition(":")
+        if not where or not builder.isidentifier():
+            raise MnistlabError(f"a model from outside is FILE.py:BUILDER, MODULE:BUILDER or SPEC.json, got {spec!r}")
+        return cls(spec, "file" if where.endswith(".py") else "module", where, builder)
+
+    def read(self) -> bytes:
+        """The bytes the model is built from: the file or spec, or the module's source file."""
+        if self.kind == "module":
+            path = self._module_file()
+        else:
+            path = Path(self.where)
+            if not path.is_file():
+                raise MnistlabError(f"model file {path} does not exist")
+        return path.read_bytes()
+
+    def _module_file(self) -> Path:
+        try:
+            found = importlib.util.find_spec(self.where)
+        except (ImportError, ValueError) as exc:
+            raise MnistlabError(f"cannot import module {self.where!r}: {exc}") from None
+        if found is None or not found.origin or not Path(found.origin).is_file():
+            raise MnistlabError(f"no module {self.where!r} (is it installed, or on PYTHONPATH?)")
+        return Path(found.origin)
+
+    def register(self, data: bytes, recipe: Recipe | None = None, *, replace: bool = False) -> str:
+        """Build the model from ``data`` (this source's bytes, or a run folder's copy of them), check it on a
+        dummy batch and register it; return its name. ``replace`` re-registers a name this source registered
+        before (a run rebuilt from its copy)."""
+        if self.kind == "spec":
+            name, build, design = _from_spec(data, self.where)
+        else:
+            build = self._builder(data)
+            name = self.builder
+            design = (inspect.getdoc(build) or "").split("\n\n")[0].replace("\n", " ")
+        if is_registered(name):
+            card = get_card(name)
+            if getattr(card.builder, "source", None) == self.spec and (replace or card.builder.sha256 == sha256(data)):
+                if not replace:
+                    return name
+            else:
+                raise MnistlabError(
+                    f"model name {name!r} is taken by a registered model; rename your builder (or the spec's name)"
+                )
+        builder, params = _checked(build, self.spec)
+        builder.source, builder.sha256 = self.spec, sha256(data)  # type: ignore[attr-defined]
+        builder.__name__ = name
+        register_model(
+            title=name,
+            target=(f"Your model, from `{self.spec}`.",),
+            design=design or f"Built by `{self.spec}`.",
+            recipe=recipe or DEFAULT_RECIPE,
+            params=params,
+            replace=True,
+        )(builder)
+        return name
+
+    def _builder(self, data: bytes) -> Callable[..., nn.Module]:
+        if self.kind == "module":
+            try:
+                module = importlib.import_module(self.where)
+            except Exception as exc:  # noqa: BLE001  the user's module may raise anything on import
+                raise MnistlabError(f"importing {self.where} failed: {type(exc).__name__}: {exc}") from None
+        else:
+            module = _module_from_bytes(data, Path(self.where))
+        build = getattr(module, self.builder, None)
+        if not callable(build):
+            known = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            raise MnistlabError(f"{self.where} has no builder {self.builder!r}; it defines: {', '.join(known)}")
+        return build
+
+
+def _module_from_bytes(data: bytes, path: Path) -> Any:
+    """Run a model file's code as a module of its own (its folder importable for the time, as Python does)."""
+    name = f"mnistlab_user_{sha256(data)[:12]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module = type(sys)(name)
+    module.__file__ = str(path)
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        exec(compile(data, str(path), "exec"), module.__dict__)  # noqa: S102  the user asked for this file's model
+    except Exception as exc:  # noqa: BLE001  the user's file may raise anything
+        raise MnistlabError(f"running {path} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        sys.path.remove(str(path.resolve().parent))
+    sys.modules[name] = module
+    return module
+
+
+class LogProbabilities(nn.Module):
+    """A model that gives logits, with the log-softmax the lab's loss and evaluation expect."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.net(x), dim=1)
+
+
+def _checked(build: Callable[..., nn.Module], spec: str) -> tuple[Callable[..., nn.Module], int]:
+    """The builder as the lab calls it (``dropout`` passed only if it takes one; logits get a log-softmax),
+    after one dummy batch through a model it built; and that model's parameter count."""
+    takes_dropout = "dropout" in _parameters(build)
+
+    def make(**kwargs: Any) -> nn.Module:
+        return build(**({"dropout": kwargs["dropout"]} if takes_dropout and "dropout" in kwargs else {}))
+
+    try:
+        model = make()
+    except Exception as exc:  # noqa: BLE001  the user's builder may raise anything
+        raise MnistlabError(f"{spec}: the builder raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise MnistlabError(f"{spec}: the builder returned a {type(model).__name__}, not a torch.nn.Module")
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, 1, 28, 28))
+    except Exception as exc:  # noqa: BLE001  a shape mismatch inside the user's layers, and the like
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise MnistlabError(
+            f"{spec}: a [2, 1, 28, 28] batch fails in the model: {type(exc).__name__}: {first}"
+        ) from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 10):
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise MnistlabError(f"{spec}: the model maps [2, 1, 28, 28] to {shape}; it must give [2, 10] (10 classes)")
+    log_probs = bool(torch.allclose(out.exp().sum(1), torch.ones(2), atol=1e-4))
+
+    def builder(dropout: float = 0.0) -> nn.Module:
+        model = make(dropout=dropout)
+        return model if log_probs else LogProbabilities(model)
+
+    return builder, sum(p.numel() for p in model.parameters())
+
+
+def _parameters(build: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return dict(inspect.signature(build).parameters)
+    except (TypeError, ValueError):
+        return {}
+
+
+# ------------------------------------------------------------------------------------------------ layer specs
+
+LAYERS = ("conv", "separable", "maxpool", "avgpool", "gap", "classes")
+
+
+def layers_from_spec(spec: dict[str, Any], where: str) -> OrderedDict[str, nn.Module]:
+    """A layer spec's layers. The spec is a JSON object::
+
+        {"name": "tiny",                        # the model's name (default: the file's stem)
+         "layers": [
+           {"conv": 8},                         # 3x3 convolution to 8 channels, BatchNorm, ReLU (no padding)
+           {"conv": 16, "kernel": 3, "padding": 0, "dropout": 0.0},
+           {"maxpool": 2},                      # max pool, kernel and stride 2
+           {"separable": 24, "padding": 1},     # depthwise 3x3 + pointwise 1x1 to 24, BatchNorm, ReLU
+           {"avgpool": 2},
+           {"gap": true},                       # global average pool to 1x1
+           {"classes": true}                    # a 1x1 convolution to the 10 class scores (kernel: another size)
+         ]}
+
+    The last layer gives the class scores; a log-softmax follows (``Net``)."""
+    layers = spec.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise MnistlabError(f"layer spec {where}: 'layers' must be a non-empty list")
+    built: OrderedDict[str, nn.Module] = OrderedDict()
+    channels = 1
+    for index, layer in enumerate(layers, 1):
+        kinds = [k for k in layer if k in LAYERS] if isinstance(layer, dict) else []
+        if len(kinds) != 1:
+            raise MnistlabError(
+                f"layer spec {where}: layer {index} ({json.dumps(layer)}) must name one of {', '.join(LAYERS)}"
+            )
+        kind = kinds[0]
+        extra = sorted(set(layer) - {kind, "kernel", "padding", "dropout"})
+        if extra:
+            raise MnistlabError(f"layer spec {where}: layer {index} has unknown setting {extra[0]!r}")
+        value = layer[kind]
+        try:
+            if kind == "conv":
+                block = conv(channels, int(value), int(layer.get("kernel", 3)), int(layer.get("padding", 0)),
+                             dropout=float(layer.get("dropout", 0.0)))  # fmt: skip
+                channels = int(value)
+            elif kind == "separable":
+                block, channels = separable(channels, int(value), int(layer.get("padding", 0))), int(value)
+            elif kind in ("maxpool", "avgpool"):
+                block = (nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(int(value))
+            elif kind == "gap":
+                block = nn.AdaptiveAvgPool2d(1)
+            else:
+                block, channels = head(channels, int(layer.get("kernel", 1))), 10
+        except (TypeError, ValueError) as exc:
+            raise MnistlabError(f"layer spec {where}: layer {index} ({json.dumps(layer)}): {exc}") from None
+        built[f"{kind}{index}"] = block
+    return built
+
+
+def _from_spec(data: bytes, where: str) -> tuple[str, Callable[..., nn.Module], str]:
+    try:
+        spec = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise MnistlabError(f"layer spec {where} is not JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise MnistlabError(f'layer spec {where} must be a JSON object with "layers"')
+    name = spec.get("name") or Path(where).stem
+    if not str(name).isidentifier():
+        raise MnistlabError(f"layer spec {where}: the name {name!r} must be letters, digits and underscores")
+    layers_from_spec(spec, where)  # every layer checked now, before a name is taken
+    shape = " | ".join(next(f"{k} {v}" for k, v in layer.items() if k in LAYERS) for layer in spec["layers"])
+
+    def build() -> nn.Module:
+        return Net(layers_from_spec(spec, where))
+
+    return str(name), build, f"From the layer spec `{where}`: {shape}."
+
+
+# ------------------------------------------------------------------------------------------- run folders
+
+
+def keep_copy(source_spec: str, run_dir: Path) -> None:
+    """Copy what a model from outside is built from into its run folder (atomically), as the config records it."""
+    source = Source.parse(source_spec)
+    data = source.read() if not (run_dir / copy_name(source)).is_file() else None
+    if data is not None:
+        atomic_write_bytes(run_dir / copy_name(source), data)
+
+
+def copy_name(source: Source) -> str:
+    return SPEC_COPY if source.kind == "spec" else SOURCE_COPY
+
+
+def ensure_registered(config: dict[str, Any], run_dir: Path | None, log: Callable[[str], None] | None = None) -> None:
+    """Make a run's model buildable: a model from outside is rebuilt from the copy its run folder keeps (the
+    original may have moved, changed or gone), else from the original. ``log`` hears when the original changed."""
+    spec = config.get("source")
+    if not spec:
+        return
+    recorded = config.get("source_sha256")
+    if is_registered(config["model"]):
+        builder = get_card(config["model"]).builder
+        if getattr(builder, "source", None) == spec and getattr(builder, "sha256", None) == recorded:
+            return  # this process built it from these very bytes already
+    source = Source.parse(spec)
+    copy = run_dir / copy_name(source) if run_dir is not None else None
+    if copy is not None and copy.is_file():
+        data = copy.read_bytes()
+        if recorded and sha256(data) != recorded:
+            raise MnistlabError(f"{copy} is not the model the run trained (its sha256 differs from config.json's)")
+        if log is not None and source.kind != "module":
+            original = Path(source.where)
+            if not original.is_file():
+                log(f"note: {original} is gone; the model is rebuilt from the run's copy, {copy}")
+            elif sha256(original.read_bytes()) != sha256(data):
+                log(f"note: {original} changed since the run; the model is rebuilt from the run's copy, {copy}")
+    else:
+        data = source.read()
+        if recorded and sha256(data) != recorded:
+            raise MnistlabError(
+                f"the run folder keeps no copy of its model and {source.where} changed since the run; restore it"
+            )
+    source.register(data, get_card(config["model"]).recipe if is_registered(config["model"]) else None, replace=True)
+
+
+def load_entry_points() -> list[str]:
+    """Register the builders installed packages offer in the ``mnistlab.models`` group (each entry point's name
+    is the model's); return their names. One that fails to load is skipped with a line on stderr."""
+    names = []
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        if is_registered(entry.name):
+            continue
+        try:
+            build = entry.load()
+            builder, params = _checked(build, f"{entry.value} (entry point {entry.name})")
+        except Exception as exc:  # noqa: BLE001  an installed package's problem must not stop the lab
+            print(f"warning: model {entry.name} from {entry.value} not loaded: {exc}", file=sys.stderr)
+            continue
+        builder.__name__ = entry.name
+        register_model(
+            title=entry.name,
+            target=(f"From the installed package's entry point `{entry.value}`.",),
+            design=(inspect.getdoc(build) or "").split("\n\n")[0].replace("\n", " ") or f"Built by `{entry.value}`.",
+            recipe=DEFAULT_RECIPE,
+            params=params,
+        )(builder)
+        names.append(entry.name)
+    return names

@@ -1,0 +1,91 @@
+"""Audits of the recorded results under results/: each study's winner is its best-validation candidate's model
+and recipe, every recorded tuning run is exactly its declared config, and the record section names every search
+and found model. They read the committed files; they train nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from mnistlab.config import Recipe
+from mnistlab.studies import STUDIES
+
+RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=lambda study: study.key)
+def test_each_study_winner_is_the_registered_model(study):
+    """The model a study produced must be its best-validation candidate: same recipe, same layers."""
+    from mnistlab.models import config_for, create_model
+    from mnistlab.records import tuning_scores
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    scores = tuning_scores(results, study)
+    if not scores:
+        pytest.skip("no recorded tuning runs")
+    best = study.choose(scores)
+    if best is None:  # no candidate met the rule: the registered model keeps the study's starting recipe
+        assert study.rule == "smallest"
+        best = scores[0]
+    recipe = config_for(study.winner).to_dict()
+    if study.superseded:  # a later study started from this winner: its first candidate has its recipe
+        later = next(s for s in STUDIES if s.key == study.superseded)
+        start = tuning_scores(results, later)
+        if start:
+            recipe = start[0].runs[0].config
+    for record in best.runs:  # every seed of the winner ran the winner's recipe
+        for key in RECIPE_FIELDS:
+            assert recipe[key] == record.config[key], (key, best.name)
+    shapes = {k: v.shape for k, v in create_model(best.declared.model).state_dict().items()}
+    assert shapes == {k: v.shape for k, v in create_model(study.winner).state_dict().items()}, best.name
+
+
+def test_every_recorded_tuning_run_is_its_declared_config():
+    """`mnistlab reproduce --tuning` must re-make exactly the recorded validation runs."""
+    from mnistlab.config import EXECUTION, TrainConfig, fields_with
+    from mnistlab.studies import EARLIER, TUNING
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    checked = 0
+    for run in TUNING + EARLIER:
+        recorded = run.path(results) / "config.json"
+        if not recorded.is_file():
+            continue
+        then = TrainConfig.from_dict(json.loads(recorded.read_text())).to_dict()
+        now = run.config(Path("results")).to_dict()
+        for key in set(then) - set(fields_with(EXECUTION)):
+            assert then[key] == now[key], (run.name, key, then[key], now[key])
+        checked += 1
+    if not checked:
+        pytest.skip("no recorded tuning runs")
+
+
+def test_the_record_section_names_each_search_and_every_model_taken_from_one():
+    """On the recorded results: a line per stored search with its best trial, and the final runs of every
+    found model beside the hand-made ones, smallest first."""
+    import optuna
+
+    from mnistlab.models import get_card, list_models
+    from mnistlab.models.found import entries
+    from mnistlab.records import ModelResult, load_searches, model_runs
+    from mnistlab.report import record_section
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    names = [n for n in list_models() if get_card(n).record]
+    assert {f["name"] for f in entries()} <= set(names)  # every found model is a record attempt
+    section = record_section(
+        [ModelResult(get_card(n), model_runs(results, n)) for n in names], {}, load_searches(results)
+    )
+    for store in sorted((results / "search").glob("*.db")):
+        study = optuna.load_study(study_name=store.stem, storage=f"sqlite:///{store}")
+        done = [t for t in study.trials if t.state.name == "COMPLETE"]
+        top = max(round(t.value, 6) for t in done)  # of the trials that tie on it, the smallest
+        best = min((t for t in done if round(t.value, 6) == top), key=lambda t: t.user_attrs["params"])
+        assert f"Search `{store.stem}`" in section and f"best trial {best.number} " in section
+    finals = section[section.index("Final runs") :]
+    by_size = sorted(names, key=lambda n: get_card(n).params)
+    positions = [finals.index(f"**{get_card(n).title}** ({get_card(n).params:,} parameters)") for n in by_size]
+    assert positions == sorted(positions)

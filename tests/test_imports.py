@@ -1,0 +1,69 @@
+"""The package's imports form no circle, counting the imports written inside functions: a circle hidden in a
+function-level import is still one (engine and graphstep, runner and distributed had such circles)."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+PACKAGE = Path(os.environ.get("MNISTLAB_PACKAGE") or Path(__file__).resolve().parents[1] / "src" / "mnistlab")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The package's modules (of ``known``) that ``path`` imports anywhere in it (top level or in a function)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        found |= {name for name in names if name in known}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    files = sorted(PACKAGE.rglob("*.py"))
+    known = {module_name(f) for f in files}
+    return {module_name(f): imports_of(f, known) - {module_name(f)} for f in files}
+
+
+def cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One circle of ``edges`` (a list of modules, the first repeated at its end), or None."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for after in sorted(edges.get(node, ())):
+            if state.get(after) == "open":
+                return stack[stack.index(after) :] + [after]
+            if after not in state and (found := visit(after)):
+                return found
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_package_has_no_import_circle():
+    assert cycle(graph()) is None, " -> ".join(cycle(graph()) or [])
+
+
+def test_the_check_finds_a_circle_hidden_in_a_function(tmp_path):
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycle(edges) == ["a", "b", "c", "a"]
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from mnistlab.engine import fit\n")
+    assert imports_of(source, {"mnistlab.engine", "mnistlab.report"}) == {"mnistlab.engine"}
