@@ -7,6 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?= model8
 SEED ?= 1
+THREADS ?= 1  # the recorded run's thread count: the same numbers, bit for bit (other counts land within noise)
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 # the recorded recipe of the final model, into runs/<model>/seed<seed>/ (a finished run is kept, not redone)
 train: setup
-	$(BIN)/mnistlab reproduce --models $(MODEL) --seeds $(SEED) --no-tuning --results runs
+	$(BIN)/mnistlab reproduce --models $(MODEL) --seeds $(SEED) --no-tuning --results runs --threads $(THREADS)
 
 test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest -q
