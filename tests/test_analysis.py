@@ -49,9 +49,9 @@ def test_reference_tables_where_they_were_wrong():
     rows = {r.name: r for r in analyze(create_model("model4")).rows}
     assert rows["features.conv6.conv"].receptive_field == 22
     assert rows["features.gap"].receptive_field == 32
-    # Model 7 (its first design, whose layers the table is for): global pooling sees the whole 8x8 map at
+    # Model 7 (the reference's layers, whose table this is): global pooling sees the whole 8x8 map at
     # jump 2: 14 + 7 * 2 = 28, not 14
-    rows = {r.name: r for r in analyze(create_model("model7_v1")).rows}
+    rows = {r.name: r for r in analyze(create_model("model7")).rows}
     assert rows["features.gap"].receptive_field == 28
 
 

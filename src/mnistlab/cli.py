@@ -1,4 +1,4 @@
-"""The command line: ``mnistlab train | evaluate | predict | export | summary | data | report | reproduce |
+"""The command line: ``mnistlab train | evaluate | predict | export | summary | compare | data | report | reproduce |
 search | demo``.
 
 User errors (bad options, missing or foreign files) end in one line on stderr and exit status 2.
@@ -24,6 +24,7 @@ from mnistlab.rundir import (
     LAST_TESTS,
     RESULTS,
     SUMMARY,
+    check_folder,
     check_run_dir,
     default_run_dir,
     remove_run_files,
@@ -83,6 +84,8 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(), default=None,
+              help="also write each epoch's losses, accuracies and rate as TensorBoard events here (pip install -e '.[tensorboard]')")  # fmt: skip
 @click.option(
     "--seeds",
     "seed_list",
@@ -104,6 +107,7 @@ def train(
     translate: float | None,
     scale: float | None,
     shear: float | None,
+    tensorboard_dir: str | None,
     **fields: Any,
 ) -> None:
     """Train a model; write config, history, summary and checkpoints to its run directory."""
@@ -125,6 +129,7 @@ def train(
             quiet,
             dict(rotation=rotation, translate=translate, scale=scale, shear=shear),
             fields,
+            tensorboard_dir,
         )
         return
     if resume_dir is not None:
@@ -138,7 +143,13 @@ def train(
             click.echo(f"{resume_dir} is finished; nothing to resume (its summary is left as it was)")
             summary = json.loads((Path(resume_dir) / SUMMARY).read_text())
         else:
-            summary = fit(config, resume=True, progress=_bars(quiet), log=click.echo)
+            summary = fit(
+                config,
+                resume=True,
+                progress=_bars(quiet),
+                log=click.echo,
+                after_epoch=_events(tensorboard_dir, [config]),
+            )
     else:
         config = config_for(model_name, output_dir=output_dir, data_dir=data_dir, **fields)
         config = _with_augment(config, dict(rotation=rotation, translate=translate, scale=scale, shear=shear))
@@ -155,7 +166,7 @@ def train(
         verb = "a dry run never replaces it" if dry_run else "pass --overwrite to replace it"
         _clear_previous_run(out, overwrite or (dry_run and output_dir is None), verb)
         click.echo(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {out}")
-        summary = fit(config, progress=_bars(quiet), log=click.echo)
+        summary = fit(config, progress=_bars(quiet), log=click.echo, after_epoch=_events(tensorboard_dir, [config]))
     click.echo(
         f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, {_scores(summary)}; "
         f"results in {config.output_dir}"
@@ -171,9 +182,10 @@ def _train_stacked(
     quiet: bool,
     augment: dict[str, float | None],
     fields: dict[str, Any],
+    tensorboard_dir: str | None,
 ) -> None:
     """``train --seeds``: the seeds of one recipe as one stacked network, a run directory per seed."""
-    from mnistlab.engine import fit_group
+    from mnistlab.engine import fit_group, recipe_unstackable
     from mnistlab.models import config_for
 
     base = Path(output_dir or default_run_dir(model_name))
@@ -184,9 +196,23 @@ def _train_stacked(
         configs.append(_with_augment(config, augment))
     for config in configs:
         _clear_previous_run(Path(config.output_dir), overwrite, "pass --overwrite to replace it")
-    click.echo(f"training {model_name} on seeds {', '.join(map(str, seeds))}, stacked, into {base}/seed<k>")
-    for config, summary in zip(configs, fit_group(configs, progress=_bars(quiet), log=click.echo)):
-        click.echo(f"seed {config.seed}: {_scores(summary)}; results in {config.output_dir}")
+    reason = recipe_unstackable(configs[0]) if len(configs) > 1 else None
+    groups = [[c] for c in configs] if reason else [configs]  # seeds that cannot stack train one after another
+    how = f"one after another ({reason})" if reason else "stacked"
+    click.echo(f"training {model_name} on seeds {', '.join(map(str, seeds))}, {how}, into {base}/seed<k>")
+    for group in groups:
+        events = _events(tensorboard_dir, group)
+        for config, summary in zip(group, fit_group(group, progress=_bars(quiet), log=click.echo, after_epoch=events)):
+            click.echo(f"seed {config.seed}: {_scores(summary)}; results in {config.output_dir}")
+
+
+def _events(folder: str | None, configs: list[TrainConfig]) -> Any:
+    """``train --tensorboard``'s per-epoch writer (None without it)."""
+    if folder is None:
+        return None
+    from mnistlab.events import tensorboard_logger
+
+    return tensorboard_logger(folder, configs)
 
 
 def _given(fields: dict[str, Any]) -> dict[str, Any]:
@@ -331,6 +357,22 @@ def summary(model_name: str, fmt: str) -> None:
         click.echo(f"{name}: receptive field not computed ({exc})\n{shapes_and_params(model)}", nl=False)
         return
     click.echo({"table": result.render_table, "markdown": result.render_markdown, "json": result.to_json}[fmt]())
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_OR_FOLDER...")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="write compare.md and the figures (PNG) here; without it, Markdown to stdout")  # fmt: skip
+def compare(paths: tuple[Path, ...], output: Path | None) -> None:
+    """Compare runs: a table (params, MACs, field, last epochs over seeds, the 99.4% verdict) and, with
+    --output, test accuracy per epoch with the seeds as a band and accuracy against parameters."""
+    from mnistlab.compare import write
+    from mnistlab.records import find_runs
+
+    if output is not None:
+        check_folder(output, "--output")
+    text = write(find_runs(list(paths)), output)
+    click.echo(text if output is None else f"wrote {output / 'compare.md'} and its figures")
 
 
 @cli.command(name="models")

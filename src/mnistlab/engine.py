@@ -35,7 +35,7 @@ from mnistlab.fileio import atomic_write_json, atomic_write_text
 from mnistlab.graphstep import GraphedTrainer
 from mnistlab.models.checkpoint import build_model, read_checkpoint, save_checkpoint
 from mnistlab.models.external import ensure_registered, keep_copy
-from mnistlab.models.stacking import StackedNet, stack, stack_states, unstack, unstack_state
+from mnistlab.models.stacking import StackedNet, stack, stack_problem, stack_states, unstack, unstack_state
 from mnistlab.rundir import (
     BEST,
     CONFIG,
@@ -136,9 +136,12 @@ def stackable(configs: list[TrainConfig]) -> str | None:
 
 
 def recipe_unstackable(config: TrainConfig) -> str | None:
-    """Why this recipe's seeds cannot share one stacked network (None if they can)."""
+    """Why this recipe's seeds cannot share one stacked network (None if they can): its schedule, or its
+    model's layers (a model from outside the package may hold layers without a stacked form)."""
     if config.scheduler == "plateau":
         return "a plateau schedule lowers each run's rate on its own validation loss"
+    if config.source:
+        return stack_problem(build_model(config.model, config.to_dict()))
     return None
 
 

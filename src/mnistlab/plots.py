@@ -97,3 +97,36 @@ def plot_search(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return _save(fig, path)
+
+
+def plot_seed_bands(groups: list[tuple[str, list[list[dict[str, Any]]]]], path: str | Path) -> Path:
+    """Test accuracy per epoch for each group of runs: the mean over its seeds as a line, the lowest to the
+    highest seed as a band."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    lowest = 100.0
+    for label, histories in groups:
+        epochs = min(len(h) for h in histories)
+        values = np.array([[h[e]["test_acc"] for e in range(epochs)] for h in histories], dtype=float)
+        x = np.arange(1, epochs + 1)
+        (line,) = ax.plot(x, values.mean(0), "-o", ms=3, label=f"{label} ({len(histories)} seeds)")
+        ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+        lowest = min(lowest, float(np.nanmin(values[:, epochs // 2 :])))
+    ax.axhline(TARGET, color="grey", ls="--", lw=0.8, label=f"{TARGET}%")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", ylim=(min(TARGET - 0.4, lowest - 0.2), 100.0))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_accuracy_against_params(points: list[tuple[str, int, float, float, float]], path: str | Path) -> Path:
+    """Each model's mean test accuracy over its last epochs and seeds against its parameters (log scale), the
+    whiskers from its lowest to its highest epoch."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, params, mean_acc, low, high in points:
+        ax.errorbar([params], [mean_acc], yerr=[[mean_acc - low], [high - mean_acc]], fmt="o", capsize=3)
+        ax.annotate(label, (params, mean_acc), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.axhline(TARGET, color="grey", ls="--", lw=0.8, label=f"{TARGET}%")
+    ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy, last epochs (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -12,6 +12,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from mnistlab.errors import MnistlabError
 from mnistlab.models.compact import SEARCHED
 from mnistlab.models.registry import ModelCard, get_card
 from mnistlab.rundir import CONFIG, LAST_K, LAST_TESTS, SUMMARY, TARGET, read_history
@@ -167,3 +168,51 @@ def load_searches(results: Path) -> Searches:
             study = optuna.load_study(study_name=summary.study_name, storage=storage)
             studies.append((store, study, trial_rows(study)))
     return studies
+
+
+# ----------------------------------------------------------------------------------------- any runs, grouped
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """Runs of one model under one folder (``runs/my_net/seed1``, ``seed2``, ...): its seeds, compared as one."""
+
+    label: str  # the folder that holds the seeds (or the run folder itself, for a lone run)
+    model: str
+    runs: list[RecordedRun]
+
+    @property
+    def params(self) -> int:
+        return self.runs[0].summary["params"]
+
+    @property
+    def last3_all(self) -> list[float]:
+        return [a for r in self.runs for a in r.last3]
+
+    @property
+    def held(self) -> int:
+        """On how many of its seeds the target held in each of the last epochs."""
+        return sum(r.held for r in self.runs)
+
+
+def find_runs(paths: list[Path]) -> list[RunGroup]:
+    """The finished runs in ``paths`` (run folders, or folders holding them at any depth), grouped by the folder
+    that holds each model's seeds, in the order given."""
+    groups: dict[tuple[str, str], list[RecordedRun]] = {}
+    for path in paths:
+        if not path.exists():
+            raise MnistlabError(f"{path} does not exist")
+        folders = [path] if (path / SUMMARY).is_file() else sorted(p.parent for p in path.rglob(SUMMARY))
+        for folder in folders:
+            run = load_run(folder)
+            if run is None or not (folder / CONFIG).is_file():
+                continue
+            holder = folder.parent if folder.name.startswith("seed") else folder
+            groups.setdefault((str(holder), run.config["model"]), []).append(run)
+    if not groups:
+        raise MnistlabError(
+            f"no finished runs (a folder with {SUMMARY}) in {', '.join(map(str, paths))}; train one with `mnistlab train`"
+        )
+    return [
+        RunGroup(label, model, sorted(runs, key=lambda r: r.summary["seed"])) for (label, model), runs in groups.items()
+    ]

@@ -645,7 +645,8 @@ def write_report(results: Path = Path("results"), output: Path = Path("REPORT.md
     for result in model_results:
         card = result.card
         # a first design is compared with the model that replaced it; the others with the one before them
-        successor = by_model.get(card.name.removesuffix("_v1")) if card.name.endswith("_v1") else None
+        # a first design or a redesign is compared with its counterpart; the others with the model before them
+        successor = by_model.get(card.compared_with) if card.compared_with else None
         table = analyze(create_model(card.name), name=card.name)
         parts += [f"## {card.title} (`{card.name}`)", "", "### Target", ""]
         parts += [f"- {t}" for t in card.target]

@@ -233,7 +233,7 @@ SMALLEST_SEEDED: tuple[Run, ...] = on_base(MODEL8_RECIPE, tuple(
 M7_FAST = {"lr": 0.05}
 
 
-def m7(candidate: str, overrides: dict[str, Any], why: str, against: str = "", model: str = "model7_v1") -> list[Run]:
+def m7(candidate: str, overrides: dict[str, Any], why: str, against: str = "", model: str = "model7") -> list[Run]:
     """A Model 7 candidate, declared against its first recipe (not the card, which took the winner)."""
     return seeded(model, candidate, overrides, why, against, base=MODEL7_FIRST_RECIPE)
 
@@ -304,10 +304,10 @@ EARLIER: tuple[Run, ...] = on_base(MODEL8_RECIPE, tuple(
     Run("model1", 1, "earlier/model1-one-epoch", "seed1", {"epochs": 1},
         "Model 1 shortened to 1 epoch on the 2-core CPU (13 minutes an epoch there); its 20 epochs ran on a GPU",
         base=MODEL1_RECIPE),
-    Run("model7_v1", 1, "earlier/model7-first-recipe", "seed1", {},
+    Run("model7", 1, "earlier/model7-first-recipe", "seed1", {},
         "Model 7 with its first recipe, one seed on the CPU, before its study", base=MODEL7_FIRST_RECIPE),
 ) + tuple(
-    Run("model7_v1", seed, "earlier/model7-round-one", f"seed{seed}", M7_B64,
+    Run("model7", seed, "earlier/model7-round-one", f"seed{seed}", M7_B64,
         "Model 7 with round one's winner (rate 0.05, batch 64), on a GPU: 99.09% mean at the last epoch, below "
         "the reference's 99.11", base=MODEL7_FIRST_RECIPE)
     for seed in FINAL_SEEDS
@@ -338,18 +338,18 @@ STUDIES: tuple[Study, ...] = (
           "the record's recipe", "sepnet3k",
           " (`sep3k` on one NVIDIA H200 with round three's sweep; the others on this project's CPU, 2 at a time: "
           "`mnistlab reproduce --study record-seeds --workers 2 --threads 1`)", rule="smallest"),
-    Study("model7-seeds", "Model 7: its recipe on 4 seeds", MODEL7_SEEDED, "Model 7's recipe", "model7_v1",
+    Study("model7-seeds", "Model 7: its recipe on 4 seeds", MODEL7_SEEDED, "Model 7's recipe", "model7",
           " (one NVIDIA H200, 4 runs at a time, each with the captured-graph step: `python benchmarks/gpu_session.py`, "
           "whose stage runs what `mnistlab reproduce --study model7-seeds --device cuda --workers 4` runs)",
           superseded="model7-round2"),
     Study("model7-round2", "Model 7, round two: round one's winner with its other gains", MODEL7_ROUND2,
-          "Model 7's recipe", "model7_v1",
+          "Model 7's recipe", "model7",
           " (`m7-lr0.05-b64`, the candidate to beat, is round one's runs on the lent H200; the others ran on this "
           "project's 2-core CPU, 2 at a time, one thread each, after the GPU's time ran out with half of them done "
           "and none returned: what `mnistlab reproduce --study model7-round2 --workers 2 --threads 1` runs)",
           superseded="model7-round3"),
     Study("model7-round3", "Model 7, round three: a field that covers the digit", MODEL7_ROUND3,
-          "Model 7's layers", "model7",
+          "Model 7 redesigned: its layers", "model7_rf",
           " (this project's 2-core CPU, 2 at a time, one thread each: `mnistlab reproduce --study model7-round3 "
           "--workers 2 --threads 1`)"),
 )

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mnistlab.config import Recipe
@@ -168,20 +167,10 @@ def _module_from_bytes(data: bytes, path: Path) -> Any:
     return module
 
 
-class LogProbabilities(nn.Module):
-    """A model that gives logits, with the log-softmax the lab's loss and evaluation expect."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.net(x), dim=1)
-
-
 def _checked(build: Callable[..., nn.Module], spec: str) -> tuple[Callable[..., nn.Module], int]:
-    """The builder as the lab calls it (``dropout`` passed only if it takes one; logits get a log-softmax),
-    after one dummy batch through a model it built; and that model's parameter count."""
+    """The builder as the lab calls it (``dropout`` passed only if it takes one), after one dummy batch through a
+    model it built; and that model's parameter count. The model is held in a ``Net``, whose log-softmax makes
+    logits log-probabilities and leaves log-probabilities as they are; seeds of it stack where its layers do."""
     takes_dropout = "dropout" in _parameters(build)
 
     def make(**kwargs: Any) -> nn.Module:
@@ -204,11 +193,11 @@ def _checked(build: Callable[..., nn.Module], spec: str) -> tuple[Callable[..., 
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 10):
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise MnistlabError(f"{spec}: the model maps [2, 1, 28, 28] to {shape}; it must give [2, 10] (10 classes)")
-    log_probs = bool(torch.allclose(out.exp().sum(1), torch.ones(2), atol=1e-4))
+    if not bool(torch.isfinite(out).all()):
+        raise MnistlabError(f"{spec}: the model's output on a blank batch is not finite")
 
     def builder(dropout: float = 0.0) -> nn.Module:
-        model = make(dropout=dropout)
-        return model if log_probs else LogProbabilities(model)
+        return Net(OrderedDict(model=make(dropout=dropout)))
 
     return builder, sum(p.numel() for p in model.parameters())
 

@@ -39,6 +39,7 @@ class ModelCard:
     aims: bool = False  # aims at the course's target: the report says, seed by seed, whether it held
     record: bool = False  # an attempt at the record (the fewest parameters that hold): in the record section
     refit: bool = False  # chosen on the validation split: its final runs train on all 60,000 training images
+    compared_with: str = ""  # a first design or a redesign: the model the report's analysis sets it against
 
 
 _REGISTRY: dict[str, ModelCard] = {}
@@ -57,6 +58,7 @@ def register_model(
     aims: bool = False,
     record: bool = False,
     refit: bool = False,
+    compared_with: str = "",
     replace: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under its function name, with the card that describes it (``replace``: a model from
@@ -80,6 +82,7 @@ def register_model(
             aims,
             record,
             refit,
+            compared_with,
         )
         return builder
 

@@ -22,7 +22,7 @@ from mnistlab.errors import MnistlabError
 from mnistlab.models.layers import Net
 
 # Layers that act per element or per channel: the same module serves K models' channels unchanged.
-_SHARED = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity)
+_SHARED = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity, nn.Flatten)
 
 
 class StackedNet(nn.Module):
@@ -52,10 +52,22 @@ def stack(models: list[nn.Module]) -> StackedNet:
             raise MnistlabError(f"{type(model).__name__} cannot be stacked: only the registry's Net models stack")
         if [type(m) for m in model.modules()] != [type(m) for m in first.modules()]:
             raise MnistlabError("stacked models must share one architecture")
-    features = _stack_module([m.features for m in models], "features")
+    # one model is its own stacked form: any layers it has, [B, 1, 28, 28] in as a plain batch
+    features = (
+        copy.deepcopy(first.features) if len(models) == 1 else _stack_module([m.features for m in models], "features")
+    )
     stacked = StackedNet(features, copy.deepcopy(first).cpu(), len(models))
     stacked.train(first.training)
     return stacked.to(next(first.parameters()).device)
+
+
+def stack_problem(model: nn.Module) -> str | None:
+    """Why seeds of ``model``'s architecture cannot be stacked into one network (None if they can)."""
+    try:
+        stack([model, model])
+    except MnistlabError as exc:
+        return str(exc)
+    return None
 
 
 def _stack_module(modules: list[nn.Module], name: str) -> nn.Module:
