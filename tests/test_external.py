@@ -1,0 +1,262 @@
+"""Models from outside the package: a file's builder, a layer spec, an entry point; their runs rebuilt from the
+copy each run folder keeps; `mnistlab compare`; and the README's walk-through, run as written."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+
+from mnistlab.engine import fit_group
+from mnistlab.errors import MnistlabError
+from mnistlab.models import config_for, get_card, list_models, load_checkpoint, resolve
+from mnistlab.models.external import SOURCE_COPY, SPEC_COPY, layers_from_spec, load_entry_points, sha256
+from mnistlab.records import find_runs
+
+QUIET = dict(progress=False, log=lambda line: None)
+TINY = dict(epochs=1, batch_size=64, val_size=100, device="cpu")
+
+STUDENT = '''
+from torch import nn
+
+
+def {name}(dropout: float = 0.0) -> nn.Module:
+    """A student's network, giving logits."""
+    return nn.Sequential(nn.Conv2d(1, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 12, 3), nn.ReLU(), nn.Dropout(dropout), nn.AdaptiveAvgPool2d(1),
+                         nn.Conv2d(12, 10, 1), nn.Flatten())
+'''
+
+
+def student(folder: Path, name: str) -> Path:
+    path = folder / f"{name.lower()}.py"
+    path.write_text(STUDENT.format(name=name))
+    return path
+
+
+def test_a_file_model_trains_stacked_and_its_run_rebuilds_without_the_file(tmp_path, tiny_data):
+    path = student(tmp_path, "StudentA")
+    name = resolve(f"{path}:StudentA")
+    assert name == "StudentA" and get_card(name).params == (6 * 9 + 6) + 2 * 6 + (12 * 6 * 9 + 12) + (12 * 10 + 10)
+    configs = [config_for(name, seed=s, output_dir=str(tmp_path / "runs" / f"seed{s}"), **TINY) for s in (1, 2)]
+    summaries = fit_group(configs, data=tiny_data, **QUIET)
+    assert [s["provenance"]["stacked"] for s in summaries] == [2, 2]  # its layers stack
+    run = tmp_path / "runs" / "seed1"
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["source"] == f"{path}:StudentA" and recorded["source_sha256"] == sha256(path.read_bytes())
+    assert (run / SOURCE_COPY).read_bytes() == path.read_bytes()
+    path.unlink()  # the original is gone: the run's copy rebuilds it, as a fresh process does
+    from mnistlab.models import registry
+    from mnistlab.models.external import ensure_registered
+
+    registry._REGISTRY.pop(name)
+    lines: list[str] = []
+    ensure_registered(recorded, run, lines.append)
+    assert lines == [f"note: {path} is gone; the model is rebuilt from the run's copy, {run / SOURCE_COPY}"]
+    model = load_checkpoint(run / "last.pt")
+    assert sum(p.numel() for p in model.parameters()) == summaries[0]["params"]
+    out = model(torch.zeros(3, 1, 28, 28))
+    assert out.shape == (3, 10) and torch.allclose(out.exp().sum(1), torch.ones(3), atol=1e-5)  # logits made log-probs
+
+
+def test_a_changed_copy_is_refused_and_a_changed_original_is_reported(tmp_path, tiny_data):
+    path = student(tmp_path, "StudentB")
+    name = resolve(f"{path}:StudentB")
+    out = tmp_path / "run"
+    fit_group([config_for(name, output_dir=str(out), **TINY)], data=tiny_data, **QUIET)
+    config = json.loads((out / "config.json").read_text())
+    from mnistlab.models.external import ensure_registered
+
+    path.write_text(path.read_text() + "# edited after the run\n")
+    lines: list[str] = []
+    ensure_registered(config, out, lines.append)  # same bytes registered already: nothing to say
+    assert lines == []
+    from mnistlab.models import registry
+
+    registry._REGISTRY.pop(name)  # as a fresh process sees it
+    ensure_registered(config, out, lines.append)
+    assert lines and "changed since the run" in lines[0]
+    (out / SOURCE_COPY).write_text("raise SystemExit('not the model')\n")
+    registry._REGISTRY.pop(name)
+    with pytest.raises(MnistlabError, match="is not the model the run trained"):
+        ensure_registered(config, out)
+
+
+def test_a_layer_spec_builds_trains_and_keeps_its_copy(tmp_path, tiny_data):
+    spec = {
+        "name": "specnet",
+        "layers": [{"conv": 8}, {"maxpool": 2}, {"separable": 12, "padding": 1}, {"gap": True}, {"classes": True}],
+    }
+    (tmp_path / "specnet.json").write_text(json.dumps(spec))
+    name = resolve(str(tmp_path / "specnet.json"))
+    assert name == "specnet" and "separable 12" in get_card(name).design
+    out = tmp_path / "run"
+    fit_group([config_for(name, output_dir=str(out), **TINY)], data=tiny_data, **QUIET)
+    assert json.loads((out / SPEC_COPY).read_text()) == spec
+    assert len(layers_from_spec(spec, "x")) == 5
+
+
+@pytest.mark.parametrize(
+    "source, name, message",
+    [
+        ("def Raises():\n    raise RuntimeError('boom')\n", "Raises", "the builder raised RuntimeError: boom"),
+        ("def Three():\n    return 3\n", "Three", "returned a int, not a torch.nn.Module"),
+        (
+            "from torch import nn\ndef Wide():\n    return nn.Sequential(nn.Conv2d(1, 10, 3), nn.Flatten())\n",
+            "Wide",
+            r"maps \[2, 1, 28, 28\] to \[2, 6760\]; it must give \[2, 10\]",
+        ),
+        (
+            "from torch import nn\ndef Bad():\n    return nn.Conv2d(3, 10, 28)\n",
+            "Bad",
+            "a \\[2, 1, 28, 28\\] batch fails",
+        ),
+        ("from torch import nn\ndef model8():\n    return nn.Flatten()\n", "model8", "model name 'model8' is taken"),
+        ("x = 1\n", "Missing", "has no builder 'Missing'"),
+        ("import nothing_of_the_kind\n", "X", "running .* failed: ModuleNotFoundError"),
+    ],
+)
+def test_a_bad_model_file_is_one_clear_error_before_any_training(tmp_path, source, name, message):
+    path = tmp_path / "bad.py"
+    path.write_text(source)
+    with pytest.raises(MnistlabError, match=message):
+        resolve(f"{path}:{name}")
+    assert name not in list_models() or name == "model8"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"layers": [{"conv": 8}, {"dense": 10}]}, "layer 2 .* must name one of conv"),
+        ({"layers": [{"conv": 8, "stride": 2}]}, "unknown setting 'stride'"),
+        ({"layers": []}, "'layers' must be a non-empty list"),
+        ({"name": "no spaces", "layers": [{"conv": 8}]}, "must be letters, digits and underscores"),
+        ({"layers": [{"conv": 8}, {"gap": True}]}, r"maps \[2, 1, 28, 28\] to \[2, 8\]"),
+    ],
+)
+def test_a_bad_layer_spec_is_one_clear_error(tmp_path, spec, message):
+    (tmp_path / "bad_spec.json").write_text(json.dumps(spec))
+    with pytest.raises(MnistlabError, match=message):
+        resolve(str(tmp_path / "bad_spec.json"))
+
+
+def test_missing_files_modules_and_malformed_names_are_one_line(tmp_path):
+    for spec, message in [
+        (f"{tmp_path}/nowhere.py:Net", "does not exist"),
+        ("no_such_package.models:Net", "no module 'no_such_package.models'|cannot import module"),
+        (f"{tmp_path}/nowhere.json", "does not exist"),
+        ("my_net.py:", "FILE.py:BUILDER, MODULE:BUILDER or SPEC.json"),
+    ]:
+        with pytest.raises(MnistlabError, match=message):
+            resolve(spec)
+
+
+def test_an_installed_package_registers_models_through_entry_points(tmp_path, monkeypatch):
+    """A course's own package: its dist-info names a builder in the group mnistlab.models."""
+    package = tmp_path / "coursenets"
+    package.mkdir()
+    (package / "__init__.py").write_text(STUDENT.format(name="lesson1"))
+    info = tmp_path / "coursenets-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: coursenets\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[mnistlab.models]\nlesson1 = coursenets:lesson1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_entry_points() == ["lesson1"]
+    assert "lesson1" in list_models() and get_card("lesson1").params > 0
+    assert config_for("lesson1").model == "lesson1"
+
+
+def test_compare_groups_seeds_and_refuses_a_folder_without_runs(tmp_path, tiny_data):
+    name = resolve(f"{student(tmp_path, 'StudentC')}:StudentC")
+    configs = [config_for(name, seed=s, output_dir=str(tmp_path / "runs" / name / f"seed{s}"), **TINY) for s in (1, 2)]
+    fit_group(configs, data=tiny_data, **QUIET)
+    groups = find_runs([tmp_path / "runs", ROOT / "results" / "model8"])
+    assert [(g.model, len(g.runs)) for g in groups] == [(name, 2), ("model8", 3)]
+    from mnistlab.compare import write
+
+    text = write(groups, tmp_path / "cmp")
+    assert "| `model8` | " in text and "3 of 3" in text and f"| `{name}` | " in text
+    assert {p.name for p in (tmp_path / "cmp").iterdir()} == {
+        "compare.md",
+        "accuracy-per-epoch.png",
+        "accuracy-against-parameters.png",
+    }
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MnistlabError, match="no finished runs"):
+        find_runs([tmp_path / "empty"])
+
+
+def readme_walkthrough() -> tuple[str, list[str]]:
+    """The README's 'Design your own model' file and commands, as written there."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- your-model:start -->")[1].split("<!-- your-model:end -->")[0]
+    python = re.search(r"```python\n(.*?)```", block, re.S).group(1)
+    bash = re.search(r"```bash\n(.*?)```", block, re.S).group(1)
+    commands = [line.split("  #")[0].strip() for line in bash.splitlines() if line.strip()]
+    return python, commands
+
+
+@pytest.mark.real_data
+def test_the_readme_walkthrough_runs_as_written(mnistlab, tmp_path):
+    python, commands = readme_walkthrough()
+    assert python.startswith("# my_net.py\n") and len(python.strip().splitlines()) <= 14
+    (tmp_path / "my_net.py").write_text(python)
+    (tmp_path / "results").symlink_to(ROOT / "results")  # the recorded runs it compares against
+    assert [c.split()[1] for c in commands] == ["summary", "train", "compare", "demo"]
+    for command in commands[:3]:
+        args = command.split()[1:]
+        if args[0] == "train":
+            args += ["--epochs", "1", "--limit", "600", "--quiet"]
+        result = mnistlab(*args, cwd=tmp_path)
+        assert result.returncode == 0, (command, result.stderr)
+    assert "receptive field" in mnistlab(*commands[0].split()[1:], cwd=tmp_path).stdout
+    assert sorted(p.name for p in (tmp_path / "runs" / "MyNet").iterdir()) == ["seed1", "seed2", "seed3"]
+    assert "3 of 3" in (tmp_path / "cmp" / "compare.md").read_text()  # Model 8's recorded seeds held
+    (tmp_path / "my_net.py").unlink()  # the demo rebuilds the model from the run's own copy
+    with socket.socket() as probe:  # a free port for the page
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", *commands[3].split()[1:], "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = ""
+        deadline = time.monotonic() + 120
+        while "serving on" not in output and demo.poll() is None and time.monotonic() < deadline:
+            output += demo.stdout.readline()
+        assert "serving on" in output, output
+    finally:
+        demo.terminate()
+        demo.wait(30)
+
+
+def test_the_readme_model_file_is_ten_lines_of_code():
+    python, _ = readme_walkthrough()
+    code = [line for line in textwrap.dedent(python).splitlines() if line.strip() and not line.startswith("#")]
+    assert len(code) <= 10
+
+
+def test_cli_paths_for_a_file_model_are_one_line_on_bad_input(mnistlab, tmp_path):
+    (tmp_path / "bad.py").write_text("def Three():\n    return 3\n")
+    for args, message in [
+        (["summary", "bad.py:Three"], "returned a int"),
+        (["train", "--model", "missing.py:Net"], "does not exist"),
+        (["compare", "."], "no finished runs"),
+    ]:
+        result = mnistlab(*args, cwd=tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.py"]  # nothing created
