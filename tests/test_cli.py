@@ -115,7 +115,7 @@ def finished_run(mnistlab, root):
 
 
 def test_a_dry_run_never_touches_an_existing_run(mnistlab, tmp_path):
-    out = finished_run(tmp_path)
+    out = finished_run(mnistlab, tmp_path)
     (out / "notes.txt").write_text("mine")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     result = mnistlab("train", "--dry-run", "--quiet", "--output-dir", str(out))
@@ -124,7 +124,7 @@ def test_a_dry_run_never_touches_an_existing_run(mnistlab, tmp_path):
 
 
 def test_overwrite_removes_only_the_runs_own_files(mnistlab, tmp_path):
-    out = finished_run(tmp_path)
+    out = finished_run(mnistlab, tmp_path)
     (out / "notes.txt").write_text("mine")
     (out / "figures").mkdir()
     (out / "figures" / "plot.png").write_bytes(b"png")

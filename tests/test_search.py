@@ -39,6 +39,8 @@ def test_a_tiny_study_runs_twice_and_the_second_continues_it(mnistlab, tmp_path)
         assert result.returncode == 0, result.stderr
     assert "4 trials (2 new)" in result.stdout
     study = optuna.load_study(study_name="record-3500", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    drawn = [t.params for t in study.trials]  # a resumed study with one worker draws new trials, not its first again
+    assert drawn[2] != drawn[0] and drawn[3] != drawn[1], drawn
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert finished and all(t.user_attrs["params"] <= 3500 for t in finished)
     assert study.user_attrs["commands"] == ["mnistlab " + " ".join(args)] * 2  # what the report says made it
@@ -403,3 +405,29 @@ def test_the_trial_taken_to_final_runs_is_the_best_score_then_the_smallest():
     assert best_row(rows)["trial"] == 1  # equal to 99.32 but for rounding, and smaller
     assert best_row([row(0, 3094, 99.33), row(1, 2923, 99.32)])["trial"] == 0
     assert best_row([row(0, 3094, 99.5, "PRUNED")]) is None
+
+
+def test_a_study_with_teachers_draws_whether_and_how_to_learn_from_them(mnistlab, tmp_path):
+    """The teachers are the study's (fixed); each trial that draws distillation trains with them, and a
+    registered trial keeps them in its recipe."""
+    teacher = Path(__file__).resolve().parents[1] / "results" / "tuning" / "m8-lr0.1" / "s1"  # 55,000 images
+    space = {"width": [12, 14], "depth": [2, 2], "stem1": [4, 5], "stem2": [8, 9], "distill": [True]}
+    (tmp_path / "space.json").write_text(json.dumps(space))
+    args = ["search", "--max-params", "3500", "--trials", "1", "--seeds", "1", "--epochs", "1", "--limit", "300"]
+    args += ["--storage", "sqlite:///s.db", "--space", "space.json", "--threads", "1", "--teacher", str(teacher)]
+    result = mnistlab(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="record-3500", storage=f"sqlite:///{tmp_path / 's.db'}")
+    trial = study.trials[0]
+    assert trial.params["distill"] is True and 0.2 <= trial.params["distill_alpha"] <= 0.9
+    config = json.loads((tmp_path / "results" / "search" / "record-3500" / "trial0" / "s1" / "config.json").read_text())
+    assert config["teachers"] == [str(teacher / "last.pt")] and len(config["teacher_sha256"]) == 1
+    assert config["distill_alpha"] == trial.params["distill_alpha"]
+    other = mnistlab(*args[:-1], str(teacher.parent / "s2"), cwd=tmp_path)
+    assert other.returncode == 2 and "a study's teachers are fixed" in other.stderr
+    env = {"MNISTLAB_FOUND": str(tmp_path / "found.json")}
+    registered = mnistlab("register", "--study", "record-3500", "--trial", "0", "--name", "distilled", "--storage",
+                          "sqlite:///s.db", cwd=tmp_path, env=env)  # fmt: skip
+    assert registered.returncode == 0, registered.stderr
+    recipe = json.loads((tmp_path / "found.json").read_text())[0]["recipe"]
+    assert recipe["teachers"] == [str(teacher / "last.pt")] and recipe["distill_alpha"] == trial.params["distill_alpha"]

@@ -84,6 +84,8 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
 @click.option("--quiet", is_flag=True, help="no progress bars")
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(),
+              help="learn from this checkpoint, run folder or folder of runs too (repeatable; see --distill-alpha)")  # fmt: skip
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(), default=None,
               help="also write each epoch's losses, accuracies and rate as TensorBoard events here (pip install -e '.[tensorboard]')")  # fmt: skip
 @click.option(
@@ -108,6 +110,7 @@ def train(
     scale: float | None,
     shear: float | None,
     tensorboard_dir: str | None,
+    teachers: tuple[str, ...],
     **fields: Any,
 ) -> None:
     """Train a model; write config, history, summary and checkpoints to its run directory."""
@@ -117,6 +120,8 @@ def train(
     if resume_dir is None:  # a resumed run's model comes from its own folder
         model_name = resolve(model_name)
         fields = {**(read_recipe_changes(recipe_file) if recipe_file else {}), **_given(fields)}
+        if teachers:
+            fields["teachers"] = teachers
     if seed_list is not None:
         if resume_dir is not None or dry_run:
             raise MnistlabError("--seeds trains new runs: it does not combine with --resume or --dry-run")
@@ -571,6 +576,9 @@ def reproduce(
     help="seconds after which the trials still training stop (failed, marked 'stopped') and no trial "
     "starts: a lent machine's end",
 )
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(),
+              help="the study's teachers (repeatable; trained without the validation images): each trial draws "
+              "whether to learn from them, and with what share and temperature")  # fmt: skip
 def search(
     max_params: int,
     trials: int,
@@ -588,9 +596,11 @@ def search(
     ray_address: str | None,
     timeout: float | None,
     deadline: float | None,
+    teachers: tuple[str, ...],
 ) -> None:
     """Search shapes and recipes under a parameter budget, scored on validation (worst seed); resumable."""
     _need_optuna()
+    from mnistlab.models.registry import teacher_files
     from mnistlab.records import best_row, trial_rows
     from mnistlab.search import Settings, Space
     from mnistlab.search import search as run_search
@@ -618,6 +628,7 @@ def search(
         threads,
         command=command,
         stop_at=stop_at,
+        teachers=teacher_files(teachers)[0] if teachers else (),
     )
     study = run_search(settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout)
     best = best_row(trial_rows(study))

@@ -78,10 +78,17 @@ class Recipe:
     dropout: float = 0.0  # passed to the model's builder
     label_smoothing: float = 0.0
     ema: float = 0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
+    # learning from bigger models (knowledge distillation): frozen teachers' checkpoints (train --teacher PATH; a
+    # run folder means each of its seeds' last.pt); the student learns from the mean of their probabilities at
+    # temperature T as well as from the labels: loss = (1 - alpha) CE + alpha T^2 KL(teachers || student)
+    teachers: tuple[str, ...] = _role((), NO_OPTION)
+    distill_alpha: float = 0.5  # the teachers' share of the loss (with teachers only)
+    distill_temperature: float = 4.0  # softens both distributions in the teachers' term
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):  # from JSON or a run's overrides: the one place dicts become Augment
             object.__setattr__(self, "augment", Augment(**self.augment))
+        object.__setattr__(self, "teachers", tuple(self.teachers))  # from JSON: a list
         _check(self._checks())
 
     def _checks(self) -> list[tuple[bool, str]]:
@@ -94,6 +101,8 @@ class Recipe:
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.ema < 1, f"ema decay must be in [0, 1), got {self.ema}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 <= self.distill_alpha <= 1, f"distill alpha must be in [0, 1], got {self.distill_alpha}"),
+            (self.distill_temperature > 0, f"distill temperature must be positive, got {self.distill_temperature}"),
             (
                 self.optimizer in OPTIMIZERS,
                 f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}",
@@ -141,9 +150,12 @@ class TrainConfig(Recipe):
     # the sha256 of what it was built from (its run folder keeps a copy: models.external)
     source: str | None = _role(None, NO_OPTION)
     source_sha256: str | None = _role(None, NO_OPTION)
+    # each teacher checkpoint's sha256, in the order of ``teachers``: a run refuses a teacher that changed
+    teacher_sha256: tuple[str, ...] = _role((), NO_OPTION)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "teacher_sha256", tuple(self.teacher_sha256))
         _check(
             [
                 (bool(self.model), "a run needs a model: build its config with mnistlab.models.config_for(name)"),

@@ -49,7 +49,7 @@ from mnistlab.rundir import (
     check_run_dir,
     run_status,
 )
-from mnistlab.training import EVAL_BATCH, TrainingState, evaluate_slots, resolve_device, train_one_epoch
+from mnistlab.training import EVAL_BATCH, Teachers, TrainingState, evaluate_slots, resolve_device, train_one_epoch
 
 ArrayPair = tuple[np.ndarray, np.ndarray]
 
@@ -183,7 +183,8 @@ def fit_group(
     loaders = _loaders(first, device, data)
     if loaders.train.num_samples == 0:
         raise MnistlabError("the training split is empty; lower --val-size or raise --limit")
-    state = TrainingState.create(build_stacked(configs, device), first, len(loaders.train))
+    teachers = Teachers.load(first, device)  # frozen, checked against their sha256 and the validation split
+    state = TrainingState.create(build_stacked(configs, device), first, len(loaders.train), teachers)
     histories: list[list[dict[str, Any]]] = [[] for _ in configs]
     best_scores = [-math.inf] * len(configs)
     best_key = "val_acc" if loaders.val is not None else "train_acc"
@@ -220,7 +221,6 @@ def fit_group(
                     state,
                     loaders.train.stacked(seeds),
                     forward=forward,
-                    label_smoothing=first.label_smoothing,
                     device=device,
                     progress=bar,
                 )

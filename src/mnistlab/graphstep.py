@@ -19,7 +19,7 @@ import torch
 
 from mnistlab.config import TrainConfig
 from mnistlab.data.loader import TensorLoader
-from mnistlab.training import TrainingState, slot_losses
+from mnistlab.training import TrainingState
 
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN picks its algorithms, memory settles)
 
@@ -154,7 +154,7 @@ class GraphedTrainer:
         theta = None if self.theta is None else self.theta.index_select(1, columns)
         images, labels = self.loader.batch(index, theta, slots)
         log_probs = self.model(images)  # (B, K, 10)
-        losses = slot_losses(log_probs, labels, config.label_smoothing)
+        losses = self.state.losses(images, log_probs, labels)
         for p in self.params:
             p.grad = None
         losses.sum().backward()

@@ -47,6 +47,17 @@ def check_run_dir(run_dir: str | Path) -> None:
     check_folder(run_dir, "the run folder")
 
 
+def checkpoints_in(path: str | Path) -> list[Path]:
+    """The checkpoints a path names: a .pt file; a run folder's last.pt; or each seed's last.pt of a folder of
+    runs (``results/model8`` means seeds 1, 2 and 3). Empty when it names none."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if (path / LAST).is_file():
+        return [path / LAST]
+    return sorted(p for p in path.glob(f"*/{LAST}") if p.is_file()) if path.is_dir() else []
+
+
 def run_status(run_dir: str | Path) -> str:
     """``done`` (a summary), ``partial`` (an epoch's checkpoint, no summary) or ``todo``."""
     out = Path(run_dir)

@@ -31,6 +31,7 @@ from mnistlab.fileio import atomic_write_json
 from mnistlab.models import create_model, get_card, list_models
 from mnistlab.models.compact import SEARCHED
 from mnistlab.models.found import entries
+from mnistlab.models.registry import teacher_files
 from mnistlab.records import batch_size_of
 from mnistlab.rundir import LAST_K, check_folder, read_history
 from mnistlab.workers import in_processes
@@ -54,6 +55,11 @@ class Space:
     scale: tuple[float, float] = (0.0, 0.12)
     ema: tuple[float, ...] = (0.0, 0.999)  # decay of the moving average evaluated (0: none)
     batch_size: tuple[int, ...] = (64,)  # choices: a small model may gain from more, smaller steps
+    # with the study's teachers (search --teacher): whether a trial learns from them, and with what share and
+    # temperature (not drawn at all in a study without teachers)
+    distill: tuple[bool, ...] = (True, False)
+    distill_alpha: tuple[float, float] = (0.2, 0.9)
+    distill_temperature: tuple[float, float] = (1.0, 8.0)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Space:
@@ -91,8 +97,10 @@ _RANGES = {
     "rotation": (float, 0.0),
     "translate": (float, 0.0),
     "scale": (float, 0.0),
+    "distill_alpha": (float, 0.0),
+    "distill_temperature": (float, 0.0),
 }
-_CHOICES = {"factored": (bool, False), "ema": (float, 0.0), "batch_size": (int, 1)}
+_CHOICES = {"factored": (bool, False), "ema": (float, 0.0), "batch_size": (int, 1), "distill": (bool, False)}
 
 
 def _field_problem(name: str, value: Any) -> str | None:
@@ -120,8 +128,9 @@ def _field_problem(name: str, value: Any) -> str | None:
     return None
 
 
-def sample(trial: Any, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A trial's shape (``arch``) and its drawn recipe values (``recipe_of`` makes them a recipe)."""
+def sample(trial: Any, space: Space, teachers: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A trial's shape (``arch``) and its drawn recipe values (``recipe_of`` makes them a recipe); in a study with
+    teachers, whether it learns from them and how."""
     depth = trial.suggest_int("depth", *space.depth)
     arch = {
         "stem": [trial.suggest_int("stem1", *space.stem1), trial.suggest_int("stem2", *space.stem2)],
@@ -137,12 +146,16 @@ def sample(trial: Any, space: Space) -> tuple[dict[str, Any], dict[str, Any]]:
         "ema": trial.suggest_categorical("ema", list(space.ema)),
         "batch_size": trial.suggest_categorical("batch_size", list(space.batch_size)),
     }
+    if teachers and trial.suggest_categorical("distill", list(space.distill)):
+        drawn["distill"] = True
+        drawn["distill_alpha"] = trial.suggest_float("distill_alpha", *space.distill_alpha)
+        drawn["distill_temperature"] = trial.suggest_float("distill_temperature", *space.distill_temperature)
     return arch, drawn
 
 
-def recipe_of(drawn: dict[str, Any], epochs: int | None = None) -> dict[str, Any]:
+def recipe_of(drawn: dict[str, Any], epochs: int | None = None, teachers: tuple[str, ...] = ()) -> dict[str, Any]:
     """A trial's whole recipe, as ``recipe_values`` gives one: its drawn values (``sample``, or a finished
-    trial's ``params``) on the searched family's recipe."""
+    trial's ``params``) on the searched family's recipe; a trial that learns from teachers, the study's."""
     values = recipe_values(get_card(MODEL).recipe)
     augment = dataclasses.replace(
         values["augment"], rotation=drawn["rotation"], translate=drawn["translate"], scale=drawn["scale"]
@@ -154,6 +167,15 @@ def recipe_of(drawn: dict[str, Any], epochs: int | None = None) -> dict[str, Any
         "augment": augment,
         "batch_size": batch_size_of(drawn),
         "epochs": values["epochs"] if epochs is None else epochs,
+        **(
+            {
+                "teachers": tuple(teachers),
+                "distill_alpha": drawn["distill_alpha"],
+                "distill_temperature": drawn["distill_temperature"],
+            }
+            if drawn.get("distill")
+            else {}
+        ),  # fmt: skip
     }
 
 
@@ -189,6 +211,7 @@ class Settings:
     command: str = ""  # the command line that ran it, kept in the study (every one, in order) for the report
     stop_at: float | None = None  # a wall-clock time (time.time()) after which a trial in flight is stopped
     cuda_graph: bool = True  # on CUDA, the captured-graph training step (TrainConfig's)
+    teachers: tuple[str, ...] = ()  # the study's teachers' checkpoints (fixed for the study; search --teacher)
 
 
 def open_study(settings: Settings) -> Any:
@@ -227,7 +250,13 @@ def open_study(settings: Settings) -> Any:
                 "seeds": list(settings.seeds),
                 "epochs": settings.epochs,
                 "limit": settings.limit,
+                "teachers": list(settings.teachers),
             },
+        )
+    elif study.user_attrs["settings"].get("teachers", []) != list(settings.teachers):
+        raise MnistlabError(
+            f"study {settings.name} learns from {study.user_attrs['settings'].get('teachers') or 'no teachers'}; "
+            "a study's teachers are fixed: give the same --teacher paths, or start another study (--name)"
         )
     return study
 
@@ -256,7 +285,7 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
     """Train one candidate on every seed (stacked); its score is the worst seed's last-epochs validation mean."""
     import optuna
 
-    arch, recipe = sample(trial, space)
+    arch, recipe = sample(trial, space, bool(settings.teachers))
     params = count_params(arch)
     trial.set_user_attr("params", params)
     trial.set_user_attr("arch", arch)
@@ -264,7 +293,10 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
         log(f"trial {trial.number}: {params:,} parameters, over the budget: not trained")
         trial.set_user_attr("over_budget", True)
         raise optuna.TrialPruned(f"{params:,} parameters, over the budget of {settings.max_params:,}")
-    base = recipe_of(recipe, settings.epochs)
+    base = recipe_of(recipe, settings.epochs, settings.teachers)
+    if base["teachers"]:  # each checked against its sha256 and the validation split when the trial starts
+        base["teachers"], teacher_sha256 = teacher_files(base["teachers"])
+        base["teacher_sha256"] = teacher_sha256
     root = Path(settings.results) / "search" / settings.name / f"trial{trial.number}"
     configs = [
         TrainConfig(
@@ -394,7 +426,8 @@ def register_trial(study: Any, number: int, name: str, path: str | Path) -> dict
     if trial is None or trial.state.name != "COMPLETE":
         done = sorted(n for n, t in trials.items() if t.state.name == "COMPLETE")
         raise MnistlabError(f"trial {number} of study {study.study_name} did not finish; finished: {done}")
-    recipe = recipe_of(trial.params, (study.user_attrs.get("settings") or {}).get("epochs"))
+    settings = study.user_attrs.get("settings") or {}
+    recipe = recipe_of(trial.params, settings.get("epochs"), tuple(settings.get("teachers") or ()))
     recipe["augment"] = dataclasses.asdict(recipe["augment"])  # as JSON
     entry = {
         "name": name,

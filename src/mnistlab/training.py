@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,9 @@ from tqdm import tqdm
 from mnistlab.config import TrainConfig
 from mnistlab.data.loader import TensorLoader
 from mnistlab.errors import MnistlabError
-from mnistlab.models.stacking import StackedNet
+from mnistlab.fileio import sha256_file
+from mnistlab.models.checkpoint import model_from, read_checkpoint
+from mnistlab.models.stacking import StackedNet, stack
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
@@ -79,19 +82,75 @@ def make_average(model: nn.Module, decay: float) -> Average | None:
     return Average(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+class Teachers(nn.Module):
+    """Frozen teachers, stacked by architecture: one pass over the student's batch (every slot's images at once)
+    gives their mean probability at the distillation temperature."""
+
+    def __init__(self, groups: list[StackedNet], temperature: float) -> None:
+        super().__init__()
+        self.groups = nn.ModuleList(groups)
+        self.count = sum(g.slots for g in groups)
+        self.temperature = temperature
+        self.requires_grad_(False)
+        self.eval()
+
+    @classmethod
+    def load(cls, config: TrainConfig, device: torch.device) -> Teachers | None:
+        """``config``'s teachers, each checked against its recorded sha256 and against the student's validation
+        split (a teacher that trained on the images the student is scored on is refused); None without any."""
+        if not config.teachers:
+            return None
+        if len(config.teacher_sha256) != len(config.teachers):
+            raise MnistlabError("every teacher needs its sha256: build the config with mnistlab.models.config_for")
+        by_model: dict[str, list[nn.Module]] = {}
+        for path, recorded in zip(config.teachers, config.teacher_sha256):
+            if not Path(path).is_file():
+                raise MnistlabError(f"teacher {path} does not exist; the run needs its teachers as they were")
+            if sha256_file(path) != recorded:
+                raise MnistlabError(f"teacher {path} changed since the run was configured (its sha256 differs)")
+            payload = read_checkpoint(path)
+            seen = payload["config"].get("val_size", 0)
+            if config.val_size and seen < config.val_size:
+                raise MnistlabError(
+                    f"teacher {path} trained on validation images the student is scored on (its val_size is {seen}, "
+                    f"the student's {config.val_size}): use teachers trained with --val-size {config.val_size}"
+                )
+            by_model.setdefault(payload["model"], []).append(model_from(payload, path))
+        return cls([stack(models) for models in by_model.values()], config.distill_temperature).to(device)
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """The teachers' mean probability at the temperature, [B, K, 10], of the student's [B, K, 28, 28] batch."""
+        batch, slots = images.shape[:2]
+        flat = images.reshape(batch * slots, 1, *images.shape[2:])
+        total = None
+        for group in self.groups:
+            log_probs = group(flat.expand(-1, group.slots, -1, -1))  # (B*K, T, 10)
+            probs = torch.softmax(log_probs / self.temperature, dim=-1).sum(1)
+            total = probs if total is None else total + probs
+        return (total / self.count).view(batch, slots, -1)
+
+
 @dataclass
 class TrainingState:
-    """What training changes, and the one place that says when the rate schedule steps: the stacked network,
-    its optimizer, the scheduler of the recipe's kind (``config.scheduler``) and the moving average."""
+    """What training changes, and the one place that says when the rate schedule steps and what the loss is: the
+    stacked network, its optimizer, the scheduler of the recipe's kind (``config.scheduler``), the moving
+    average, and the loss's settings (label smoothing; the teachers, their share and temperature)."""
 
     model: StackedNet
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler | None
     averaged: Average | None
     schedule: str  # none | step | onecycle | plateau
+    label_smoothing: float = 0.0
+    teachers: Teachers | None = None
+    distill_alpha: float = 0.0
+    distill_temperature: float = 1.0
 
     @classmethod
-    def create(cls, model: StackedNet, config: TrainConfig, steps_per_epoch: int) -> TrainingState:
+    def create(
+        cls, model: StackedNet, config: TrainConfig, steps_per_epoch: int, teachers: Teachers | None = None
+    ) -> TrainingState:
         optimizer = make_optimizer(model, config)
         return cls(
             model,
@@ -99,7 +158,23 @@ class TrainingState:
             make_scheduler(optimizer, config, steps_per_epoch),
             make_average(model, config.ema),
             config.scheduler,
+            config.label_smoothing,
+            teachers,
+            config.distill_alpha,
+            config.distill_temperature,
         )
+
+    def losses(self, images: torch.Tensor, log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each slot's loss, [K]: cross-entropy on the labels; with teachers, (1 - alpha) of it plus alpha T^2
+        times the KL divergence from the teachers' mean probability to the student's, both at temperature T."""
+        hard = slot_losses(log_probs, labels, self.label_smoothing)
+        if self.teachers is None:
+            return hard
+        target = self.teachers.probabilities(images)  # (B, K, 10)
+        t = self.distill_temperature
+        student = F.log_softmax(log_probs / t, dim=-1)  # log-probabilities / T: the logits / T, shifted
+        kl = (target * (target.clamp_min(1e-12).log() - student)).sum(-1).mean(0)  # (K,)
+        return (1 - self.distill_alpha) * hard + self.distill_alpha * t * t * kl
 
     @property
     def scored(self) -> StackedNet:
@@ -133,7 +208,6 @@ def train_one_epoch(
     batches: Batches,
     *,
     forward: nn.Module | None = None,
-    label_smoothing: float = 0.0,
     device: torch.device = torch.device("cpu"),
     progress: tqdm | None = None,
 ) -> dict[str, list[float]]:
@@ -149,7 +223,7 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         log_probs = forward(images)  # (B, K, 10)
-        losses = slot_losses(log_probs, labels, label_smoothing)  # (K,)
+        losses = state.losses(images, log_probs, labels)  # (K,)
         state.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         state.optimizer.step()

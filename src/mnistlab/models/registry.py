@@ -11,6 +11,8 @@ from torch import nn
 
 from mnistlab.config import Recipe, TrainConfig, recipe_values
 from mnistlab.errors import MnistlabError
+from mnistlab.fileio import sha256_file
+from mnistlab.rundir import checkpoints_in
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,20 @@ def config_for(name: str, **overrides: Any) -> TrainConfig:
     # a model from outside the package records where it came from (models.external)
     values.update(source=getattr(card.builder, "source", None), source_sha256=getattr(card.builder, "sha256", None))
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("teachers") and not values.get("teacher_sha256"):  # each teacher named by its checkpoints
+        values["teachers"], values["teacher_sha256"] = teacher_files(values["teachers"])
     return TrainConfig(model=name, **values)
+
+
+def teacher_files(paths: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The teachers' checkpoints (a run folder means each of its seeds) and each one's sha256."""
+    files = []
+    for path in paths:
+        found = checkpoints_in(path)
+        if not found:
+            raise MnistlabError(f"teacher {path}: no checkpoint there (a .pt file, a run folder, or a folder of runs)")
+        files += [str(f) for f in found]
+    return tuple(files), tuple(sha256_file(f) for f in files)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

@@ -1,0 +1,120 @@
+"""Learning from bigger models: the distillation loss, a tiny distilled run (config naming its teachers with their
+sha256, resumed exactly, stacked and through the graph step's code), and the teachers it refuses."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mnistlab.engine import fit, fit_group
+from mnistlab.errors import MnistlabError
+from mnistlab.fileio import sha256_file
+from mnistlab.models import config_for, create_model
+from mnistlab.models.stacking import stack
+from mnistlab.rundir import read_history
+from mnistlab.training import Teachers, TrainingState
+
+QUIET = dict(progress=False, log=lambda line: None)
+TINY = dict(epochs=2, batch_size=64, val_size=100, device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, request):
+    """A Model 8 trained on the tiny data's training split, its 100 validation images held out."""
+    from conftest import tiny_digits
+
+    data = tiny_digits(600, seed=0), tiny_digits(200, seed=1)
+    out = tmp_path_factory.mktemp("teacher") / "m8"
+    fit(config_for("model8", output_dir=str(out), **TINY), data=data, **QUIET)
+    return out
+
+
+def test_the_loss_is_the_labels_plus_the_teachers_share():
+    torch.manual_seed(0)
+    net = stack([create_model("sepnet3k")]).eval()
+    images, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8, 1))
+    log_probs = net(images)
+    plain = TrainingState(net, torch.optim.SGD(net.parameters(), lr=0.1), None, None, "none")
+    hard = plain.losses(images, log_probs, labels)
+    assert torch.allclose(hard, F.cross_entropy(log_probs[:, 0], labels[:, 0]).unsqueeze(0))
+    itself = Teachers([stack([create_model("sepnet3k")])], temperature=4.0)
+    itself.groups[0].load_state_dict(net.state_dict())
+    distilled = TrainingState(net, plain.optimizer, None, None, "none", teachers=itself, distill_alpha=0.5,
+                              distill_temperature=4.0)  # fmt: skip
+    # a teacher that is the student: the KL term is 0, the loss half the labels' term
+    assert torch.allclose(distilled.losses(images, log_probs, labels), 0.5 * hard, atol=1e-6)
+    other = Teachers([stack([create_model("model8")])], temperature=4.0)
+    other_state = TrainingState(net, plain.optimizer, None, None, "none", teachers=other, distill_alpha=1.0,
+                                distill_temperature=4.0)  # fmt: skip
+    target = torch.softmax(other.groups[0](images) / 4.0, -1)[:, 0]
+    student = F.log_softmax(log_probs[:, 0] / 4.0, -1)
+    expected = 16.0 * F.kl_div(student, target, reduction="batchmean")
+    assert torch.allclose(other_state.losses(images, log_probs, labels), expected.unsqueeze(0), atol=1e-5)
+
+
+def test_a_distilled_run_names_its_teachers_and_resumes_exactly(tmp_path, tiny_data, teacher):
+    def config(out):
+        return config_for("sepnet3k", teachers=[str(teacher)], output_dir=str(tmp_path / out), **TINY)
+
+    whole = fit(config("whole"), data=tiny_data, **QUIET)
+    recorded = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert recorded["teachers"] == [str(teacher / "last.pt")]
+    assert recorded["teacher_sha256"] == [sha256_file(teacher / "last.pt")]
+    fit(config("cut"), data=tiny_data, stop_after=1, **QUIET)
+    resumed = fit(config("cut"), data=tiny_data, resume=True, **QUIET)
+    assert read_history(tmp_path / "cut") == [
+        {**h, "seconds": c["seconds"]} for h, c in zip(read_history(tmp_path / "whole"), read_history(tmp_path / "cut"))
+    ]
+    assert resumed["last_val_acc"] == whole["last_val_acc"]
+    plain = fit(config_for("sepnet3k", output_dir=str(tmp_path / "plain"), **TINY), data=tiny_data, **QUIET)
+    assert read_history(tmp_path / "plain")[0]["train_loss"] != read_history(tmp_path / "whole")[0]["train_loss"]
+    assert not math.isnan(plain["last_val_acc"])
+
+
+def test_stacked_seeds_and_the_graph_steps_code_learn_from_the_teachers_too(tmp_path, tiny_data, teacher, monkeypatch):
+    import mnistlab.engine as engine
+    from mnistlab.graphstep import GraphedTrainer
+
+    def configs(root):
+        return [config_for("sepnet3k", seed=s, teachers=[str(teacher)], output_dir=str(tmp_path / root / f"s{s}"),
+                           **{**TINY, "ema": 0.0}) for s in (1, 2)]  # fmt: skip
+
+    alone = [fit(c, data=tiny_data, **QUIET) for c in configs("alone")]
+    together = fit_group(configs("together"), data=tiny_data, **QUIET)
+    for one, other in zip(alone, together):
+        assert one["last_val_acc"] == pytest.approx(other["last_val_acc"], abs=2.0)
+
+    def eager(*, config, state, loader, seeds, device):
+        return GraphedTrainer(config, state, loader, seeds, capture=False)
+
+    monkeypatch.setattr(engine, "graphed_trainer", eager)
+    graphed = fit_group(configs("graphed"), data=tiny_data, **QUIET)
+    for one, other in zip(together, graphed):
+        assert one["last_val_acc"] == pytest.approx(other["last_val_acc"], abs=2.0)
+    first = [read_history(tmp_path / root / "s1")[0]["train_loss"] for root in ("together", "graphed")]
+    assert first[0] == pytest.approx(first[1], rel=1e-3)  # the same loss, teachers' term included
+
+
+def test_teachers_that_saw_the_validation_images_or_changed_are_refused(tmp_path, tiny_data, teacher):
+    full = tmp_path / "full"
+    fit(config_for("model8", output_dir=str(full), **{**TINY, "val_size": 0, "epochs": 1}), data=tiny_data, **QUIET)
+    with pytest.raises(MnistlabError, match="trained on validation images the student is scored on"):
+        fit(
+            config_for("sepnet3k", teachers=[str(full)], output_dir=str(tmp_path / "s"), **TINY),
+            data=tiny_data,
+            **QUIET,
+        )
+    # a final run (no validation split) may learn from it
+    final = config_for("sepnet3k", teachers=[str(full)], output_dir=str(tmp_path / "f"), **{**TINY, "val_size": 0})
+    fit(final, data=tiny_data, stop_after=1, **QUIET)
+    payload = torch.load(full / "last.pt", weights_only=True)
+    payload["epoch"] = 99  # the teacher's file changes after the run began
+    torch.save(payload, full / "last.pt")
+    with pytest.raises(MnistlabError, match="changed since the run was configured"):
+        fit(final, data=tiny_data, resume=True, **QUIET)
+    with pytest.raises(MnistlabError, match="no checkpoint there"):
+        config_for("sepnet3k", teachers=[str(tmp_path / "nowhere")])
