@@ -74,3 +74,15 @@ def run_mnistlab(*args: str, cwd: Path | str = ROOT, env: dict[str, str] | None 
 def mnistlab():
     """The command line in a subprocess (``run_mnistlab``); a test that uses it is in the `cli` tier."""
     return run_mnistlab
+
+
+@pytest.fixture
+def eager_graph_step(monkeypatch):
+    """The engine trains through the captured-graph step's code, run eagerly (``capture=False``) on the CPU."""
+    import mnistlab.engine as engine
+    from mnistlab.graphstep import GraphedTrainer
+
+    def eager(*, config, state, loader, seeds, device):
+        return GraphedTrainer(config, state, loader, seeds, capture=False)
+
+    monkeypatch.setattr(engine, "graphed_trainer", eager)

@@ -75,10 +75,7 @@ def test_a_distilled_run_names_its_teachers_and_resumes_exactly(tmp_path, tiny_d
     assert not math.isnan(plain["last_val_acc"])
 
 
-def test_stacked_seeds_and_the_graph_steps_code_learn_from_the_teachers_too(tmp_path, tiny_data, teacher, monkeypatch):
-    import mnistlab.engine as engine
-    from mnistlab.graphstep import GraphedTrainer
-
+def test_stacked_seeds_and_the_graph_steps_code_learn_from_the_teachers_too(tmp_path, tiny_data, teacher, request):
     def configs(root):
         return [config_for("sepnet3k", seed=s, teachers=[str(teacher)], output_dir=str(tmp_path / root / f"s{s}"),
                            **{**TINY, "ema": 0.0}) for s in (1, 2)]  # fmt: skip
@@ -88,10 +85,7 @@ def test_stacked_seeds_and_the_graph_steps_code_learn_from_the_teachers_too(tmp_
     for one, other in zip(alone, together):
         assert one["last_val_acc"] == pytest.approx(other["last_val_acc"], abs=2.0)
 
-    def eager(*, config, state, loader, seeds, device):
-        return GraphedTrainer(config, state, loader, seeds, capture=False)
-
-    monkeypatch.setattr(engine, "graphed_trainer", eager)
+    request.getfixturevalue("eager_graph_step")  # from here on, through the graph step's code
     graphed = fit_group(configs("graphed"), data=tiny_data, **QUIET)
     for one, other in zip(together, graphed):
         assert one["last_val_acc"] == pytest.approx(other["last_val_acc"], abs=2.0)

@@ -11,6 +11,13 @@ import pytest
 pytestmark = pytest.mark.real_data
 
 
+def tiny_settings(tmp_path, name, db, *, threads=1, **changes):
+    """A study's settings on 300 images of each split, in ``tmp_path``, stored in the SQLite file ``db``."""
+    from mnistlab.search import Settings
+
+    return Settings(name, f"sqlite:///{db}", limit=300, results=str(tmp_path), threads=threads, **changes)
+
+
 def test_a_tiny_study_runs_twice_and_the_second_continues_it(mnistlab, tmp_path):
     (tmp_path / "space.json").write_text(
         json.dumps({"width": [12, 16], "stem1": [4, 5], "stem2": [8, 9], "depth": [2, 3], "factored": [True]})
@@ -116,17 +123,9 @@ def test_every_recorded_space_file_loads():
 
 
 def test_a_trial_over_budget_is_never_trained(tmp_path):
-    from mnistlab.search import Settings, Space, search
+    from mnistlab.search import Space, search
 
-    settings = Settings(
-        "tiny",
-        f"sqlite:///{tmp_path / 's.db'}",
-        max_params=3000,
-        seeds=(1,),
-        epochs=1,
-        limit=300,
-        results=str(tmp_path),
-    )
+    settings = tiny_settings(tmp_path, "tiny", tmp_path / "s.db", max_params=3000, seeds=(1,), epochs=1, threads=0)
     space = Space(width=(20, 20), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(False, True))
     study = search(settings, space, trials=6, log=lambda m: None)  # separable: ~1.5k parameters; full: ~8k
     over = [t for t in study.trials if t.user_attrs.get("over_budget")]
@@ -149,18 +148,9 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     from mnistlab.config import TrainConfig
     from mnistlab.models import config_for, create_model, get_card
     from mnistlab.models.found import load
-    from mnistlab.search import Settings, Space, open_existing, register_trial, search
+    from mnistlab.search import Space, open_existing, register_trial, search
 
-    settings = Settings(
-        "tiny",
-        f"sqlite:///{tmp_path / 's.db'}",
-        max_params=3500,
-        seeds=(1, 2),
-        epochs=1,
-        limit=300,
-        results=str(tmp_path),
-        threads=1,
-    )
+    settings = tiny_settings(tmp_path, "tiny", tmp_path / "s.db", max_params=3500, seeds=(1, 2), epochs=1)
     study = search(
         settings, Space(**{k: tuple(v) for k, v in TINY_SPACE.items()}), trials=3, log=lambda m: None, workers=2
     )
@@ -240,18 +230,9 @@ def test_search_workers_on_a_local_ray_cluster(mnistlab, tmp_path):
 
 
 def test_a_timeout_stops_new_trials_not_the_one_training(tmp_path):
-    from mnistlab.search import Settings, Space, search
+    from mnistlab.search import Space, search
 
-    settings = Settings(
-        "t",
-        f"sqlite:///{tmp_path / 't.db'}",
-        max_params=3500,
-        seeds=(1,),
-        epochs=1,
-        limit=300,
-        results=str(tmp_path),
-        threads=1,
-    )
+    settings = tiny_settings(tmp_path, "t", tmp_path / "t.db", max_params=3500, seeds=(1,), epochs=1)
     space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
     study = search(settings, space, trials=5, log=lambda m: None, timeout=0.01)
     assert len(study.trials) == 1 and study.trials[0].state.name == "COMPLETE"
@@ -307,20 +288,12 @@ def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(tmp_pat
     import mnistlab.search
     from mnistlab.records import load_searches
     from mnistlab.report import searches_section
-    from mnistlab.search import Settings, Space, search
+    from mnistlab.search import Space, search
 
     monkeypatch.setattr(mnistlab.search, "time", _Clock())
     (tmp_path / "search").mkdir()
-    settings = Settings(
-        "d",
-        f"sqlite:///{tmp_path / 'search' / 'd.db'}",
-        max_params=3500,
-        seeds=(1,),
-        epochs=epochs,
-        limit=300,
-        results=str(tmp_path),
-        threads=1,
-        stop_at=10.0,
+    settings = tiny_settings(
+        tmp_path, "d", tmp_path / "search" / "d.db", max_params=3500, seeds=(1,), epochs=epochs, stop_at=10.0
     )
     space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,), batch_size=(32,))
     study = search(settings, space, trials=1, log=lambda m: None)
@@ -338,18 +311,10 @@ def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(tmp_pat
 def test_no_trial_starts_once_the_deadline_has_passed(tmp_path):
     import time
 
-    from mnistlab.search import Settings, Space, search
+    from mnistlab.search import Space, search
 
-    settings = Settings(
-        "d",
-        f"sqlite:///{tmp_path / 'd.db'}",
-        max_params=3500,
-        seeds=(1,),
-        epochs=1,
-        limit=300,
-        results=str(tmp_path),
-        threads=1,
-        stop_at=time.time() - 1,
+    settings = tiny_settings(
+        tmp_path, "d", tmp_path / "d.db", max_params=3500, seeds=(1,), epochs=1, stop_at=time.time() - 1
     )
     space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
     assert search(settings, space, trials=3, log=lambda m: None).trials == []

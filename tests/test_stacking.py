@@ -243,11 +243,9 @@ def test_the_device_step_updates_as_torch_sgd_and_averaged_model_do():
         torch.testing.assert_close(a, b)
 
 
-def test_the_graph_trainers_step_run_eagerly_matches_the_engine(tmp_path, tiny_data, monkeypatch):
+def test_the_graph_trainers_step_run_eagerly_matches_the_engine(tmp_path, tiny_data, request):
     """The captured step's code (device step counter, schedule tables, own SGD and average), run eagerly on
     the CPU, trains as the engine's torch.optim path does."""
-    import mnistlab.engine as engine
-    from mnistlab.graphstep import GraphedTrainer
 
     def configs(root):
         return [
@@ -266,10 +264,7 @@ def test_the_graph_trainers_step_run_eagerly_matches_the_engine(tmp_path, tiny_d
 
     plain = fit_group(configs("plain"), data=tiny_data, **QUIET)
 
-    def eager(*, config, state, loader, seeds, device):
-        return GraphedTrainer(config, state, loader, seeds, capture=False)
-
-    monkeypatch.setattr(engine, "graphed_trainer", eager)
+    request.getfixturevalue("eager_graph_step")  # from here on, through the graph step's code
     device = fit_group(configs("device"), data=tiny_data, **QUIET)
     for one, other in zip(plain, device):
         assert one["test_acc_last3"] == pytest.approx(other["test_acc_last3"], abs=1.0)
