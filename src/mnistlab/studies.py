@@ -212,8 +212,12 @@ RECORD_SEEDED: tuple[Run, ...] = on_base(MODEL8_RECIPE, tuple(
 # frozen teachers trained on the 55,000 training images only (Model 8's final recipe and SepNet 6.5k's, seeds 1
 # and 2 of their validation runs), alpha 0.5, T 4 (the feasibility probe's), against sepnet3k's own recorded
 # runs. The smallest-model rule: whether it holds 99.4% on validation in each of the last 3 epochs of every seed.
-TEACHERS_55K = ("results/tuning/m8-lr0.1/s1", "results/tuning/m8-lr0.1/s2",
-                "results/tuning/sep6k-ema/s1", "results/tuning/sep6k-ema/s2")  # fmt: skip
+TEACHERS_55K = (
+    "results/tuning/m8-lr0.1/s1",
+    "results/tuning/m8-lr0.1/s2",
+    "results/tuning/sep6k-ema/s1",
+    "results/tuning/sep6k-ema/s2",
+)  # fmt: skip
 KD = {"teachers": TEACHERS_55K, "distill_alpha": 0.5, "distill_temperature": 4.0}
 # fmt: off
 RECORD_DISTILL: tuple[Run, ...] = RECORD_SEEDED[::3] + on_base(MODEL8_RECIPE, tuple(
