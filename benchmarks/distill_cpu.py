@@ -67,9 +67,16 @@ def main() -> None:
             value = seconds_per_epoch(args.student, seeds, teachers, args.images, args.threads, args.repeats)
             rows.append({"student": args.student, "seeds": seeds, "teachers": label, "seconds_per_epoch": value})
             print(f"{args.student} x{seeds}, teachers {label}: {value:.0f} s per 60,000 images", flush=True)
-    atomic_write_json(args.output, {"command": "python benchmarks/distill_cpu.py", "images": args.images,
-                                    "threads": args.threads, "rows": rows,
-                                    "provenance": provenance(resolve_device("cpu"))})  # fmt: skip
+    atomic_write_json(
+        args.output,
+        {
+            "command": "python benchmarks/distill_cpu.py",
+            "images": args.images,
+            "threads": args.threads,
+            "rows": rows,
+            "provenance": provenance(resolve_device("cpu")),
+        },
+    )
 
 
 if __name__ == "__main__":

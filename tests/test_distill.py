@@ -43,13 +43,15 @@ def test_the_loss_is_the_labels_plus_the_teachers_share():
     assert torch.allclose(hard, F.cross_entropy(log_probs[:, 0], labels[:, 0]).unsqueeze(0))
     itself = Teachers([stack([create_model("sepnet3k")])], temperature=4.0)
     itself.groups[0].load_state_dict(net.state_dict())
-    distilled = TrainingState(net, plain.optimizer, None, None, "none", teachers=itself, distill_alpha=0.5,
-                              distill_temperature=4.0)  # fmt: skip
+    distilled = TrainingState(
+        net, plain.optimizer, None, None, "none", teachers=itself, distill_alpha=0.5, distill_temperature=4.0
+    )
     # a teacher that is the student: the KL term is 0, the loss half the labels' term
     assert torch.allclose(distilled.losses(images, log_probs, labels), 0.5 * hard, atol=1e-6)
     other = Teachers([stack([create_model("model8")])], temperature=4.0)
-    other_state = TrainingState(net, plain.optimizer, None, None, "none", teachers=other, distill_alpha=1.0,
-                                distill_temperature=4.0)  # fmt: skip
+    other_state = TrainingState(
+        net, plain.optimizer, None, None, "none", teachers=other, distill_alpha=1.0, distill_temperature=4.0
+    )
     target = torch.softmax(other.groups[0](images) / 4.0, -1)[:, 0]
     student = F.log_softmax(log_probs[:, 0] / 4.0, -1)
     expected = 16.0 * F.kl_div(student, target, reduction="batchmean")
@@ -77,8 +79,16 @@ def test_a_distilled_run_names_its_teachers_and_resumes_exactly(tmp_path, tiny_d
 
 def test_stacked_seeds_and_the_graph_steps_code_learn_from_the_teachers_too(tmp_path, tiny_data, teacher, request):
     def configs(root):
-        return [config_for("sepnet3k", seed=s, teachers=[str(teacher)], output_dir=str(tmp_path / root / f"s{s}"),
-                           **{**TINY, "ema": 0.0}) for s in (1, 2)]  # fmt: skip
+        return [
+            config_for(
+                "sepnet3k",
+                seed=s,
+                teachers=[str(teacher)],
+                output_dir=str(tmp_path / root / f"s{s}"),
+                **{**TINY, "ema": 0.0},
+            )
+            for s in (1, 2)
+        ]
 
     alone = [fit(c, data=tiny_data, **QUIET) for c in configs("alone")]
     together = fit_group(configs("together"), data=tiny_data, **QUIET)

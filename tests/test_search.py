@@ -391,8 +391,19 @@ def test_a_study_with_teachers_draws_whether_and_how_to_learn_from_them(mnistlab
     other = mnistlab(*args[:-1], str(teacher.parent / "s2"), cwd=tmp_path)
     assert other.returncode == 2 and "a study's teachers are fixed" in other.stderr
     env = {"MNISTLAB_FOUND": str(tmp_path / "found.json")}
-    registered = mnistlab("register", "--study", "record-3500", "--trial", "0", "--name", "distilled", "--storage",
-                          "sqlite:///s.db", cwd=tmp_path, env=env)  # fmt: skip
+    registered = mnistlab(
+        "register",
+        "--study",
+        "record-3500",
+        "--trial",
+        "0",
+        "--name",
+        "distilled",
+        "--storage",
+        "sqlite:///s.db",
+        cwd=tmp_path,
+        env=env,
+    )
     assert registered.returncode == 0, registered.stderr
     recipe = json.loads((tmp_path / "found.json").read_text())[0]["recipe"]
     assert recipe["teachers"] == [str(teacher / "last.pt")] and recipe["distill_alpha"] == trial.params["distill_alpha"]

@@ -84,10 +84,20 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-@click.option("--teacher", "teachers", multiple=True, type=click.Path(),
-              help="learn from this checkpoint, run folder or folder of runs too (repeatable; see --distill-alpha)")  # fmt: skip
-@click.option("--tensorboard", "tensorboard_dir", type=click.Path(), default=None,
-              help="also write each epoch's losses, accuracies and rate as TensorBoard events here (pip install -e '.[tensorboard]')")  # fmt: skip
+@click.option(
+    "--teacher",
+    "teachers",
+    multiple=True,
+    type=click.Path(),
+    help="learn from this checkpoint, run folder or folder of runs too (repeatable; see --distill-alpha)",
+)
+@click.option(
+    "--tensorboard",
+    "tensorboard_dir",
+    type=click.Path(),
+    default=None,
+    help="also write each epoch's losses, accuracies and rate as TensorBoard events here (pip install -e '.[tensorboard]')",
+)
 @click.option(
     "--seeds",
     "seed_list",
@@ -366,8 +376,12 @@ def summary(model_name: str, fmt: str) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_OR_FOLDER...")
-@click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="write compare.md and the figures (PNG) here; without it, Markdown to stdout")  # fmt: skip
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="write compare.md and the figures (PNG) here; without it, Markdown to stdout",
+)
 def compare(paths: tuple[Path, ...], output: Path | None) -> None:
     """Compare runs: a table (params, MACs, field, last epochs over seeds, the 99.4% verdict) and, with
     --output, test accuracy per epoch with the seeds as a band and accuracy against parameters."""
@@ -576,9 +590,14 @@ def reproduce(
     help="seconds after which the trials still training stop (failed, marked 'stopped') and no trial "
     "starts: a lent machine's end",
 )
-@click.option("--teacher", "teachers", multiple=True, type=click.Path(),
-              help="the study's teachers (repeatable; trained without the validation images): each trial draws "
-              "whether to learn from them, and with what share and temperature")  # fmt: skip
+@click.option(
+    "--teacher",
+    "teachers",
+    multiple=True,
+    type=click.Path(),
+    help="the study's teachers (repeatable; trained without the validation images): each trial draws "
+    "whether to learn from them, and with what share and temperature",
+)
 def search(
     max_params: int,
     trials: int,

@@ -600,8 +600,10 @@ def teachers_note(result: ModelResult) -> str:
             sizes.append(run.summary["params"])
             seconds += run.summary["train_seconds"]
     kinds = ", ".join(f"{sizes.count(p)} x {p:,}" for p in sorted(set(sizes)))
-    return (f"its teachers: {len(sizes)} models ({kinds} parameters), trained for {_seconds(seconds)} in all, "
-            f"alpha {config['distill_alpha']}, T {config['distill_temperature']}")  # fmt: skip
+    return (
+        f"its teachers: {len(sizes)} models ({kinds} parameters), trained for {_seconds(seconds)} in all, "
+        f"alpha {config['distill_alpha']}, T {config['distill_temperature']}"
+    )
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"

@@ -175,7 +175,7 @@ def recipe_of(drawn: dict[str, Any], epochs: int | None = None, teachers: tuple[
             }
             if drawn.get("distill")
             else {}
-        ),  # fmt: skip
+        ),
     }
 
 

@@ -217,7 +217,7 @@ TEACHERS_55K = (
     "results/tuning/m8-lr0.1/s2",
     "results/tuning/sep6k-ema/s1",
     "results/tuning/sep6k-ema/s2",
-)  # fmt: skip
+)
 KD = {"teachers": TEACHERS_55K, "distill_alpha": 0.5, "distill_temperature": 4.0}
 # fmt: off
 RECORD_DISTILL: tuple[Run, ...] = RECORD_SEEDED[::3] + on_base(MODEL8_RECIPE, tuple(

@@ -247,8 +247,13 @@ def layers_from_spec(spec: dict[str, Any], where: str) -> OrderedDict[str, nn.Mo
         value = layer[kind]
         try:
             if kind == "conv":
-                block = conv(channels, int(value), int(layer.get("kernel", 3)), int(layer.get("padding", 0)),
-                             dropout=float(layer.get("dropout", 0.0)))  # fmt: skip
+                block = conv(
+                    channels,
+                    int(value),
+                    int(layer.get("kernel", 3)),
+                    int(layer.get("padding", 0)),
+                    dropout=float(layer.get("dropout", 0.0)),
+                )
                 channels = int(value)
             elif kind == "separable":
                 block, channels = separable(channels, int(value), int(layer.get("padding", 0))), int(value)
