@@ -260,3 +260,19 @@ def test_cli_paths_for_a_file_model_are_one_line_on_bad_input(mnistlab, tmp_path
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.py"]  # nothing created
+
+
+def test_summary_of_a_model_whose_field_cannot_be_traced_still_gives_shapes_and_params(tmp_path):
+    from click.testing import CliRunner
+
+    from mnistlab.cli import cli
+
+    (tmp_path / "rolled.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Rolled(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.conv = nn.Conv2d(1, 10, 28)\n\n"
+        "    def forward(self, x):\n        return self.conv(torch.roll(x, 1, dims=2)).flatten(1)\n"
+    )
+    result = CliRunner().invoke(cli, ["summary", f"{tmp_path / 'rolled.py'}:Rolled"])
+    assert result.exit_code == 0, result.output
+    assert "Rolled: receptive field not computed (" in result.output and "roll" in result.output
+    assert "model.conv" in result.output and "10x1x1" in result.output and "Total: 7,850 parameters" in result.output
