@@ -173,7 +173,7 @@ def fit_group(
     for config in configs:
         check_run_dir(config.output_dir)
         # a model from outside the package, in a fresh process (a worker, a resumed run): from its run's copy
-        ensure_registered(config.to_dict(), Path(config.output_dir), log)
+        ensure_registered(config.to_dict(), Path(config.output_dir) if resume else None, log)
     start = time.perf_counter()
     first = configs[0]
     outs = [Path(c.output_dir) for c in configs]
@@ -200,7 +200,7 @@ def fit_group(
                 )
     for config, out in zip(configs, outs):
         atomic_write_json(out / CONFIG, config.to_dict())
-        if config.source:  # a model from outside the package: its run keeps what it was built from
+        if config.source and not resume:  # a model from outside the package: its run keeps what it was built from
             keep_copy(config.source, out)
     forward = torch.compile(state.model) if first.compile else state.model
     judged = forward if state.averaged is None else state.scored

@@ -17,7 +17,9 @@ SUMMARY = "summary.json"  # written last: its presence means the run is done
 LAST = "last.pt"  # everything needed to resume, after each epoch
 BEST = "best.pt"  # the weights of the best epoch by validation accuracy
 LOG = "train.log"  # epoch lines of a run trained in a worker process
-RUN_FILES = (CONFIG, HISTORY, SUMMARY, LAST, BEST, LOG)
+SOURCE_COPY = "model_source.py"  # a model from outside the package: a copy of the file it was built from
+SPEC_COPY = "model_spec.json"  # ... or of its layer spec
+RUN_FILES = (CONFIG, HISTORY, SUMMARY, LAST, BEST, LOG, SOURCE_COPY, SPEC_COPY)
 
 LAST_K = 3  # "the last epochs": the window in which a run must hold the target, and over which it is reported
 TARGET = 99.4  # the course's goal: test accuracy (%) in each of the last LAST_K epochs

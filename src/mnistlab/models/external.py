@@ -38,10 +38,9 @@ from mnistlab.fileio import atomic_write_bytes
 from mnistlab.models.layers import Net, conv, head, separable
 from mnistlab.models.registry import get_card, is_registered, register_model
 from mnistlab.models.zoo import MODEL8_FINAL_RECIPE
+from mnistlab.rundir import SOURCE_COPY, SPEC_COPY
 
 ENTRY_POINTS = "mnistlab.models"  # installed packages register their builders here
-SOURCE_COPY = "model_source.py"  # the copy of a Python model's file in each of its run folders
-SPEC_COPY = "model_spec.json"  # the copy of a layer spec
 # a model from outside trains, unless told otherwise (--recipe FILE, --lr, ...), with Model 8's final recipe
 DEFAULT_RECIPE = MODEL8_FINAL_RECIPE
 
@@ -113,14 +112,13 @@ class Source:
             name = self.builder
             design = (inspect.getdoc(build) or "").split("\n\n")[0].replace("\n", " ")
         if is_registered(name):
-            card = get_card(name)
-            if getattr(card.builder, "source", None) == self.spec and (replace or card.builder.sha256 == sha256(data)):
-                if not replace:
-                    return name
-            else:
+            builder = get_card(name).builder
+            if getattr(builder, "source", None) != self.spec:
                 raise MnistlabError(
                     f"model name {name!r} is taken by a registered model; rename your builder (or the spec's name)"
                 )
+            if not replace and builder.sha256 == sha256(data):
+                return name  # registered from these very bytes already
         builder, params = _checked(build, self.spec)
         builder.source, builder.sha256 = self.spec, sha256(data)  # type: ignore[attr-defined]
         builder.__name__ = name
@@ -292,11 +290,9 @@ def _from_spec(data: bytes, where: str) -> tuple[str, Callable[..., nn.Module], 
 
 
 def keep_copy(source_spec: str, run_dir: Path) -> None:
-    """Copy what a model from outside is built from into its run folder (atomically), as the config records it."""
+    """Copy what a model from outside is built from into a new run's folder (atomically)."""
     source = Source.parse(source_spec)
-    data = source.read() if not (run_dir / copy_name(source)).is_file() else None
-    if data is not None:
-        atomic_write_bytes(run_dir / copy_name(source), data)
+    atomic_write_bytes(run_dir / copy_name(source), source.read())
 
 
 def copy_name(source: Source) -> str:
