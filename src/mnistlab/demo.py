@@ -24,6 +24,7 @@ from mnistlab.insight import IMAGE, Block, Inspection, LayerView, blocks, inspec
 from mnistlab.models.checkpoint import model_from, read_checkpoint
 from mnistlab.models.registry import get_card, list_models
 from mnistlab.predict import load_image, to_mnist
+from mnistlab.rundir import RESULTS
 
 SCALE = 10  # screen pixels per input pixel in the field view
 TILE = 64  # side of one feature map in the grid
@@ -227,7 +228,7 @@ PICK_BRUSH = """() => {
 }"""
 
 
-def build(results: str | Path = "results", checkpoint: str | Path | None = None) -> Any:
+def build(results: str | Path = RESULTS, checkpoint: str | Path | None = None) -> Any:
     """The Gradio app (not launched)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:

@@ -27,7 +27,7 @@ from mnistlab.records import (
     model_runs,
     tuning_scores,
 )
-from mnistlab.rundir import LAST_K, LAST_MEAN, LAST_MIN, TARGET
+from mnistlab.rundir import LAST_K, LAST_MEAN, LAST_MIN, RESULTS, TARGET
 from mnistlab.studies import EARLIER, RECORD_BUDGET, RECORD_STUDIES, STUDIES, Study
 
 SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
@@ -622,7 +622,7 @@ def update_readme(readme: Path, table: str) -> bool:
     return True
 
 
-def write_report(results: Path = Path("results"), output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
+def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
     """Write the report; with ``readme``, also refresh the comparison table in the README."""
     model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in list_models(lost=False)]
     if readme is not None:

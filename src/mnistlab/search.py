@@ -33,7 +33,7 @@ from mnistlab.models.compact import SEARCHED
 from mnistlab.models.found import entries
 from mnistlab.models.registry import teacher_files
 from mnistlab.records import batch_size_of
-from mnistlab.rundir import LAST_K, check_folder, read_history
+from mnistlab.rundir import LAST_K, RESULTS, check_folder, read_history
 from mnistlab.workers import in_processes
 
 MODEL = SEARCHED  # the family every trial draws a shape of
@@ -204,7 +204,7 @@ class Settings:
     seeds: tuple[int, ...] = (1, 2, 3, 4)
     epochs: int = 15
     limit: int | None = None
-    results: str = "results"
+    results: str = RESULTS
     device: str = "auto"
     threads: int = 0
     sampler_seed: int = 0  # the sampler's draws follow it: a study re-made from scratch draws the same trials
