@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab.config import Recipe
+from mnistlab.config import Recipe, TrainConfig
 from mnistlab.studies import STUDIES
 
 RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
+
+
+def _as_json(value):
+    """A value as config.json holds it (tuples as lists)."""
+    return json.loads(json.dumps(value))
 
 
 @pytest.mark.parametrize("study", STUDIES, ids=lambda study: study.key)
@@ -35,10 +40,11 @@ def test_each_study_winner_is_the_registered_model(study):
         later = next(s for s in STUDIES if s.key == study.superseded)
         start = tuning_scores(results, later)
         if start:
-            recipe = start[0].runs[0].config
-    for record in best.runs:  # every seed of the winner ran the winner's recipe
+            recipe = TrainConfig.from_dict(start[0].runs[0].config).to_dict()
+    for run in best.runs:  # every seed of the winner ran the winner's recipe (fields added since: their defaults)
+        recorded = TrainConfig.from_dict(run.config).to_dict()
         for key in RECIPE_FIELDS:
-            assert recipe[key] == record.config[key], (key, best.name)
+            assert _as_json(recipe[key]) == _as_json(recorded[key]), (key, best.name)
     shapes = {k: v.shape for k, v in create_model(best.declared.model).state_dict().items()}
     assert shapes == {k: v.shape for k, v in create_model(study.winner).state_dict().items()}, best.name
 
