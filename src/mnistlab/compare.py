@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from mnistlab.analysis import AnalysisError, analyze
+from mnistlab.analysis import analyze
+from mnistlab.errors import MnistlabError
 from mnistlab.fileio import atomic_write_text
 from mnistlab.models.checkpoint import build_model
 from mnistlab.models.external import ensure_registered
@@ -23,10 +24,10 @@ HEAD = (
 def geometry(group: RunGroup) -> tuple[str, str]:
     """The model's MACs per image and the receptive field of its last layer, or why they are not known."""
     first = group.runs[0]
-    ensure_registered(first.config, first.path)  # a model from outside: from the copy its run keeps
     try:
+        ensure_registered(first.config, first.path)  # a model from outside: from the copy its run keeps
         table = analyze(build_model(group.model, first.config), name=group.model)
-    except AnalysisError:
+    except MnistlabError:  # a model this version does not know, or whose field cannot be traced
         return "-", "-"
     field = table.receptive_field
     size = "x".join(map(str, field)) if isinstance(field, tuple) else f"{field}x{field}"
