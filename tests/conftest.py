@@ -86,3 +86,14 @@ def eager_graph_step(monkeypatch):
         return GraphedTrainer(config, state, loader, seeds, capture=False)
 
     monkeypatch.setattr(engine, "graphed_trainer", eager)
+
+
+@pytest.fixture(autouse=True)
+def registry_as_it_was():
+    """Models a test registers from outside the package (files, specs, entry points) leave with it."""
+    from mnistlab.models import registry
+
+    before = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)

@@ -624,7 +624,8 @@ def update_readme(readme: Path, table: str) -> bool:
 
 def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
     """Write the report; with ``readme``, also refresh the comparison table in the README."""
-    model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in list_models(lost=False)]
+    # the lab's own models (a user's, registered from outside the package in this process, have their own runs)
+    model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in list_models(lost=False, outside=False)]
     if readme is not None:
         update_readme(readme, comparison_table(model_results))
     figures = results / "figures"

@@ -398,7 +398,7 @@ def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS) -> list[
 def final_models() -> list[str]:
     """The models whose final runs are recorded: every one that is not a study's losing candidate, cheapest
     first (Model 1, at 13 CPU-minutes an epoch, last)."""
-    return sorted(list_models(lost=False), key=lambda name: get_card(name).params)
+    return sorted(list_models(lost=False, outside=False), key=lambda name: get_card(name).params)
 
 
 def planned_runs(

@@ -121,6 +121,7 @@ class Source:
                 return name  # registered from these very bytes already
         builder, params = _checked(build, self.spec)
         builder.source, builder.sha256 = self.spec, sha256(data)  # type: ignore[attr-defined]
+        builder.outside = True  # type: ignore[attr-defined]  # not one of the lab's own models
         builder.__name__ = name
         register_model(
             title=name,
@@ -345,6 +346,7 @@ def load_entry_points() -> list[str]:
             print(f"warning: model {entry.name} from {entry.value} not loaded: {exc}", file=sys.stderr)
             continue
         builder.__name__ = entry.name
+        builder.outside = True  # type: ignore[attr-defined]  # an installed package's, not the lab's own
         register_model(
             title=entry.name,
             target=(f"From the installed package's entry point `{entry.value}`.",),

@@ -91,9 +91,14 @@ def register_model(
     return decorate
 
 
-def list_models(pattern: str = "*", *, lost: bool = True) -> list[str]:
-    """Registered names matching ``pattern``; ``lost=False`` leaves out the models that lost a study."""
-    names = (n for n, card in _REGISTRY.items() if lost or not card.lost)
+def list_models(pattern: str = "*", *, lost: bool = True, outside: bool = True) -> list[str]:
+    """Registered names matching ``pattern``; ``lost=False`` leaves out the models that lost a study,
+    ``outside=False`` the models from outside the package (a user's file or module, an installed package's)."""
+    names = (
+        n
+        for n, card in _REGISTRY.items()
+        if (lost or not card.lost) and (outside or not getattr(card.builder, "outside", False))
+    )
     return sorted((n for n in names if fnmatch.fnmatch(n, pattern)), key=_natural)
 
 
