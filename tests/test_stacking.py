@@ -175,20 +175,26 @@ def test_stacked_runs_match_the_same_seeds_trained_alone(tmp_path, tiny_data):
         assert together["test_acc_last3"] == pytest.approx(alone["test_acc_last3"], abs=2.0)
 
 
+def two_seeds(folder, **changes):
+    """sepnet3k on seeds 1 and 2, two short epochs of batch 32, each run in ``folder/seed<k>``."""
+    return [
+        config_for(
+            "sepnet3k",
+            seed=s,
+            epochs=2,
+            batch_size=32,
+            val_size=100,
+            device="cpu",
+            output_dir=str(folder / f"seed{s}"),
+            **changes,
+        )
+        for s in (1, 2)
+    ]
+
+
 def test_a_stacked_group_resumes_to_the_same_numbers(tmp_path, tiny_data):
     def configs(root):
-        return [
-            config_for(
-                "sepnet3k",
-                seed=s,
-                epochs=2,
-                batch_size=32,
-                val_size=100,
-                device="cpu",
-                output_dir=str(tmp_path / root / f"seed{s}"),
-            )
-            for s in (1, 2)
-        ]
+        return two_seeds(tmp_path / root)
 
     whole = fit_group(configs("a"), data=tiny_data, **QUIET)  # with the moving average (sepnet3k's recipe)
     assert fit_group(configs("b"), data=tiny_data, stop_after=1, **QUIET)[0] == {"stopped_after": 1}
@@ -248,19 +254,7 @@ def test_the_graph_trainers_step_run_eagerly_matches_the_engine(tmp_path, tiny_d
     the CPU, trains as the engine's torch.optim path does."""
 
     def configs(root):
-        return [
-            config_for(
-                "sepnet3k",
-                seed=s,
-                epochs=2,
-                batch_size=32,
-                val_size=100,
-                device="cpu",
-                dropout=0.0,
-                output_dir=str(tmp_path / root / f"seed{s}"),
-            )
-            for s in (1, 2)
-        ]
+        return two_seeds(tmp_path / root, dropout=0.0)
 
     plain = fit_group(configs("plain"), data=tiny_data, **QUIET)
 

@@ -110,7 +110,7 @@ class Source:
         else:
             build = self._builder(data)
             name = self.builder
-            design = (inspect.getdoc(build) or "").split("\n\n")[0].replace("\n", " ")
+            design = _first_paragraph(build)
         if is_registered(name):
             builder = get_card(name).builder
             if getattr(builder, "source", None) != self.spec:
@@ -121,16 +121,10 @@ class Source:
                 return name  # registered from these very bytes already
         builder, params = _checked(build, self.spec)
         builder.source, builder.sha256 = self.spec, sha256(data)  # type: ignore[attr-defined]
-        builder.outside = True  # type: ignore[attr-defined]  # not one of the lab's own models
         builder.__name__ = name
-        register_model(
-            title=name,
-            target=(f"Your model, from `{self.spec}`.",),
-            design=design or f"Built by `{self.spec}`.",
-            recipe=recipe or DEFAULT_RECIPE,
-            params=params,
-            replace=True,
-        )(builder)
+        _register_outside(
+            builder, params, f"Your model, from `{self.spec}`.", design or f"Built by `{self.spec}`.", recipe
+        )
         return name
 
     def _builder(self, data: bytes) -> Callable[..., nn.Module]:
@@ -199,6 +193,27 @@ def _checked(build: Callable[..., nn.Module], spec: str) -> tuple[Callable[..., 
         return Net(OrderedDict(model=make(dropout=dropout)))
 
     return builder, sum(p.numel() for p in model.parameters())
+
+
+def _first_paragraph(build: Callable[..., Any]) -> str:
+    """A builder's docstring's first paragraph, on one line: its design, as the user wrote it."""
+    return (inspect.getdoc(build) or "").split("\n\n")[0].replace("\n", " ")
+
+
+def _register_outside(
+    builder: Callable[..., nn.Module], params: int, target: str, design: str, recipe: Recipe | None = None
+) -> None:
+    """Register a model from outside the package under its builder's name (again, from a run's copy), marked as
+    not one of the lab's own (``list_models(outside=False)`` leaves it out)."""
+    builder.outside = True  # type: ignore[attr-defined]
+    register_model(
+        title=builder.__name__,
+        target=(target,),
+        design=design,
+        recipe=recipe or DEFAULT_RECIPE,
+        params=params,
+        replace=True,
+    )(builder)
 
 
 def _parameters(build: Callable[..., Any]) -> dict[str, Any]:
@@ -346,13 +361,7 @@ def load_entry_points() -> list[str]:
             print(f"warning: model {entry.name} from {entry.value} not loaded: {exc}", file=sys.stderr)
             continue
         builder.__name__ = entry.name
-        builder.outside = True  # type: ignore[attr-defined]  # an installed package's, not the lab's own
-        register_model(
-            title=entry.name,
-            target=(f"From the installed package's entry point `{entry.value}`.",),
-            design=(inspect.getdoc(build) or "").split("\n\n")[0].replace("\n", " ") or f"Built by `{entry.value}`.",
-            recipe=DEFAULT_RECIPE,
-            params=params,
-        )(builder)
+        target = f"From the installed package's entry point `{entry.value}`."
+        _register_outside(builder, params, target, _first_paragraph(build) or f"Built by `{entry.value}`.")
         names.append(entry.name)
     return names
