@@ -153,3 +153,22 @@ def test_config_is_a_leaf_that_imports_neither_torch_nor_the_models():
     code = "import sys, mnistlab.config; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('mnistlab.models')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_final_runs_take_each_cards_seed_count_unless_seeds_are_named():
+    """`mnistlab reproduce` makes seeds 1..final_seeds of each model (a record model is judged on 6);
+    `--seeds` names them for every model."""
+    from mnistlab.studies import planned_runs
+
+    @register_model(
+        title="Six", target=("test",), design="", recipe=get_card("model8").recipe, params=10, final_seeds=6
+    )
+    def six_seeds_for_test() -> torch.nn.Module:
+        return torch.nn.Conv2d(1, 1, 3)
+
+    runs = planned_runs(["model8", "six_seeds_for_test"], None, tuning=False)
+    assert [(r.model, r.seed) for r in runs] == [("model8", s) for s in (1, 2, 3)] + [
+        ("six_seeds_for_test", s) for s in range(1, 7)
+    ]
+    assert {r.name for r in runs if r.model == "six_seeds_for_test"} == {f"seed{s}" for s in range(1, 7)}
+    assert [r.seed for r in planned_runs(["six_seeds_for_test"], (4, 5), tuning=False)] == [4, 5]

@@ -452,7 +452,11 @@ def report(results: str, output: str, readme: str) -> None:
     default=None,
     help="comma-separated [every model with final runs, not a study's losing candidates; cheapest first]",
 )
-@click.option("--seeds", default="1,2,3", show_default=True, help="the final runs' seeds, for every model")
+@click.option(
+    "--seeds",
+    default=None,
+    help="the final runs' seeds, for every model [each model's own: 1,2,3; 1 to 6 for a record model]",
+)
 @click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
 @click.option(
     "--tuning/--no-tuning",
@@ -500,7 +504,7 @@ def report(results: str, output: str, readme: str) -> None:
 @click.option("--quiet", is_flag=True)
 def reproduce(
     models: str,
-    seeds: str,
+    seeds: str | None,
     results: str,
     tuning: bool,
     threads: int,
@@ -526,7 +530,7 @@ def reproduce(
             "--epochs and --limit make runs unlike the recorded ones: write them elsewhere with --results DIR"
         )
     names = [resolve(m.strip()) for m in models.split(",") if m.strip()] if models else None
-    runs = planned_runs(names, _parse_seeds(seeds), tuning, studies)
+    runs = planned_runs(names, _parse_seeds(seeds) if seeds else None, tuning, studies)
     todo = [r for r in runs if status(r, Path(results)) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
     cluster = _cluster(use_ray, ray_address, gpus_per_job=1.0 / workers)

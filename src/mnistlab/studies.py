@@ -21,7 +21,7 @@ from mnistlab.rundir import RESULTS as RESULTS_DIR
 from mnistlab.rundir import TARGET
 
 RESULTS = Path(RESULTS_DIR)
-FINAL_SEEDS = (1, 2, 3)
+FINAL_SEEDS = (1, 2, 3)  # the earlier attempts' seeds
 RECORD_BUDGET = 3_500  # the record: the fewest parameters that hold the target, at most this many
 
 
@@ -399,14 +399,15 @@ RECORD_STUDIES = ("record", "fallback", "smallest-seeds", "record-seeds", "recor
 TUNING: tuple[Run, ...] = tuple({(r.folder, r.name): r for study in STUDIES for r in study.runs}.values())
 
 
-def final_runs(models: list[str], seeds: tuple[int, ...] = FINAL_SEEDS) -> list[Run]:
-    """Each model with its own recipe, on every seed. A model whose recipe was chosen on the validation split
-    (its card's ``refit``) trains on all 60,000 training images; the others keep the 5,000 validation images
-    out (Model 7's plateau schedule steps on their loss). The test set is only ever reported."""
+def final_runs(models: list[str], seeds: tuple[int, ...] | None = None) -> list[Run]:
+    """Each model with its own recipe, on every seed (None: seeds 1 to its card's ``final_seeds``). A model
+    whose recipe was chosen on the validation split (its card's ``refit``) trains on all 60,000 training images;
+    the others keep the 5,000 validation images out (Model 7's plateau schedule steps on their loss). The test set
+    is only ever reported."""
     return [
         Run(model, seed, model, f"seed{seed}", {"val_size": 0} if get_card(model).refit else {})
         for model in models
-        for seed in seeds
+        for seed in (seeds or range(1, get_card(model).final_seeds + 1))
     ]
 
 
@@ -417,10 +418,10 @@ def final_models() -> list[str]:
 
 
 def planned_runs(
-    models: list[str] | None, seeds: tuple[int, ...], tuning: bool, studies: tuple[str, ...] = ()
+    models: list[str] | None, seeds: tuple[int, ...] | None, tuning: bool, studies: tuple[str, ...] = ()
 ) -> list[Run]:
     """What ``mnistlab reproduce`` makes: the named studies' validation runs; or the final runs of ``models``
-    (None: ``final_models()``) on ``seeds``, after every study's validation runs and the earlier attempts
+    (None: ``final_models()``) on ``seeds`` (None: each model's own), after every study's validation runs and the earlier attempts
     with ``tuning``."""
     if studies:
         known = {study.key: study for study in STUDIES}

@@ -42,6 +42,7 @@ class ModelCard:
     record: bool = False  # an attempt at the record (the fewest parameters that hold): in the record section
     refit: bool = False  # chosen on the validation split: its final runs train on all 60,000 training images
     compared_with: str = ""  # a first design or a redesign: the model the report's analysis sets it against
+    final_seeds: int = 3  # its final runs' seeds, 1..n (a record is judged on 6)
 
 
 _REGISTRY: dict[str, ModelCard] = {}
@@ -61,6 +62,7 @@ def register_model(
     record: bool = False,
     refit: bool = False,
     compared_with: str = "",
+    final_seeds: int = 3,
     replace: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under its function name, with the card that describes it (``replace``: a model from
@@ -85,6 +87,7 @@ def register_model(
             record,
             refit,
             compared_with,
+            final_seeds,
         )
         return builder
 
