@@ -13,6 +13,8 @@ The lent machines have torch but not Optuna: for the record stages, `sh benchmar
 2. the speed benchmark: Model 8's 15-epoch recipe, one seed, with the graph and eager; a conventional
    pipeline (map-style Dataset rotating PIL images, DataLoader with 8 workers, pinned memory) for one epoch
    at batch 64 and 128; 16 seeds of Model 8 stacked (results/stacked/model8-16seeds);
+   the hold rates: ``--hold-models`` (SepNet 6.5k and sepnet3k; Model 8 is stacked16) on 16 seeds each, their histories and
+   summaries only (``--only holdrates``; add the record model learning from teachers, and carry its teachers);
 3. Model 8's three final seeds stacked (results/stacked/model8/seed<k>), beside the single-run records;
 4. the record searches (``--minutes`` of them): at most 3,500 and at most 3,762 parameters at the same time,
    ``--workers`` search workers sharing each study in results/search/ (resumed where an earlier session left
@@ -73,6 +75,11 @@ def main() -> None:
         help="seconds from the start by which the whole command ends (0: none): trials in flight "
         "stop in time for the finals, which stop by then",
     )
+    parser.add_argument(
+        "--hold-models",
+        default="sepnet6k,sepnet3k",
+        help="the holdrates stage's models, comma-separated, each on 16 seeds",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -89,6 +96,7 @@ def main() -> None:
         ("smoke", lambda: smoke(device, args)),
         ("speed", lambda: speed(device, args, tiny)),
         ("stacked16", lambda: stacked_seeds(device, args, tiny, 16, "model8-16seeds")),
+        ("holdrates", lambda: hold_rates(device, args, tiny)),
         ("stacked3", lambda: stacked_seeds(device, args, tiny, 3, "model8")),
         ("record", lambda: record(device, args, tiny)),
         ("finals", lambda: finals(device, args, tiny)),
@@ -123,6 +131,7 @@ def pack(args: argparse.Namespace) -> None:
                 and path.stat().st_mtime >= since
                 and path.stat().st_size < 4_000_000
                 and not (parts[0] == "search" and len(parts) > 2)
+                and not (parts[0] == "stacked" and parts[1].endswith("seeds") and path.suffix == ".pt")
             ):
                 tar.add(path)
 
@@ -221,18 +230,30 @@ def speed(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     return result
 
 
-def stacked_seeds(device: str, args: argparse.Namespace, tiny: dict, count: int, folder: str) -> dict:
-    """Model 8's final recipe on seeds 1..count as one stacked network, into results/stacked/<folder>."""
+def stacked_seeds(
+    device: str, args: argparse.Namespace, tiny: dict, count: int, folder: str, model: str = "model8"
+) -> dict:
+    """A model's final recipe (its teachers included) on seeds 1..count as one stacked network, into
+    results/stacked/<folder>."""
     root = args.results / "stacked" / folder
     configs = [
-        config_for(
-            "model8", seed=seed, val_size=0, device=device, **GRAPH, output_dir=str(root / f"seed{seed}"), **tiny
-        )
+        config_for(model, seed=seed, val_size=0, device=device, **GRAPH, output_dir=str(root / f"seed{seed}"), **tiny)
         for seed in range(1, count + 1)
     ]
     start = time.perf_counter()
     summaries = fit_group(configs, progress=False, log=quiet)
     return {"fit_seconds": time.perf_counter() - start, "test_last3": {s["seed"]: s[LAST_TESTS] for s in summaries}}
+
+
+def hold_rates(device: str, args: argparse.Namespace, tiny: dict) -> dict:
+    """The headline models' final recipes on 16 seeds each (results/stacked/<model>-16seeds, read by the report's
+    hold-rate table): the models of ``--hold-models``, one after another, each packed as it ends. Only their
+    histories and summaries come back (``pack`` leaves a many-seed run's checkpoints)."""
+    out = {}
+    for model in [m for m in args.hold_models.split(",") if m]:
+        out[model] = stacked_seeds(device, args, tiny, 16, f"{model}-16seeds", model)
+        pack(args)
+    return out
 
 
 def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:

@@ -153,3 +153,30 @@ def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
         )
     after = {(r.folder, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None}
     assert after == before
+
+
+def test_hold_rates_count_the_seeds_that_held_beside_the_final_verdict(tmp_path):
+    """A recipe on many seeds (results/stacked/<model>-<n>seeds) is reported as held on k of n, with its mean
+    and lowest epoch, beside its 3 final seeds' verdict; no such folder, no section."""
+    from mnistlab.models import get_card
+    from mnistlab.records import ModelResult, model_runs
+    from mnistlab.report import hold_rates_section
+    from mnistlab.rundir import LAST_TESTS
+
+    assert hold_rates_section(tmp_path, []) == ""
+    lasts = {1: [99.41, 99.45, 99.40], 2: [99.38, 99.50, 99.52], 3: [99.44, 99.43, 99.47], 4: [99.40, 99.40, 99.40]}
+    for seed, last3 in lasts.items():
+        run = tmp_path / "stacked" / "sepnet3k-4seeds" / f"seed{seed}"
+        run.mkdir(parents=True)
+        summary = {"model": "sepnet3k", "params": 3424, "seed": seed, LAST_TESTS: last3, "wall_seconds": 90.0}
+        summary["provenance"] = {"gpu": None, "machine": "x86_64 test CPU"}
+        (run / "summary.json").write_text(json.dumps(summary))
+        (run / "config.json").write_text(json.dumps({"teachers": ["a/last.pt", "b/last.pt"]}))
+        (run / "history.jsonl").write_text("")
+    finals = [ModelResult(get_card("sepnet3k"), model_runs(tmp_path / "stacked", "sepnet3k-4seeds")[:2])]
+    section = hold_rates_section(tmp_path, finals)
+    row = next(line for line in section.splitlines() if line.startswith("| `stacked/sepnet3k-4seeds`"))
+    assert row == (
+        "| `stacked/sepnet3k-4seeds` | `sepnet3k` | 3,424 | 2 | 4 | **3 of 4** | 99.43 | 99.38 (2) | 1 of 2 | "
+        "x86_64 test CPU, 90 s |"
+    ), row
