@@ -171,7 +171,7 @@ def test_hold_rates_count_the_seeds_that_held_beside_the_final_verdict(tmp_path)
         summary = {"model": "sepnet3k", "params": 3424, "seed": seed, LAST_TESTS: last3, "wall_seconds": 90.0}
         summary["provenance"] = {"gpu": None, "machine": "x86_64 test CPU"}
         (run / "summary.json").write_text(json.dumps(summary))
-        (run / "config.json").write_text(json.dumps({"teachers": ["a/last.pt", "b/last.pt"]}))
+        (run / "config.json").write_text(json.dumps({"model": "sepnet3k", "teachers": ["a/last.pt", "b/last.pt"]}))
         (run / "history.jsonl").write_text("")
     finals = [ModelResult(get_card("sepnet3k"), model_runs(tmp_path / "stacked", "sepnet3k-4seeds")[:2])]
     section = hold_rates_section(tmp_path, finals)

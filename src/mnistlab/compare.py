@@ -41,7 +41,7 @@ def table(groups: list[RunGroup]) -> str:
         tail = g.last3_all
         last = mean(r.summary["last_test_acc"] for r in g.runs) if all(r.last3 for r in g.runs) else None
         cells = (
-            f"{last:.2f} | {mean(tail):.2f} | {min(tail):.2f} | {g.held} of {len(g.runs)}"
+            f"{last:.2f} | {mean(tail):.2f} | {min(tail):.2f} | {g.held_count} of {len(g.runs)}"
             if tail and last is not None
             else "- | - | - | test not evaluated"
         )

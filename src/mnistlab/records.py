@@ -49,8 +49,28 @@ def model_runs(results: Path, name: str) -> list[RecordedRun]:
     return [r for r in runs if r is not None]
 
 
+class Seeds:
+    """What every view of one recipe's seeds (``runs``) counts: their last epochs, and on how many it held."""
+
+    runs: list[RecordedRun]
+
+    @property
+    def last3_all(self) -> list[float]:
+        return [a for r in self.runs for a in r.last3]
+
+    @property
+    def held_count(self) -> int:
+        """On how many seeds the target held in each of the last epochs."""
+        return sum(r.held for r in self.runs)
+
+    @property
+    def lowest(self) -> RecordedRun:
+        """The seed with the lowest of the last epochs."""
+        return min(self.runs, key=lambda r: min(r.last3, default=0.0))
+
+
 @dataclass(frozen=True)
-class ModelResult:
+class ModelResult(Seeds):
     """A model's headline numbers over its seeds."""
 
     card: ModelCard
@@ -61,13 +81,9 @@ class ModelResult:
         return [r.summary["seed"] for r in self.runs]
 
     @property
-    def last3_all(self) -> list[float]:
-        return [a for r in self.runs for a in r.last3]
-
-    @property
     def held(self) -> bool:
         """The target held in every one of the last 3 epochs, on every seed."""
-        return bool(self.runs) and all(r.held for r in self.runs)
+        return bool(self.runs) and self.held_count == len(self.runs)
 
     def stat(self, key: str, how: Any = mean) -> float:
         return how([r.summary[key] for r in self.runs])
@@ -174,7 +190,7 @@ def load_searches(results: Path) -> Searches:
 
 
 @dataclass(frozen=True)
-class RunGroup:
+class RunGroup(Seeds):
     """Runs of one model under one folder (``runs/my_net/seed1``, ``seed2``, ...): its seeds, compared as one."""
 
     label: str  # the folder that holds the seeds (or the run folder itself, for a lone run)
@@ -184,15 +200,6 @@ class RunGroup:
     @property
     def params(self) -> int:
         return self.runs[0].summary["params"]
-
-    @property
-    def last3_all(self) -> list[float]:
-        return [a for r in self.runs for a in r.last3]
-
-    @property
-    def held(self) -> int:
-        """On how many of its seeds the target held in each of the last epochs."""
-        return sum(r.held for r in self.runs)
 
 
 def find_runs(paths: list[Path]) -> list[RunGroup]:

@@ -21,6 +21,7 @@ from mnistlab.records import (
     Searches,
     batch_size_of,
     best_row,
+    find_runs,
     finished,
     load_run,
     load_searches,
@@ -505,8 +506,7 @@ def hold_rates_section(results: Path, model_results: list[ModelResult]) -> str:
     """Each model's final recipe on many seeds (a folder ``<model>-<n>seeds`` under results/stacked/): on how
     many seeds it held, its mean and lowest epoch, beside the verdict of its 3 final seeds."""
     folders = sorted((results / HOLD_RATES).glob("*-*seeds"), key=lambda p: p.name)
-    groups = [(f.name, model_runs(f.parent, f.name)) for f in folders]
-    groups = [(name, runs) for name, runs in groups if runs]
+    groups = [group for folder in folders if list(folder.glob("seed*/summary.json")) for group in find_runs([folder])]
     if not groups:
         return ""
     finals = {r.card.name: r for r in model_results}
@@ -521,18 +521,15 @@ def hold_rates_section(results: Path, model_results: list[ModelResult]) -> str:
         "where, time for all seeds |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, runs in groups:
-        first = runs[0]
-        model, values = first.summary["model"], [a for r in runs for a in r.last3]
-        worst = min(runs, key=lambda r: min(r.last3) if r.last3 else 0.0)
-        final = finals.get(model)
-        verdict = f"{sum(r.held for r in final.runs)} of {len(final.runs)}" if final and final.runs else "-"
+    for group in groups:
+        first, worst, final = group.runs[0], group.lowest, finals.get(group.model)
+        verdict = f"{final.held_count} of {len(final.runs)}" if final and final.runs else "-"
         where = first.summary["provenance"].get("gpu") or first.summary["provenance"]["machine"]
         lines.append(
-            f"| `{HOLD_RATES}/{name}` | `{model}` | {first.summary['params']:,} | "
-            f"{len(first.config.get('teachers') or ())} | {len(runs)} | **{sum(r.held for r in runs)} of "
-            f"{len(runs)}** | {mean(values):.2f} | {min(values):.2f} ({worst.summary['seed']}) | {verdict} | "
-            f"{where}, {_seconds(first.summary['wall_seconds'])} |"
+            f"| `{Path(group.label).relative_to(results).as_posix()}` | `{group.model}` | {group.params:,} | "
+            f"{len(first.config.get('teachers') or ())} | {len(group.runs)} | **{group.held_count} of "
+            f"{len(group.runs)}** | {mean(group.last3_all):.2f} | {min(worst.last3):.2f} ({worst.summary['seed']}) | "
+            f"{verdict} | {where}, {_seconds(first.summary['wall_seconds'])} |"
         )
     lines += [
         "",
@@ -608,7 +605,7 @@ def record_section(
         line = (
             f"- Smallest that held on every seed, {kind}: **{smallest.card.title}** (`{smallest.card.name}`, "
             f"{smallest.card.params:,} parameters, {within} the {RECORD_BUDGET:,}-parameter budget; held on "
-            f"{sum(r.held for r in smallest.runs)} of {len(smallest.runs)} seeds, lowest epoch "
+            f"{smallest.held_count} of {len(smallest.runs)} seeds, lowest epoch "
             f"{min(smallest.last3_all):.2f})"
         )
         if taught:
