@@ -21,6 +21,13 @@ def _as_json(value):
     return json.loads(json.dumps(value))
 
 
+def _teachers(checkpoints, val_size: int = 0) -> list[str]:
+    """The teachers' models, each from the config beside its checkpoint, which must hold ``val_size`` images out."""
+    configs = [json.loads((Path(p).parent / "config.json").read_text()) for p in checkpoints]
+    assert all(c["val_size"] == val_size for c in configs), [(p, c["val_size"]) for p, c in zip(checkpoints, configs)]
+    return sorted(c["model"] for c in configs)
+
+
 @pytest.mark.parametrize("study", STUDIES, ids=lambda study: study.key)
 def test_each_study_winner_is_the_registered_model(study):
     """The model a study produced must be its best-validation candidate: same recipe, same layers."""
@@ -44,6 +51,9 @@ def test_each_study_winner_is_the_registered_model(study):
     for run in best.runs:  # every seed of the winner ran the winner's recipe (fields added since: their defaults)
         recorded = TrainConfig.from_dict(run.config).to_dict()
         for key in RECIPE_FIELDS:
+            if key == "teachers":  # the same teachers' models; the winner's on all 60,000 images, the study's not
+                assert _teachers(recipe[key]) == _teachers(recorded[key], val_size=5000), best.name
+                continue
             assert _as_json(recipe[key]) == _as_json(recorded[key]), (key, best.name)
     shapes = {k: v.shape for k, v in create_model(best.declared.model).state_dict().items()}
     assert shapes == {k: v.shape for k, v in create_model(study.winner).state_dict().items()}, best.name
