@@ -52,12 +52,15 @@ def test_log_probabilities_backward_and_deterministic_eval(name):
 def test_recipes_are_checked_when_made():
     from mnistlab.config import Augment, Recipe, recipe_values
     from mnistlab.models import config_for
+    from mnistlab.models.registry import teacher_files
 
     for name in list_models():  # a card's recipe is what a run of it trains with, every field
         card = get_card(name)
         assert card.target and all(isinstance(t, str) and t for t in card.target), name
         config = config_for(name).to_dict()
-        assert {k: config[k] for k in recipe_values(card.recipe)} == dataclasses.asdict(card.recipe), name
+        recipe = dataclasses.asdict(card.recipe)
+        recipe["teachers"] = teacher_files(card.recipe.teachers)[0]  # a run folder means each of its seeds
+        assert {k: config[k] for k in recipe_values(card.recipe)} == recipe, name
     with pytest.raises(MnistlabError, match="learning rate must be positive"):
         Recipe(lr=0)  # a card with a bad recipe fails at import, not at its first run
     assert Recipe(augment={"rotation": 5.0}).augment == Augment(rotation=5.0)  # dicts become Augment once
