@@ -13,12 +13,14 @@ The lent machines have torch but not Optuna: for the record stages, `sh benchmar
 2. the speed benchmark: Model 8's 15-epoch recipe, one seed, with the graph and eager; a conventional
    pipeline (map-style Dataset rotating PIL images, DataLoader with 8 workers, pinned memory) for one epoch
    at batch 64 and 128; 16 seeds of Model 8 stacked (results/stacked/model8-16seeds);
-   the hold rates: ``--hold-models`` (SepNet 6.5k and sepnet3k; Model 8 is stacked16) on 16 seeds each, their histories and
-   summaries only (``--only holdrates``; add the record model learning from teachers, and carry its teachers);
+   the hold rates: ``--hold-models`` (the record learning from teachers, SepNet 6.5k, sepnet3k; Model 8 is
+   stacked16's) on 16 seeds each, their histories and summaries only (``--only holdrates``; the teachers are
+   committed runs under results/, so they travel with the working tree);
 3. Model 8's three final seeds stacked (results/stacked/model8/seed<k>), beside the single-run records;
 4. the record searches (``--minutes`` of them): at most 3,500 and at most 3,762 parameters at the same time,
    ``--workers`` search workers sharing each study in results/search/ (resumed where an earlier session left
    it), over results/search/record-gpu.space.json (the CPU search's space, with the batch size drawn too);
+   ``--budgets 3000 --search-teachers results/tuning/m8-lr0.1/s1,...`` is the search with teachers below 3,000;
 5. the finals: each search's best trial registered (`mnistlab register`) and trained on 3 seeds with all
    60,000 images (`mnistlab reproduce --models NAME --no-tuning`); found.json comes back in ``--out``.
 
@@ -75,9 +77,15 @@ def main() -> None:
         help="seconds from the start by which the whole command ends (0: none): trials in flight "
         "stop in time for the finals, which stop by then",
     )
+    parser.add_argument("--budgets", default="3500,3762", help="the record searches' parameter budgets")
+    parser.add_argument(
+        "--search-teachers",
+        default="",
+        help="the record searches' teachers, comma-separated run folders (e.g. results/tuning/m8-lr0.1/s1)",
+    )
     parser.add_argument(
         "--hold-models",
-        default="sepnet6k,sepnet3k",
+        default="sepnet3k_kd,sepnet6k,sepnet3k",
         help="the holdrates stage's models, comma-separated, each on 16 seeds",
     )
     args = parser.parse_args()
@@ -257,13 +265,18 @@ def hold_rates(device: str, args: argparse.Namespace, tiny: dict) -> dict:
 
 
 def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
-    """The record searches, at most 3,500 and at most 3,762 parameters (the public single-run model's size), at
-    the same time: ``--workers`` search workers share each study (in results/search/, resumed where an earlier
-    session left it), each starting no trial after ``--minutes``; the archive is packed after them."""
+    """The record searches, at most 3,500 and at most 3,762 parameters (the public single-run model's size;
+    ``--budgets``), at the same time: ``--workers`` search workers share each study (in results/search/, resumed
+    where an earlier session left it), each starting no trial after ``--minutes``; the archive is packed after
+    them. With ``--search-teachers`` (55,000-image runs: the search scores on validation) each study is
+    ``record-<budget>-kd`` and draws distillation's alpha and T per trial."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from mnistlab.models.registry import teacher_files
     from mnistlab.records import best_row, finished, trial_rows
     from mnistlab.search import Settings, Space, search
+
+    teachers = teacher_files([t for t in args.search_teachers.split(",") if t])[0]
 
     space_file = Path("results") / "search" / "record-gpu.space.json"
     space = Space.from_file(Path(__file__).resolve().parents[1] / space_file)
@@ -295,6 +308,7 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
             command=command,
             sampler_seed=budget,
             stop_at=stop_at,
+            teachers=teachers,
             **GRAPH,
         )
         study = search(settings, space, trials=1000, log=quiet, workers=args.workers or 5, timeout=args.minutes * 60)
@@ -306,7 +320,8 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
             "best": {key: best[key] for key in ("trial", "params", "score", "arch", "params_drawn")} if best else None,
         }
 
-    budgets = {f"record-{budget}" + ("-tiny" if tiny else ""): budget for budget in (3500, 3762)}
+    kd = "-kd" if teachers else ""
+    budgets = {f"record-{b}{kd}" + ("-tiny" if tiny else ""): b for b in map(int, args.budgets.split(","))}
     with ThreadPoolExecutor(len(budgets)) as pool:
         futures = {name: pool.submit(one, name, budget) for name, budget in budgets.items()}
         result = {name: future.result() for name, future in futures.items()}
