@@ -557,11 +557,20 @@ def record_section(
         "",
     ]
     studies = {study.key: study for study in STUDIES}
+    listed: set[str] = set()
     for key in RECORD_STUDIES:
         candidates = study_scores.get(key, [])
         if not candidates:
             continue
         best = max(candidates, key=lambda c: c.score)  # by mean here: what each study reached at best
+        if {c.name for c in candidates} <= listed:  # a later rule over the runs already listed
+            chosen = studies[key].choose(candidates)
+            lines.append(
+                f"- {studies[key].title}: the candidates above, by its own rule; "
+                + (f"it chose `{chosen.name}`." if chosen else "none met it.")
+            )
+            continue
+        listed |= {c.name for c in candidates}
         seeds = max(len(c.runs) for c in candidates)
         sizes = sorted({c.runs[0].summary["params"] for c in candidates})
         count = f"{len(candidates)} candidates" if len(candidates) > 1 else "1 candidate"
