@@ -101,6 +101,10 @@ def test_the_record_section_names_each_search_and_every_model_taken_from_one():
         top = max(round(t.value, 6) for t in done)  # of the trials that tie on it, the smallest
         best = min((t for t in done if round(t.value, 6) == top), key=lambda t: t.user_attrs["params"])
         assert f"Search `{store.stem}`" in section and f"best trial {best.number} " in section
+    for name in names:  # a model learning from teachers says from how many, and what they cost
+        runs = model_runs(results, name)
+        if runs and runs[0].config.get("teachers"):
+            assert f"Learning from {len(runs[0].config['teachers'])} models (" in section, name
     finals = section[section.index("Final runs") :]
     by_size = sorted(names, key=lambda n: get_card(n).params)
     positions = [finals.index(f"**{get_card(n).title}** ({get_card(n).params:,} parameters)") for n in by_size]

@@ -599,7 +599,8 @@ def record_section(
         if not result.runs:
             lines.append(f"- {name}: not run yet (`mnistlab reproduce --models {name}`).")
             continue
-        lines.append(f"- {target_line(result)}")
+        teachers = f" Learning from {teachers_note(result)}." if result.card.recipe.teachers else ""
+        lines.append(f"- {target_line(result)}{teachers}")
         if result.held and len(result.runs) >= 3:
             held.append(result)
     lines.append("")
@@ -618,7 +619,7 @@ def record_section(
             f"{min(smallest.last3_all):.2f})"
         )
         if taught:
-            line += f"; {teachers_note(smallest)}"
+            line += f"; learning from {teachers_note(smallest)}"
         lines.append(line + ".")
     lines += [
         "",
@@ -638,7 +639,7 @@ def teachers_note(result: ModelResult) -> str:
             seconds += run.summary["train_seconds"]
     kinds = ", ".join(f"{sizes.count(p)} x {p:,}" for p in sorted(set(sizes)))
     return (
-        f"its teachers: {len(sizes)} models ({kinds} parameters), trained for {_seconds(seconds)} in all, "
+        f"{len(sizes)} models ({kinds} parameters), trained for {_seconds(seconds)} in all, "
         f"alpha {config['distill_alpha']}, T {config['distill_temperature']}"
     )
 
