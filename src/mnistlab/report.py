@@ -616,7 +616,7 @@ def record_section(
             f"- Smallest that held on every seed, {kind}: **{smallest.card.title}** (`{smallest.card.name}`, "
             f"{smallest.card.params:,} parameters, {within} the {RECORD_BUDGET:,}-parameter budget; held on "
             f"{smallest.held_count} of {len(smallest.runs)} seeds, lowest epoch "
-            f"{min(smallest.last3_all):.2f})"
+            f"{min(smallest.last3_all):.2f}; on more seeds, where measured: the hold rates below)"
         )
         if taught:
             line += f"; learning from {teachers_note(smallest)}"
