@@ -180,3 +180,20 @@ def test_hold_rates_count_the_seeds_that_held_beside_the_final_verdict(tmp_path)
         "| `stacked/sepnet3k-4seeds` | `sepnet3k` | 3,424 | 2 | 4 | **3 of 4** | 99.43 | 99.38 (2) | 1 of 2 | "
         "x86_64 test CPU, 90 s |"
     ), row
+
+
+def test_a_study_over_runs_already_listed_says_what_its_rule_chose():
+    """The record section lists each candidate once: a later study that applies another rule to the same
+    recorded runs (record-distill-best) says which it chose instead of listing them again."""
+    from mnistlab.records import Candidate, RecordedRun
+    from mnistlab.report import record_section
+
+    def candidate(name: str, *vals: float) -> Candidate:
+        run = RecordedRun(Path(name), {"params": 3424, "seed": 1}, [{"val_acc": v} for v in vals], {})
+        return Candidate(name, Run("sepnet3k", 1, "tuning", f"{name}/s1", why=f"{name} why"), [run])
+
+    plain, taught = candidate("sep3k", 99.3, 99.3, 99.3), candidate("sep3k-kd", 99.5, 99.3, 99.4)
+    scores = {"record-distill": [plain, taught], "record-distill-best": [plain, taught]}
+    section = record_section([], scores, [])
+    assert section.count("best `sep3k-kd` (sep3k-kd why)") == 1
+    assert "the best candidate on validation: the candidates above, by its own rule; it chose `sep3k-kd`." in section

@@ -455,7 +455,7 @@ def report(results: str, output: str, readme: str) -> None:
 @click.option(
     "--seeds",
     default=None,
-    help="the final runs' seeds, for every model [each model's own: 1,2,3; 1 to 6 for a record model]",
+    help="the final runs' seeds, for every model [each model's own: 1 to its card's final_seeds, 3 for most]",
 )
 @click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
 @click.option(

@@ -505,10 +505,10 @@ HOLD_RATES = "stacked"  # results/stacked/<model>-<n>seeds: one final recipe on 
 def hold_rates_section(results: Path, model_results: list[ModelResult]) -> str:
     """Each model's final recipe on many seeds (a folder ``<model>-<n>seeds`` under results/stacked/): on how
     many seeds it held, its mean and lowest epoch, beside the verdict of its 3 final seeds."""
-    folders = sorted((results / HOLD_RATES).glob("*-*seeds"), key=lambda p: p.name)
-    groups = [group for folder in folders if list(folder.glob("seed*/summary.json")) for group in find_runs([folder])]
-    if not groups:
+    folders = [f for f in sorted((results / HOLD_RATES).glob("*-*seeds")) if any(f.glob("seed*/summary.json"))]
+    if not folders:
         return ""
+    groups = find_runs(folders)  # in the order given: by folder name
     finals = {r.card.name: r for r in model_results}
     lines = [
         "## Hold rates: the final recipes on many seeds",
