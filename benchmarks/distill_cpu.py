@@ -15,10 +15,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from mnistlab.engine import fit_group, provenance
-from mnistlab.fileio import atomic_write_json
+from mnistlab.core.fileio import atomic_write_json
 from mnistlab.models import config_for
-from mnistlab.training import resolve_device
+from mnistlab.training.engine import fit_group, provenance
+from mnistlab.training.step import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHERS = {

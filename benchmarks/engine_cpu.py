@@ -14,12 +14,12 @@ import statistics
 import tempfile
 import time
 
-import mnistlab.engine as engine
+import mnistlab.training.engine as engine
 
 try:
     from mnistlab.models import config_for
 except ImportError:  # engines before config_for
-    from mnistlab.config import TrainConfig
+    from mnistlab.core.config import TrainConfig
 
     config_for = TrainConfig.for_model
 

@@ -49,9 +49,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-from mnistlab.engine import fit, fit_group  # noqa: E402
+from mnistlab.core.rundir import LAST_TESTS  # noqa: E402
 from mnistlab.models import config_for  # noqa: E402
-from mnistlab.rundir import LAST_TESTS  # noqa: E402
+from mnistlab.training.engine import fit, fit_group  # noqa: E402
 
 RECORD: dict = {"stages": {}}
 FINALS_SECONDS = 110  # what the finals are left under --deadline: 2 models x 3 seeds stacked, at once
@@ -272,9 +272,9 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     ``record-<budget>-kd`` and draws distillation's alpha and T per trial."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from mnistlab.jobs.search import Settings, Space, search
+    from mnistlab.lab.records import best_row, finished, trial_rows
     from mnistlab.models.registry import teacher_files
-    from mnistlab.records import best_row, finished, trial_rows
-    from mnistlab.search import Settings, Space, search
 
     teachers = teacher_files([t for t in args.search_teachers.split(",") if t])[0]
 

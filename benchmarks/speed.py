@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from mnistlab import perf
-from mnistlab.analysis import analyze
+from mnistlab.core import perf
+from mnistlab.core.fileio import atomic_write_json
 from mnistlab.data import Augment, TensorLoader, load_mnist
-from mnistlab.engine import evaluate, provenance
-from mnistlab.fileio import atomic_write_json
 from mnistlab.models import create_model, get_card
+from mnistlab.tools.analysis import analyze
+from mnistlab.training.engine import evaluate, provenance
 
 EPOCH_IMAGES = 60_000
 

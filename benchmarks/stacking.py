@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from mnistlab import perf
+from mnistlab.core import perf
+from mnistlab.core.fileio import atomic_write_json
 from mnistlab.data import load_mnist
 from mnistlab.data.loader import TensorLoader
-from mnistlab.engine import build_stacked
-from mnistlab.fileio import atomic_write_json
 from mnistlab.models import config_for
-from mnistlab.training import TrainingState, make_optimizer, train_one_epoch
+from mnistlab.training.engine import build_stacked
+from mnistlab.training.step import TrainingState, make_optimizer, train_one_epoch
 
 
 def images_per_second(model_name: str, seeds: tuple[int, ...], steps: int, threads: int, warmup: int = 5) -> float:

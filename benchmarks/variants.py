@@ -50,7 +50,7 @@ def run_variant(model_name: str, steps: int, settings: dict) -> dict:
     import torch.nn.functional as F
     from torch import nn
 
-    from mnistlab import perf
+    from mnistlab.core import perf
     from mnistlab.data import Augment, TensorLoader, load_mnist
     from mnistlab.models import create_model
 
@@ -104,7 +104,7 @@ def profile(model_name: str, steps: int) -> None:
     import torch
     import torch.nn.functional as F
 
-    from mnistlab import perf
+    from mnistlab.core import perf
     from mnistlab.data import Augment, TensorLoader, load_mnist
     from mnistlab.models import create_model
 
@@ -200,8 +200,8 @@ def main() -> None:
 
     import torch
 
-    from mnistlab.engine import provenance
-    from mnistlab.fileio import atomic_write_json
+    from mnistlab.core.fileio import atomic_write_json
+    from mnistlab.training.engine import provenance
 
     atomic_write_json(
         args.output,

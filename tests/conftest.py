@@ -79,8 +79,8 @@ def mnistlab():
 @pytest.fixture
 def eager_graph_step(monkeypatch):
     """The engine trains through the captured-graph step's code, run eagerly (``capture=False``) on the CPU."""
-    import mnistlab.engine as engine
-    from mnistlab.graphstep import GraphedTrainer
+    import mnistlab.training.engine as engine
+    from mnistlab.training.graphstep import GraphedTrainer
 
     def eager(*, config, state, loader, seeds, device):
         return GraphedTrainer(config, state, loader, seeds, capture=False)

@@ -1,4 +1,4 @@
-"""An empirical receptive-field measure, independent of mnistlab.analysis's arithmetic.
+"""An empirical receptive-field measure, independent of mnistlab.tools.analysis's arithmetic.
 
 Make every weight positive (so nothing cancels), put BatchNorm in eval mode with unit statistics, turn max
 pools into average pools of the same geometry (a max passes gradient to one input only), feed ones, pick one
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.analysis import trace
+from mnistlab.tools.analysis import trace
 
 
 def _avg_like(pool: nn.Module) -> nn.Module:

@@ -13,8 +13,8 @@ from rf_probe import check_extent, expected_window, measured_extent
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mnistlab.analysis import AnalysisError, analyze
 from mnistlab.models import create_model, list_models
+from mnistlab.tools.analysis import AnalysisError, analyze
 
 
 def spatial_hw(row):

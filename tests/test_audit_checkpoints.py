@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab.evaluation import evaluate_checkpoint
 from mnistlab.models import load_checkpoint
+from mnistlab.tools.evaluation import evaluate_checkpoint
 
 pytestmark = pytest.mark.real_data
 

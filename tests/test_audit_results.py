@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab.config import Recipe, TrainConfig
-from mnistlab.studies import STUDIES
+from mnistlab.core.config import Recipe, TrainConfig
+from mnistlab.lab.studies import STUDIES
 
 RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 
@@ -31,8 +31,8 @@ def _teachers(checkpoints, val_size: int = 0) -> list[str]:
 @pytest.mark.parametrize("study", STUDIES, ids=lambda study: study.key)
 def test_each_study_winner_is_the_registered_model(study):
     """The model a study produced must be its best-validation candidate: same recipe, same layers."""
+    from mnistlab.lab.records import tuning_scores
     from mnistlab.models import config_for, create_model
-    from mnistlab.records import tuning_scores
 
     results = Path(__file__).resolve().parent.parent / "results"
     scores = tuning_scores(results, study)
@@ -61,8 +61,8 @@ def test_each_study_winner_is_the_registered_model(study):
 
 def test_every_recorded_tuning_run_is_its_declared_config():
     """`mnistlab reproduce --tuning` must re-make exactly the recorded validation runs."""
-    from mnistlab.config import EXECUTION, TrainConfig, fields_with
-    from mnistlab.studies import EARLIER, TUNING
+    from mnistlab.core.config import EXECUTION, TrainConfig, fields_with
+    from mnistlab.lab.studies import EARLIER, TUNING
 
     results = Path(__file__).resolve().parent.parent / "results"
     checked = 0
@@ -84,10 +84,10 @@ def test_the_record_section_names_each_search_and_every_model_taken_from_one():
     found model beside the hand-made ones, smallest first."""
     import optuna
 
+    from mnistlab.lab.records import ModelResult, load_searches, model_runs
+    from mnistlab.lab.report import record_section
     from mnistlab.models import get_card, list_models
     from mnistlab.models.found import entries
-    from mnistlab.records import ModelResult, load_searches, model_runs
-    from mnistlab.report import record_section
 
     results = Path(__file__).resolve().parents[1] / "results"
     names = [n for n in list_models() if get_card(n).record]

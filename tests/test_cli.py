@@ -151,8 +151,8 @@ def test_overwrite_removes_only_the_runs_own_files(mnistlab, tmp_path):
 
 
 def test_a_moved_run_resumes_where_it_is_now(mnistlab, tmp_path):
-    from mnistlab.engine import fit
     from mnistlab.models import config_for
+    from mnistlab.training.engine import fit
 
     config = config_for(
         "model8", epochs=2, limit=300, val_size=100, test_every_epoch=False, output_dir=str(tmp_path / "made-here")

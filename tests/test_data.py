@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import tiny_digits
 
+from mnistlab.core.errors import MnistlabError
 from mnistlab.data import Augment, make_loaders, random_affine
 from mnistlab.data.mnist import (
     IMAGES_MAGIC,
@@ -25,7 +26,6 @@ from mnistlab.data.mnist import (
     load_mnist,
     read_idx_file,
 )
-from mnistlab.errors import MnistlabError
 
 
 def spec_for(name: str, array: np.ndarray, magic: int) -> IdxSpec:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mnistlab.demo import build, choices, digit_from_file, digit_from_sketch, layer_text, sketch_to_gray, view
-from mnistlab.errors import MnistlabError
-from mnistlab.insight import Box, blocks, inspect_digit
+from mnistlab.core.errors import MnistlabError
 from mnistlab.models.checkpoint import load_checkpoint
 from mnistlab.models.registry import create_model
+from mnistlab.tools.demo import build, choices, digit_from_file, digit_from_sketch, layer_text, sketch_to_gray, view
+from mnistlab.tools.insight import Box, blocks, inspect_digit
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL8 = ROOT / "results" / "model8" / "seed1" / "last.pt"

@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnistlab.engine import fit, fit_group
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import sha256_file
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import sha256_file
+from mnistlab.core.rundir import read_history
 from mnistlab.models import config_for, create_model
 from mnistlab.models.stacking import stack
-from mnistlab.rundir import read_history
-from mnistlab.training import Teachers, TrainingState
+from mnistlab.training.engine import fit, fit_group
+from mnistlab.training.step import Teachers, TrainingState
 
 QUIET = dict(progress=False, log=lambda line: None)
 TINY = dict(epochs=2, batch_size=64, val_size=100, device="cpu", threads=1)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab.distributed import Cluster, connect, pack, unpack
-from mnistlab.errors import MnistlabError
-from mnistlab.rundir import read_history, run_status
-from mnistlab.runner import run_all
-from mnistlab.studies import Run
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.rundir import read_history, run_status
+from mnistlab.jobs.distributed import Cluster, connect, pack, unpack
+from mnistlab.jobs.runner import run_all
+from mnistlab.lab.studies import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"epochs": 2, "batch_size": 64, "val_size": 100, "device": "cpu", "threads": 1}
@@ -29,7 +29,7 @@ class Interrupted(Exception):
 def test_runs_on_a_local_ray_cluster_equal_serial_ones_and_resume_there(tmp_path, tiny_data):
     """Three runs: two new ones, and one interrupted after its first epoch that the driver sends with its
     task. Every number, and every file a run writes but its timings, equals the serial one-thread run's."""
-    from mnistlab.engine import fit_group
+    from mnistlab.training.engine import fit_group
 
     runs = [Run("sepnet3k", seed, "tuning", f"c/s{seed}") for seed in (1, 2, 3)]
     serial = run_all(runs, tmp_path / "serial", overrides=TINY, progress=False, log=lambda m: None, data=tiny_data)
@@ -171,7 +171,7 @@ def test_reproduce_on_ray_writes_what_a_serial_reproduce_writes(mnistlab, tmp_pa
 
 def test_ctrl_c_cancels_every_task_still_out_and_leaves_ray(monkeypatch):
     """What `reproduce --ray` does on Ctrl-C, with a stand-in for Ray that records the calls."""
-    import mnistlab.distributed as distributed
+    import mnistlab.jobs.distributed as distributed
 
     calls: list[tuple] = []
 

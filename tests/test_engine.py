@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from mnistlab.engine import fit
-from mnistlab.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError
 from mnistlab.models import config_for, create_model, load_checkpoint
 from mnistlab.models.checkpoint import save_checkpoint
-from mnistlab.training import TrainingState, make_optimizer, make_scheduler
+from mnistlab.training.engine import fit
+from mnistlab.training.step import TrainingState, make_optimizer, make_scheduler
 
 
 def tiny_config(tmp_path, **overrides):
@@ -51,7 +51,7 @@ def test_resume_reaches_the_same_numbers(tmp_path, tiny_data, ema):
 
 def test_ema_weights_are_the_ones_evaluated_and_shipped(tmp_path, tiny_data):
     from mnistlab.data.loader import make_loaders
-    from mnistlab.training import evaluate
+    from mnistlab.training.step import evaluate
 
     summary = fit(tiny_config(tmp_path, ema=0.9), data=tiny_data, progress=False, log=lambda m: None)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
@@ -156,7 +156,7 @@ def test_the_moving_average_moves_and_lags_the_trained_weights(tmp_path, tiny_da
 def test_an_empty_training_split_is_a_clear_error(tmp_path, tiny_data):
     with pytest.raises(MnistlabError, match="the training split is empty; lower --val-size or raise --limit"):
         fit(tiny_config(tmp_path, val_size=600), data=tiny_data, progress=False, log=lambda m: None)
-    from mnistlab.training import train_one_epoch
+    from mnistlab.training.step import train_one_epoch
 
     state = TrainingState.create(create_model("model8"), tiny_config(tmp_path), steps_per_epoch=1)
     with pytest.raises(MnistlabError, match="the training split is empty"):

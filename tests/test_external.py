@@ -16,11 +16,11 @@ import pytest
 import torch
 from conftest import ROOT
 
-from mnistlab.engine import fit_group
-from mnistlab.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError
+from mnistlab.lab.records import find_runs
 from mnistlab.models import config_for, get_card, list_models, load_checkpoint, resolve
 from mnistlab.models.external import SOURCE_COPY, SPEC_COPY, layers_from_spec, load_entry_points, sha256
-from mnistlab.records import find_runs
+from mnistlab.training.engine import fit_group
 
 QUIET = dict(progress=False, log=lambda line: None)
 TINY = dict(epochs=1, batch_size=64, val_size=100, device="cpu")
@@ -173,7 +173,7 @@ def test_an_installed_package_registers_models_through_entry_points(tmp_path, mo
     assert load_entry_points() == ["lesson1"]
     assert "lesson1" in list_models() and get_card("lesson1").params > 0
     assert config_for("lesson1").model == "lesson1"
-    from mnistlab.studies import final_models
+    from mnistlab.lab.studies import final_models
 
     # the lab's report and default final runs are of its own models, not of those from outside
     assert "lesson1" not in list_models(outside=False) and "lesson1" not in final_models()
@@ -185,7 +185,7 @@ def test_compare_groups_seeds_and_refuses_a_folder_without_runs(tmp_path, tiny_d
     fit_group(configs, data=tiny_data, **QUIET)
     groups = find_runs([tmp_path / "runs", ROOT / "results" / "model8"])
     assert [(g.model, len(g.runs)) for g in groups] == [(name, 2), ("model8", 3)]
-    from mnistlab.compare import write
+    from mnistlab.lab.compare import write
 
     text = write(groups, tmp_path / "cmp")
     assert "| `model8` | " in text and "3 of 3" in text and f"| `{name}` | " in text

@@ -65,5 +65,5 @@ def test_the_check_finds_a_circle_hidden_in_a_function(tmp_path):
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycle(edges) == ["a", "b", "c", "a"]
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from mnistlab.engine import fit\n")
-    assert imports_of(source, {"mnistlab.engine", "mnistlab.report"}) == {"mnistlab.engine"}
+    source.write_text("def f():\n    from mnistlab.training.engine import fit\n")
+    assert imports_of(source, {"mnistlab.training.engine", "mnistlab.lab.report"}) == {"mnistlab.training.engine"}

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from mnistlab.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError
 from mnistlab.models import create_model, get_card, list_models, register_model
 from mnistlab.models.registry import _REGISTRY
 
@@ -50,7 +50,7 @@ def test_log_probabilities_backward_and_deterministic_eval(name):
 
 
 def test_recipes_are_checked_when_made():
-    from mnistlab.config import Augment, Recipe, recipe_values
+    from mnistlab.core.config import Augment, Recipe, recipe_values
     from mnistlab.models import config_for
     from mnistlab.models.registry import teacher_files
 
@@ -153,7 +153,7 @@ def test_config_is_a_leaf_that_imports_neither_torch_nor_the_models():
     import subprocess
     import sys
 
-    code = "import sys, mnistlab.config; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('mnistlab.models')))"
+    code = "import sys, mnistlab.core.config; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('mnistlab.models')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
@@ -161,7 +161,7 @@ def test_config_is_a_leaf_that_imports_neither_torch_nor_the_models():
 def test_final_runs_take_each_cards_seed_count_unless_seeds_are_named():
     """`mnistlab reproduce` makes seeds 1..final_seeds of each model (a record model is judged on 6);
     `--seeds` names them for every model."""
-    from mnistlab.studies import planned_runs
+    from mnistlab.lab.studies import planned_runs
 
     @register_model(
         title="Six", target=("test",), design="", recipe=get_card("model8").recipe, params=10, final_seeds=6

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnistlab.errors import MnistlabError
-from mnistlab.predict import load_image, to_mnist
+from mnistlab.core.errors import MnistlabError
+from mnistlab.tools.predict import load_image, to_mnist
 
 
 def stroke_picture(size=(90, 60), dark_on_light=False) -> np.ndarray:

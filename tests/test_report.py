@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mnistlab.config import Recipe
-from mnistlab.report import write_report
-from mnistlab.runner import run_all, status
-from mnistlab.studies import STUDIES, Run
+from mnistlab.core.config import Recipe
+from mnistlab.jobs.runner import run_all, status
+from mnistlab.lab.report import write_report
+from mnistlab.lab.studies import STUDIES, Run
 
 RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 
@@ -48,7 +48,7 @@ def test_parallel_runs_match_serial_ones(tmp_path, tiny_data):
 def test_reproduce_stacks_the_seeds_of_a_recipe(tmp_path, tiny_data):
     """With stack, one job per recipe: the seeds still to do train as one network; an interrupted or a
     plateau-scheduled run trains alone."""
-    from mnistlab.runner import plan_jobs
+    from mnistlab.jobs.runner import plan_jobs
 
     runs = [Run("sepnet3k", seed, "tuning", f"c/s{seed}") for seed in (1, 2, 3)] + [
         Run("model7", seed, "model7", f"seed{seed}") for seed in (1, 2)
@@ -100,8 +100,8 @@ def test_report_is_written_from_the_records(tmp_path, tiny_data):
 def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
     from statistics import mean
 
-    from mnistlab.records import tuning_scores
-    from mnistlab.studies import MODEL8_SEEDED
+    from mnistlab.lab.records import tuning_scores
+    from mnistlab.lab.studies import MODEL8_SEEDED
 
     runs = [run for run in MODEL8_SEEDED if run.name in ("m8/s1", "m8/s2")]
     results = tmp_path / "results"
@@ -116,8 +116,8 @@ def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
 
 
 def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
-    from mnistlab.records import Candidate, RecordedRun
-    from mnistlab.studies import Study
+    from mnistlab.lab.records import Candidate, RecordedRun
+    from mnistlab.lab.studies import Study
 
     def candidate(name: str, params: int, *seeds: list[float]) -> Candidate:
         records = [
@@ -139,8 +139,8 @@ def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
 
 def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
     """Study and earlier runs are declared against named, frozen recipes, not against today's cards."""
+    from mnistlab.lab.studies import EARLIER, TUNING
     from mnistlab.models import registry
-    from mnistlab.studies import EARLIER, TUNING
 
     before = {(r.folder, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None}
     assert len(before) > 100
@@ -158,10 +158,10 @@ def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
 def test_hold_rates_count_the_seeds_that_held_beside_the_final_verdict(tmp_path):
     """A recipe on many seeds (results/stacked/<model>-<n>seeds) is reported as held on k of n, with its mean
     and lowest epoch, beside its 3 final seeds' verdict; no such folder, no section."""
+    from mnistlab.core.rundir import LAST_TESTS
+    from mnistlab.lab.records import ModelResult, model_runs
+    from mnistlab.lab.report import hold_rates_section
     from mnistlab.models import get_card
-    from mnistlab.records import ModelResult, model_runs
-    from mnistlab.report import hold_rates_section
-    from mnistlab.rundir import LAST_TESTS
 
     assert hold_rates_section(tmp_path, []) == ""
     lasts = {1: [99.41, 99.45, 99.40], 2: [99.38, 99.50, 99.52], 3: [99.44, 99.43, 99.47], 4: [99.40, 99.40, 99.40]}
@@ -185,8 +185,8 @@ def test_hold_rates_count_the_seeds_that_held_beside_the_final_verdict(tmp_path)
 def test_a_study_over_runs_already_listed_says_what_its_rule_chose():
     """The record section lists each candidate once: a later study that applies another rule to the same
     recorded runs (record-distill-best) says which it chose instead of listing them again."""
-    from mnistlab.records import Candidate, RecordedRun
-    from mnistlab.report import record_section
+    from mnistlab.lab.records import Candidate, RecordedRun
+    from mnistlab.lab.report import record_section
 
     def candidate(name: str, *vals: float) -> Candidate:
         run = RecordedRun(Path(name), {"params": 3424, "seed": 1}, [{"val_acc": v} for v in vals], {})

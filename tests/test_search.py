@@ -13,7 +13,7 @@ pytestmark = pytest.mark.real_data
 
 def tiny_settings(tmp_path, name, db, *, threads=1, **changes):
     """A study's settings on 300 images of each split, in ``tmp_path``, stored in the SQLite file ``db``."""
-    from mnistlab.search import Settings
+    from mnistlab.jobs.search import Settings
 
     return Settings(name, f"sqlite:///{db}", limit=300, results=str(tmp_path), threads=threads, **changes)
 
@@ -114,7 +114,7 @@ def test_a_malformed_space_file_is_one_line_before_any_trial(mnistlab, tmp_path,
 
 
 def test_every_recorded_space_file_loads():
-    from mnistlab.search import Space
+    from mnistlab.jobs.search import Space
 
     files = sorted((Path(__file__).resolve().parents[1] / "results" / "search").glob("*.space.json"))
     assert len(files) >= 2
@@ -123,7 +123,7 @@ def test_every_recorded_space_file_loads():
 
 
 def test_a_trial_over_budget_is_never_trained(tmp_path):
-    from mnistlab.search import Space, search
+    from mnistlab.jobs.search import Space, search
 
     settings = tiny_settings(tmp_path, "tiny", tmp_path / "s.db", max_params=3000, seeds=(1,), epochs=1, threads=0)
     space = Space(width=(20, 20), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(False, True))
@@ -145,10 +145,10 @@ TINY_SPACE = {
 
 
 def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path):
-    from mnistlab.config import TrainConfig
+    from mnistlab.core.config import TrainConfig
+    from mnistlab.jobs.search import Space, open_existing, register_trial, search
     from mnistlab.models import config_for, create_model, get_card
     from mnistlab.models.found import load
-    from mnistlab.search import Space, open_existing, register_trial, search
 
     settings = tiny_settings(tmp_path, "tiny", tmp_path / "s.db", max_params=3500, seeds=(1, 2), epochs=1)
     study = search(
@@ -168,8 +168,8 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
         register_trial(open_existing(settings), done[0].number, "Tiny Found", found)
     with pytest.raises(Exception, match="did not finish"):
         register_trial(open_existing(settings), 99, "other", found)
-    from mnistlab.records import load_searches
-    from mnistlab.report import searches_section
+    from mnistlab.lab.records import load_searches
+    from mnistlab.lab.report import searches_section
 
     (tmp_path / "search" / "tiny.db").parent.mkdir(exist_ok=True)
     (tmp_path / "s.db").rename(tmp_path / "search" / "tiny.db")  # where `mnistlab search` keeps its studies
@@ -191,7 +191,7 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
 
 
 def test_a_trial_from_before_the_batch_size_was_drawn_keeps_the_familys():
-    from mnistlab.search import recipe_of
+    from mnistlab.jobs.search import recipe_of
 
     drawn = {"rotation": 1.0, "translate": 0.0, "scale": 0.0, "lr": 0.05, "ema": 0.0}
     assert recipe_of(drawn)["batch_size"] == 64
@@ -230,7 +230,7 @@ def test_search_workers_on_a_local_ray_cluster(mnistlab, tmp_path):
 
 
 def test_a_timeout_stops_new_trials_not_the_one_training(tmp_path):
-    from mnistlab.search import Space, search
+    from mnistlab.jobs.search import Space, search
 
     settings = tiny_settings(tmp_path, "t", tmp_path / "t.db", max_params=3500, seeds=(1,), epochs=1)
     space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,))
@@ -251,8 +251,8 @@ def test_registering_from_a_missing_study_is_one_line(mnistlab, tmp_path):
 
 def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(tmp_path):
     """Optuna gives a pruned trial its last reported value: the report must not count it as a score."""
-    from mnistlab.records import load_searches
-    from mnistlab.report import searches_section
+    from mnistlab.lab.records import load_searches
+    from mnistlab.lab.report import searches_section
 
     (tmp_path / "search").mkdir()
     study = optuna.create_study(
@@ -285,12 +285,12 @@ class _Clock:
 
 @pytest.mark.parametrize("epochs, state", [(2, "FAIL"), (1, "COMPLETE")])
 def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(tmp_path, monkeypatch, epochs, state):
-    import mnistlab.search
-    from mnistlab.records import load_searches
-    from mnistlab.report import searches_section
-    from mnistlab.search import Space, search
+    import mnistlab.jobs.search
+    from mnistlab.jobs.search import Space, search
+    from mnistlab.lab.records import load_searches
+    from mnistlab.lab.report import searches_section
 
-    monkeypatch.setattr(mnistlab.search, "time", _Clock())
+    monkeypatch.setattr(mnistlab.jobs.search, "time", _Clock())
     (tmp_path / "search").mkdir()
     settings = tiny_settings(
         tmp_path, "d", tmp_path / "search" / "d.db", max_params=3500, seeds=(1,), epochs=epochs, stop_at=10.0
@@ -311,7 +311,7 @@ def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(tmp_pat
 def test_no_trial_starts_once_the_deadline_has_passed(tmp_path):
     import time
 
-    from mnistlab.search import Space, search
+    from mnistlab.jobs.search import Space, search
 
     settings = tiny_settings(
         tmp_path, "d", tmp_path / "d.db", max_params=3500, seeds=(1,), epochs=1, stop_at=time.time() - 1
@@ -356,7 +356,7 @@ def test_a_try_out_registers_into_the_file_mnistlab_found_names_not_the_packages
 
 
 def test_the_trial_taken_to_final_runs_is_the_best_score_then_the_smallest():
-    from mnistlab.records import best_row
+    from mnistlab.lab.records import best_row
 
     def row(trial, params, score, state="COMPLETE"):
         return {"trial": trial, "params": params, "score": score, "state": state}

@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.config import TrainConfig
+from mnistlab.core.config import TrainConfig
+from mnistlab.core.errors import MnistlabError
 from mnistlab.data.loader import make_loaders
-from mnistlab.engine import fit, fit_group
-from mnistlab.errors import MnistlabError
-from mnistlab.graphstep import ema_update, sgd_update
 from mnistlab.models import config_for, create_model, list_models, load_checkpoint
 from mnistlab.models.layers import Net
 from mnistlab.models.stacking import stack, unstack
-from mnistlab.training import evaluate, make_optimizer, make_scheduler
+from mnistlab.training.engine import fit, fit_group
+from mnistlab.training.graphstep import ema_update, sgd_update
+from mnistlab.training.step import evaluate, make_optimizer, make_scheduler
 
 QUIET = dict(progress=False, log=lambda m: None)
 

@@ -1,3 +1,36 @@
-"""mnistlab: design, train and analyse tiny CNNs on MNIST."""
+"""mnistlab: design, train and analyse tiny CNNs on MNIST.
+
+The package is in wings, from the bottom: ``core`` (errors, files, run folders, configs), ``data``, ``models``
+(the registry, the zoo, stacking, checkpoints, your own models), ``training`` (the loop), ``tools`` (what one
+does with a model or checkpoint), ``jobs`` (many runs: processes, Ray, search), ``lab`` (this lab's notebook:
+its studies, recorded results and report), and ``cli`` on top. The public API is here, loaded when first used
+(the command line starts without torch): ``get_dataloaders``, ``create_model``, ``list_models``, ``config_for``,
+``analyze``, ``stack``, ``unstack``, ``fit``, ``fit_group``, ``load_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "get_dataloaders": "mnistlab.data",
+    "create_model": "mnistlab.models",
+    "list_models": "mnistlab.models",
+    "config_for": "mnistlab.models",
+    "load_checkpoint": "mnistlab.models",
+    "analyze": "mnistlab.tools.analysis",
+    "stack": "mnistlab.models.stacking",
+    "unstack": "mnistlab.models.stacking",
+    "fit": "mnistlab.training.engine",
+    "fit_group": "mnistlab.training.engine",
+}
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'mnistlab' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

@@ -16,9 +16,9 @@ from typing import Any
 
 import click
 
-from mnistlab.config import NO_OPTION, TrainConfig, read_recipe_changes
-from mnistlab.errors import MnistlabError
-from mnistlab.rundir import (
+from mnistlab.core.config import NO_OPTION, TrainConfig, read_recipe_changes
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.rundir import (
     LAST_MEAN,
     LAST_MIN,
     LAST_TESTS,
@@ -124,8 +124,8 @@ def train(
     **fields: Any,
 ) -> None:
     """Train a model; write config, history, summary and checkpoints to its run directory."""
-    from mnistlab.engine import fit
     from mnistlab.models import config_for, resolve
+    from mnistlab.training.engine import fit
 
     if resume_dir is None:  # a resumed run's model comes from its own folder
         model_name = resolve(model_name)
@@ -200,8 +200,8 @@ def _train_stacked(
     tensorboard_dir: str | None,
 ) -> None:
     """``train --seeds``: the seeds of one recipe as one stacked network, a run directory per seed."""
-    from mnistlab.engine import fit_group, recipe_unstackable
     from mnistlab.models import config_for
+    from mnistlab.training.engine import fit_group, recipe_unstackable
 
     base = Path(output_dir or default_run_dir(model_name))
     fields = {k: v for k, v in fields.items() if k != "seed"}
@@ -225,7 +225,7 @@ def _events(folder: str | None, configs: list[TrainConfig]) -> Any:
     """``train --tensorboard``'s per-epoch writer (None without it)."""
     if folder is None:
         return None
-    from mnistlab.events import tensorboard_logger
+    from mnistlab.training.events import tensorboard_logger
 
     return tensorboard_logger(folder, configs)
 
@@ -290,11 +290,11 @@ def _scores(summary: dict[str, Any]) -> str:
 @click.option("--data-dir", type=click.Path(), default=None)
 def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> None:
     """Test accuracy, per-class accuracy and confusion matrix; curves, confusion and mistakes as PNGs."""
+    from mnistlab.core.fileio import atomic_write_json
+    from mnistlab.core.rundir import read_history
     from mnistlab.data.mnist import load_mnist
-    from mnistlab.evaluation import evaluate_checkpoint, render_confusion
-    from mnistlab.fileio import atomic_write_json
-    from mnistlab.plots import plot_confusion, plot_curves, plot_misclassified
-    from mnistlab.rundir import read_history
+    from mnistlab.tools.evaluation import evaluate_checkpoint, render_confusion
+    from mnistlab.tools.plots import plot_confusion, plot_curves, plot_misclassified
 
     result = evaluate_checkpoint(checkpoint, data_dir)
     out = Path(output_dir) if output_dir else Path(checkpoint).parent
@@ -325,7 +325,7 @@ def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> N
 def predict(images: tuple[str, ...], checkpoint: str) -> None:
     """Read the digit in each image (PNG/JPEG, any size, either polarity)."""
     from mnistlab.models.checkpoint import load_checkpoint
-    from mnistlab.predict import predict_files
+    from mnistlab.tools.predict import predict_files
 
     predictions, failed = predict_files(load_checkpoint(checkpoint), list(images))
     for p in predictions:
@@ -345,7 +345,7 @@ def predict(images: tuple[str, ...], checkpoint: str) -> None:
 @click.option("--output", type=click.Path(), default=None, help="[the checkpoint with .onnx]")
 def export(checkpoint: str, fmt: str, output: str | None) -> None:
     """Export a checkpoint (ONNX, checked against PyTorch in onnxruntime)."""
-    from mnistlab.export import export_onnx
+    from mnistlab.tools.export import export_onnx
 
     target = Path(output) if output else Path(checkpoint).with_suffix(".onnx")
     difference = export_onnx(checkpoint, target)
@@ -361,8 +361,8 @@ def export(checkpoint: str, fmt: str, output: str | None) -> None:
 def summary(model_name: str, fmt: str) -> None:
     """Per-layer shapes, receptive field, jump, parameters and MACs of a model (registered, or MODEL as
     FILE.py:BUILDER, MODULE:BUILDER or SPEC.json)."""
-    from mnistlab.analysis import AnalysisError, analyze, shapes_and_params
     from mnistlab.models import create_model, resolve
+    from mnistlab.tools.analysis import AnalysisError, analyze, shapes_and_params
 
     name = resolve(model_name)
     model = create_model(name)
@@ -385,8 +385,8 @@ def summary(model_name: str, fmt: str) -> None:
 def compare(paths: tuple[Path, ...], output: Path | None) -> None:
     """Compare runs: a table (params, MACs, field, last epochs over seeds, the 99.4% verdict) and, with
     --output, test accuracy per epoch with the seeds as a band and accuracy against parameters."""
-    from mnistlab.compare import write
-    from mnistlab.records import find_runs
+    from mnistlab.lab.compare import write
+    from mnistlab.lab.records import find_runs
 
     if output is not None:
         check_folder(output, "--output")
@@ -440,7 +440,7 @@ def fetch(data_dir: str | None) -> None:
 )
 def report(results: str, output: str, readme: str) -> None:
     """Write REPORT.md from the recorded runs under results/, and the README's results table."""
-    from mnistlab.report import write_report
+    from mnistlab.lab.report import write_report
 
     path = write_report(Path(results), Path(output), Path(readme))
     click.echo(f"wrote {path}")
@@ -519,9 +519,9 @@ def reproduce(
     quiet: bool,
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
+    from mnistlab.jobs.runner import run_all, status
+    from mnistlab.lab.studies import planned_runs
     from mnistlab.models import resolve
-    from mnistlab.runner import run_all, status
-    from mnistlab.studies import planned_runs
 
     if workers < 1:
         raise MnistlabError(f"--workers must be at least 1, got {workers}")
@@ -623,10 +623,10 @@ def search(
 ) -> None:
     """Search shapes and recipes under a parameter budget, scored on validation (worst seed); resumable."""
     _need_optuna()
+    from mnistlab.jobs.search import Settings, Space
+    from mnistlab.jobs.search import search as run_search
+    from mnistlab.lab.records import best_row, trial_rows
     from mnistlab.models.registry import teacher_files
-    from mnistlab.records import best_row, trial_rows
-    from mnistlab.search import Settings, Space
-    from mnistlab.search import search as run_search
 
     if trials < 1 or epochs < 1 or workers < 1:
         raise MnistlabError("--trials, --epochs and --workers must be at least 1")
@@ -677,10 +677,10 @@ def search(
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
 def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
     """Serve a page: draw a digit, see what the model is given, its prediction, and each layer's view."""
-    from mnistlab.demo import build, launch
+    from mnistlab.tools.demo import build, launch
 
     if checkpoint is not None:
-        from mnistlab.demo import load
+        from mnistlab.tools.demo import load
 
         load(checkpoint)  # a checkpoint that does not load stops here, in one line
     app = build(results, checkpoint)
@@ -704,7 +704,7 @@ def _cluster(use_ray: bool, address: str | None, **settings: Any) -> Any:
     """The Ray cluster to run on (``--ray``, or ``--ray-address``, which implies it), or None."""
     if not (use_ray or address):
         return None
-    from mnistlab.distributed import Cluster
+    from mnistlab.jobs.distributed import Cluster
 
     return Cluster(address=address, **settings)
 
@@ -718,8 +718,8 @@ def _cluster(use_ray: bool, address: str | None, **settings: Any) -> Any:
 def register(study_name: str, trial: int, name: str, storage: str | None, results: str) -> None:
     """Register a search trial as a model (layers and recipe as data, in models/found.json)."""
     _need_optuna()
+    from mnistlab.jobs.search import Settings, open_existing, register_trial
     from mnistlab.models.found import FOUND
-    from mnistlab.search import Settings, open_existing, register_trial
 
     storage = storage or _default_storage(results, study_name)
     study = open_existing(Settings(study_name, storage, 0))

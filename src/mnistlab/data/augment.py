@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mnistlab.config import Augment
+from mnistlab.core.config import Augment
 
 
 def random_affine(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:

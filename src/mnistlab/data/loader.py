@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnistlab.core.errors import MnistlabError
 from mnistlab.data.augment import Augment, random_theta, theta_from_draws, warp
 from mnistlab.data.mnist import TRAIN_MEAN, TRAIN_STD, load_mnist
-from mnistlab.errors import MnistlabError
 
 VALIDATION_SPLIT_SEED = 20240  # fixed, so every training seed is selected on the same held-out images
 

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_bytes
-from mnistlab.rundir import check_folder
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import atomic_write_bytes
+from mnistlab.core.rundir import check_folder
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension

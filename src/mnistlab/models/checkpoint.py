@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import atomic_write
 from mnistlab.models.external import ensure_registered
 from mnistlab.models.registry import create_model, get_card
 

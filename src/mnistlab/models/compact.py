@@ -13,7 +13,7 @@ import dataclasses
 
 from torch import nn
 
-from mnistlab.config import Augment
+from mnistlab.core.config import Augment
 from mnistlab.models.layers import slim_net
 from mnistlab.models.registry import register_model
 from mnistlab.models.zoo import MODEL8_FINAL_RECIPE, MODEL8_RECIPE

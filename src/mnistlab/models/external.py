@@ -32,13 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistlab.config import Recipe
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_bytes
+from mnistlab.core.config import Recipe
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import atomic_write_bytes
+from mnistlab.core.rundir import SOURCE_COPY, SPEC_COPY
 from mnistlab.models.layers import Net, conv, head, separable
 from mnistlab.models.registry import get_card, is_registered, register_model
 from mnistlab.models.zoo import MODEL8_FINAL_RECIPE
-from mnistlab.rundir import SOURCE_COPY, SPEC_COPY
 
 ENTRY_POINTS = "mnistlab.models"  # installed packages register their builders here
 # a model from outside trains, unless told otherwise (--recipe FILE, --lr, ...), with Model 8's final recipe

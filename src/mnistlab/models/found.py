@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from mnistlab.config import Recipe
+from mnistlab.core.config import Recipe
 from mnistlab.models.compact import searched
 from mnistlab.models.registry import register_model
 

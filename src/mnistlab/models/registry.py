@@ -9,10 +9,10 @@ from typing import Any
 
 from torch import nn
 
-from mnistlab.config import Recipe, TrainConfig, recipe_values
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import sha256_file
-from mnistlab.rundir import checkpoints_in
+from mnistlab.core.config import Recipe, TrainConfig, recipe_values
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import sha256_file
+from mnistlab.core.rundir import checkpoints_in
 
 
 @dataclass(frozen=True)

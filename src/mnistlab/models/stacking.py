@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError
 from mnistlab.models.layers import Net
 
 # Layers that act per element or per channel: the same module serves K models' channels unchanged.

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from mnistlab.config import Augment, Recipe
+from mnistlab.core.config import Augment, Recipe
 from mnistlab.models.layers import Net, conv, head, slim_net
 from mnistlab.models.registry import Reference, register_model
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from mnistlab.core.errors import MnistlabError
 from mnistlab.data.loader import normalize
-from mnistlab.errors import MnistlabError
 
 INK_THRESHOLD = 0.2  # a pixel is ink when it is this far (0-1) from the background level
 BLANK_CONTRAST = 0.1  # an image whose darkest and lightest pixels are closer than this holds no digit

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistlab.analysis import LayerRow, analyze
+from mnistlab.core.rundir import LAST
 from mnistlab.data.loader import normalize
-from mnistlab.rundir import LAST
+from mnistlab.tools.analysis import LayerRow, analyze
 
 IMAGE = 28  # the input's side in pixels
 

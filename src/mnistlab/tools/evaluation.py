@@ -11,7 +11,7 @@ import torch
 from mnistlab.data.loader import TensorLoader
 from mnistlab.data.mnist import load_mnist
 from mnistlab.models.checkpoint import load_checkpoint
-from mnistlab.training import evaluate
+from mnistlab.training.step import evaluate
 
 
 @dataclass(frozen=True)

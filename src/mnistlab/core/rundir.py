@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mnistlab.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"  # one line per finished epoch

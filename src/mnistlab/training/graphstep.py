@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from mnistlab.config import TrainConfig
+from mnistlab.core.config import TrainConfig
 from mnistlab.data.loader import TensorLoader
-from mnistlab.training import TrainingState
+from mnistlab.training.step import TrainingState
 
 WARMUP_STEPS = 3  # eager steps on a side stream before capture (cuDNN picks its algorithms, memory settles)
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mnistlab.config import TrainConfig
-from mnistlab.errors import MnistlabError
+from mnistlab.core.config import TrainConfig
+from mnistlab.core.errors import MnistlabError
 
 INSTALL = "TensorBoard is not installed: pip install -e '.[tensorboard]'"
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr")

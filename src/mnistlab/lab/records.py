@@ -12,11 +12,11 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from mnistlab.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.rundir import CONFIG, LAST_K, LAST_TESTS, SUMMARY, TARGET, read_history
+from mnistlab.lab.studies import Run, Study, candidate_name
 from mnistlab.models.compact import SEARCHED
 from mnistlab.models.registry import ModelCard, get_card
-from mnistlab.rundir import CONFIG, LAST_K, LAST_TESTS, SUMMARY, TARGET, read_history
-from mnistlab.studies import Run, Study, candidate_name
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistlab.errors import MnistlabError
-from mnistlab.rundir import default_run_dir
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.rundir import default_run_dir
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "plateau")

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from mnistlab.config import TrainConfig
+from mnistlab.core.config import TrainConfig
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import sha256_file
 from mnistlab.data.loader import TensorLoader
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import sha256_file
 from mnistlab.models.checkpoint import model_from, read_checkpoint
 from mnistlab.models.stacking import StackedNet, stack
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistlab.config import Recipe, TrainConfig, recipe_values
-from mnistlab.errors import MnistlabError
+from mnistlab.core.config import Recipe, TrainConfig, recipe_values
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.rundir import RESULTS as RESULTS_DIR
+from mnistlab.core.rundir import TARGET
 from mnistlab.models import config_for, get_card, list_models
 from mnistlab.models.registry import teacher_files
 from mnistlab.models.zoo import MODEL1_RECIPE, MODEL7_FIRST_RECIPE, MODEL8_RECIPE
-from mnistlab.rundir import RESULTS as RESULTS_DIR
-from mnistlab.rundir import TARGET
 
 RESULTS = Path(RESULTS_DIR)
 FINAL_SEEDS = (1, 2, 3)  # the earlier attempts' seeds

@@ -7,14 +7,14 @@ from typing import Any
 
 import matplotlib
 
-from mnistlab.rundir import TARGET
+from mnistlab.core.rundir import TARGET
 
 matplotlib.use("Agg")  # files only: no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mnistlab.fileio import atomic_write  # noqa: E402
+from mnistlab.core.fileio import atomic_write  # noqa: E402
 
 
 def _save(fig: Any, path: str | Path) -> Path:

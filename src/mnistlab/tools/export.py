@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_bytes
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import atomic_write_bytes
 from mnistlab.models.checkpoint import load_checkpoint
 
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistlab.config import TrainConfig
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_bytes, json_text
-from mnistlab.rundir import CONFIG, RUN_FILES, SUMMARY
-from mnistlab.workers import fit_logged
+from mnistlab.core.config import TrainConfig
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import atomic_write_bytes, json_text
+from mnistlab.core.rundir import CONFIG, RUN_FILES, SUMMARY
+from mnistlab.jobs.workers import fit_logged
 
 INSTALL = "Ray is not installed: pip install -e '.[ray]'"
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before saying it is unreachable

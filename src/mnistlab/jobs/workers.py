@@ -13,9 +13,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from mnistlab.config import TrainConfig
-from mnistlab.engine import fit_group
-from mnistlab.rundir import LOG
+from mnistlab.core.config import TrainConfig
+from mnistlab.core.rundir import LOG
+from mnistlab.training.engine import fit_group
 
 
 def end_with_parent() -> None:

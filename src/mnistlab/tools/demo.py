@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mnistlab.errors import MnistlabError
-from mnistlab.insight import IMAGE, Block, Inspection, LayerView, blocks, inspect_digit, shipped_checkpoints
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.rundir import RESULTS
 from mnistlab.models.checkpoint import model_from, read_checkpoint
 from mnistlab.models.registry import get_card, list_models
-from mnistlab.predict import load_image, to_mnist
-from mnistlab.rundir import RESULTS
+from mnistlab.tools.insight import IMAGE, Block, Inspection, LayerView, blocks, inspect_digit, shipped_checkpoints
+from mnistlab.tools.predict import load_image, to_mnist
 
 SCALE = 10  # screen pixels per input pixel in the field view
 TILE = 64  # side of one feature map in the grid

@@ -9,13 +9,9 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from mnistlab.analysis import LayerTable, analyze
-from mnistlab.fileio import atomic_write_text
-from mnistlab.models import create_model, get_card, list_models
-from mnistlab.models.found import entries
-from mnistlab.models.registry import ModelCard
-from mnistlab.plots import plot_curves, plot_search
-from mnistlab.records import (
+from mnistlab.core.fileio import atomic_write_text
+from mnistlab.core.rundir import LAST_K, LAST_MEAN, LAST_MIN, RESULTS, TARGET
+from mnistlab.lab.records import (
     Candidate,
     ModelResult,
     Searches,
@@ -28,8 +24,12 @@ from mnistlab.records import (
     model_runs,
     tuning_scores,
 )
-from mnistlab.rundir import LAST_K, LAST_MEAN, LAST_MIN, RESULTS, TARGET
-from mnistlab.studies import EARLIER, RECORD_BUDGET, RECORD_STUDIES, STUDIES, Study
+from mnistlab.lab.studies import EARLIER, RECORD_BUDGET, RECORD_STUDIES, STUDIES, Study
+from mnistlab.models import create_model, get_card, list_models
+from mnistlab.models.found import entries
+from mnistlab.models.registry import ModelCard
+from mnistlab.tools.analysis import LayerTable, analyze
+from mnistlab.tools.plots import plot_curves, plot_search
 
 SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from mnistlab.analysis import analyze
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_text
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import atomic_write_text
+from mnistlab.core.rundir import LAST_K, TARGET
+from mnistlab.lab.records import RunGroup
 from mnistlab.models.checkpoint import build_model
 from mnistlab.models.external import ensure_registered
-from mnistlab.plots import plot_accuracy_against_params, plot_seed_bands
-from mnistlab.records import RunGroup
-from mnistlab.rundir import LAST_K, TARGET
+from mnistlab.tools.analysis import analyze
+from mnistlab.tools.plots import plot_accuracy_against_params, plot_seed_bands
 
 HEAD = (
     f"| model | runs in | params | MACs | field at the head | seeds | epochs | last epoch: mean | last-{LAST_K}: mean | "

@@ -23,18 +23,18 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from mnistlab.config import Augment, TrainConfig, recipe_values
-from mnistlab.distributed import run_tasks
-from mnistlab.engine import fit_group
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_json
+from mnistlab.core.config import Augment, TrainConfig, recipe_values
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import atomic_write_json
+from mnistlab.core.rundir import LAST_K, RESULTS, check_folder, read_history
+from mnistlab.jobs.distributed import run_tasks
+from mnistlab.jobs.workers import in_processes
+from mnistlab.lab.records import batch_size_of
 from mnistlab.models import create_model, get_card, list_models
 from mnistlab.models.compact import SEARCHED
 from mnistlab.models.found import entries
 from mnistlab.models.registry import teacher_files
-from mnistlab.records import batch_size_of
-from mnistlab.rundir import LAST_K, RESULTS, check_folder, read_history
-from mnistlab.workers import in_processes
+from mnistlab.training.engine import fit_group
 
 MODEL = SEARCHED  # the family every trial draws a shape of
 SQLITE = "sqlite:///"  # the start of an SQLite storage URL; the file's path follows

@@ -27,16 +27,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mnistlab import __version__, perf
-from mnistlab.config import TrainConfig
-from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
-from mnistlab.errors import MnistlabError
-from mnistlab.fileio import atomic_write_json, atomic_write_text
-from mnistlab.graphstep import GraphedTrainer
-from mnistlab.models.checkpoint import build_model, read_checkpoint, save_checkpoint
-from mnistlab.models.external import ensure_registered, keep_copy
-from mnistlab.models.stacking import StackedNet, stack, stack_problem, stack_states, unstack, unstack_state
-from mnistlab.rundir import (
+from mnistlab import __version__
+from mnistlab.core import perf
+from mnistlab.core.config import TrainConfig
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import atomic_write_json, atomic_write_text
+from mnistlab.core.rundir import (
     BEST,
     CONFIG,
     HISTORY,
@@ -49,7 +45,12 @@ from mnistlab.rundir import (
     check_run_dir,
     run_status,
 )
-from mnistlab.training import EVAL_BATCH, Teachers, TrainingState, evaluate_slots, resolve_device, train_one_epoch
+from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
+from mnistlab.models.checkpoint import build_model, read_checkpoint, save_checkpoint
+from mnistlab.models.external import ensure_registered, keep_copy
+from mnistlab.models.stacking import StackedNet, stack, stack_problem, stack_states, unstack, unstack_state
+from mnistlab.training.graphstep import GraphedTrainer
+from mnistlab.training.step import EVAL_BATCH, Teachers, TrainingState, evaluate_slots, resolve_device, train_one_epoch
 
 ArrayPair = tuple[np.ndarray, np.ndarray]
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistlab.config import TrainConfig
-from mnistlab.distributed import run_jobs
-from mnistlab.engine import fit_group, recipe_unstackable
-from mnistlab.rundir import read_summary, run_status
-from mnistlab.studies import RESULTS, Run
-from mnistlab.workers import fit_logged, in_processes
+from mnistlab.core.config import TrainConfig
+from mnistlab.core.rundir import read_summary, run_status
+from mnistlab.jobs.distributed import run_jobs
+from mnistlab.jobs.workers import fit_logged, in_processes
+from mnistlab.lab.studies import RESULTS, Run
+from mnistlab.training.engine import fit_group, recipe_unstackable
 
 
 def status(run: Run, results: Path = RESULTS) -> str:

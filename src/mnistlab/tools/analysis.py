@@ -1,0 +1,489 @@
+"""Per-layer analysis of a model: output shape, receptive field, jump, centre offset, parameters and MACs.
+
+The model is traced with torch.fx, so functional calls in ``forward`` (``F.relu``, ``F.max_pool2d``,
+``x.view``) are seen as well as modules. Receptive-field arithmetic, per axis, for a layer with kernel k,
+dilation d, stride s and padding p on an input with field r, jump j and first-unit centre c:
+
+    k' = d (k - 1) + 1        r_out = r + (k' - 1) j        j_out = j s        c_out = c + ((k' - 1) / 2 - p) j
+
+Global pooling, flattening and linear layers see the whole map: their field is r + (size - 1) j.
+Anything the tracer cannot place is reported as an error, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from mnistlab.core.errors import MnistlabError
+
+Pair = tuple[int, int]
+
+
+class AnalysisError(MnistlabError):
+    """The model holds an operation whose effect on the receptive field is not known."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """The receptive field of every unit of a feature map, per axis (H, W)."""
+
+    rf: tuple[float, float]
+    jump: tuple[float, float]
+    centre: tuple[float, float]  # input coordinate (pixel index) of the first unit's field centre
+    spatial: bool = True  # False once flattened: the field then covers everything it saw
+
+    def through(self, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair = (1, 1)) -> Field:
+        rf, jump, centre = [], [], []
+        for axis in range(2):
+            span = dilation[axis] * (kernel[axis] - 1) + 1
+            rf.append(self.rf[axis] + (span - 1) * self.jump[axis])
+            centre.append(self.centre[axis] + ((span - 1) / 2 - padding[axis]) * self.jump[axis])
+            jump.append(self.jump[axis] * stride[axis])
+        return Field(tuple(rf), tuple(jump), tuple(centre))  # type: ignore[arg-type]
+
+    def whole(self, size: Pair) -> Field:
+        """Every unit sees all ``size`` positions of this map (global pooling, flatten, linear)."""
+        field = self.through(size, size, (0, 0))
+        return Field(field.rf, field.jump, field.centre, spatial=self.spatial)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str
+    type: str
+    kernel: int | Pair | None
+    stride: int | Pair | None
+    padding: int | Pair | None
+    dilation: int | Pair | None
+    output_shape: tuple[int, ...]  # without the batch dimension
+    receptive_field: int | Pair
+    jump: int | Pair
+    centre: float | tuple[float, float]  # centre of the first output unit's field, in input pixels
+    params: int
+    macs: int  # multiply-accumulates per image
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    model: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    rows: tuple[LayerRow, ...]
+    params: int  # sum(p.numel()) over the model
+    trainable_params: int
+    macs: int
+
+    @property
+    def receptive_field(self) -> int | Pair:
+        return self.rows[-1].receptive_field if self.rows else 1
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(row) for row in self.rows]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rows"}
+        return {**data, "receptive_field": self.receptive_field, "rows": self.to_dicts()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def render_table(self) -> str:
+        return render(self, markdown=False)
+
+    def render_markdown(self) -> str:
+        return render(self, markdown=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tracing
+
+
+def _pair(value: Any) -> Pair:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _compact(value: Pair | tuple[float, float] | None) -> Any:
+    if value is None:
+        return None
+    a, b = (int(v) if float(v).is_integer() else v for v in value)
+    return a if a == b else (a, b)
+
+
+# functions and methods that change neither the field nor the spatial size
+_NEUTRAL_FUNCTIONS = {
+    F.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.gelu,
+    F.silu,
+    F.elu,
+    F.hardswish,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    F.dropout,
+    F.dropout2d,
+    F.log_softmax,
+    F.softmax,
+    F.batch_norm,
+    F.layer_norm,
+    torch.log_softmax,
+    operator.add,
+    operator.mul,
+    operator.sub,
+    operator.truediv,
+    torch.add,
+    torch.mul,
+    torch.cat,
+    getattr,
+    operator.getitem,
+}
+_MAX_POOLS = {F.max_pool2d, torch.max_pool2d}
+_AVG_POOLS = {F.avg_pool2d}
+_NEUTRAL_METHODS = {
+    "relu",
+    "sigmoid",
+    "tanh",
+    "contiguous",
+    "log_softmax",
+    "softmax",
+    "add",
+    "mul",
+    "float",
+    "clone",
+    "to",
+    "size",
+    "dim",
+}
+_NEUTRAL_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.Hardswish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.LogSoftmax,
+    nn.Softmax,
+)
+
+
+def _spatial(meta: Any) -> Pair | None:
+    shape = tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
+    return (int(shape[-2]), int(shape[-1])) if len(shape) == 4 else None
+
+
+def _merge(fields_: list[Field], where: str) -> Field:
+    """The field of an elementwise combination: the union of its inputs' fields."""
+    first = fields_[0]
+    if any(f.jump != first.jump for f in fields_):
+        raise AnalysisError(f"{where}: combines maps of different strides; its receptive field is ambiguous")
+    lows = [tuple(f.centre[a] - (f.rf[a] - 1) / 2 for a in range(2)) for f in fields_]
+    highs = [tuple(f.centre[a] + (f.rf[a] - 1) / 2 for a in range(2)) for f in fields_]
+    low = tuple(min(v[a] for v in lows) for a in range(2))
+    high = tuple(max(v[a] for v in highs) for a in range(2))
+    rf = tuple(high[a] - low[a] + 1 for a in range(2))
+    centre = tuple((high[a] + low[a]) / 2 for a in range(2))
+    return Field(rf, first.jump, centre, spatial=all(f.spatial for f in fields_))  # type: ignore[arg-type]
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, also keeping subclasses of the known layers (e.g. our Dropout) as leaves."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _NEUTRAL_MODULES) or super().is_leaf_module(m, module_qualified_name)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """The model as a torch.fx graph whose nodes are the layers this module knows how to analyse."""
+    return fx.GraphModule(model, _Tracer().trace(model))
+
+
+def analyze(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None) -> LayerTable:
+    """Trace ``model`` on one ``input_shape`` image and return its per-layer table."""
+    try:
+        graph = trace(model)
+    except Exception as exc:  # fx raises many types for untraceable control flow
+        raise AnalysisError(f"cannot trace {type(model).__name__} with torch.fx: {exc}") from None
+    was_training = model.training
+    model.eval()
+    try:
+        ShapeProp(graph).propagate(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+    modules = dict(graph.named_modules())
+    field_of: dict[fx.Node, Field] = {}
+    rows: list[LayerRow] = []
+    output_shape: tuple[int, ...] = ()
+
+    for node in graph.graph.nodes:
+        meta = node.meta.get("tensor_meta")
+        shape = tuple(meta.shape)[1:] if meta is not None and hasattr(meta, "shape") else ()
+        parents = [field_of[a] for a in node.all_input_nodes if a in field_of]
+        if node.op == "placeholder":
+            field_of[node] = Field((1.0, 1.0), (1.0, 1.0), (0.0, 0.0))
+            continue
+        if node.op == "output":
+            output_shape = tuple(node.args[0].meta["tensor_meta"].shape)[1:]
+            continue
+        if node.op == "get_attr" or not parents:
+            continue
+        where = (
+            f"layer {node.name!r} ({node.target if node.op != 'call_module' else type(modules[node.target]).__name__})"
+        )
+        field = parents[0] if len(parents) == 1 else _merge(parents, where)
+        in_size = _spatial(node.all_input_nodes[0].meta.get("tensor_meta"))
+        layer = _layer(node, modules, field, in_size, shape, where)
+        if layer is None:
+            field_of[node] = field
+            continue
+        kind, new_field, geometry, params, macs = layer
+        field_of[node] = new_field
+        kernel, stride, padding, dilation = geometry
+        rows.append(
+            LayerRow(
+                name=str(node.target) if node.op == "call_module" else node.name,
+                type=kind,
+                kernel=_compact(kernel),
+                stride=_compact(stride),
+                padding=_compact(padding),
+                dilation=_compact(dilation),
+                output_shape=tuple(int(s) for s in shape),
+                receptive_field=_compact(new_field.rf),
+                jump=_compact(new_field.jump),
+                centre=_compact(new_field.centre),
+                params=params,
+                macs=macs,
+            )
+        )
+    params = sum(p.numel() for p in model.parameters())
+    return LayerTable(
+        model=name or type(model).__name__,
+        input_shape=tuple(input_shape),
+        output_shape=output_shape,
+        rows=tuple(rows),
+        params=params,
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        macs=sum(r.macs for r in rows),
+    )
+
+
+Geometry = tuple[Pair | None, Pair | None, Pair | None, Pair | None]
+
+
+def _layer(
+    node: fx.Node,
+    modules: dict[str, nn.Module],
+    field: Field,
+    in_size: Pair | None,
+    shape: tuple[int, ...],
+    where: str,
+) -> tuple[str, Field, Geometry, int, int] | None:
+    """(type, field after, geometry, params, MACs) for a node that does work; None for a neutral node."""
+    out_elems = 1
+    for s in shape:
+        out_elems *= int(s)
+    if node.op == "call_module":
+        module = modules[str(node.target)]
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        if isinstance(module, nn.Conv2d):
+            k, s, p, d = (
+                _pair(module.kernel_size),
+                _pair(module.stride),
+                _pair(module.padding),
+                _pair(module.dilation),
+            )
+            if isinstance(module.padding, str):
+                raise AnalysisError(f"{where}: string padding {module.padding!r} is not supported")
+            macs = out_elems * (module.in_channels // module.groups) * k[0] * k[1]
+            return "Conv2d", _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), own, macs
+        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+            k, s, p = (
+                _pair(module.kernel_size),
+                _pair(module.stride or module.kernel_size),
+                _pair(module.padding),
+            )
+            d = _pair(getattr(module, "dilation", 1))
+            return type(module).__name__, _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), 0, 0
+        if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            return _adaptive(type(module).__name__, field, in_size, shape, where)
+        if isinstance(module, nn.Linear):
+            return "Linear", field, (None, None, None, None), own, module.in_features * module.out_features
+        if isinstance(module, nn.Flatten):
+            return _flatten(field, in_size)
+        if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm)):
+            return type(module).__name__, field, (None, None, None, None), own, 0
+        if isinstance(module, _NEUTRAL_MODULES):
+            return None
+        raise AnalysisError(f"{where}: unknown module type; its receptive field cannot be computed")
+    if node.op == "call_function":
+        target = node.target
+        if target in _MAX_POOLS or target in _AVG_POOLS:
+            args = _call_args(node, ["input", "kernel_size", "stride", "padding", "dilation"])
+            k = _pair(args["kernel_size"])
+            s = _pair(args.get("stride") or args["kernel_size"])
+            p = _pair(args.get("padding", 0))
+            d = _pair(args.get("dilation", 1)) if target in _MAX_POOLS else (1, 1)
+            kind = "MaxPool2d" if target in _MAX_POOLS else "AvgPool2d"
+            return kind, _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), 0, 0
+        if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
+            return _adaptive("AdaptiveAvgPool2d", field, in_size, shape, where)
+        if target is torch.flatten:
+            return _flatten(field, in_size)
+        if target in _NEUTRAL_FUNCTIONS:
+            return None
+        raise AnalysisError(f"{where}: unknown function; its receptive field cannot be computed")
+    if node.op == "call_method":
+        method = str(node.target)
+        if method in ("view", "reshape", "flatten"):
+            return _flatten(field, in_size) if in_size is not None and len(shape) < 3 else None
+        if method == "mean":
+            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            if in_size is not None and dims is not None and set(_dims(dims)) >= {2, 3}:
+                return _global("GlobalAvgPool", field, in_size)
+        if method in _NEUTRAL_METHODS:
+            return None
+        raise AnalysisError(f"{where}: unknown method; its receptive field cannot be computed")
+    raise AnalysisError(f"{where}: unsupported graph operation {node.op}")
+
+
+def _dims(dims: Any) -> list[int]:
+    return [d % 4 for d in (dims if isinstance(dims, (tuple, list)) else [dims])]
+
+
+def _call_args(node: fx.Node, names: list[str]) -> dict[str, Any]:
+    values = dict(zip(names, node.args))
+    values.update(node.kwargs)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _need_spatial(field: Field, where: str) -> Field:
+    if not field.spatial:
+        raise AnalysisError(f"{where}: a spatial layer after flattening cannot be analysed")
+    return field
+
+
+def _global(kind: str, field: Field, in_size: Pair) -> tuple[str, Field, Geometry, int, int]:
+    return kind, field.whole(in_size), (in_size, in_size, (0, 0), None), 0, 0
+
+
+def _adaptive(
+    kind: str, field: Field, in_size: Pair | None, shape: tuple[int, ...], where: str
+) -> tuple[str, Field, Geometry, int, int]:
+    out_size = (int(shape[-2]), int(shape[-1]))
+    if in_size is None:
+        raise AnalysisError(f"{where}: adaptive pooling of a map of unknown size")
+    if any(i % o for i, o in zip(in_size, out_size)):
+        raise AnalysisError(f"{where}: adaptive pooling {in_size}->{out_size} has uneven windows; not analysed")
+    k = (in_size[0] // out_size[0], in_size[1] // out_size[1])
+    return kind, field.through(k, k, (0, 0)), (k, k, (0, 0), None), 0, 0
+
+
+def _flatten(field: Field, in_size: Pair | None) -> tuple[str, Field, Geometry, int, int] | None:
+    if not field.spatial or in_size is None:
+        return None
+    whole = field.whole(in_size)
+    return "Flatten", Field(whole.rf, whole.jump, whole.centre, spatial=False), (None, None, None, None), 0, 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rendering
+
+COLUMNS = (
+    "Layer",
+    "Type",
+    "Kernel Size",
+    "Stride",
+    "Padding",
+    "Dilation",
+    "Output Shape",
+    "Receptive Field",
+    "Jump",
+    "Params",
+    "MACs",
+)
+
+
+def _fmt(value: Any, square: bool = False) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, tuple):
+        return "x".join(str(v) for v in value)
+    return f"{value}x{value}" if square else str(value)
+
+
+def _cells(row: LayerRow) -> list[str]:
+    return [
+        row.name,
+        row.type,
+        _fmt(row.kernel),
+        _fmt(row.stride),
+        _fmt(row.padding),
+        _fmt(row.dilation),
+        "x".join(str(s) for s in row.output_shape),
+        _fmt(row.receptive_field, square=True),
+        _fmt(row.jump),
+        f"{row.params:,}",
+        f"{row.macs:,}",
+    ]
+
+
+def render(table: LayerTable, markdown: bool) -> str:
+    """A terminal or markdown table of ``table`` with a totals line."""
+    body = [["Input", "-", "-", "-", "-", "-", "x".join(map(str, table.input_shape)), "1x1", "1", "0", "0"]]
+    body += [_cells(row) for row in table.rows]
+    total = f"Total: {table.params:,} parameters, {table.macs:,} MACs per image, receptive field " + _fmt(
+        table.receptive_field, square=True
+    )
+    if markdown:
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines) + f"\n\n{total}\n"
+    widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(COLUMNS)]
+    line = "  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))
+    rule = "-" * len(line)
+    rows = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in body]
+    return "\n".join([table.model, rule, line, rule, *rows, rule, total]) + "\n"
+
+
+def shapes_and_params(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> str:
+    """Each leaf layer's output shape and parameters, found by running one image through forward hooks (no
+    tracing): what a summary still gives when the receptive field cannot be computed (``analyze`` failed)."""
+    rows: list[list[str]] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if not list(module.children()):
+
+            def record(module: nn.Module, _: Any, output: Any, name: str = name) -> None:
+                shape = "x".join(map(str, output.shape[1:])) if isinstance(output, torch.Tensor) else "-"
+                params = sum(p.numel() for p in module.parameters(recurse=False))
+                rows.append([name, type(module).__name__, shape, f"{params:,}"])
+
+            hooks.append(module.register_forward_hook(record))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    columns = ["Layer", "Type", "Output", "Params"]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    total = sum(p.numel() for p in model.parameters())
+    return "\n".join(lines) + f"\nTotal: {total:,} parameters\n"
