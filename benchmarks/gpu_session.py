@@ -297,9 +297,9 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
         # trials still training when only the finals' time is left are stopped (failed, marked "stopped")
         stop_at = RECORD["end"] - FINALS_SECONDS if RECORD["end"] else None
         settings = Settings(
-            name,
-            storage,
-            budget,
+            name=name,
+            storage=storage,
+            max_params=budget,
             epochs=tiny.get("epochs", 15),
             limit=tiny.get("limit"),
             results=str(args.results),

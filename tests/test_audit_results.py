@@ -31,14 +31,14 @@ def _teachers(checkpoints, val_size: int = 0) -> list[str]:
 @pytest.mark.parametrize("study", STUDIES, ids=lambda study: study.key)
 def test_each_study_winner_is_the_registered_model(study):
     """The model a study produced must be its best-validation candidate: same recipe, same layers."""
-    from mnistlab.lab.records import tuning_scores
+    from mnistlab.lab.records import chosen, tuning_scores
     from mnistlab.models import config_for, create_model
 
     results = Path(__file__).resolve().parent.parent / "results"
     scores = tuning_scores(results, study)
     if not scores:
         pytest.skip("no recorded tuning runs")
-    best = study.choose(scores)
+    best = chosen(study, scores)
     if best is None:  # no candidate met the rule: the registered model keeps the study's starting recipe
         assert study.rule == "smallest"
         best = scores[0]
@@ -86,11 +86,12 @@ def test_the_record_section_names_each_search_and_every_model_taken_from_one():
 
     from mnistlab.lab.records import ModelResult, load_searches, model_runs
     from mnistlab.lab.report import record_section
+    from mnistlab.lab.studies import role
     from mnistlab.models import get_card, list_models
     from mnistlab.models.found import entries
 
     results = Path(__file__).resolve().parents[1] / "results"
-    names = [n for n in list_models() if get_card(n).record]
+    names = [n for n in list_models() if (part := role(n)) is not None and part.record]
     assert {f["name"] for f in entries()} <= set(names)  # every found model is a record attempt
     section = record_section(
         [ModelResult(get_card(n), model_runs(results, n)) for n in names], {}, load_searches(results)

@@ -32,7 +32,13 @@ def test_runs_on_a_local_ray_cluster_equal_serial_ones_and_resume_there(tmp_path
     from mnistlab.training.engine import fit_group
 
     runs = [Run("sepnet3k", seed, "tuning", f"c/s{seed}") for seed in (1, 2, 3)]
-    serial = run_all(runs, tmp_path / "serial", overrides=TINY, progress=False, log=lambda m: None, data=tiny_data)
+    serial = run_all(
+        [r.config(tmp_path / "serial") for r in runs],
+        overrides=TINY,
+        progress=False,
+        log=lambda m: None,
+        data=tiny_data,
+    )
 
     # seed 3 is interrupted after one epoch, before Ray sees it
     config = runs[2].config(tmp_path / "ray")
@@ -47,7 +53,12 @@ def test_runs_on_a_local_ray_cluster_equal_serial_ones_and_resume_there(tmp_path
 
     logs: list[str] = []
     on_ray = run_all(
-        runs, tmp_path / "ray", overrides=TINY, log=logs.append, data=tiny_data, cluster=Cluster(cpus=2), stack=False
+        [r.config(tmp_path / "ray") for r in runs],
+        overrides=TINY,
+        log=logs.append,
+        data=tiny_data,
+        cluster=Cluster(cpus=2),
+        stack=False,
     )
     assert any("3 jobs on Ray" in line for line in logs)
     for one, other in zip(serial, on_ray):

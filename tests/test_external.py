@@ -45,7 +45,7 @@ def student(folder: Path, name: str) -> Path:
 
 def test_a_file_model_trains_stacked_and_its_run_rebuilds_without_the_file(tmp_path, tiny_data):
     path = student(tmp_path, "StudentA")
-    name = resolve(f"{path}:StudentA")
+    name = resolve(f"{path}:StudentA").name
     assert name == "StudentA" and get_card(name).params == (6 * 9 + 6) + 2 * 6 + (12 * 6 * 9 + 12) + (12 * 10 + 10)
     configs = [config_for(name, seed=s, output_dir=str(tmp_path / "runs" / f"seed{s}"), **TINY) for s in (1, 2)]
     summaries = fit_group(configs, data=tiny_data, **QUIET)
@@ -70,7 +70,7 @@ def test_a_file_model_trains_stacked_and_its_run_rebuilds_without_the_file(tmp_p
 
 def test_a_changed_copy_is_refused_and_a_changed_original_is_reported(tmp_path, tiny_data):
     path = student(tmp_path, "StudentB")
-    name = resolve(f"{path}:StudentB")
+    name = resolve(f"{path}:StudentB").name
     out = tmp_path / "run"
     fit_group([config_for(name, output_dir=str(out), **TINY)], data=tiny_data, **QUIET)
     config = json.loads((out / "config.json").read_text())
@@ -97,7 +97,7 @@ def test_a_layer_spec_builds_trains_and_keeps_its_copy(tmp_path, tiny_data):
         "layers": [{"conv": 8}, {"maxpool": 2}, {"separable": 12, "padding": 1}, {"gap": True}, {"classes": True}],
     }
     (tmp_path / "specnet.json").write_text(json.dumps(spec))
-    name = resolve(str(tmp_path / "specnet.json"))
+    name = resolve(str(tmp_path / "specnet.json")).name
     assert name == "specnet" and "separable 12" in get_card(name).design
     out = tmp_path / "run"
     fit_group([config_for(name, output_dir=str(out), **TINY)], data=tiny_data, **QUIET)
@@ -180,7 +180,7 @@ def test_an_installed_package_registers_models_through_entry_points(tmp_path, mo
 
 
 def test_compare_groups_seeds_and_refuses_a_folder_without_runs(tmp_path, tiny_data):
-    name = resolve(f"{student(tmp_path, 'StudentC')}:StudentC")
+    name = resolve(f"{student(tmp_path, 'StudentC')}:StudentC").name
     configs = [config_for(name, seed=s, output_dir=str(tmp_path / "runs" / name / f"seed{s}"), **TINY) for s in (1, 2)]
     fit_group(configs, data=tiny_data, **QUIET)
     groups = find_runs([tmp_path / "runs", ROOT / "results" / "model8"])

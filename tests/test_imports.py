@@ -67,3 +67,25 @@ def test_the_check_finds_a_circle_hidden_in_a_function(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from mnistlab.training.engine import fit\n")
     assert imports_of(source, {"mnistlab.training.engine", "mnistlab.lab.report"}) == {"mnistlab.training.engine"}
+
+
+# the wings from the bottom up: a module imports only from its own wing or the ones below it
+WINGS = ("core", "data", "models", "training", "tools", "jobs", "lab")
+
+
+def wing_of(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return 0  # the package's face: its version, and the public API loaded lazily
+    return WINGS.index(parts[1]) if parts[1] in WINGS else len(WINGS)  # cli, __main__, the public faces: the top
+
+
+def test_imports_run_only_down_the_wings():
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph().items()
+        for target in targets
+        if wing_of(target) > wing_of(module)
+    )
+    assert upward == []
+

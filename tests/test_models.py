@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.models import create_model, get_card, list_models, register_model
+from mnistlab.models import ModelCard, create_model, get_card, list_models, register_model
 from mnistlab.models.registry import _REGISTRY
 
 
@@ -27,7 +27,7 @@ def test_models_with_a_reference_hit_its_parameter_count(name):
 def test_model7_is_the_references_and_its_redesign_has_its_own_name():
     assert sum(p.numel() for p in create_model("model7").parameters()) == 7_568
     redesign = get_card("model7_rf")
-    assert redesign.params == 7_408 and redesign.compared_with == "model7" and not redesign.lost
+    assert redesign.params == 7_408 and redesign.title == "Model 7 redesigned (field 32)"
 
 
 def test_model8_is_under_8000():
@@ -75,14 +75,16 @@ def test_list_models_pattern_and_register_decorator():
     assert list_models("model1*") == ["model1"]
     assert list_models()[:3] == ["model1", "model2", "model3"]
 
-    @register_model(title="Tiny", target=("test",), design="one conv", recipe=get_card("model8").recipe, params=10)
+    card = ModelCard(title="Tiny", target=("test",), design="one conv", recipe=get_card("model8").recipe, params=10)
+
+    @register_model(card)
     def tiny_for_test() -> torch.nn.Module:
         return torch.nn.Conv2d(1, 1, 3)
 
     try:
         assert "tiny_for_test" in list_models("tiny*")
         with pytest.raises(ValueError, match="registered twice"):
-            register_model(title="x", target=(), design="", recipe=get_card("model8").recipe, params=0)(tiny_for_test)
+            register_model(card)(tiny_for_test)
     finally:
         _REGISTRY.pop("tiny_for_test")
 
@@ -147,31 +149,3 @@ def test_layer_sequence_is_the_references(name):
         return first(m.kernel_size), first(m.stride), first(m.padding)
 
     assert [geometry(m) for m in layers] == REFERENCE_LAYERS[name]
-
-
-def test_config_is_a_leaf_that_imports_neither_torch_nor_the_models():
-    import subprocess
-    import sys
-
-    code = "import sys, mnistlab.core.config; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('mnistlab.models')))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
-
-
-def test_final_runs_take_each_cards_seed_count_unless_seeds_are_named():
-    """`mnistlab reproduce` makes seeds 1..final_seeds of each model (a record model is judged on 6);
-    `--seeds` names them for every model."""
-    from mnistlab.lab.studies import planned_runs
-
-    @register_model(
-        title="Six", target=("test",), design="", recipe=get_card("model8").recipe, params=10, final_seeds=6
-    )
-    def six_seeds_for_test() -> torch.nn.Module:
-        return torch.nn.Conv2d(1, 1, 3)
-
-    runs = planned_runs(["model8", "six_seeds_for_test"], None, tuning=False)
-    assert [(r.model, r.seed) for r in runs] == [("model8", s) for s in (1, 2, 3)] + [
-        ("six_seeds_for_test", s) for s in range(1, 7)
-    ]
-    assert {r.name for r in runs if r.model == "six_seeds_for_test"} == {f"seed{s}" for s in range(1, 7)}
-    assert [r.seed for r in planned_runs(["six_seeds_for_test"], (4, 5), tuning=False)] == [4, 5]

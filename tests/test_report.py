@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mnistlab.core.config import Recipe
-from mnistlab.jobs.runner import run_all, status
+from mnistlab.jobs.runner import run_all
 from mnistlab.lab.report import write_report
 from mnistlab.lab.studies import STUDIES, Run
 
@@ -18,63 +18,14 @@ RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 TINY = {"epochs": 3, "batch_size": 64, "val_size": 100, "device": "cpu"}
 
 
-def test_run_all_skips_done_and_resumes_partial(tmp_path, tiny_data):
-    runs = [Run("model8", 1, "model8", "seed1"), Run("model8", 2, "model8", "seed2")]
-    logs: list[str] = []
-    run_all(runs[:1], tmp_path, overrides=TINY, progress=False, log=logs.append, data=tiny_data)
-    assert status(runs[0], tmp_path) == "done" and status(runs[1], tmp_path) == "todo"
-    run_all(runs, tmp_path, overrides=TINY, progress=False, log=logs.append, data=tiny_data)
-    assert any("seed1: done, skipped" in line for line in logs)
-    assert status(runs[1], tmp_path) == "done"
-
-
-def test_parallel_runs_match_serial_ones(tmp_path, tiny_data):
-    """Workers change where runs train, not what they compute: each run's numbers equal the serial run's."""
-    runs = [Run("sepnet3k", seed, "tuning", f"c/s{seed}") for seed in (1, 2)]
-    tiny = {**TINY, "epochs": 2, "threads": 1}
-    serial = run_all(runs, tmp_path / "serial", overrides=tiny, progress=False, log=lambda m: None, data=tiny_data)
-    logs: list[str] = []
-    parallel = run_all(runs, tmp_path / "parallel", overrides=tiny, log=logs.append, data=tiny_data, workers=2)
-    for one, other in zip(serial, parallel):
-        assert (one["seed"], one["last_val_acc"], one["test_acc_last3"]) == (
-            other["seed"],
-            other["last_val_acc"],
-            other["test_acc_last3"],
-        )
-    assert (tmp_path / "parallel" / "tuning" / "c" / "s2" / "train.log").read_text().count("epoch") == 2
-    assert any("2 jobs on 2 workers" in line for line in logs)
-
-
-def test_reproduce_stacks_the_seeds_of_a_recipe(tmp_path, tiny_data):
-    """With stack, one job per recipe: the seeds still to do train as one network; an interrupted or a
-    plateau-scheduled run trains alone."""
-    from mnistlab.jobs.runner import plan_jobs
-
-    runs = [Run("sepnet3k", seed, "tuning", f"c/s{seed}") for seed in (1, 2, 3)] + [
-        Run("model7", seed, "model7", f"seed{seed}") for seed in (1, 2)
-    ]
-    configs = [run.config(tmp_path) for run in runs]
-    jobs = plan_jobs(configs, ["todo", "todo", "partial", "todo", "todo"], stack=True)
-    assert [job.positions for job in jobs] == [(0, 1), (2,), (3,), (4,)]
-    assert [len(job.configs) for job in plan_jobs(configs, ["todo"] * 5, stack=False)] == [1] * 5
-    summaries = run_all(
-        runs[:2],
-        tmp_path,
-        overrides={**TINY, "epochs": 1},
-        progress=False,
-        log=lambda m: None,
-        data=tiny_data,
-        stack=True,
-    )
-    assert [s["provenance"]["stacked"] for s in summaries] == [2, 2] and [s["seed"] for s in summaries] == [
-        1,
-        2,
-    ]
+def train_runs(runs: list[Run], results: Path, **kwargs) -> list[dict]:
+    """The ledger's ``runs`` made under ``results`` by the runner, tiny and quiet."""
+    return run_all([run.config(results) for run in runs], overrides=TINY, progress=False, log=lambda m: None, **kwargs)
 
 
 def test_report_is_written_from_the_records(tmp_path, tiny_data):
     runs = [Run("model8", s, "model8", f"seed{s}") for s in (1, 2)] + [Run("model7", 1, "model7", "seed1")]
-    run_all(runs, tmp_path / "results", overrides=TINY, progress=False, log=lambda m: None, data=tiny_data)
+    train_runs(runs, tmp_path / "results", data=tiny_data)
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\nrest\n")
     report = write_report(tmp_path / "results", tmp_path / "REPORT.md", readme).read_text()
@@ -105,7 +56,7 @@ def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
 
     runs = [run for run in MODEL8_SEEDED if run.name in ("m8/s1", "m8/s2")]
     results = tmp_path / "results"
-    run_all(runs, results, overrides=TINY, progress=False, log=lambda m: None, data=tiny_data)
+    train_runs(runs, results, data=tiny_data)
     study = next(s for s in STUDIES if s.key == "model8-seeds")
     (candidate,) = tuning_scores(results, study)
     per_seed = [mean(h["val_acc"] for h in r.history[-3:]) for r in candidate.runs]
@@ -113,46 +64,6 @@ def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
     assert all(r.summary["test_acc_last3"] == [] for r in candidate.runs)  # the test set was never used
     report = write_report(results, tmp_path / "REPORT.md").read_text()
     assert f"| `m8` | {runs[0].why} | 7,500 | {per_seed[0]:.2f}, {per_seed[1]:.2f} | {candidate.score:.3f} |" in report
-
-
-def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
-    from mnistlab.lab.records import Candidate, RecordedRun
-    from mnistlab.lab.studies import Study
-
-    def candidate(name: str, params: int, *seeds: list[float]) -> Candidate:
-        records = [
-            RecordedRun(Path(name), {"params": params, "seed": k}, [{"val_acc": v} for v in vals], {})
-            for k, vals in enumerate(seeds, 1)
-        ]
-        return Candidate(name, Run(name, 1, "tuning", f"{name}/s1"), records)
-
-    runs = tuple(Run(name, seed, "tuning", f"{name}/s{seed}") for name in ("big", "small", "tiny") for seed in (1, 2))
-    study = Study("s", "t", runs, "", "", rule="smallest")
-    big = candidate("big", 6000, [99.5, 99.5, 99.6], [99.4, 99.5, 99.5])
-    small = candidate("small", 5000, [99.4, 99.5, 99.4], [99.5, 99.6, 99.5])
-    tiny = candidate("tiny", 4000, [99.6, 99.7, 99.7], [99.39, 99.6, 99.6])  # best mean, one epoch below
-    assert study.choose([big, small, tiny]) is small
-    unfinished = Candidate("small", small.declared, small.runs[:1])  # one of its 2 seeds recorded
-    assert study.choose([big, unfinished, tiny]) is big
-    assert Study("s", "t", runs, "", "").choose([big, small, tiny]) is tiny  # the mean rule
-
-
-def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
-    """Study and earlier runs are declared against named, frozen recipes, not against today's cards."""
-    from mnistlab.lab.studies import EARLIER, TUNING
-    from mnistlab.models import registry
-
-    before = {(r.folder, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None}
-    assert len(before) > 100
-    for name in ("model7", "model8", "sepnet6k", "sepnet3k"):
-        card = registry._REGISTRY[name]
-        monkeypatch.setitem(
-            registry._REGISTRY,
-            name,
-            dataclasses.replace(card, recipe=dataclasses.replace(card.recipe, lr=0.123, batch_size=99)),
-        )
-    after = {(r.folder, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None}
-    assert after == before
 
 
 def test_hold_rates_count_the_seeds_that_held_beside_the_final_verdict(tmp_path):

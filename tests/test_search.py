@@ -161,13 +161,13 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     assert done
 
     found = tmp_path / "found.json"
-    entry = register_trial(open_existing(settings), done[0].number, "tiny_found", found)
+    entry = register_trial(open_existing(settings.name, settings.storage), done[0].number, "tiny_found", found)
     with pytest.raises(Exception, match="exists already"):
-        register_trial(open_existing(settings), done[0].number, "model8", found)
+        register_trial(open_existing(settings.name, settings.storage), done[0].number, "model8", found)
     with pytest.raises(Exception, match="lower-case letters"):
-        register_trial(open_existing(settings), done[0].number, "Tiny Found", found)
+        register_trial(open_existing(settings.name, settings.storage), done[0].number, "Tiny Found", found)
     with pytest.raises(Exception, match="did not finish"):
-        register_trial(open_existing(settings), 99, "other", found)
+        register_trial(open_existing(settings.name, settings.storage), 99, "other", found)
     from mnistlab.lab.records import load_searches
     from mnistlab.lab.report import searches_section
 

@@ -16,24 +16,31 @@ from typing import Any
 
 import click
 
-from mnistlab.core.config import NO_OPTION, TrainConfig, read_recipe_changes
+from mnistlab.core.config import NO_OPTION, Augment, TrainConfig, read_recipe_changes
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.rundir import (
+    CONFIG,
     LAST_MEAN,
     LAST_MIN,
     LAST_TESTS,
     RESULTS,
-    SUMMARY,
     check_folder,
     check_run_dir,
     default_run_dir,
+    read_summary,
+    refuse_existing_run,
     remove_run_files,
     run_status,
 )
 
 
 def _config_options(command: Any) -> Any:
-    """The recipe and run fields as options of ``train`` (built from the dataclass and its roles, not retyped)."""
+    """The recipe and run fields as options of ``train``, and the augmentation's ranges (``--rotation``, ...):
+    built from the dataclasses and their roles, not retyped."""
+    for f in reversed(dataclasses.fields(Augment)):
+        command = click.option(
+            "--" + f.name, f.name, type=float, default=None, help=f"augmentation: {f.metadata['help']}"
+        )(command)
     for f in reversed(dataclasses.fields(TrainConfig)):
         if f.metadata.get(NO_OPTION):
             continue
@@ -76,10 +83,6 @@ def cli() -> None:
 )
 @click.option("--output-dir", type=click.Path(), default=None, help="run directory [runs/<model>]")
 @click.option("--data-dir", type=click.Path(), default=None, help="MNIST cache [$MNISTLAB_DATA or ~/.cache/mnistlab]")
-@click.option("--rotation", type=float, default=None, help="augmentation: max rotation in degrees")
-@click.option("--translate", type=float, default=None, help="augmentation: max shift, fraction of the size")
-@click.option("--scale", type=float, default=None, help="augmentation: max zoom change, e.g. 0.1")
-@click.option("--shear", type=float, default=None, help="augmentation: max shear in degrees")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None, help="continue the run in this directory")
 @click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
@@ -115,73 +118,84 @@ def train(
     overwrite: bool,
     quiet: bool,
     seed_list: str | None,
-    rotation: float | None,
-    translate: float | None,
-    scale: float | None,
-    shear: float | None,
     tensorboard_dir: str | None,
     teachers: tuple[str, ...],
     **fields: Any,
 ) -> None:
     """Train a model; write config, history, summary and checkpoints to its run directory."""
-    from mnistlab.models import config_for, resolve
+    from mnistlab.models import resolve
+
+    augment = {f.name: fields.pop(f.name) for f in dataclasses.fields(Augment)}
+    if seed_list is not None and (resume_dir is not None or dry_run):
+        raise MnistlabError("--seeds trains new runs: it does not combine with --resume or --dry-run")
+    if resume_dir is not None:  # a resumed run's model and recipe come from its own folder
+        _resume(Path(resume_dir), quiet=quiet, tensorboard_dir=tensorboard_dir)
+        return
+    card = resolve(model_name)
+    changes = {**(read_recipe_changes(recipe_file) if recipe_file else {}), **_given(fields)}
+    if teachers:
+        changes["teachers"] = teachers
+    where = dict(output_dir=output_dir, data_dir=data_dir, overwrite=overwrite, quiet=quiet)
+    if seed_list is not None:
+        _train_stacked(card, _parse_seeds(seed_list), changes, augment, tensorboard_dir=tensorboard_dir, **where)
+    else:
+        _train_one(card, changes, augment, dry_run=dry_run, tensorboard_dir=tensorboard_dir, **where)
+
+
+def _resume(run_dir: Path, *, quiet: bool, tensorboard_dir: str | None) -> None:
+    """``train --resume DIR``: continue the run in DIR, in place, with its own config."""
     from mnistlab.training.engine import fit
 
-    if resume_dir is None:  # a resumed run's model comes from its own folder
-        model_name = resolve(model_name)
-        fields = {**(read_recipe_changes(recipe_file) if recipe_file else {}), **_given(fields)}
-        if teachers:
-            fields["teachers"] = teachers
-    if seed_list is not None:
-        if resume_dir is not None or dry_run:
-            raise MnistlabError("--seeds trains new runs: it does not combine with --resume or --dry-run")
-        _train_stacked(
-            model_name,
-            _parse_seeds(seed_list),
-            output_dir,
-            data_dir,
-            overwrite,
-            quiet,
-            dict(rotation=rotation, translate=translate, scale=scale, shear=shear),
-            fields,
-            tensorboard_dir,
-        )
-        return
-    if resume_dir is not None:
-        config_path = Path(resume_dir) / "config.json"
-        if not config_path.is_file():
-            raise MnistlabError(f"{resume_dir} holds no config.json: nothing to resume")
-        # the run lives where it is now, wherever it was made: resume it in place
-        recorded = TrainConfig.from_dict(json.loads(config_path.read_text()))
-        config = dataclasses.replace(recorded, output_dir=str(resume_dir))
-        if run_status(resume_dir) == "done":
-            click.echo(f"{resume_dir} is finished; nothing to resume (its summary is left as it was)")
-            summary = json.loads((Path(resume_dir) / SUMMARY).read_text())
-        else:
-            summary = fit(
-                config,
-                resume=True,
-                progress=_bars(quiet),
-                log=click.echo,
-                after_epoch=_events(tensorboard_dir, [config]),
-            )
+    config_path = run_dir / CONFIG
+    if not config_path.is_file():
+        raise MnistlabError(f"{run_dir} holds no config.json: nothing to resume")
+    # the run lives where it is now, wherever it was made
+    recorded = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    config = dataclasses.replace(recorded, output_dir=str(run_dir))
+    if run_status(run_dir) == "done":
+        click.echo(f"{run_dir} is finished; nothing to resume (its summary is left as it was)")
+        summary = read_summary(run_dir)
     else:
-        config = config_for(model_name, output_dir=output_dir, data_dir=data_dir, **fields)
-        config = _with_augment(config, dict(rotation=rotation, translate=translate, scale=scale, shear=shear))
-        scratch = default_run_dir(f"{model_name}-dry-run")  # a dry run's own folder, replaced by the next dry run
-        if dry_run:
-            config = dataclasses.replace(
-                config,
-                epochs=1,
-                limit=config.limit or 512,
-                val_size=min(config.val_size, 256),
-                output_dir=output_dir or scratch,
-            )
-        out = Path(config.output_dir)
-        verb = "a dry run never replaces it" if dry_run else "pass --overwrite to replace it"
-        _clear_previous_run(out, overwrite or (dry_run and output_dir is None), verb)
-        click.echo(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {out}")
-        summary = fit(config, progress=_bars(quiet), log=click.echo, after_epoch=_events(tensorboard_dir, [config]))
+        events = _events(tensorboard_dir, [config])
+        summary = fit(config, resume=True, progress=_bars(quiet), log=click.echo, after_epoch=events)
+    _done(summary, config)
+
+
+def _train_one(
+    card: Any,
+    changes: dict[str, Any],
+    augment: dict[str, float | None],
+    *,
+    output_dir: str | None,
+    data_dir: str | None,
+    overwrite: bool,
+    quiet: bool,
+    dry_run: bool,
+    tensorboard_dir: str | None,
+) -> None:
+    """``train``: one new run of ``card`` with the recipe ``changes`` and augmentation ranges given."""
+    from mnistlab.models import config_for
+    from mnistlab.training.engine import fit
+
+    config = _with_augment(config_for(card, output_dir=output_dir, data_dir=data_dir, **changes), augment)
+    if dry_run:
+        scratch = default_run_dir(f"{card.name}-dry-run")  # a dry run's own folder, replaced by the next dry run
+        config = dataclasses.replace(
+            config,
+            epochs=1,
+            limit=config.limit or 512,
+            val_size=min(config.val_size, 256),
+            output_dir=output_dir or scratch,
+        )
+    out = Path(config.output_dir)
+    verb = "a dry run never replaces it" if dry_run else "pass --overwrite to replace it"
+    _clear_previous_run(out, overwrite or (dry_run and output_dir is None), verb)
+    click.echo(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {out}")
+    summary = fit(config, progress=_bars(quiet), log=click.echo, after_epoch=_events(tensorboard_dir, [config]))
+    _done(summary, config)
+
+
+def _done(summary: dict[str, Any], config: TrainConfig) -> None:
     click.echo(
         f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, {_scores(summary)}; "
         f"results in {config.output_dir}"
@@ -189,32 +203,35 @@ def train(
 
 
 def _train_stacked(
-    model_name: str,
+    card: Any,
     seeds: tuple[int, ...],
+    changes: dict[str, Any],
+    augment: dict[str, float | None],
+    *,
     output_dir: str | None,
     data_dir: str | None,
     overwrite: bool,
     quiet: bool,
-    augment: dict[str, float | None],
-    fields: dict[str, Any],
     tensorboard_dir: str | None,
 ) -> None:
     """``train --seeds``: the seeds of one recipe as one stacked network, a run directory per seed."""
     from mnistlab.models import config_for
     from mnistlab.training.engine import fit_group, recipe_unstackable
 
-    base = Path(output_dir or default_run_dir(model_name))
-    fields = {k: v for k, v in fields.items() if k != "seed"}
-    configs = []
-    for seed in seeds:
-        config = config_for(model_name, output_dir=str(base / f"seed{seed}"), data_dir=data_dir, seed=seed, **fields)
-        configs.append(_with_augment(config, augment))
+    base = Path(output_dir or default_run_dir(card.name))
+    changes = {k: v for k, v in changes.items() if k != "seed"}
+    configs = [
+        _with_augment(
+            config_for(card, output_dir=str(base / f"seed{s}"), data_dir=data_dir, seed=s, **changes), augment
+        )
+        for s in seeds
+    ]
     for config in configs:
         _clear_previous_run(Path(config.output_dir), overwrite, "pass --overwrite to replace it")
     reason = recipe_unstackable(configs[0]) if len(configs) > 1 else None
     groups = [[c] for c in configs] if reason else [configs]  # seeds that cannot stack train one after another
     how = f"one after another ({reason})" if reason else "stacked"
-    click.echo(f"training {model_name} on seeds {', '.join(map(str, seeds))}, {how}, into {base}/seed<k>")
+    click.echo(f"training {card.name} on seeds {', '.join(map(str, seeds))}, {how}, into {base}/seed<k>")
     for group in groups:
         events = _events(tensorboard_dir, group)
         for config, summary in zip(group, fit_group(group, progress=_bars(quiet), log=click.echo, after_epoch=events)):
@@ -248,9 +265,7 @@ def _clear_previous_run(out: Path, replace: bool, verb: str) -> None:
     if run_status(out) == "todo":
         return
     if not replace:
-        raise MnistlabError(
-            f"{out} already holds a run; {verb}, pass --resume {out} to continue it, or choose another --output-dir"
-        )
+        refuse_existing_run(out, verb)
     removed = remove_run_files(out)
     click.echo(f"removed the previous run's {len(removed)} files from {out}")
 
@@ -361,11 +376,11 @@ def export(checkpoint: str, fmt: str, output: str | None) -> None:
 def summary(model_name: str, fmt: str) -> None:
     """Per-layer shapes, receptive field, jump, parameters and MACs of a model (registered, or MODEL as
     FILE.py:BUILDER, MODULE:BUILDER or SPEC.json)."""
-    from mnistlab.models import create_model, resolve
+    from mnistlab.models import resolve
     from mnistlab.tools.analysis import AnalysisError, analyze, shapes_and_params
 
-    name = resolve(model_name)
-    model = create_model(name)
+    card = resolve(model_name)
+    name, model = card.name, card.build()
     try:
         result = analyze(model, name=name)
     except AnalysisError as exc:  # still the shapes and parameters, and why the field is missing
@@ -397,11 +412,12 @@ def compare(paths: tuple[Path, ...], output: Path | None) -> None:
 @cli.command(name="models")
 def models_() -> None:
     """List the registered models with their parameter counts."""
+    from mnistlab.lab.studies import role
     from mnistlab.models import get_card, list_models
 
     for name in list_models():
-        card = get_card(name)
-        note = "  (candidate: see its study in REPORT.md)" if card.lost else ""
+        card, part = get_card(name), role(name)
+        note = "  (candidate: see its study in REPORT.md)" if part is not None and part.lost else ""
         click.echo(f"{name:<12} {card.title:<28} {card.params:>10,} params{note}")
 
 
@@ -455,7 +471,7 @@ def report(results: str, output: str, readme: str) -> None:
 @click.option(
     "--seeds",
     default=None,
-    help="the final runs' seeds, for every model [each model's own: 1 to its card's final_seeds, 3 for most]",
+    help="the final runs' seeds, for every model [each model's own: 1 to its final_seeds in the lab's ledger, 3 for most]",
 )
 @click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
 @click.option(
@@ -519,7 +535,7 @@ def reproduce(
     quiet: bool,
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
-    from mnistlab.jobs.runner import run_all, status
+    from mnistlab.jobs.runner import run_all
     from mnistlab.lab.studies import planned_runs
     from mnistlab.models import resolve
 
@@ -529,9 +545,10 @@ def reproduce(
         raise MnistlabError(
             "--epochs and --limit make runs unlike the recorded ones: write them elsewhere with --results DIR"
         )
-    names = [resolve(m.strip()) for m in models.split(",") if m.strip()] if models else None
+    names = [resolve(m.strip()).name for m in models.split(",") if m.strip()] if models else None
     runs = planned_runs(names, _parse_seeds(seeds) if seeds else None, tuning, studies)
-    todo = [r for r in runs if status(r, Path(results)) != "done"]
+    configs = [run.config(Path(results)) for run in runs]
+    todo = [c for c in configs if run_status(c.output_dir) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
     cluster = _cluster(use_ray, ray_address, gpus_per_job=1.0 / workers)
     if cluster is not None:
@@ -539,8 +556,7 @@ def reproduce(
     pairs = (("threads", threads), ("device", device), ("epochs", epochs), ("limit", limit))
     overrides = {key: value for key, value in pairs if value is not None and value != 0}
     summaries = run_all(
-        runs,
-        Path(results),
+        configs,
         overrides=overrides or None,
         log=click.echo,
         progress=_bars(quiet),
@@ -640,15 +656,15 @@ def search(
     command = "mnistlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     stop_at = time.time() + deadline if deadline is not None else None
     settings = Settings(
-        name,
-        storage,
-        max_params,
-        _parse_seeds(seeds),
-        epochs,
-        limit,
-        results,
-        device,
-        threads,
+        name=name,
+        storage=storage,
+        max_params=max_params,
+        seeds=_parse_seeds(seeds),
+        epochs=epochs,
+        limit=limit,
+        results=results,
+        device=device,
+        threads=threads,
         command=command,
         stop_at=stop_at,
         teachers=teacher_files(teachers)[0] if teachers else (),
@@ -677,13 +693,15 @@ def search(
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
 def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
     """Serve a page: draw a digit, see what the model is given, its prediction, and each layer's view."""
-    from mnistlab.tools.demo import build, launch
+    from mnistlab.lab.studies import lab_models
+    from mnistlab.models import get_card, list_models
+    from mnistlab.tools.demo import build, launch, load
 
     if checkpoint is not None:
-        from mnistlab.tools.demo import load
-
         load(checkpoint)  # a checkpoint that does not load stops here, in one line
-    app = build(results, checkpoint)
+    # the picker: the lab's final runs, then those of models from outside the package
+    models = lab_models() + [name for name in list_models() if get_card(name).outside]
+    app = build(results, checkpoint, models)
     click.echo(f"serving on http://{host}:{port} (Ctrl-C stops)")
     launch(app, host, port)
 
@@ -718,11 +736,11 @@ def _cluster(use_ray: bool, address: str | None, **settings: Any) -> Any:
 def register(study_name: str, trial: int, name: str, storage: str | None, results: str) -> None:
     """Register a search trial as a model (layers and recipe as data, in models/found.json)."""
     _need_optuna()
-    from mnistlab.jobs.search import Settings, open_existing, register_trial
+    from mnistlab.jobs.search import open_existing, register_trial
     from mnistlab.models.found import FOUND
 
     storage = storage or _default_storage(results, study_name)
-    study = open_existing(Settings(study_name, storage, 0))
+    study = open_existing(study_name, storage)
     entry = register_trial(study, trial, name, FOUND)
     click.echo(
         f"registered {name}: trial {trial} of {study_name}, {entry['params']:,} parameters, worst-seed "

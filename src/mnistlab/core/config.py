@@ -35,10 +35,11 @@ def _role(default: Any, *roles: str) -> Any:
 class Augment:
     """Random affine augmentation; every range is symmetric around the identity. All zero: off."""
 
-    rotation: float = 0.0  # degrees: angle drawn from U(-rotation, rotation)
-    translate: float = 0.0  # fraction of the image size, in x and y independently
-    scale: float = 0.0  # zoom factor drawn from U(1 - scale, 1 + scale)
-    shear: float = 0.0  # degrees, along x
+    # each range's help is its option's (train --rotation, ...)
+    rotation: float = field(default=0.0, metadata={"help": "max rotation in degrees"})  # angle ~ U(-r, r)
+    translate: float = field(default=0.0, metadata={"help": "max shift, fraction of the size"})  # x and y apart
+    scale: float = field(default=0.0, metadata={"help": "max zoom change, e.g. 0.1"})  # factor ~ U(1 - s, 1 + s)
+    shear: float = field(default=0.0, metadata={"help": "max shear in degrees"})  # along x
 
     def __post_init__(self) -> None:
         for name, low, high in (
@@ -74,7 +75,7 @@ class Recipe:
     div_factor: float = 10.0  # onecycle: initial lr = lr / div_factor
     final_div_factor: float = 100.0  # onecycle: final lr = initial lr / final_div_factor
     patience: int = 1  # plateau: epochs without improvement before decaying
-    augment: Augment = _role(Augment(), NO_OPTION)  # train has an option per range (--rotation, ...)
+    augment: Augment = _role(Augment(), NO_OPTION)  # train has an option per range instead (--rotation, ...)
     dropout: float = 0.0  # passed to the model's builder
     label_smoothing: float = 0.0
     ema: float = 0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated

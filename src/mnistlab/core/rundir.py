@@ -81,6 +81,16 @@ def remove_run_files(run_dir: str | Path) -> list[Path]:
     return removed
 
 
+def refuse_existing_run(run_dir: str | Path, hint: str = "") -> None:
+    """The one refusal to start a run where one is (finished or interrupted); ``hint`` adds another way out."""
+    if run_status(run_dir) != "todo":
+        raise MnistlabError(
+            f"{run_dir} already holds a run; "
+            + (f"{hint}, " if hint else "")
+            + f"pass --resume {run_dir} to continue it, or choose another --output-dir"
+        )
+
+
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / SUMMARY).read_text())
 

@@ -17,12 +17,7 @@ from mnistlab.core.config import TrainConfig
 from mnistlab.core.rundir import read_summary, run_status
 from mnistlab.jobs.distributed import run_jobs
 from mnistlab.jobs.workers import fit_logged, in_processes
-from mnistlab.lab.studies import RESULTS, Run
 from mnistlab.training.engine import fit_group, recipe_unstackable
-
-
-def status(run: Run, results: Path = RESULTS) -> str:
-    return run_status(run.path(results))
 
 
 @dataclass(frozen=True)
@@ -58,8 +53,7 @@ def plan_jobs(configs: list[TrainConfig], states: list[str], stack: bool) -> lis
 
 
 def run_all(
-    runs: list[Run],
-    results: Path = RESULTS,
+    configs: list[TrainConfig],
     *,
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
@@ -70,7 +64,8 @@ def run_all(
     after_each: Callable[[], None] | None = None,
     cluster: Any = None,
 ) -> list[dict[str, Any]]:
-    """Run what is not done yet, resuming what was interrupted; return every run's summary.
+    """Train the runs of ``configs`` (each into its ``output_dir``) that are not done yet, resuming what was
+    interrupted; return every run's summary.
 
     ``overrides`` change every run's config (tests make runs tiny); ``data`` replaces real MNIST (tests).
     With ``stack`` the seeds of one recipe train as one stacked network (``engine.fit_group``). With
@@ -79,16 +74,14 @@ def run_all(
     ``after_each`` is called when a job has finished (e.g. to copy its results off a lent machine).
     With ``cluster`` (``distributed.Cluster``) every job is a Ray task instead, and ``workers`` is unused.
     """
-    configs = []
-    for run in runs:
-        config = run.config(results)
-        configs.append(TrainConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config)
-    states = [status(run, results) for run in runs]
+    if overrides:
+        configs = [TrainConfig.from_dict({**config.to_dict(), **overrides}) for config in configs]
+    states = [run_status(config.output_dir) for config in configs]
     summaries: dict[int, dict[str, Any]] = {}
-    for index, (run, state) in enumerate(zip(runs, states)):
+    for index, (config, state) in enumerate(zip(configs, states)):
         if state == "done":
-            log(f"[{index + 1}/{len(runs)}] {run.folder}/{run.name}: done, skipped")
-            summaries[index] = read_summary(run.path(results))
+            log(f"[{index + 1}/{len(configs)}] {config.output_dir}: done, skipped")
+            summaries[index] = read_summary(Path(config.output_dir))
     jobs = plan_jobs(configs, states, stack)
 
     def finished(job: Job, done: list[dict[str, Any]]) -> None:
@@ -113,4 +106,4 @@ def run_all(
         log(f"{len(jobs)} jobs on {workers} workers; each run writes its epochs to <run>/train.log")
         for index, done in in_processes(fit_logged, [(job.configs, job.resume, data) for job in jobs], workers):
             finished(jobs[index], done)
-    return [summaries[i] for i in range(len(runs))]
+    return [summaries[i] for i in range(len(configs))]

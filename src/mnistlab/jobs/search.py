@@ -29,11 +29,9 @@ from mnistlab.core.fileio import atomic_write_json
 from mnistlab.core.rundir import LAST_K, RESULTS, check_folder, read_history
 from mnistlab.jobs.distributed import run_tasks
 from mnistlab.jobs.workers import in_processes
-from mnistlab.lab.records import batch_size_of
-from mnistlab.models import create_model, get_card, list_models
-from mnistlab.models.compact import SEARCHED
+from mnistlab.models import config_for, create_model, get_card, list_models
+from mnistlab.models.compact import SEARCHED, batch_size_of
 from mnistlab.models.found import entries
-from mnistlab.models.registry import teacher_files
 from mnistlab.training.engine import fit_group
 
 MODEL = SEARCHED  # the family every trial draws a shape of
@@ -240,7 +238,7 @@ def open_study(settings: Settings) -> Any:
             pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, 2 * settings.epochs // 3)),
         )
     except Exception as exc:  # SQLAlchemy's errors for a URL it cannot open are many kinds
-        raise _storage_error(settings, exc) from None
+        raise _storage_error(settings.storage, exc) from None
     # how its trials train, for the report and for registering a trial (the first settings stay)
     if "settings" not in study.user_attrs:
         study.set_user_attr(
@@ -261,24 +259,24 @@ def open_study(settings: Settings) -> Any:
     return study
 
 
-def _storage_error(settings: Settings, exc: Exception) -> MnistlabError:
+def _storage_error(storage: str, exc: Exception) -> MnistlabError:
     first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-    return MnistlabError(f"cannot open the study storage {settings.storage!r}: {first}")
+    return MnistlabError(f"cannot open the study storage {storage!r}: {first}")
 
 
-def open_existing(settings: Settings) -> Any:
-    """A study that must exist already (registering a trial, reporting): one line if it does not."""
+def open_existing(name: str, storage: str) -> Any:
+    """The study ``name`` that must exist already in ``storage`` (registering a trial): one line if it does not."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if settings.storage.startswith(SQLITE) and not Path(settings.storage[len(SQLITE) :]).is_file():
-        raise MnistlabError(f"no study storage at {settings.storage}; run `mnistlab search` first")
+    if storage.startswith(SQLITE) and not Path(storage[len(SQLITE) :]).is_file():
+        raise MnistlabError(f"no study storage at {storage}; run `mnistlab search` first")
     try:
-        return optuna.load_study(study_name=settings.name, storage=settings.storage)
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise MnistlabError(f"no study {settings.name!r} in {settings.storage}") from None
+        raise MnistlabError(f"no study {name!r} in {storage}") from None
     except Exception as exc:  # SQLAlchemy's errors for a URL it cannot open are many kinds
-        raise _storage_error(settings, exc) from None
+        raise _storage_error(storage, exc) from None
 
 
 def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str], None]) -> float:
@@ -293,14 +291,11 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
         log(f"trial {trial.number}: {params:,} parameters, over the budget: not trained")
         trial.set_user_attr("over_budget", True)
         raise optuna.TrialPruned(f"{params:,} parameters, over the budget of {settings.max_params:,}")
-    base = recipe_of(recipe, settings.epochs, settings.teachers)
-    if base["teachers"]:  # each checked against its sha256 and the validation split when the trial starts
-        base["teachers"], teacher_sha256 = teacher_files(base["teachers"])
-        base["teacher_sha256"] = teacher_sha256
+    recipe_fields = recipe_of(recipe, settings.epochs, settings.teachers)
     root = Path(settings.results) / "search" / settings.name / f"trial{trial.number}"
     configs = [
-        TrainConfig(
-            model=MODEL,
+        config_for(  # the teachers named by their checkpoints and sha256, checked when the trial starts
+            MODEL,
             arch=arch,
             seed=seed,
             limit=settings.limit,
@@ -309,7 +304,7 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
             cuda_graph=settings.cuda_graph,
             test_every_epoch=False,
             output_dir=str(root / f"s{seed}"),
-            **base,
+            **recipe_fields,
         )
         for seed in settings.seeds
     ]

@@ -10,8 +10,8 @@ from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write_text
 from mnistlab.core.rundir import LAST_K, TARGET
 from mnistlab.lab.records import RunGroup
-from mnistlab.models.checkpoint import build_model
 from mnistlab.models.external import ensure_registered
+from mnistlab.models.registry import build_model, get_card
 from mnistlab.tools.analysis import analyze
 from mnistlab.tools.plots import plot_accuracy_against_params, plot_seed_bands
 
@@ -26,7 +26,7 @@ def geometry(group: RunGroup) -> tuple[str, str]:
     first = group.runs[0]
     try:
         ensure_registered(first.config, first.path)  # a model from outside: from the copy its run keeps
-        table = analyze(build_model(group.model, first.config), name=group.model)
+        table = analyze(build_model(get_card(group.model), first.config), name=group.model)
     except MnistlabError:  # a model this version does not know, or whose field cannot be traced
         return "-", "-"
     field = table.receptive_field

@@ -15,8 +15,7 @@ from typing import Any
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.rundir import CONFIG, LAST_K, LAST_TESTS, SUMMARY, TARGET, read_history
 from mnistlab.lab.studies import Run, Study, candidate_name
-from mnistlab.models.compact import SEARCHED
-from mnistlab.models.registry import ModelCard, get_card
+from mnistlab.models.registry import ModelCard
 
 
 @dataclass(frozen=True)
@@ -112,6 +111,19 @@ class Candidate:
         return min(h["val_acc"] for run in self.runs for h in run.history[-LAST_K:])
 
 
+def chosen(study: Study, candidates: list[Candidate]) -> Candidate | None:
+    """The candidate ``study``'s rule picks from its recorded ``candidates``: the highest validation mean, or (rule
+    "smallest") the smallest model that held the target on validation in each of the last epochs of every seed
+    declared for it (None if none did)."""
+    if not candidates:
+        return None
+    if study.rule == "smallest":
+        declared = {c.name: sum(candidate_name(run) == c.name for run in study.runs) for c in candidates}
+        held = [c for c in candidates if len(c.runs) == declared[c.name] and c.lowest_epoch >= TARGET]
+        return min(held, key=lambda c: c.runs[0].summary["params"]) if held else None
+    return max(candidates, key=lambda c: c.score)
+
+
 def tuning_scores(results: Path, study: Study) -> list[Candidate]:
     """Each candidate of ``study`` with at least one finished run, in the order declared."""
     grouped: dict[str, Candidate] = {}
@@ -159,11 +171,6 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     parameters, since the record is about size; then the earliest."""
     done = finished(rows)
     return min(done, key=lambda r: (-round(r["score"], 6), r["params"], r["trial"])) if done else None
-
-
-def batch_size_of(drawn: dict[str, Any]) -> int:
-    """A trial's batch size: drawn, or the family's for a trial of a study from before it was drawn."""
-    return int(drawn.get("batch_size", get_card(SEARCHED).recipe.batch_size))
 
 
 Searches = list[tuple[Path, Any, list[dict[str, Any]]]]  # (its SQLite file, the study, its trials as rows)

@@ -1,5 +1,6 @@
-"""REPORT.md, written from the recorded runs under results/ and the model cards. Nothing here is typed by hand:
-every number comes from a run's summary or history, every sentence of analysis from those numbers.
+"""REPORT.md, written from the recorded runs under results/, the model cards and the lab's ledger. No result is
+typed by hand: every figure of a run comes from its summary or history, every sentence of analysis from those
+figures; the one outside figure, the smallest public model's size, is the ledger's ``PUBLIC_RECORD_PARAMS``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from mnistlab.lab.records import (
     Candidate,
     ModelResult,
     Searches,
-    batch_size_of,
     best_row,
+    chosen,
     find_runs,
     finished,
     load_run,
@@ -24,13 +25,27 @@ from mnistlab.lab.records import (
     model_runs,
     tuning_scores,
 )
-from mnistlab.lab.studies import EARLIER, RECORD_BUDGET, RECORD_STUDIES, STUDIES, Study
+from mnistlab.lab.studies import (
+    EARLIER,
+    PUBLIC_RECORD_PARAMS,
+    RECORD_BUDGET,
+    RECORD_STUDIES,
+    STUDIES,
+    Role,
+    Study,
+    lab_models,
+    role,
+)
 from mnistlab.models import create_model, get_card, list_models
+from mnistlab.models.compact import batch_size_of
 from mnistlab.models.found import entries
 from mnistlab.models.registry import ModelCard
 from mnistlab.tools.analysis import LayerTable, analyze
 from mnistlab.tools.plots import plot_curves, plot_search
 
+# results/stacked/<model>-<n>seeds: one final recipe on many seeds at once; results/stacked/model8: Model 8's final
+# seeds stacked, beside its single runs
+HOLD_RATES = "stacked"
 SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
 
 
@@ -200,7 +215,7 @@ def comparison_table(results: list[ModelResult]) -> str:
         else:
             ours = "not run | | | | | | "
         lines.append(f"| {r.card.title} (`{r.card.name}`) | {r.card.params:,} | {ref_cells} | {ours} |")
-    notes = [target_line(r) for r in results if len(r.runs) > 1 and r.card.aims]
+    notes = [target_line(r) for r in results if len(r.runs) > 1 and _role_of(r.card.name).aims]
     below = [line for r in results if (line := below_reference(r))]
     if below:
         notes.append(
@@ -296,7 +311,7 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                 f"{', '.join(_pct(v) for v in vals)} | {c.score:.2f} | {change} | "
                 f"{_pct(first.summary['last_test_acc'])} | {_seconds(first.summary['train_seconds'])} |"
             )
-    best = study.choose(candidates)
+    best = chosen(study, candidates)
     if best is None:
         return (
             "\n".join(
@@ -347,7 +362,7 @@ def earlier_section(results: Path) -> str:
 
 
 def _finals_note(study: Study) -> str:
-    if get_card(study.winner).refit:
+    if _role_of(study.winner).refit:
         return (
             "Final runs train on all 60,000 training images; with no split left, their `best.pt` is the "
             "epoch of best training accuracy, and the figures reported are the last epochs', which choose "
@@ -466,8 +481,7 @@ def searches_section(studies: Searches, figures: Path, output: Path) -> str:
 
 def stacked_section(results: Path) -> str:
     """Model 8's final seeds trained stacked, beside the single runs recorded for them."""
-    folder = results / "stacked"
-    three = model_runs(folder, "model8")
+    three = model_runs(results / HOLD_RATES, "model8")
     if not three:
         return ""
     singles = {r.summary["seed"]: r for r in model_runs(results, "model8")}
@@ -499,12 +513,9 @@ def stacked_section(results: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-HOLD_RATES = "stacked"  # results/stacked/<model>-<n>seeds: one final recipe on many seeds at once
-
-
 def hold_rates_section(results: Path, model_results: list[ModelResult]) -> str:
     """Each model's final recipe on many seeds (a folder ``<model>-<n>seeds`` under results/stacked/): on how
-    many seeds it held, its mean and lowest epoch, beside the verdict of its 3 final seeds."""
+    many seeds it held, its mean and lowest epoch, beside the verdict of its final seeds (its role's count)."""
     folders = [f for f in sorted((results / HOLD_RATES).glob("*-*seeds")) if any(f.glob("seed*/summary.json"))]
     if not folders:
         return ""
@@ -564,10 +575,10 @@ def record_section(
             continue
         best = max(candidates, key=lambda c: c.score)  # by mean here: what each study reached at best
         if {c.name for c in candidates} <= listed:  # a later rule over the runs already listed
-            chosen = studies[key].choose(candidates)
+            pick = chosen(studies[key], candidates)
             lines.append(
                 f"- {studies[key].title}: the candidates above, by its own rule; "
-                + (f"it chose `{chosen.name}`." if chosen else "none met it.")
+                + (f"it chose `{pick.name}`." if pick else "none met it.")
             )
             continue
         listed |= {c.name for c in candidates}
@@ -592,7 +603,7 @@ def record_section(
     lines += ["", "Final runs (all 60,000 training images, test accuracy in the last 3 epochs):", ""]
     held = []
     # the record's models and those taken from the searches, smallest first
-    for name in sorted((n for n in list_models() if get_card(n).record), key=lambda n: get_card(n).params):
+    for name in sorted((n for n in list_models() if _role_of(n).record), key=lambda n: get_card(n).params):
         result = by_name.get(name)
         if result is None:  # a candidate that no study took to final runs
             continue
@@ -623,7 +634,7 @@ def record_section(
         lines.append(line + ".")
     lines += [
         "",
-        f"For scale: the smallest public model we know of to reach {TARGET}% has 3,762 parameters, on one run.",
+        f"For scale: the smallest public model we know of to reach {TARGET}% has {PUBLIC_RECORD_PARAMS:,} parameters, on one run.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -661,11 +672,10 @@ def update_readme(readme: Path, table: str) -> bool:
 
 
 def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
-    """Write the report; with ``readme``, also refresh the comparison table in the README."""
-    # the lab's own models (a user's, registered from outside the package in this process, have their own runs)
-    model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in list_models(lost=False, outside=False)]
-    if readme is not None:
-        update_readme(readme, comparison_table(model_results))
+    """Write the report; with ``readme``, also refresh the comparison table in the README. Everything is read and
+    rendered before either file is written."""
+    # the lab's models (a user's, registered from outside the package in this process, have their own runs)
+    model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in lab_models()]
     figures = results / "figures"
     parts = [
         "# mnistlab report",
@@ -708,9 +718,8 @@ def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md")
     by_model = {r.card.name: r for r in model_results}
     for result in model_results:
         card = result.card
-        # a first design is compared with the model that replaced it; the others with the one before them
         # a first design or a redesign is compared with its counterpart; the others with the model before them
-        successor = by_model.get(card.compared_with) if card.compared_with else None
+        counterpart = by_model.get(_role_of(card.name).compared_with)
         table = analyze(create_model(card.name), name=card.name)
         parts += [f"## {card.title} (`{card.name}`)", "", "### Target", ""]
         parts += [f"- {t}" for t in card.target]
@@ -719,13 +728,13 @@ def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md")
             parts += [results_table(result)]
             figure = plot_curves(result.runs[0].history, figures / f"{card.name}-curves.png", title=card.title)
             parts += [f"![{card.title} curves]({os.path.relpath(figure, output.parent)})", ""]
-        parts += ["### Analysis", ""] + [f"- {s}" for s in analysis_sentences(result, successor or previous)] + [""]
+        parts += ["### Analysis", ""] + [f"- {s}" for s in analysis_sentences(result, counterpart or previous)] + [""]
         parts += ["### Receptive field (computed)", "", table.render_markdown()]
         differences = rf_comparison(card, table)
         if differences:
             wrong_tables.append((card.title, differences))
             parts += ["Where the reference's hand-made table differs:", ""] + [f"- {d}" for d in differences] + [""]
-        if successor is None:
+        if counterpart is None:
             previous = result
     parts += ["## Where the reference's receptive-field tables were wrong", ""]
     for title, differences in wrong_tables:
@@ -736,4 +745,12 @@ def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md")
         "empirical measure (the non-zero input gradient of one output unit through positive weights).",
         "",
     ]
-    return atomic_write_text(output, "\n".join(parts))
+    text = "\n".join(parts)
+    if readme is not None:
+        update_readme(readme, comparison_table(model_results))
+    return atomic_write_text(output, text)
+
+
+def _role_of(name: str) -> Role:
+    """A model's part in the lab's studies; a model that is not the lab's has none (the default role's flags)."""
+    return role(name) or Role()

@@ -1,5 +1,6 @@
-"""The recorded experiments, as data: every run that makes the report, the studies that chose each recipe on
-the validation split (with the rule that picks their winner), and the final runs.
+"""The lab's ledger, as data: every run that makes the report, the studies that chose each recipe on the
+validation split (with the rule that picks their winner), each model's part in them (``ROLES``), and the final
+runs. The library knows nothing of it: its cards are architectures and recipes only.
 
 Every run lives in ``results/<group>/<name>/`` (config, history, summary, checkpoints); ``runner`` trains
 what is missing. Nothing here trains or reads a result.
@@ -12,17 +13,89 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnistlab.core.config import Recipe, TrainConfig, recipe_values
+from mnistlab.core.config import Augment, Recipe, TrainConfig
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.rundir import RESULTS as RESULTS_DIR
-from mnistlab.core.rundir import TARGET
 from mnistlab.models import config_for, get_card, list_models
-from mnistlab.models.registry import teacher_files
-from mnistlab.models.zoo import MODEL1_RECIPE, MODEL7_FIRST_RECIPE, MODEL8_RECIPE
+from mnistlab.models.found import entries as found_entries
 
 RESULTS = Path(RESULTS_DIR)
-FINAL_SEEDS = (1, 2, 3)  # the earlier attempts' seeds
+EARLIER_SEEDS = (1, 2, 3)  # the earlier attempts' seeds (a model's final runs have its role's count)
 RECORD_BUDGET = 3_500  # the record: the fewest parameters that hold the target, at most this many
+# the smallest public model known to hold 99.4%: one run, its test set watched every epoch
+PUBLIC_RECORD_PARAMS = 3_762
+
+
+@dataclass(frozen=True)
+class Role:
+    """A lab model's part in our studies (read by ``reproduce``, the report and the demo's picker)."""
+
+    lost: bool = False  # a study's candidate that was not chosen: reported in its study only, no final runs
+    aims: bool = False  # aims at the course's target: the report says, seed by seed, whether it held
+    record: bool = False  # an attempt at the record (the fewest parameters that hold): in the record section
+    refit: bool = False  # chosen on the validation split: its final runs train on all 60,000 training images
+    compared_with: str = ""  # a first design or a redesign: the model the report's analysis sets it against
+    final_seeds: int = 3  # its final runs' seeds, 1..n (a record learning from teachers is judged on 6)
+
+
+FINAL, LOST = Role(), Role(lost=True)
+RECORD_ATTEMPT = Role(aims=True, record=True, refit=True)
+# fmt: off
+ROLES: dict[str, Role] = {
+    "model1": FINAL, "model2": FINAL, "model3": FINAL, "model4": FINAL, "model5": FINAL, "model6": FINAL,
+    "model7": FINAL,
+    "model7_rf": Role(compared_with="model7"),
+    "model7_rf_wide": LOST,
+    "model8": RECORD_ATTEMPT,
+    "model8_deep": LOST,
+    "model8_v1": Role(aims=True, refit=True, compared_with="model8"),
+    "model8_wide": Role(lost=True, refit=True),
+    "model8_stem10": LOST,
+    "slim_a": LOST, "slim_b": LOST, "slim_sep": LOST, "slim_sep4": LOST,
+    "sepnet3k": RECORD_ATTEMPT,
+    "sepnet3k_kd": Role(aims=True, record=True, refit=True, final_seeds=6),
+    "sepnet5k": Role(lost=True, refit=True),
+    "sepnet6k": RECORD_ATTEMPT,
+    "sepnet4k9": Role(lost=True, refit=True),
+    "sepnet5k4": Role(lost=True, refit=True),
+}
+# fmt: on
+FOUND_ROLE = RECORD_ATTEMPT  # a model registered from one of our searches (models/found.json): chosen on validation
+TEACHER_MODELS = ("teacher98k",)  # teachers, not students: their runs are the teacher set's (TEACHER_SET)
+
+
+def role(name: str) -> Role | None:
+    """``name``'s part in our studies; None for a model that is not one of the lab's (a user's, the search's
+    family, a teacher)."""
+    if name in ROLES:
+        return ROLES[name]
+    return FOUND_ROLE if name in {entry["name"] for entry in found_entries()} else None
+
+
+def lab_models() -> list[str]:
+    """The lab's models that did not lose a study, in the registry's order: the report's, the demo's."""
+    return [name for name in list_models(outside=False) if (r := role(name)) is not None and not r.lost]
+
+
+# The named, frozen recipes the ledger's runs are declared against, written out here: editing a model's card later
+# never changes what a recorded run meant.
+MODEL1_FIRST = Recipe(epochs=20, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9)
+MODEL7_FIRST = dataclasses.replace(  # Model 7's recipe before its study
+    MODEL1_FIRST, epochs=15, dropout=0.05, augment=Augment(rotation=7.0), scheduler="plateau", gamma=0.1, patience=1
+)
+MODEL8_FIRST = Recipe(  # Model 8's first design's recipe, chosen on validation: the record's candidates' too
+    epochs=15,
+    batch_size=64,
+    optimizer="sgd",
+    lr=0.05,
+    momentum=0.9,
+    scheduler="onecycle",
+    pct_start=0.3,
+    div_factor=10.0,
+    final_div_factor=100.0,
+    augment=Augment(rotation=7.0, translate=0.1),
+    dropout=0.0,
+)
 
 
 @dataclass(frozen=True)
@@ -41,13 +114,9 @@ class Run:
         return results / self.folder / self.name
 
     def config(self, results: Path) -> TrainConfig:
-        out = self.path(results)
-        if self.base is None:
-            return config_for(self.model, seed=self.seed, output_dir=str(out), **self.overrides)
-        values = {**recipe_values(self.base), **self.overrides}
-        if values.get("teachers"):  # each teacher named by its checkpoints and their sha256, as config_for does
-            values["teachers"], values["teacher_sha256"] = teacher_files(values["teachers"])
-        return TrainConfig(model=self.model, seed=self.seed, output_dir=str(out), **values)
+        return config_for(
+            self.model, base=self.base, seed=self.seed, output_dir=str(self.path(results)), **self.overrides
+        )
 
 
 @dataclass(frozen=True)
@@ -62,18 +131,6 @@ class Study:
     where: str = ""  # how the recorded runs were made, when not on the project's CPU
     superseded: str = ""  # the study that started from this one's winner and changed it
     rule: str = "mean"  # mean: the highest validation mean wins; smallest: the smallest that held on validation
-
-    def choose(self, candidates: list[Any]) -> Any:
-        """The candidate this study's rule picks from its recorded ``candidates`` (``records.Candidate``): the
-        highest validation mean, or the smallest model that held the target on validation in each of the last
-        epochs of every seed declared for it (None if none did)."""
-        if not candidates:
-            return None
-        if self.rule == "smallest":
-            declared = {c.name: sum(candidate_name(run) == c.name for run in self.runs) for c in candidates}
-            held = [c for c in candidates if len(c.runs) == declared[c.name] and c.lowest_epoch >= TARGET]
-            return min(held, key=lambda c: c.runs[0].summary["params"]) if held else None
-        return max(candidates, key=lambda c: c.score)
 
 
 def candidate_name(run: Run) -> str:
@@ -93,7 +150,7 @@ FIRST_ROUND = {"batch_size": 128, "augment": {"rotation": 7.0}}
 NO_SHIFTS = {"augment": {"rotation": 7.0}}
 SHIFTS = {"augment": {"rotation": 7.0, "translate": 0.1}}
 # fmt: off
-MODEL8_TUNING: tuple[Run, ...] = on_base(MODEL8_RECIPE, (
+MODEL8_TUNING: tuple[Run, ...] = on_base(MODEL8_FIRST, (
     Run("model8_v1", 1, "tuning", "model8-dropout0.05", {**FIRST_ROUND, "dropout": 0.05},
         "dropout 0.05 after every 3x3 block"),
     Run("model8_v1", 1, "tuning", "model8-dropout0", {**FIRST_ROUND, "dropout": 0.0},
@@ -136,7 +193,7 @@ MODEL8_TUNING: tuple[Run, ...] = on_base(MODEL8_RECIPE, (
 
 # The smallest model that holds the target: architectures first, then the recipe of the best one.
 # fmt: off
-RECORD_TUNING: tuple[Run, ...] = on_base(MODEL8_RECIPE, (
+RECORD_TUNING: tuple[Run, ...] = on_base(MODEL8_FIRST, (
     Run("slim_a", 1, "tuning", "slim_a", {}, "plain 3x3 convolutions 6-10, pool, 10-10-10, 3,486 parameters"),
     Run("slim_b", 1, "tuning", "slim_b", {}, "the same, body padded (keeps 12x12), 3,486 parameters",
         against="slim_a"),
@@ -155,7 +212,7 @@ RECORD_TUNING: tuple[Run, ...] = on_base(MODEL8_RECIPE, (
 
 # If the record's model cannot hold the target on 3 seeds: the same shape, wider, as the smallest that does.
 # fmt: off
-FALLBACK_TUNING: tuple[Run, ...] = on_base(MODEL8_RECIPE, (
+FALLBACK_TUNING: tuple[Run, ...] = on_base(MODEL8_FIRST, (
     Run("sepnet5k", 1, "tuning", "sepnet5k", NO_SHIFTS, "sepnet3k widened to 28 channels after the pool, 5,032 parameters",
         against="slim_sep4-rotation"),
 ))
@@ -181,7 +238,7 @@ def seeded(
 
 
 # fmt: off
-MODEL8_SEEDED: tuple[Run, ...] = on_base(MODEL8_RECIPE, tuple(
+MODEL8_SEEDED: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
     run for runs in zip(  # seed-major, so that an interrupted sweep has every candidate on its first seeds
         seeded("model8", "m8", ROUND_TWO, "Model 8 as the first two rounds chose it (zoom)"),
         seeded("model8", "m8-shifts", {**ROUND_TWO, **SHIFTS}, "without zoom (rotation and shifts)", "m8"),
@@ -199,7 +256,7 @@ SEP3K = {"augment": {"rotation": 7.0}, "ema": 0.999, "lr": 0.05}  # sepnet3k's r
 # hurt this model in the record study). Run on this project's CPU, 2 at a time. The question is whether any
 # of them holds the target on validation, so the smallest-model rule decides (all are 3,424 parameters).
 # fmt: off
-RECORD_SEEDED: tuple[Run, ...] = on_base(MODEL8_RECIPE, tuple(
+RECORD_SEEDED: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
     run for runs in zip(
         seeded("sepnet3k", "sep3k", SEP3K, "sepnet3k with its recipe (3,424 parameters)"),
         seeded("sepnet3k", "sep3k-lr0.1", {**SEP3K, "lr": 0.1}, "one-cycle peak 0.1", "sep3k"),
@@ -220,7 +277,7 @@ TEACHERS_55K = (
 )
 KD = {"teachers": TEACHERS_55K, "distill_alpha": 0.5, "distill_temperature": 4.0}
 # fmt: off
-RECORD_DISTILL: tuple[Run, ...] = RECORD_SEEDED[::3] + on_base(MODEL8_RECIPE, tuple(
+RECORD_DISTILL: tuple[Run, ...] = RECORD_SEEDED[::3] + on_base(MODEL8_FIRST, tuple(
     seeded("sepnet3k", "sep3k-kd", {**SEP3K, **KD}, "sepnet3k learning from 4 teachers (Model 8 and SepNet 6.5k, "
            "2 seeds each, 55,000 images): alpha 0.5, T 4", "sep3k")
 ))
@@ -231,7 +288,7 @@ RECORD_DISTILL: tuple[Run, ...] = RECORD_SEEDED[::3] + on_base(MODEL8_RECIPE, tu
 TEACHERS_55K_SIX = tuple(f"results/tuning/{run}/s{seed}" for run in ("m8-lr0.1", "sep6k-ema") for seed in (1, 2, 3))
 KD_SIX = {**KD, "teachers": TEACHERS_55K_SIX}
 # fmt: off
-RECORD_DISTILL2: tuple[Run, ...] = RECORD_DISTILL + on_base(MODEL8_RECIPE, tuple(
+RECORD_DISTILL2: tuple[Run, ...] = RECORD_DISTILL + on_base(MODEL8_FIRST, tuple(
     seeded("sepnet3k", "sep3k-kd6", {**SEP3K, **KD_SIX}, "sepnet3k learning from 6 teachers (Model 8 and SepNet "
            "6.5k, 3 seeds each, 55,000 images): alpha 0.5, T 4", "sep3k-kd")
 ))
@@ -244,7 +301,7 @@ RECORD_DISTILL2: tuple[Run, ...] = RECORD_DISTILL + on_base(MODEL8_RECIPE, tuple
 RECORD_DISTILL_BEST: tuple[Run, ...] = RECORD_DISTILL2
 SEP6K = {**ZOOM, "ema": 0.999, "lr": 0.05}  # sep6k-ema, which became SepNet 6.5k's recipe
 # fmt: off
-SMALLEST_SEEDED: tuple[Run, ...] = on_base(MODEL8_RECIPE, tuple(
+SMALLEST_SEEDED: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
     run for runs in zip(
         seeded("sepnet5k", "sep5k-ema", {"augment": {"rotation": 7.0}, "ema": 0.999},
                "sepnet5k with sepnet3k's recipe (5,032 parameters)", "sep3k"),
@@ -272,7 +329,7 @@ M7_FAST = {"lr": 0.05}
 
 def m7(candidate: str, overrides: dict[str, Any], why: str, against: str = "", model: str = "model7") -> list[Run]:
     """A Model 7 candidate, declared against its first recipe (not the card, which took the winner)."""
-    return seeded(model, candidate, overrides, why, against, base=MODEL7_FIRST_RECIPE)
+    return seeded(model, candidate, overrides, why, against, base=MODEL7_FIRST)
 
 
 # fmt: off
@@ -344,7 +401,7 @@ TEACHER_SET: tuple[Run, ...] = tuple(
 
 # Final runs of a recipe that was then replaced, kept as the evidence of why (the report's "Earlier attempts").
 # fmt: off
-EARLIER: tuple[Run, ...] = on_base(MODEL8_RECIPE, tuple(
+EARLIER: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
     Run("model8", seed, "earlier/model8-separable-shifts", f"seed{seed}", {"val_size": 0, **SHIFTS, "ema": 0.0, "lr": 0.05},
         "Model 8 redesigned (separable body), rotation and shifts only (before zoom)")
     for seed in (1, 2)
@@ -352,18 +409,18 @@ EARLIER: tuple[Run, ...] = on_base(MODEL8_RECIPE, tuple(
     Run("model8", seed, "earlier/model8-separable-zoom", f"seed{seed}",
         {"val_size": 0, **ZOOM, "ema": 0.0, "lr": 0.05},
         "Model 8 redesigned, zoom as well, one-cycle peak 0.05 (before round three)")
-    for seed in FINAL_SEEDS
+    for seed in EARLIER_SEEDS
 )) + (
     Run("model1", 1, "earlier/model1-one-epoch", "seed1", {"epochs": 1},
         "Model 1 shortened to 1 epoch on the 2-core CPU (13 minutes an epoch there); its 20 epochs ran on a GPU",
-        base=MODEL1_RECIPE),
+        base=MODEL1_FIRST),
     Run("model7", 1, "earlier/model7-first-recipe", "seed1", {},
-        "Model 7 with its first recipe, one seed on the CPU, before its study", base=MODEL7_FIRST_RECIPE),
+        "Model 7 with its first recipe, one seed on the CPU, before its study", base=MODEL7_FIRST),
 ) + tuple(
     Run("model7", seed, "earlier/model7-round-one", f"seed{seed}", M7_B64,
         "Model 7 with round one's winner (rate 0.05, batch 64), on a GPU: 99.09% mean at the last epoch, below "
-        "the reference's 99.11", base=MODEL7_FIRST_RECIPE)
-    for seed in FINAL_SEEDS
+        "the reference's 99.11", base=MODEL7_FIRST)
+    for seed in EARLIER_SEEDS
 )
 # fmt: on
 
@@ -434,21 +491,22 @@ TUNING: tuple[Run, ...] = tuple({(r.folder, r.name): r for study in STUDIES for 
 
 
 def final_runs(models: list[str], seeds: tuple[int, ...] | None = None) -> list[Run]:
-    """Each model with its own recipe, on every seed (None: seeds 1 to its card's ``final_seeds``). A model
-    whose recipe was chosen on the validation split (its card's ``refit``) trains on all 60,000 training images;
-    the others keep the 5,000 validation images out (Model 7's plateau schedule steps on their loss). The test set
-    is only ever reported."""
-    return [
-        Run(model, seed, model, f"seed{seed}", {"val_size": 0} if get_card(model).refit else {})
-        for model in models
-        for seed in (seeds or range(1, get_card(model).final_seeds + 1))
-    ]
+    """Each model with its own recipe, on every seed (None: seeds 1 to its role's ``final_seeds``; 3 for a model
+    that is not the lab's). A model whose recipe was chosen on the validation split (its role's ``refit``) trains
+    on all 60,000 training images; the others keep the 5,000 validation images out (Model 7's plateau schedule
+    steps on their loss). The test set is only ever reported."""
+    runs = []
+    for model in models:
+        part = role(model) or FINAL
+        for seed in seeds or range(1, part.final_seeds + 1):
+            runs.append(Run(model, seed, model, f"seed{seed}", {"val_size": 0} if part.refit else {}))
+    return runs
 
 
 def final_models() -> list[str]:
-    """The models whose final runs are recorded: every one that is not a study's losing candidate, cheapest
-    first (Model 1, at 13 CPU-minutes an epoch, last)."""
-    return sorted(list_models(lost=False, outside=False), key=lambda name: get_card(name).params)
+    """The models whose final runs are recorded: the lab's that did not lose a study, cheapest first (Model 1, at
+    13 CPU-minutes an epoch, last)."""
+    return sorted(lab_models(), key=lambda name: get_card(name).params)
 
 
 def planned_runs(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,21 +12,10 @@ from torch import nn
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write
 from mnistlab.models.external import ensure_registered
-from mnistlab.models.registry import create_model, get_card
+from mnistlab.models.registry import build_model, get_card
 
 FORMAT = "mnistlab-checkpoint"
 VERSION = 1
-
-
-def builder_kwargs(name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The config values this model's builder takes (e.g. ``dropout``); other models ignore them."""
-    accepted = inspect.signature(get_card(name).builder).parameters
-    values = {**config, **(config.get("arch") or {})}  # a searched model's layers are data in its config
-    return {key: values[key] for key in accepted if key in values}
-
-
-def build_model(name: str, config: dict[str, Any]) -> nn.Module:
-    return create_model(name, **builder_kwargs(name, config))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any], **state: Any) -> Path:
@@ -80,7 +68,7 @@ def model_from(payload: dict[str, Any], path: str | Path) -> nn.Module:
     name = payload["model"]
     # a model from outside the package is rebuilt from the copy its run folder keeps
     ensure_registered(payload["config"], Path(path).parent, log=lambda line: print(line, file=sys.stderr))
-    network = build_model(name, payload["config"])
+    network = build_model(get_card(name), payload["config"])
     try:
         network.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -10,12 +10,13 @@ validation split.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from torch import nn
 
 from mnistlab.core.config import Augment
 from mnistlab.models.layers import slim_net
-from mnistlab.models.registry import register_model
+from mnistlab.models.registry import ModelCard, register_model
 from mnistlab.models.zoo import MODEL8_FINAL_RECIPE, MODEL8_RECIPE
 
 # The recipe chosen on validation for Model 8's first design (before zoom) is every candidate's starting point.
@@ -24,81 +25,84 @@ SEPNET3K_RECIPE = dataclasses.replace(SLIM_RECIPE, augment=Augment(rotation=7.0)
 
 
 @register_model(
-    title="Slim 3.5k",
-    target=(
-        "At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most 3,500 parameters.",
-    ),
-    design="Unpadded 3x3 6-10 | pool | 10-10 | padded 3x3 10 | GAP | 1x1 to the classes (3,486 "
-    "parameters); the first design's recipe (Model 8's, before zoom).",
-    recipe=SLIM_RECIPE,
-    params=3_486,
-    lost=True,
+    ModelCard(
+        title="Slim 3.5k",
+        target=(
+            "At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most 3,500 parameters.",
+        ),
+        design="Unpadded 3x3 6-10 | pool | 10-10 | padded 3x3 10 | GAP | 1x1 to the classes (3,486 "
+        "parameters); the first design's recipe (Model 8's, before zoom).",
+        recipe=SLIM_RECIPE,
+        params=3_486,
+    )
 )
 def slim_a(dropout: float = 0.0) -> nn.Module:
     return slim_net((6, 10), (10, 10, 10), padded=1, dropout=dropout)
 
 
 @register_model(
-    title="Slim 3.5k, padded body",
-    target=(
-        "slim_a's target; the same parameters spent on a body that keeps the 12x12 map (2.2x the "
-        "multiply-adds after the pool).",
-    ),
-    design="Unpadded 3x3 6-10 | pool | padded 3x3 10-10-10 | GAP | 1x1 to the classes (3,486 parameters); "
-    "the first design's recipe (Model 8's, before zoom).",
-    recipe=SLIM_RECIPE,
-    params=3_486,
-    lost=True,
+    ModelCard(
+        title="Slim 3.5k, padded body",
+        target=(
+            "slim_a's target; the same parameters spent on a body that keeps the 12x12 map (2.2x the "
+            "multiply-adds after the pool).",
+        ),
+        design="Unpadded 3x3 6-10 | pool | padded 3x3 10-10-10 | GAP | 1x1 to the classes (3,486 parameters); "
+        "the first design's recipe (Model 8's, before zoom).",
+        recipe=SLIM_RECIPE,
+        params=3_486,
+    )
 )
 def slim_b(dropout: float = 0.0) -> nn.Module:
     return slim_net((6, 10), (10, 10, 10), padded=3, dropout=dropout)
 
 
 @register_model(
-    title="Slim 3.5k, separable body",
-    target=(
-        "slim_a's target; the body's 3x3 convolutions factored into depthwise and pointwise parts, which "
-        "buys 24 channels after the pool instead of 10 for the same parameters.",
-    ),
-    design="Unpadded 3x3 8-12 | pool | separable 3x3 24-24 | padded separable 3x3 24 | GAP | 1x1 to the "
-    "classes (3,340 parameters); the first design's recipe (Model 8's, before zoom).",
-    recipe=SLIM_RECIPE,
-    params=3_340,
-    lost=True,
+    ModelCard(
+        title="Slim 3.5k, separable body",
+        target=(
+            "slim_a's target; the body's 3x3 convolutions factored into depthwise and pointwise parts, which "
+            "buys 24 channels after the pool instead of 10 for the same parameters.",
+        ),
+        design="Unpadded 3x3 8-12 | pool | separable 3x3 24-24 | padded separable 3x3 24 | GAP | 1x1 to the "
+        "classes (3,340 parameters); the first design's recipe (Model 8's, before zoom).",
+        recipe=SLIM_RECIPE,
+        params=3_340,
+    )
 )
 def slim_sep(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (24, 24, 24), padded=1, dropout=dropout, factored=True)
 
 
 @register_model(
-    title="Slim 3.5k, deeper separable",
-    target=("slim_sep's target; four separable blocks of 20 channels instead of three of 24.",),
-    design="Unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | GAP | 1x1 to the "
-    "classes (3,424 parameters); the first design's recipe (Model 8's, before zoom).",
-    recipe=SLIM_RECIPE,
-    params=3_424,
-    lost=True,
+    ModelCard(
+        title="Slim 3.5k, deeper separable",
+        target=("slim_sep's target; four separable blocks of 20 channels instead of three of 24.",),
+        design="Unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | GAP | 1x1 to the "
+        "classes (3,424 parameters); the first design's recipe (Model 8's, before zoom).",
+        recipe=SLIM_RECIPE,
+        params=3_424,
+    )
 )
 def slim_sep4(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (20, 20, 20, 20), padded=2, dropout=dropout, factored=True)
 
 
 @register_model(
-    title="SepNet 3.4k (record)",
-    target=(
-        "At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most 3,500 "
-        "parameters, every choice made on the validation split (the record study).",
-    ),
-    design="slim_sep4's layers (unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | "
-    "GAP | 1x1 to the classes; 3,424 parameters) with the recipe the record study chose: Model 8's "
-    "one-cycle SGD at batch 64 with rotation +-7 degrees but no shifts, which a model this small "
-    "cannot afford (it under-fits: train accuracy stays below validation accuracy), and the moving "
-    "average of its weights (decay 0.999 per step) as the model evaluated and shipped.",
-    recipe=SEPNET3K_RECIPE,
-    params=3_424,
-    aims=True,
-    record=True,
-    refit=True,
+    ModelCard(
+        title="SepNet 3.4k (record)",
+        target=(
+            "At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most 3,500 "
+            "parameters, every choice made on the validation split (the record study).",
+        ),
+        design="slim_sep4's layers (unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | "
+        "GAP | 1x1 to the classes; 3,424 parameters) with the recipe the record study chose: Model 8's "
+        "one-cycle SGD at batch 64 with rotation +-7 degrees but no shifts, which a model this small "
+        "cannot afford (it under-fits: train accuracy stays below validation accuracy), and the moving "
+        "average of its weights (decay 0.999 per step) as the model evaluated and shipped.",
+        recipe=SEPNET3K_RECIPE,
+        params=3_424,
+    )
 )
 def sepnet3k(dropout: float = 0.0) -> nn.Module:
     return slim_sep4(dropout)
@@ -107,45 +111,43 @@ def sepnet3k(dropout: float = 0.0) -> nn.Module:
 # The record learning from teachers, chosen on validation by the record-distill-best study (round one's
 # candidate, sep3k-kd): sepnet3k's layers and recipe with its four teachers' 60,000-image counterparts.
 @register_model(
-    title="SepNet 3.4k learning from teachers (record)",
-    target=(
-        "At least 99.4% test accuracy in each of the last 3 of 15 epochs on 6 seeds, with at most 3,500 "
-        "parameters, learning from bigger models; every choice made on the validation split, with teachers that "
-        "never saw it (the record-distill studies).",
-    ),
-    design="sepnet3k's layers and recipe (3,424 parameters); its loss adds what four frozen teachers say of the "
-    "same augmented batch, the mean of their probabilities softened at T 4: (1 - 0.5) CE + 0.5 T^2 KL. The "
-    "teachers are the final runs of Model 8 (7,500 parameters) and SepNet 6.5k (6,568), seeds 1 and 2 of each, "
-    "trained on the same 60,000 images; the study chose it with their 55,000-image counterparts.",
-    recipe=dataclasses.replace(
-        SEPNET3K_RECIPE,
-        teachers=tuple(f"results/{model}/seed{seed}" for model in ("model8", "sepnet6k") for seed in (1, 2)),
-        distill_alpha=0.5,
-        distill_temperature=4.0,
-    ),
-    params=3_424,
-    aims=True,
-    record=True,
-    refit=True,
-    final_seeds=6,
+    ModelCard(
+        title="SepNet 3.4k learning from teachers (record)",
+        target=(
+            "At least 99.4% test accuracy in each of the last 3 of 15 epochs on 6 seeds, with at most 3,500 "
+            "parameters, learning from bigger models; every choice made on the validation split, with teachers that "
+            "never saw it (the record-distill studies).",
+        ),
+        design="sepnet3k's layers and recipe (3,424 parameters); its loss adds what four frozen teachers say of the "
+        "same augmented batch, the mean of their probabilities softened at T 4: (1 - 0.5) CE + 0.5 T^2 KL. The "
+        "teachers are the final runs of Model 8 (7,500 parameters) and SepNet 6.5k (6,568), seeds 1 and 2 of each, "
+        "trained on the same 60,000 images; the study chose it with their 55,000-image counterparts.",
+        recipe=dataclasses.replace(
+            SEPNET3K_RECIPE,
+            teachers=tuple(f"results/{model}/seed{seed}" for model in ("model8", "sepnet6k") for seed in (1, 2)),
+            distill_alpha=0.5,
+            distill_temperature=4.0,
+        ),
+        params=3_424,
+    )
 )
 def sepnet3k_kd(dropout: float = 0.0) -> nn.Module:
     return slim_sep4(dropout)
 
 
 @register_model(
-    title="SepNet 5k",
-    target=(
-        "The fallback of the record: if 3,500 parameters cannot hold 99.4% on 3 seeds, the smallest model "
-        "that does, with the same shape widened.",
-    ),
-    design="sepnet3k's shape with 28 channels in the separable body instead of 20 (unpadded 3x3 8-12 | pool | "
-    "separable 3x3 28-28 | padded separable 3x3 28-28 | GAP | 1x1 to the classes; 5,032 parameters) and "
-    "the recipe the record study chose for slim_sep4 (rotation only, no shifts).",
-    recipe=dataclasses.replace(SLIM_RECIPE, augment=Augment(rotation=7.0)),
-    params=5_032,
-    lost=True,
-    refit=True,
+    ModelCard(
+        title="SepNet 5k",
+        target=(
+            "The fallback of the record: if 3,500 parameters cannot hold 99.4% on 3 seeds, the smallest model "
+            "that does, with the same shape widened.",
+        ),
+        design="sepnet3k's shape with 28 channels in the separable body instead of 20 (unpadded 3x3 8-12 | pool | "
+        "separable 3x3 28-28 | padded separable 3x3 28-28 | GAP | 1x1 to the classes; 5,032 parameters) and "
+        "the recipe the record study chose for slim_sep4 (rotation only, no shifts).",
+        recipe=dataclasses.replace(SLIM_RECIPE, augment=Augment(rotation=7.0)),
+        params=5_032,
+    )
 )
 def sepnet5k(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 12), (28, 28, 28, 28), padded=2, dropout=dropout, factored=True)
@@ -161,47 +163,48 @@ def _five_separable(width: int, dropout: float) -> nn.Module:
 
 
 @register_model(
-    title="SepNet 6.5k",
-    target=("Between the record and Model 8: the smallest model that holds 99.4% on 3 seeds, if the record cannot.",),
-    design="Model 8's stem (unpadded 3x3 8-16 | pool) with five separable 3x3 blocks of 28 channels, the last "
-    "three padded | GAP | 1x1 to the classes (6,568 parameters); Model 8's round-two recipe (one-cycle "
-    "peak 0.05, rotation, shifts and zoom) with the moving average of the weights (decay 0.999) evaluated "
-    "and shipped, chosen on 4 seeds.",
-    recipe=SEP6K_RECIPE,
-    params=6_568,
-    aims=True,
-    record=True,
-    refit=True,
+    ModelCard(
+        title="SepNet 6.5k",
+        target=(
+            "Between the record and Model 8: the smallest model that holds 99.4% on 3 seeds, if the record cannot.",
+        ),
+        design="Model 8's stem (unpadded 3x3 8-16 | pool) with five separable 3x3 blocks of 28 channels, the last "
+        "three padded | GAP | 1x1 to the classes (6,568 parameters); Model 8's round-two recipe (one-cycle "
+        "peak 0.05, rotation, shifts and zoom) with the moving average of the weights (decay 0.999) evaluated "
+        "and shipped, chosen on 4 seeds.",
+        recipe=SEP6K_RECIPE,
+        params=6_568,
+    )
 )
 def sepnet6k(dropout: float = 0.0) -> nn.Module:
     return _five_separable(28, dropout)
 
 
 @register_model(
-    title="SepNet 4.9k",
-    target=("SepNet 6.5k held the target on 3 seeds: the same shape narrower, to find how small it can go.",),
-    design="SepNet 6.5k with 22 channels in its five separable blocks instead of 28 (unpadded 3x3 8-16 | pool | "
-    "five separable 3x3 blocks of 22, the last three padded | GAP | 1x1 to the classes; 4,936 "
-    "parameters); SepNet 6.5k's recipe.",
-    recipe=SEP6K_RECIPE,
-    params=4_936,
-    lost=True,
-    refit=True,
+    ModelCard(
+        title="SepNet 4.9k",
+        target=("SepNet 6.5k held the target on 3 seeds: the same shape narrower, to find how small it can go.",),
+        design="SepNet 6.5k with 22 channels in its five separable blocks instead of 28 (unpadded 3x3 8-16 | pool | "
+        "five separable 3x3 blocks of 22, the last three padded | GAP | 1x1 to the classes; 4,936 "
+        "parameters); SepNet 6.5k's recipe.",
+        recipe=SEP6K_RECIPE,
+        params=4_936,
+    )
 )
 def sepnet4k9(dropout: float = 0.0) -> nn.Module:
     return _five_separable(22, dropout)
 
 
 @register_model(
-    title="SepNet 5.4k",
-    target=("Between SepNet 4.9k, which dipped below 99.4% on validation, and SepNet 6.5k, which held.",),
-    design="SepNet 6.5k with 24 channels in its five separable blocks instead of 28 (unpadded 3x3 8-16 | pool | "
-    "five separable 3x3 blocks of 24, the last three padded | GAP | 1x1 to the classes; 5,448 "
-    "parameters); SepNet 6.5k's recipe.",
-    recipe=SEP6K_RECIPE,
-    params=5_448,
-    lost=True,
-    refit=True,
+    ModelCard(
+        title="SepNet 5.4k",
+        target=("Between SepNet 4.9k, which dipped below 99.4% on validation, and SepNet 6.5k, which held.",),
+        design="SepNet 6.5k with 24 channels in its five separable blocks instead of 28 (unpadded 3x3 8-16 | pool | "
+        "five separable 3x3 blocks of 24, the last three padded | GAP | 1x1 to the classes; 5,448 "
+        "parameters); SepNet 6.5k's recipe.",
+        recipe=SEP6K_RECIPE,
+        params=5_448,
+    )
 )
 def sepnet5k4(dropout: float = 0.0) -> nn.Module:
     return _five_separable(24, dropout)
@@ -211,13 +214,16 @@ def sepnet5k4(dropout: float = 0.0) -> nn.Module:
 # 3x3 convolutions are cheap per parameter on a CPU (measured: 98k parameters train at 1.4x Model 8's time per
 # batch), so a teacher can be 13 times Model 8's size for little more time. Model 8's final recipe, untuned.
 @register_model(
-    title="Teacher 98k",
-    target=("A teacher for the record's students: clearly above 99.5% on validation, trained in minutes on a CPU.",),
-    design="Unpadded 3x3 convolutions 16-32 | pool | 3x3 64-64 | padded 3x3 64 | GAP | 1x1 to the classes "
-    "(98,032 parameters); Model 8's final recipe (one-cycle peak 0.1 at batch 64, rotation, shifts and zoom).",
-    recipe=MODEL8_FINAL_RECIPE,
-    params=98_032,
-    lost=True,  # not a model of the course's target: its runs are the teacher set's, declared in the ledger
+    ModelCard(
+        title="Teacher 98k",
+        target=(
+            "A teacher for the record's students: clearly above 99.5% on validation, trained in minutes on a CPU.",
+        ),
+        design="Unpadded 3x3 convolutions 16-32 | pool | 3x3 64-64 | padded 3x3 64 | GAP | 1x1 to the classes "
+        "(98,032 parameters); Model 8's final recipe (one-cycle peak 0.1 at batch 64, rotation, shifts and zoom).",
+        recipe=MODEL8_FINAL_RECIPE,
+        params=98_032,
+    )
 )
 def teacher98k(dropout: float = 0.0) -> nn.Module:
     return slim_net((16, 32), (64, 64, 64), padded=1, dropout=dropout)
@@ -226,18 +232,24 @@ def teacher98k(dropout: float = 0.0) -> nn.Module:
 SEARCHED = "searched"  # the family of shapes a search draws from (below): a trial's layers are its `arch`
 
 
+def batch_size_of(drawn: dict[str, Any]) -> int:
+    """A search trial's batch size: drawn, or the family's for a trial of a study from before it was drawn."""
+    return int(drawn.get("batch_size", SLIM_RECIPE.batch_size))
+
+
 @register_model(
-    title="Searched shape",
-    target=(
-        "A shape drawn by `mnistlab search`: the family the record's models come from, with its layers as data "
-        "(a run's `arch`), so that any trial can be trained, reloaded and reported like the zoo's models.",
-    ),
-    design="slim_net(stem, body, padded, factored): unpadded 3x3 stem convolutions | max pool | body blocks (full "
-    "3x3 or separable), the last `padded` keeping their size | GAP | 1x1 to the classes. Without an `arch`, "
-    "Model 8's layers.",
-    recipe=SLIM_RECIPE,
-    params=7_500,
-    lost=True,
+    ModelCard(
+        title="Searched shape",
+        target=(
+            "A shape drawn by `mnistlab search`: the family the record's models come from, with its layers as data "
+            "(a run's `arch`), so that any trial can be trained, reloaded and reported like the zoo's models.",
+        ),
+        design="slim_net(stem, body, padded, factored): unpadded 3x3 stem convolutions | max pool | body blocks (full "
+        "3x3 or separable), the last `padded` keeping their size | GAP | 1x1 to the classes. Without an `arch`, "
+        "Model 8's layers.",
+        recipe=SLIM_RECIPE,
+        params=7_500,
+    )
 )
 def searched(
     stem: tuple[int, ...] = (8, 16),

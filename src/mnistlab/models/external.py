@@ -37,7 +37,7 @@ from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write_bytes
 from mnistlab.core.rundir import SOURCE_COPY, SPEC_COPY
 from mnistlab.models.layers import Net, conv, head, separable
-from mnistlab.models.registry import get_card, is_registered, register_model
+from mnistlab.models.registry import ModelCard, get_card, is_registered, register
 from mnistlab.models.zoo import MODEL8_FINAL_RECIPE
 
 ENTRY_POINTS = "mnistlab.models"  # installed packages register their builders here
@@ -50,14 +50,13 @@ def is_external(spec: str) -> bool:
     return ":" in spec or spec.endswith((".py", ".json"))
 
 
-def resolve(spec: str, recipe: Recipe | None = None) -> str:
-    """The registered name for ``spec``: a registered name as it is; a model from outside loaded, checked on a
-    dummy batch and registered (with ``recipe``, or the default recipe)."""
+def resolve(spec: str, recipe: Recipe | None = None) -> ModelCard:
+    """The card ``spec`` names, once, to be passed down: a registered name's; a model from outside loaded, checked
+    on a dummy batch and registered (with ``recipe``, or the default recipe)."""
     if not is_external(spec):
-        get_card(spec)  # an unknown name stops here, in one line
-        return spec
+        return get_card(spec)  # an unknown name stops here, in one line
     source = Source.parse(spec)
-    return source.register(source.read(), recipe)
+    return get_card(source.register(source.read(), recipe))
 
 
 def sha256(data: bytes) -> str:
@@ -112,18 +111,26 @@ class Source:
             name = self.builder
             design = _first_paragraph(build)
         if is_registered(name):
-            builder = get_card(name).builder
-            if getattr(builder, "source", None) != self.spec:
+            card = get_card(name)
+            if card.source != self.spec:
                 raise MnistlabError(
                     f"model name {name!r} is taken by a registered model; rename your builder (or the spec's name)"
                 )
-            if not replace and builder.sha256 == sha256(data):
+            if not replace and card.source_sha256 == sha256(data):
                 return name  # registered from these very bytes already
         builder, params = _checked(build, self.spec)
-        builder.source, builder.sha256 = self.spec, sha256(data)  # type: ignore[attr-defined]
-        builder.__name__ = name
         _register_outside(
-            builder, params, f"Your model, from `{self.spec}`.", design or f"Built by `{self.spec}`.", recipe
+            ModelCard(
+                title=name,
+                target=(f"Your model, from `{self.spec}`.",),
+                design=design or f"Built by `{self.spec}`.",
+                recipe=recipe or DEFAULT_RECIPE,
+                params=params,
+                name=name,
+                builder=builder,
+                source=self.spec,
+                source_sha256=sha256(data),
+            )
         )
         return name
 
@@ -200,20 +207,10 @@ def _first_paragraph(build: Callable[..., Any]) -> str:
     return (inspect.getdoc(build) or "").split("\n\n")[0].replace("\n", " ")
 
 
-def _register_outside(
-    builder: Callable[..., nn.Module], params: int, target: str, design: str, recipe: Recipe | None = None
-) -> None:
-    """Register a model from outside the package under its builder's name (again, from a run's copy), marked as
-    not one of the lab's own (``list_models(outside=False)`` leaves it out)."""
-    builder.outside = True  # type: ignore[attr-defined]
-    register_model(
-        title=builder.__name__,
-        target=(target,),
-        design=design,
-        recipe=recipe or DEFAULT_RECIPE,
-        params=params,
-        replace=True,
-    )(builder)
+def _register_outside(card: ModelCard) -> None:
+    """Register a model from outside the package (again, from a run's copy), marked as not one of the lab's own
+    (``list_models(outside=False)`` leaves it out)."""
+    register(dataclasses.replace(card, outside=True), replace=True)
 
 
 def _parameters(build: Callable[..., Any]) -> dict[str, Any]:
@@ -323,8 +320,8 @@ def ensure_registered(config: dict[str, Any], run_dir: Path | None, log: Callabl
         return
     recorded = config.get("source_sha256")
     if is_registered(config["model"]):
-        builder = get_card(config["model"]).builder
-        if getattr(builder, "source", None) == spec and getattr(builder, "sha256", None) == recorded:
+        card = get_card(config["model"])
+        if card.source == spec and card.source_sha256 == recorded:
             return  # this process built it from these very bytes already
     source = Source.parse(spec)
     copy = run_dir / copy_name(source) if run_dir is not None else None
@@ -360,8 +357,16 @@ def load_entry_points() -> list[str]:
         except Exception as exc:  # noqa: BLE001  an installed package's problem must not stop the lab
             print(f"warning: model {entry.name} from {entry.value} not loaded: {exc}", file=sys.stderr)
             continue
-        builder.__name__ = entry.name
-        target = f"From the installed package's entry point `{entry.value}`."
-        _register_outside(builder, params, target, _first_paragraph(build) or f"Built by `{entry.value}`.")
+        _register_outside(
+            ModelCard(
+                title=entry.name,
+                target=(f"From the installed package's entry point `{entry.value}`.",),
+                design=_first_paragraph(build) or f"Built by `{entry.value}`.",
+                recipe=DEFAULT_RECIPE,
+                params=params,
+                name=entry.name,
+                builder=builder,
+            )
+        )
         names.append(entry.name)
     return names

@@ -13,7 +13,7 @@ from torch import nn
 
 from mnistlab.core.config import Recipe
 from mnistlab.models.compact import searched
-from mnistlab.models.registry import register_model
+from mnistlab.models.registry import ModelCard, register_model
 
 # MNISTLAB_FOUND names another file: a try-out (the GPU session script's --tiny) registers there, not here
 FOUND = Path(os.environ.get("MNISTLAB_FOUND") or Path(__file__).with_name("found.json"))
@@ -31,7 +31,7 @@ def _register(entry: dict[str, Any]) -> None:
         return searched(**arch, dropout=dropout)
 
     build.__name__ = entry["name"]
-    register_model(
+    card = ModelCard(
         title=entry.get("title") or f"Found {entry['params']:,}",
         target=(
             f"The smallest model that holds 99.4%: trial {entry['trial']} of the search "
@@ -40,10 +40,8 @@ def _register(entry: dict[str, Any]) -> None:
         design=f"{shape} ({entry['params']:,} parameters); its recipe drawn by the search.",
         recipe=Recipe(**{k: v for k, v in entry["recipe"].items()}),
         params=entry["params"],
-        aims=True,
-        record=True,
-        refit=True,  # chosen on validation by its search
-    )(build)
+    )
+    register_model(card)(build)
 
 
 def entries(path: Path = FOUND) -> list[dict[str, Any]]:

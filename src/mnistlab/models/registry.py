@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,81 +29,58 @@ class Reference:
 
 @dataclass(frozen=True)
 class ModelCard:
-    name: str
+    """A model: its builder, what it is for, its design, the recipe it trains with by default, and its documented
+    parameter count; for the reference's models, what the reference reported. What a model became in this lab's
+    studies (final, a losing candidate, aiming at the target...) is the lab's business (``lab.studies.ROLES``)."""
+
     title: str  # "Model 4"
-    builder: Callable[..., nn.Module]
     target: tuple[str, ...]  # the Target bullets (the reference's words where it has them)
     design: str  # the architecture and the choices that were ours, in a sentence or three
     recipe: Recipe
     params: int  # the documented parameter count; a test checks the built model against it
     reference: Reference | None = None
     reference_rf: tuple[int, ...] = ()  # the reference's hand-made receptive-field column, one per conv/pool
-    # its role in the lab, read by the runner, the CLI and the report (one place, here):
-    lost: bool = False  # a study's candidate that was not chosen: reported in its study only
-    aims: bool = False  # aims at the course's target: the report says, seed by seed, whether it held
-    record: bool = False  # an attempt at the record (the fewest parameters that hold): in the record section
-    refit: bool = False  # chosen on the validation split: its final runs train on all 60,000 training images
-    compared_with: str = ""  # a first design or a redesign: the model the report's analysis sets it against
-    final_seeds: int = 3  # its final runs' seeds, 1..n (a record is judged on 6)
+    name: str = ""  # the registered name: the builder's, unless given
+    builder: Callable[..., nn.Module] | None = None
+    # a model from outside the package: where it came from, as the user named it (FILE.py:BUILDER, MODULE:BUILDER
+    # or SPEC.json; None for an entry point's), and the sha256 of what it was built from
+    outside: bool = False
+    source: str | None = None
+    source_sha256: str | None = None
+
+    def build(self, **kwargs: Any) -> nn.Module:
+        assert self.builder is not None, "a registered card has its builder"
+        return self.builder(**kwargs)
 
 
 _REGISTRY: dict[str, ModelCard] = {}
 
 
-def register_model(
-    *,
-    title: str,
-    target: tuple[str, ...],
-    design: str,
-    recipe: Recipe,
-    params: int,
-    reference: Reference | None = None,
-    reference_rf: tuple[int, ...] = (),
-    lost: bool = False,
-    aims: bool = False,
-    record: bool = False,
-    refit: bool = False,
-    compared_with: str = "",
-    final_seeds: int = 3,
-    replace: bool = False,
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder under its function name, with the card that describes it (``replace``: a model from
-    outside the package, registered again from its run's copy)."""
+def register(card: ModelCard, *, replace: bool = False) -> ModelCard:
+    """Register ``card`` under its name (``replace``: a model from outside the package, registered again from its
+    run's copy)."""
+    if not card.name or card.builder is None:
+        raise ValueError("a card is registered with its name and builder")
+    if card.name in _REGISTRY and not replace:
+        raise ValueError(f"model {card.name!r} is registered twice")
+    _REGISTRY[card.name] = card
+    return card
+
+
+def register_model(card: ModelCard) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """A decorator: register the builder it decorates with ``card``, under the builder's name."""
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        name = builder.__name__
-        if name in _REGISTRY and not replace:
-            raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelCard(
-            name,
-            title,
-            builder,
-            target,
-            design,
-            recipe,
-            params,
-            reference,
-            reference_rf,
-            lost,
-            aims,
-            record,
-            refit,
-            compared_with,
-            final_seeds,
-        )
+        register(dataclasses.replace(card, name=card.name or builder.__name__, builder=builder))
         return builder
 
     return decorate
 
 
-def list_models(pattern: str = "*", *, lost: bool = True, outside: bool = True) -> list[str]:
-    """Registered names matching ``pattern``; ``lost=False`` leaves out the models that lost a study,
-    ``outside=False`` the models from outside the package (a user's file or module, an installed package's)."""
-    names = (
-        n
-        for n, card in _REGISTRY.items()
-        if (lost or not card.lost) and (outside or not getattr(card.builder, "outside", False))
-    )
+def list_models(pattern: str = "*", *, outside: bool = True) -> list[str]:
+    """Registered names matching ``pattern``; ``outside=False`` leaves out the models from outside the package (a
+    user's file or module, an installed package's)."""
+    names = (n for n, card in _REGISTRY.items() if outside or not card.outside)
     return sorted((n for n in names if fnmatch.fnmatch(n, pattern)), key=_natural)
 
 
@@ -116,16 +95,21 @@ def get_card(name: str) -> ModelCard:
         raise MnistlabError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
 
 
-def config_for(name: str, **overrides: Any) -> TrainConfig:
-    """A run of model ``name`` with its recipe, ``overrides`` (None values ignored) applied on top."""
-    card = get_card(name)
-    values = recipe_values(card.recipe)
-    # a model from outside the package records where it came from (models.external)
-    values.update(source=getattr(card.builder, "source", None), source_sha256=getattr(card.builder, "sha256", None))
+def card_of(model: str | ModelCard) -> ModelCard:
+    """A model named or already resolved: the card, looked up once and passed down."""
+    return model if isinstance(model, ModelCard) else get_card(model)
+
+
+def config_for(model: str | ModelCard, *, base: Recipe | None = None, **overrides: Any) -> TrainConfig:
+    """The one way a run's config is made (``mnistlab train``, the lab's studies, a search's trials): the model's
+    recipe, or the named frozen recipe ``base``, with ``overrides`` (None values ignored) on top. A model from
+    outside the package records where it came from; each teacher is named by its checkpoints and their sha256."""
+    card = card_of(model)
+    values = {**recipe_values(base or card.recipe), "source": card.source, "source_sha256": card.source_sha256}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if values.get("teachers") and not values.get("teacher_sha256"):  # each teacher named by its checkpoints
+    if values.get("teachers") and not values.get("teacher_sha256"):
         values["teachers"], values["teacher_sha256"] = teacher_files(values["teachers"])
-    return TrainConfig(model=name, **values)
+    return TrainConfig(model=card.name, **values)
 
 
 def teacher_files(paths: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -139,9 +123,25 @@ def teacher_files(paths: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], 
     return tuple(files), tuple(sha256_file(f) for f in files)
 
 
+# the run config's fields a builder is given, when it takes them; a config's ``arch`` (layers as data) is given whole
+BUILDER_FIELDS = ("dropout",)
+
+
+def build_model(card: ModelCard, config: dict[str, Any]) -> nn.Module:
+    """The network a run's ``config`` (as a dict: a checkpoint's or config.json's) describes: the card's builder
+    with the config's declared builder arguments only."""
+    accepted = inspect.signature(card.builder).parameters  # type: ignore[arg-type]
+    arch = config.get("arch") or {}
+    unknown = sorted(set(arch) - set(accepted))
+    if unknown:
+        raise MnistlabError(f"{card.name}'s builder takes no {', '.join(unknown)} (the run's arch)")
+    values = {key: config[key] for key in BUILDER_FIELDS if key in config and key in accepted}
+    return card.build(**values, **arch)
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model. Keyword arguments go to its builder (e.g. ``dropout``)."""
-    return get_card(name).builder(**kwargs)
+    return get_card(name).build(**kwargs)
 
 
 def _natural(name: str) -> tuple[int, str, int]:

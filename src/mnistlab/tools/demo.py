@@ -81,9 +81,12 @@ def load(path: str) -> Loaded:
     return Loaded(model, tuple(blocks(model)), f"{title}, {sum(p.numel() for p in model.parameters()):,} parameters")
 
 
-def choices(results: str | Path, checkpoint: str | Path | None = None) -> dict[str, str]:
-    """Labels to checkpoint paths: ``checkpoint`` first when given, then every shipped final run."""
-    shipped = shipped_checkpoints(results, list_models(lost=False))
+def choices(
+    results: str | Path, checkpoint: str | Path | None = None, models: list[str] | None = None
+) -> dict[str, str]:
+    """Labels to checkpoint paths: ``checkpoint`` first when given, then the final runs of ``models`` (None: every
+    registered model) found under ``results``."""
+    shipped = shipped_checkpoints(results, list_models() if models is None else models)
     given = {str(checkpoint): str(checkpoint)} if checkpoint is not None else {}
     return {**given, **{label: str(path) for label, path in shipped.items()}}
 
@@ -228,15 +231,15 @@ PICK_BRUSH = """() => {
 }"""
 
 
-def build(results: str | Path = RESULTS, checkpoint: str | Path | None = None) -> Any:
-    """The Gradio app (not launched)."""
+def build(results: str | Path = RESULTS, checkpoint: str | Path | None = None, models: list[str] | None = None) -> Any:
+    """The Gradio app (not launched): its picker offers ``checkpoint`` and the final runs of ``models``."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio as gr
     except ImportError:
         raise MnistlabError(INSTALL) from None
 
-    options = choices(results, checkpoint)
+    options = choices(results, checkpoint, models)
     if not options:
         raise MnistlabError(f"no checkpoint to show: none under {results}/<model>/seed<k>/ and no --checkpoint")
     first = str(checkpoint) if checkpoint is not None else (DEFAULT if DEFAULT in options else next(iter(options)))

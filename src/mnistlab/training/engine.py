@@ -20,6 +20,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,12 @@ from mnistlab.core.rundir import (
     LAST_TESTS,
     SUMMARY,
     check_run_dir,
-    run_status,
+    refuse_existing_run,
 )
 from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
-from mnistlab.models.checkpoint import build_model, read_checkpoint, save_checkpoint
+from mnistlab.models.checkpoint import read_checkpoint, save_checkpoint
 from mnistlab.models.external import ensure_registered, keep_copy
+from mnistlab.models.registry import build_model, get_card
 from mnistlab.models.stacking import StackedNet, stack, stack_problem, stack_states, unstack, unstack_state
 from mnistlab.training.graphstep import GraphedTrainer
 from mnistlab.training.step import EVAL_BATCH, Teachers, TrainingState, evaluate_slots, resolve_device, train_one_epoch
@@ -142,7 +144,7 @@ def recipe_unstackable(config: TrainConfig) -> str | None:
     if config.scheduler == "plateau":
         return "a plateau schedule lowers each run's rate on its own validation loss"
     if config.source:
-        return stack_problem(build_model(config.model, config.to_dict()))
+        return stack_problem(build_model(get_card(config.model), config.to_dict()))
     return None
 
 
@@ -168,6 +170,46 @@ def fit_group(
     epochs as if the run had been killed (tests of resume). ``after_epoch(epoch, histories)`` sees each
     epoch's records once they are saved; an exception it raises (a search pruning a trial) ends the runs there.
     """
+    group = prepare(configs, data=data, resume=resume, log=log)
+    for epoch in range(len(group.histories[0]) + 1, group.epochs + 1):
+        rows = train_epoch(group, epoch, progress=progress)
+        record_epoch(group, rows, log=log)
+        if after_epoch is not None:
+            after_epoch(epoch, group.histories)
+        if stop_after is not None and epoch >= stop_after and epoch < group.epochs:
+            return [{"stopped_after": epoch} for _ in configs]
+    return finish(group)
+
+
+@dataclass
+class Group:
+    """A stacked group in training: its runs' configs and folders, the data, the stacked state, and what each run
+    has recorded so far."""
+
+    configs: list[TrainConfig]
+    device: torch.device
+    loaders: Loaders
+    state: TrainingState
+    histories: list[list[dict[str, Any]]]
+    best_scores: list[float]
+    forward: Any  # the network the step calls (compiled or not)
+    judged: Any  # the network evaluated: the moving average where there is one
+    graphed: GraphedTrainer | None
+    start: float
+
+    @property
+    def epochs(self) -> int:
+        return self.configs[0].epochs
+
+    @property
+    def best_key(self) -> str:
+        return "val_acc" if self.loaders.val is not None else "train_acc"
+
+
+def prepare(
+    configs: list[TrainConfig], *, data: tuple[ArrayPair, ArrayPair] | None, resume: bool, log: Callable[[str], None]
+) -> Group:
+    """Check the group, build its data, network, optimizer and teachers, and restore or start its run folders."""
     reason = stackable(configs)
     if reason is not None:
         raise MnistlabError(f"these runs cannot train stacked: {reason}")
@@ -175,10 +217,10 @@ def fit_group(
         check_run_dir(config.output_dir)
         # a model from outside the package, in a fresh process (a worker, a resumed run): from its run's copy
         ensure_registered(config.to_dict(), Path(config.output_dir) if resume else None, log)
+        if not resume:
+            refuse_existing_run(config.output_dir)
     start = time.perf_counter()
     first = configs[0]
-    outs = [Path(c.output_dir) for c in configs]
-    seeds = tuple(c.seed for c in configs)
     device = resolve_device(first.device)
     perf.configure(first.threads)
     loaders = _loaders(first, device, data)
@@ -188,52 +230,44 @@ def fit_group(
     state = TrainingState.create(build_stacked(configs, device), first, len(loaders.train), teachers)
     histories: list[list[dict[str, Any]]] = [[] for _ in configs]
     best_scores = [-math.inf] * len(configs)
-    best_key = "val_acc" if loaders.val is not None else "train_acc"
-
     if resume:
         histories, best_scores = _restore(configs, state)
-        log(f"resuming {', '.join(map(str, outs))} after epoch {len(histories[0])}")
-    else:
-        for out in outs:
-            if run_status(out) != "todo":
-                raise MnistlabError(
-                    f"{out} already holds a run; pass --resume to continue it or choose another --output-dir"
-                )
-    for config, out in zip(configs, outs):
+        log(f"resuming {', '.join(c.output_dir for c in configs)} after epoch {len(histories[0])}")
+    for config in configs:
+        out = Path(config.output_dir)
         atomic_write_json(out / CONFIG, config.to_dict())
         if config.source and not resume:  # a model from outside the package: its run keeps what it was built from
             keep_copy(config.source, out)
     forward = torch.compile(state.model) if first.compile else state.model
     judged = forward if state.averaged is None else state.scored
-    graphed = graphed_trainer(config=first, state=state, loader=loaders.train, seeds=seeds, device=device)
+    graphed = graphed_trainer(config=first, state=state, loader=loaders.train, seeds=_seeds(configs), device=device)
+    return Group(configs, device, loaders, state, histories, best_scores, forward, judged, graphed, start)
 
-    for epoch in range(len(histories[0]) + 1, first.epochs + 1):
-        torch.manual_seed(first.seed * 1_000 + epoch)  # dropout's masks follow (seed, epoch): resumable
-        loaders.train.set_epoch(epoch)
-        epoch_start = time.perf_counter()
-        if graphed is not None:
-            train = graphed.run_epoch(epoch)
-        else:
-            bar = tqdm(
-                total=len(loaders.train), desc=f"epoch {epoch}/{first.epochs}", leave=False, disable=not progress
-            )
-            with bar:
-                train = train_one_epoch(
-                    state,
-                    loaders.train.stacked(seeds),
-                    forward=forward,
-                    device=device,
-                    progress=bar,
-                )
-        lr = state.optimizer.param_groups[0]["lr"]
-        vals = evaluate_slots(judged, loaders.val, device=device) if loaders.val is not None else None
-        tests = evaluate_slots(judged, loaders.test, device=device) if first.test_every_epoch else None
-        state.after_epoch(vals[0]["loss"] if vals else None, train["loss"][0])
-        seconds = time.perf_counter() - epoch_start
-        for k, (config, out) in enumerate(zip(configs, outs)):
-            val = vals[k] if vals else None
-            test = tests[k] if tests else None
-            row = {
+
+def train_epoch(group: Group, epoch: int, *, progress: bool) -> list[dict[str, Any]]:
+    """One epoch of every run in the group, then its evaluation: each run's history row."""
+    first, loaders, state, device = group.configs[0], group.loaders, group.state, group.device
+    torch.manual_seed(first.seed * 1_000 + epoch)  # dropout's masks follow (seed, epoch): resumable
+    loaders.train.set_epoch(epoch)
+    epoch_start = time.perf_counter()
+    if group.graphed is not None:
+        train = group.graphed.run_epoch(epoch)
+    else:
+        bar = tqdm(total=len(loaders.train), desc=f"epoch {epoch}/{first.epochs}", leave=False, disable=not progress)
+        with bar:
+            stacked = loaders.train.stacked(_seeds(group.configs))
+            train = train_one_epoch(state, stacked, forward=group.forward, device=device, progress=bar)
+    lr = state.optimizer.param_groups[0]["lr"]
+    vals = evaluate_slots(group.judged, loaders.val, device=device) if loaders.val is not None else None
+    tests = evaluate_slots(group.judged, loaders.test, device=device) if first.test_every_epoch else None
+    state.after_epoch(vals[0]["loss"] if vals else None, train["loss"][0])
+    seconds = time.perf_counter() - epoch_start
+    rows = []
+    for k in range(len(group.configs)):
+        val = vals[k] if vals else None
+        test = tests[k] if tests else None
+        rows.append(
+            {
                 "epoch": epoch,
                 "train_loss": train["loss"][k],
                 "train_acc": train["acc"][k],
@@ -244,34 +278,47 @@ def fit_group(
                 "lr": lr,
                 "seconds": seconds,
             }
-            histories[k].append(row)
-            log(_epoch_line(row, config.epochs) + (f"  [seed {config.seed}]" if len(configs) > 1 else ""))
-            atomic_write_text(out / HISTORY, "".join(json.dumps(h) + "\n" for h in histories[k]))
-        _save(configs, state, histories, best_scores, best_key)
-        if after_epoch is not None:
-            after_epoch(epoch, histories)
-        if stop_after is not None and epoch >= stop_after and epoch < first.epochs:
-            return [{"stopped_after": epoch} for _ in configs]
+        )
+    return rows
 
+
+def record_epoch(group: Group, rows: list[dict[str, Any]], *, log: Callable[[str], None]) -> None:
+    """Each run's epoch into its history and checkpoints."""
+    stacked = len(group.configs) > 1
+    for config, history, row in zip(group.configs, group.histories, rows):
+        history.append(row)
+        log(_epoch_line(row, config.epochs) + (f"  [seed {config.seed}]" if stacked else ""))
+        atomic_write_text(Path(config.output_dir) / HISTORY, "".join(json.dumps(h) + "\n" for h in history))
+    _save(group.configs, group.state, group.histories, group.best_scores, group.best_key)
+
+
+def finish(group: Group) -> list[dict[str, Any]]:
+    """Each run's summary, written to its folder."""
     summaries = []
-    params = sum(p.numel() for p in state.model.parameters()) // len(configs)
-    for config, out, history in zip(configs, outs, histories):
+    loaders = group.loaders
+    params = sum(p.numel() for p in group.state.model.parameters()) // len(group.configs)
+    where = {**provenance(group.device), "stacked": len(group.configs), "cuda_graph": group.graphed is not None}
+    for config, history in zip(group.configs, group.histories):
         summary = {
             "model": config.model,
             "params": params,
             "seed": config.seed,
             **summarize_history(history, loaders.val is not None),
-            "wall_seconds": time.perf_counter() - start,
+            "wall_seconds": time.perf_counter() - group.start,
             "data": {
                 "train": loaders.train.num_samples,
                 "val": loaders.val.num_samples if loaders.val else 0,
                 "test": loaders.test.num_samples,
             },
-            "provenance": {**provenance(device), "stacked": len(configs), "cuda_graph": graphed is not None},
+            "provenance": where,
         }
-        atomic_write_json(out / SUMMARY, summary)
+        atomic_write_json(Path(config.output_dir) / SUMMARY, summary)
         summaries.append(summary)
     return summaries
+
+
+def _seeds(configs: list[TrainConfig]) -> tuple[int, ...]:
+    return tuple(c.seed for c in configs)
 
 
 def _loaders(config: TrainConfig, device: torch.device, data: tuple[ArrayPair, ArrayPair] | None) -> Loaders:
@@ -291,10 +338,11 @@ def _loaders(config: TrainConfig, device: torch.device, data: tuple[ArrayPair, A
 
 def build_stacked(configs: list[TrainConfig], device: torch.device) -> StackedNet:
     """Each run's model initialised under its own seed, stacked."""
+    card = get_card(configs[0].model)  # one model for the group
     models = []
     for config in configs:
         torch.manual_seed(config.seed)
-        models.append(build_model(config.model, config.to_dict()))
+        models.append(build_model(card, config.to_dict()))
     model = stack(models).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # measured faster for these convs on CPU

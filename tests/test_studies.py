@@ -1,0 +1,52 @@
+"""The lab's ledger: runs declared against frozen recipes, each model's role, the final runs it plans."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from mnistlab.lab import studies
+from mnistlab.lab.studies import EARLIER, ROLES, TUNING, Role, planned_runs, role
+from mnistlab.models import list_models, registry
+
+
+def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
+    """Study and earlier runs are declared against named, frozen recipes, not against today's cards."""
+    before = {(r.folder, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None}
+    assert len(before) > 100
+    for name in ("model7", "model8", "sepnet6k", "sepnet3k"):
+        card = registry._REGISTRY[name]
+        monkeypatch.setitem(
+            registry._REGISTRY,
+            name,
+            dataclasses.replace(card, recipe=dataclasses.replace(card.recipe, lr=0.123, batch_size=99)),
+        )
+    after = {(r.folder, r.name): r.config(Path("results")).to_dict() for r in TUNING + EARLIER if r.base is not None}
+    assert after == before
+
+
+def test_final_runs_take_each_roles_seed_count_unless_seeds_are_named(monkeypatch):
+    """`mnistlab reproduce` makes seeds 1..final_seeds of each model (a record learning from teachers is judged on
+    6); `--seeds` names them for every model."""
+    monkeypatch.setitem(ROLES, "sepnet6k", Role(refit=True, final_seeds=6))
+    runs = planned_runs(["model8", "sepnet6k"], None, tuning=False)
+    assert [(r.model, r.seed) for r in runs] == [("model8", s) for s in (1, 2, 3)] + [
+        ("sepnet6k", s) for s in range(1, 7)
+    ]
+    assert all(r.overrides == {"val_size": 0} for r in runs)  # both chosen on validation: all 60,000 images
+    assert [r.seed for r in planned_runs(["sepnet6k"], (4, 5), tuning=False)] == [4, 5]
+    assert planned_runs(["model7"], None, tuning=False)[0].overrides == {}  # not refit: validation kept out
+
+
+def test_every_model_of_the_lab_has_a_role_or_says_why_not():
+    """A model added to the package without its part in the ledger is caught here."""
+    others = {"searched", *studies.TEACHER_MODELS}  # the search's family; teachers
+    missing = [name for name in list_models(outside=False) if role(name) is None and name not in others]
+    assert missing == []
+    assert all(name in list_models() for name in ROLES)
+    assert "sepnet3k_kd" in studies.lab_models() and "slim_a" not in studies.lab_models()
+
+
+def test_the_library_card_carries_no_lab_history():
+    fields = {f.name for f in dataclasses.fields(registry.ModelCard)}
+    assert not fields & {f.name for f in dataclasses.fields(Role)}
