@@ -88,4 +88,3 @@ def test_imports_run_only_down_the_wings():
         if wing_of(target) > wing_of(module)
     )
     assert upward == []
-

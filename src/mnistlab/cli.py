@@ -7,8 +7,8 @@ User errors (bad options, missing or foreign files) end in one line on stderr an
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,6 +27,7 @@ from mnistlab.core.rundir import (
     check_folder,
     check_run_dir,
     default_run_dir,
+    read_config,
     read_summary,
     refuse_existing_run,
     remove_run_files,
@@ -143,22 +144,33 @@ def train(
 
 
 def _resume(run_dir: Path, *, quiet: bool, tensorboard_dir: str | None) -> None:
-    """``train --resume DIR``: continue the run in DIR, in place, with its own config."""
-    from mnistlab.training.engine import fit
+    """``train --resume DIR``: continue the run in DIR in place, with its own config; a folder of seeds trained
+    stacked (``train --seeds``) resumes as the group it was."""
+    from mnistlab.training.engine import fit_group
 
-    config_path = run_dir / CONFIG
-    if not config_path.is_file():
-        raise MnistlabError(f"{run_dir} holds no config.json: nothing to resume")
-    # the run lives where it is now, wherever it was made
-    recorded = TrainConfig.from_dict(json.loads(config_path.read_text()))
-    config = dataclasses.replace(recorded, output_dir=str(run_dir))
-    if run_status(run_dir) == "done":
-        click.echo(f"{run_dir} is finished; nothing to resume (its summary is left as it was)")
-        summary = read_summary(run_dir)
+    if (run_dir / CONFIG).is_file():
+        folders = [run_dir]
     else:
-        events = _events(tensorboard_dir, [config])
-        summary = fit(config, resume=True, progress=_bars(quiet), log=click.echo, after_epoch=events)
-    _done(summary, config)
+        folders = sorted((p.parent for p in run_dir.glob(f"seed*/{CONFIG}")), key=lambda p: (len(p.name), p.name))
+        if not folders:
+            raise MnistlabError(f"{run_dir} holds no config.json (nor seed*/config.json): nothing to resume")
+    # each run lives where it is now, wherever it was made
+    configs = [dataclasses.replace(TrainConfig.from_dict(read_config(f)), output_dir=str(f)) for f in folders]
+    states = [run_status(f) for f in folders]
+    if all(state == "done" for state in states):
+        click.echo(f"{run_dir} is finished; nothing to resume (its summary is left as it was)")
+        summaries = [read_summary(f) for f in folders]
+    elif "todo" in states or "done" in states:
+        stopped = [str(f) for f, state in zip(folders, states) if state != "partial"]
+        raise MnistlabError(
+            f"{run_dir}: {', '.join(stopped)} did not stop where the others did; resume the others one by one "
+            "(`mnistlab train --resume FOLDER`)"
+        )
+    else:
+        events = _events(tensorboard_dir, configs)
+        summaries = fit_group(configs, resume=True, progress=_bars(quiet), log=click.echo, after_epoch=events)
+    for config, summary in zip(configs, summaries):
+        _done(summary, config)
 
 
 def _train_one(
@@ -749,17 +761,26 @@ def register(study_name: str, trial: int, name: str, storage: str | None, result
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)  # `kill` ends a run as Ctrl-C does: its last epoch is kept
     try:
         cli.main(standalone_mode=False)
     except MnistlabError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(
+            "stopped; every finished epoch is saved: `mnistlab train --resume FOLDER` (or the same `mnistlab "
+            "reproduce`) continues from it",
+            err=True,
+        )
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: locks released, the message below
 
 
 if __name__ == "__main__":

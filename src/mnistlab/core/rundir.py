@@ -6,6 +6,9 @@ Imports nothing heavy, so the CLI, the runner and the report can ask about runs 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ BEST = "best.pt"  # the weights of the best epoch by validation accuracy
 LOG = "train.log"  # epoch lines of a run trained in a worker process
 SOURCE_COPY = "model_source.py"  # a model from outside the package: a copy of the file it was built from
 SPEC_COPY = "model_spec.json"  # ... or of its layer spec
+LOCK = "train.lock"  # held while a process trains into the folder: the pid of its one writer
 RUN_FILES = (CONFIG, HISTORY, SUMMARY, LAST, BEST, LOG, SOURCE_COPY, SPEC_COPY)
 
 LAST_K = 3  # "the last epochs": the window in which a run must hold the target, and over which it is reported
@@ -91,11 +95,93 @@ def refuse_existing_run(run_dir: str | Path, hint: str = "") -> None:
         )
 
 
+def read_json(path: str | Path, what: str = "") -> dict[str, Any]:
+    """A JSON object the lab wrote (a run's config or summary), checked where it is read: a damaged, foreign or
+    missing file is one line naming it and what to do."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise MnistlabError(f"{path} is missing; {what or 'the run is incomplete'}") from None
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        reason = exc.strerror if isinstance(exc, OSError) else "not valid JSON"
+        raise MnistlabError(f"{path} is damaged ({reason}); {_mend(path)}") from None
+    if not isinstance(value, dict):
+        raise MnistlabError(f"{path} is damaged (a JSON {type(value).__name__}, not an object); {_mend(path)}")
+    return value
+
+
+def _mend(path: Path) -> str:
+    if path.name == SUMMARY:
+        return f"delete it and run `mnistlab train --resume {path.parent}` to write it again from last.pt"
+    return "restore it, or re-train the run into a new folder"
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    return read_json(Path(run_dir) / CONFIG, f"{run_dir} holds no run to read (no config.json)")
+
+
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / SUMMARY).read_text())
+    return read_json(Path(run_dir) / SUMMARY, "the run has not finished")
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of a run directory, as ``fit`` wrote them to ``history.jsonl``."""
-    text = (Path(run_dir) / HISTORY).read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    """The per-epoch records of a run directory, as ``fit`` wrote them to ``history.jsonl``, each line checked."""
+    path = Path(run_dir) / HISTORY
+    try:
+        rows = [json.loads(line) for line in path.read_bytes().decode().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise MnistlabError(f"{path} is missing; the run is incomplete") from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not JSON lines"
+        raise MnistlabError(f"{path} is damaged ({reason}); restore it, or re-train the run") from None
+    if not all(isinstance(row, dict) and "epoch" in row for row in rows):
+        raise MnistlabError(f"{path} is damaged (a line is not an epoch's record); restore it, or re-train the run")
+    return rows
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """The one writer of a run folder: a second process that tries to train into it while this one does is
+    refused at once, in one line. A lock left by a process that died (its pid gone) is taken over."""
+    check_run_dir(run_dir)
+    path = Path(run_dir) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            owner = _lock_owner(path)
+            if owner is not None and owner != os.getpid() and _alive(owner):
+                raise MnistlabError(
+                    f"{run_dir} is being trained by process {owner}; wait for it to end, or stop it "
+                    "(two runs into one folder would leave one of them)"
+                ) from None
+            path.unlink(missing_ok=True)  # stale: its owner is gone
+    else:
+        raise MnistlabError(f"{path}: cannot take the run folder's lock; remove the file if no run is training there")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        if _lock_owner(path) == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+def _lock_owner(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -36,19 +36,20 @@ class Job:
 
 def plan_jobs(configs: list[TrainConfig], states: list[str], stack: bool) -> list[Job]:
     """One job per run, or with ``stack`` one per recipe: the runs still to do that differ only in seed
-    train as one stacked network (an interrupted run resumes alone)."""
+    train as one stacked network, and the interrupted ones resume as one."""
     jobs: list[Job] = []
     groups: dict[str, list[int]] = {}
     for i, (config, state) in enumerate(zip(configs, states)):
         if state == "done":
             continue
-        if not stack or state == "partial" or recipe_unstackable(config) is not None:
+        if not stack or recipe_unstackable(config) is not None:
             jobs.append(Job((i,), (config,), state == "partial"))
             continue
-        key = json.dumps(config.shared(), sort_keys=True)
+        # an interrupted group resumes as the group it was (its checkpoints name its seeds)
+        key = json.dumps([state, config.shared()], sort_keys=True)
         groups.setdefault(key, []).append(i)
     for members in groups.values():
-        jobs.append(Job(tuple(members), tuple(configs[i] for i in members), False))
+        jobs.append(Job(tuple(members), tuple(configs[i] for i in members), states[members[0]] == "partial"))
     return sorted(jobs, key=lambda job: job.positions[0])
 
 

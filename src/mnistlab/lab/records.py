@@ -5,7 +5,6 @@ and ``studies.Study.choose`` picks a study's winner.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from statistics import mean
 from typing import Any
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.rundir import CONFIG, LAST_K, LAST_TESTS, SUMMARY, TARGET, read_history
+from mnistlab.core.rundir import CONFIG, LAST_K, LAST_TESTS, SUMMARY, TARGET, read_config, read_history, read_summary
 from mnistlab.lab.studies import Run, Study, candidate_name
 from mnistlab.models.registry import ModelCard
 
@@ -38,8 +37,7 @@ class RecordedRun:
 def load_run(path: Path) -> RecordedRun | None:
     if not (path / SUMMARY).is_file():
         return None
-    history = read_history(path)
-    return RecordedRun(path, json.loads((path / SUMMARY).read_text()), history, json.loads((path / CONFIG).read_text()))
+    return RecordedRun(path, read_summary(path), read_history(path), read_config(path))
 
 
 def model_runs(results: Path, name: str) -> list[RecordedRun]:

@@ -20,6 +20,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from mnistlab.core.rundir import (
     SUMMARY,
     check_run_dir,
     refuse_existing_run,
+    run_lock,
 )
 from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
 from mnistlab.models.checkpoint import read_checkpoint, save_checkpoint
@@ -170,15 +172,18 @@ def fit_group(
     epochs as if the run had been killed (tests of resume). ``after_epoch(epoch, histories)`` sees each
     epoch's records once they are saved; an exception it raises (a search pruning a trial) ends the runs there.
     """
-    group = prepare(configs, data=data, resume=resume, log=log)
-    for epoch in range(len(group.histories[0]) + 1, group.epochs + 1):
-        rows = train_epoch(group, epoch, progress=progress)
-        record_epoch(group, rows, log=log)
-        if after_epoch is not None:
-            after_epoch(epoch, group.histories)
-        if stop_after is not None and epoch >= stop_after and epoch < group.epochs:
-            return [{"stopped_after": epoch} for _ in configs]
-    return finish(group)
+    with ExitStack() as locks:  # one writer per run folder, released however this ends
+        for config in configs:
+            locks.enter_context(run_lock(config.output_dir))
+        group = prepare(configs, data=data, resume=resume, log=log)
+        for epoch in range(len(group.histories[0]) + 1, group.epochs + 1):
+            rows = train_epoch(group, epoch, progress=progress)
+            record_epoch(group, rows, log=log)
+            if after_epoch is not None:
+                after_epoch(epoch, group.histories)
+            if stop_after is not None and epoch >= stop_after and epoch < group.epochs:
+                return [{"stopped_after": epoch} for _ in configs]
+        return finish(group)
 
 
 @dataclass
@@ -375,6 +380,7 @@ def _save(
             shipped[k],
             config.to_dict(),
             epoch=epoch,
+            stacked_seeds=[c.seed for c in configs],  # the group it resumes with
             history=histories[k],
             best_score=best_scores[k],
             optimizer=optimizers[k],
@@ -392,6 +398,12 @@ def _restore(configs: list[TrainConfig], state: TrainingState) -> tuple[list[lis
         recorded = TrainConfig.from_dict(checkpoint["config"])  # fields added since get their defaults
         if _as_json(recorded.identity()) != _as_json(config.identity()):
             raise MnistlabError(f"{out} was started with a different config; resume it with its own config.json")
+        group = checkpoint.get("stacked_seeds", [c.seed for c in configs])  # older checkpoints: as asked
+        if group != [c.seed for c in configs]:
+            raise MnistlabError(
+                f"{out} was trained stacked with seeds {', '.join(map(str, group))}: resume them together "
+                f"(`mnistlab train --resume {out.parent}`); alone it would not give the group's numbers"
+            )
         checkpoints.append(checkpoint)
     if len({len(c["history"]) for c in checkpoints}) > 1:
         raise MnistlabError("the runs of this group stopped at different epochs; resume them one by one")

@@ -1,0 +1,180 @@
+"""Faults a user's machine meets: a stacked group cut mid-run, two writers into one folder, damaged files the lab
+reads back, a process ended by SIGTERM. Each is one line and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mnistlab.core.errors import MnistlabError
+from mnistlab.core.rundir import LOCK, read_history, read_summary, run_lock
+from mnistlab.lab.records import load_run
+from mnistlab.models import config_for
+from mnistlab.training.engine import fit_group
+
+QUIET = dict(progress=False, log=lambda m: None)
+
+
+def group(tmp_path, folder="g", seeds=(1, 2), **overrides):
+    values = {**dict(epochs=3, batch_size=32, val_size=100, device="cpu", threads=1, limit=600), **overrides}
+    return [config_for("sepnet3k", seed=s, output_dir=str(tmp_path / folder / f"seed{s}"), **values) for s in seeds]
+
+
+def test_a_cut_stacked_group_resumes_as_the_group_to_the_same_numbers(tmp_path, tiny_data):
+    whole = fit_group(group(tmp_path, "whole"), data=tiny_data, **QUIET)
+    fit_group(group(tmp_path, "cut"), data=tiny_data, stop_after=1, **QUIET)
+    resumed = fit_group(group(tmp_path, "cut"), data=tiny_data, resume=True, **QUIET)
+    for one, other in zip(whole, resumed):
+        assert one["test_acc_last3"] == other["test_acc_last3"] and one["last_val_acc"] == other["last_val_acc"]
+    for seed in (1, 2):
+        a = torch.load(tmp_path / "whole" / f"seed{seed}" / "last.pt", weights_only=True)["state_dict"]
+        b = torch.load(tmp_path / "cut" / f"seed{seed}" / "last.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        rows = [{k: v for k, v in h.items() if k != "seconds"} for h in read_history(tmp_path / "cut" / f"seed{seed}")]
+        assert rows == [
+            {k: v for k, v in h.items() if k != "seconds"} for h in read_history(tmp_path / "whole" / f"seed{seed}")
+        ]
+
+
+def test_one_seed_of_a_group_is_not_resumed_alone(tmp_path, tiny_data):
+    fit_group(group(tmp_path), data=tiny_data, stop_after=1, **QUIET)
+    with pytest.raises(MnistlabError, match="trained stacked with seeds 1, 2: resume them together"):
+        fit_group(group(tmp_path, seeds=(1,)), data=tiny_data, resume=True, **QUIET)
+
+
+def test_a_killed_train_seeds_resumes_as_its_group_to_the_uninterrupted_numbers(mnistlab, tmp_path):
+    """The battery's case: `train --seeds 1,2` killed mid-run, then `train --resume` on its folder."""
+    args = ["--model", "sepnet3k", "--epochs", "3", "--limit", "3000", "--threads", "1", "--seeds", "1,2", "--quiet"]
+    whole = mnistlab("train", *args, "--output-dir", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    cut = tmp_path / "cut"
+    train = subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", "train", *args, "--output-dir", str(cut)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (cut / "seed2" / "last.pt").exists() and time.monotonic() < deadline and train.poll() is None:
+            time.sleep(0.05)
+        train.send_signal(signal.SIGTERM)
+        train.communicate(timeout=120)
+    finally:
+        train.kill()
+    assert train.returncode == 130 and not (cut / "seed1" / "summary.json").exists()
+    alone = mnistlab("train", "--resume", cut / "seed1")
+    assert alone.returncode == 2 and "resume them together" in alone.stderr, alone.stderr
+    resumed = mnistlab("train", "--resume", cut, "--quiet")
+    assert resumed.returncode == 0 and resumed.stdout.count("done in") == 2, resumed.stderr
+    for seed in ("seed1", "seed2"):
+        rows = [{k: v for k, v in h.items() if k != "seconds"} for h in read_history(cut / seed)]
+        assert rows == [{k: v for k, v in h.items() if k != "seconds"} for h in read_history(tmp_path / "whole" / seed)]
+    again = mnistlab("train", "--resume", cut)
+    assert again.returncode == 0 and again.stdout.count("finished; nothing to resume") == 1
+
+
+def test_a_second_writer_is_refused_at_once_and_a_stale_lock_taken_over(tmp_path, tiny_data):
+    folder = tmp_path / "g" / "seed1"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from mnistlab.core.rundir import run_lock\nimport time\nwith run_lock({str(folder)!r}):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(MnistlabError, match=rf"is being trained by process {holder.pid}"):
+            fit_group(group(tmp_path), data=tiny_data, **QUIET)
+        assert time.monotonic() - started < 30 and not (folder / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (folder / LOCK).read_text() == str(holder.pid)  # a kill -9 leaves its lock behind: stale now
+    fit_group(group(tmp_path, epochs=1), data=tiny_data, **QUIET)
+    assert not (folder / LOCK).exists() and read_summary(folder)["epochs"] == 1
+
+
+def test_the_lock_is_released_on_any_exit(tmp_path):
+    with pytest.raises(RuntimeError), run_lock(tmp_path / "r"):
+        raise RuntimeError
+    assert not (tmp_path / "r" / LOCK).exists()
+
+
+@pytest.mark.parametrize(
+    "name, content, says",
+    [
+        ("config.json", b"\x93\xff\x00garbage", "config.json is damaged (not valid JSON)"),
+        ("config.json", b"[1, 2]", "config.json is damaged (a JSON list, not an object)"),
+        ("summary.json", b'{"params": 3', "summary.json is damaged (not valid JSON); delete it and run"),
+        ("history.jsonl", b'{"epoch": 1}\n{"ep', "history.jsonl is damaged (not JSON lines)"),
+    ],
+)
+def test_a_damaged_file_in_a_run_folder_is_one_line_naming_it(tmp_path, tiny_data, name, content, says):
+    (config,) = group(tmp_path, seeds=(1,), epochs=1)
+    fit_group([config], data=tiny_data, **QUIET)
+    run = tmp_path / "g" / "seed1"
+    (run / name).write_bytes(content)
+    with pytest.raises(MnistlabError, match=f"{run / name} is damaged") as caught:
+        load_run(run)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_compare_and_resume_on_a_damaged_run_say_which_file(mnistlab, tmp_path, tiny_data):
+    (config,) = group(tmp_path, seeds=(1,), epochs=1)
+    fit_group([config], data=tiny_data, **QUIET)
+    run = tmp_path / "g" / "seed1"
+    (run / "config.json").write_bytes(b"\xff\xfe not json")
+    for args in (["train", "--resume", run], ["compare", tmp_path / "g"]):
+        result = mnistlab(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"{run / 'config.json'} is damaged" in result.stderr
+    assert json.loads((run / "history.jsonl").read_text().splitlines()[0])["epoch"] == 1  # left as it was
+
+
+@pytest.mark.real_data
+def test_sigterm_ends_a_run_like_ctrl_c_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    train = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnistlab",
+            "train",
+            "--model",
+            "sepnet3k",
+            "--epochs",
+            "3",
+            "--limit",
+            "3000",
+            "--threads",
+            "1",
+            "--output-dir",
+            str(out),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "last.pt").exists() and time.monotonic() < deadline and train.poll() is None:
+            time.sleep(0.2)
+        train.send_signal(signal.SIGTERM)
+        _, err = train.communicate(timeout=120)
+    finally:
+        train.kill()
+    assert train.returncode == 130 and "mnistlab train --resume" in err and "Traceback" not in err, err
+    assert not (out / LOCK).exists()
