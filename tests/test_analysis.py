@@ -25,8 +25,10 @@ def spatial_hw(row):
 def test_receptive_field_matches_gradient_measure_for_every_model(name):
     model = create_model(name)
     summary = analyze(model, name=name)
-    for row in summary.rows:
-        if row.type in ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"):
+    # a module used several times (tied weights) is measured at its last call, the one its hook sees last
+    last = {row.name: row for row in summary.rows}
+    for row in last.values():
+        if row.type.removesuffix(" (reused)") in ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"):
             check_extent(measured_extent(model, row.name), expected_window(row, spatial_hw(row)))
 
 
@@ -151,3 +153,13 @@ def test_a_global_pool_sees_the_whole_image_centred(name):
     """After global average pooling one unit's field is centred on the image (13.5, 13.5 on 28x28)."""
     rows = {row.name: row for row in analyze(create_model(name)).rows}
     assert rows["features.gap"].centre == 13.5 and rows["features.gap"].receptive_field >= 28
+
+
+def test_a_module_used_again_counts_its_parameters_once_and_says_so():
+    """A tied block (one separable block applied 4 times) lists each pass, its weights only at the first."""
+    table = analyze(create_model("tied3k4"))
+    passes = [r for r in table.rows if r.name == "features.tied.pointwise"]
+    assert [r.type for r in passes] == ["Conv2d"] + ["Conv2d (reused)"] * 3
+    assert [r.params for r in passes] == [32 * 32, 0, 0, 0] and len({r.macs for r in passes}) == 1
+    assert sum(r.params for r in table.rows) == table.params == 3_420
+    assert [r.receptive_field for r in passes] == [14, 18, 22, 26]  # each pass widens the field

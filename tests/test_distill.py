@@ -122,3 +122,37 @@ def test_teachers_that_saw_the_validation_images_or_changed_are_refused(tmp_path
         fit(final, data=tiny_data, resume=True, **QUIET)
     with pytest.raises(MnistlabError, match="no checkpoint there"):
         config_for("sepnet3k", teachers=[str(tmp_path / "nowhere")])
+
+
+def test_cached_teacher_outputs_give_the_uncached_run_bit_for_bit(tmp_path, tiny_data, teacher):
+    """A second candidate with the same images and teachers reads the teachers' outputs instead of running them,
+    and every epoch and weight equals a run that never cached; a damaged cache file is computed again."""
+    from mnistlab.core.rundir import read_summary
+
+    def group(name, **changes):
+        values = {**TINY, "teachers": (str(teacher),), "data_dir": str(tmp_path / "data"), **changes}
+        return [config_for("sepnet3k", seed=s, output_dir=str(tmp_path / name / f"s{s}"), **values) for s in (1, 2)]
+
+    fit_group(group("plain", teacher_cache=False), data=tiny_data, **QUIET)
+    fit_group(group("first"), data=tiny_data, **QUIET)  # computes and keeps them
+    cached = sorted((tmp_path / "data" / "teacher-outputs").glob("*.pt"))
+    assert len(cached) == TINY["epochs"]
+    fit_group(group("second"), data=tiny_data, **QUIET)  # reads them
+    assert read_summary(tmp_path / "first" / "s1")["provenance"]["teacher_cache"] == {"hits": 0, "misses": 2}
+    assert read_summary(tmp_path / "second" / "s1")["provenance"]["teacher_cache"] == {"hits": 2, "misses": 0}
+    for name in ("first", "second"):
+        for seed in (1, 2):
+            ours, theirs = tmp_path / name / f"s{seed}", tmp_path / "plain" / f"s{seed}"
+            strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+            assert strip(read_history(ours)) == strip(read_history(theirs))
+            a = torch.load(ours / "last.pt", weights_only=True)["state_dict"]
+            b = torch.load(theirs / "last.pt", weights_only=True)["state_dict"]
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    cached[0].write_bytes(b"damaged")
+    fit_group(group("third"), data=tiny_data, **QUIET)
+    assert read_summary(tmp_path / "third" / "s1")["provenance"]["teacher_cache"] == {"hits": 1, "misses": 1}
+    plain = [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / "plain" / "s2")]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / "third" / "s2")] == plain
+    other = group("other", distill_temperature=2.0)  # other teachers' settings: another key
+    fit_group(other, data=tiny_data, **QUIET)
+    assert len(list((tmp_path / "data" / "teacher-outputs").glob("*.pt"))) == 2 * TINY["epochs"]

@@ -143,6 +143,9 @@ class TrainConfig(Recipe):
     compile: bool = _role(False, EXECUTION)  # torch.compile the model
     # on CUDA, replay each full batch's training step as one captured graph (SGD)
     cuda_graph: bool = _role(True, EXECUTION)
+    # with teachers, keep their outputs for each epoch's batches under the data folder (teacher-outputs/) and read
+    # them back when another run sees the same images with the same teachers: the same numbers, bit for bit
+    teacher_cache: bool = _role(True, EXECUTION)
     output_dir: str = _role("", EXECUTION, PER_RUN, NO_OPTION)  # the run directory ("": runs/<model>)
     data_dir: str | None = _role(None, EXECUTION, NO_OPTION)  # the MNIST cache (train has its own --data-dir)
     # record test accuracy per epoch (reported, never used for selection)

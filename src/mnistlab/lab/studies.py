@@ -58,6 +58,8 @@ ROLES: dict[str, Role] = {
     "sepnet6k": RECORD_ATTEMPT,
     "sepnet4k9": Role(lost=True, refit=True),
     "sepnet5k4": Role(lost=True, refit=True),
+    "tied3k4": Role(lost=True, refit=True),  # the ladder's candidates: no final runs unless a study picks them
+    "tied2k9": Role(lost=True, refit=True),
 }
 # fmt: on
 FOUND_ROLE = RECORD_ATTEMPT  # a model registered from one of our searches (models/found.json): chosen on validation

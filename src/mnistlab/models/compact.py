@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from mnistlab.core.config import Augment
-from mnistlab.models.layers import slim_net
+from mnistlab.models.layers import slim_net, tied_net
 from mnistlab.models.registry import ModelCard, register_model
 from mnistlab.models.zoo import MODEL8_FINAL_RECIPE, MODEL8_RECIPE
 
@@ -208,6 +208,41 @@ def sepnet4k9(dropout: float = 0.0) -> nn.Module:
 )
 def sepnet5k4(dropout: float = 0.0) -> nn.Module:
     return _five_separable(24, dropout)
+
+
+# More computation per parameter (issue: the record by a ladder): one separable block applied several times with
+# the same weights and a residual add each pass (``layers.Tied``). Declared with the ladder's study, before it ran.
+@register_model(
+    ModelCard(
+        title="TiedNet 3.4k",
+        target=(
+            "sepnet3k's parameters (3,420 against 3,424) spent with 1.6 times its multiply-adds: does more computation "
+            "per parameter hold 99.4% where sepnet3k does not?",
+        ),
+        design="Unpadded 3x3 8-12 | pool | separable 3x3 to 32 | one padded separable 3x3 block of 32 applied 4 times "
+        "with the same weights, each pass with its own BatchNorm, a ReLU and a residual add | GAP | 1x1 to the classes "
+        "(3,420 parameters, 1.12 M multiply-adds, field 44); sepnet3k's recipe.",
+        recipe=SEPNET3K_RECIPE,
+        params=3_420,
+    )
+)
+def tied3k4() -> nn.Module:
+    return tied_net((8, 12), 32, 4)
+
+
+@register_model(
+    ModelCard(
+        title="TiedNet 3.0k",
+        target=("TiedNet 3.4k's shape under 3,000 parameters: 28 channels, the tied block applied 3 times.",),
+        design="Unpadded 3x3 8-12 | pool | separable 3x3 to 28 | one padded separable 3x3 block of 28 applied 3 times "
+        "with the same weights (own BatchNorm, ReLU, residual add each pass) | GAP | 1x1 to the classes (2,960 "
+        "parameters); sepnet3k's recipe.",
+        recipe=SEPNET3K_RECIPE,
+        params=2_960,
+    )
+)
+def tied2k9() -> nn.Module:
+    return tied_net((8, 12), 28, 3)
 
 
 # A teacher, not a student: what the record's small models learn from (issue: the record by a ladder). Plain

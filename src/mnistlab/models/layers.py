@@ -86,6 +86,40 @@ def separable(cin: int, cout: int, padding: int = 0) -> nn.Sequential:
     )
 
 
+class Tied(nn.Module):
+    """One separable 3x3 block (depthwise then pointwise, padded) applied ``times`` times with the same weights,
+    each pass with a BatchNorm of its own, a ReLU and a residual add: its weights count once while the field and
+    the multiply-adds grow with every pass (more computation per parameter)."""
+
+    def __init__(self, channels: int, times: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.pointwise = nn.Conv2d(channels, channels, 1, bias=False)
+        self.norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(times))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm in self.norms:
+            x = x + self.relu(norm(self.pointwise(self.depthwise(x))))
+        return x
+
+
+def tied_net(stem: tuple[int, ...], width: int, times: int) -> Net:
+    """Unpadded 3x3 ``stem`` convolutions, a 2x2 max pool, one unpadded separable block to ``width``, then one
+    ``Tied`` block of ``width`` applied ``times`` times, GAP and a 1x1 convolution to the classes."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    cin = 1
+    for index, channels in enumerate(stem, 1):
+        layers[f"conv{index}"] = conv(cin, channels)
+        cin = channels
+    layers["pool1"] = nn.MaxPool2d(2)
+    layers["sep1"] = separable(cin, width)
+    layers["tied"] = Tied(width, times)
+    layers["gap"] = nn.AdaptiveAvgPool2d(1)
+    layers["out"] = head(width)
+    return Net(layers)
+
+
 def slim_net(
     stem: tuple[int, ...],
     body: tuple[int, ...],

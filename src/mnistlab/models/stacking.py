@@ -19,10 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.models.layers import Net
+from mnistlab.models.layers import Net, Tied
 
 # Layers that act per element or per channel: the same module serves K models' channels unchanged.
 _SHARED = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout, nn.Identity, nn.Flatten)
+
+
+# Blocks whose forward only applies their children and adds their outputs: stacked child by child.
+_CONTAINERS = (Tied,)
 
 
 class StackedNet(nn.Module):
@@ -104,6 +108,13 @@ def _stack_module(modules: list[nn.Module], name: str) -> nn.Module:
         )
         norm.load_state_dict(stack_states([m.state_dict() for m in modules]))
         return norm
+    if isinstance(first, nn.ModuleList):
+        return nn.ModuleList(_stack_module([m[i] for m in modules], f"{name}.{i}") for i in range(len(first)))
+    if type(first) in _CONTAINERS:  # its forward only composes its children: the same with each child stacked
+        stacked = copy.deepcopy(first)
+        for child, _ in first.named_children():
+            setattr(stacked, child, _stack_module([m.get_submodule(child) for m in modules], f"{name}.{child}"))
+        return stacked
     if isinstance(first, _SHARED):
         return copy.deepcopy(first)
     raise MnistlabError(f"layer {name} ({type(first).__name__}) has no stacked form; it cannot be stacked")

@@ -227,6 +227,7 @@ def analyze(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: 
     modules = dict(graph.named_modules())
     field_of: dict[fx.Node, Field] = {}
     rows: list[LayerRow] = []
+    used: set[str] = set()  # the modules already called
     output_shape: tuple[int, ...] = ()
 
     for node in graph.graph.nodes:
@@ -252,6 +253,10 @@ def analyze(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: 
             continue
         kind, new_field, geometry, params, macs = layer
         field_of[node] = new_field
+        if node.op == "call_module":  # a module used again (tied weights): its parameters were counted at its first use
+            if node.target in used:
+                kind, params = f"{kind} (reused)", 0
+            used.add(str(node.target))
         kernel, stride, padding, dilation = geometry
         rows.append(
             LayerRow(

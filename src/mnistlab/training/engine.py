@@ -49,14 +49,17 @@ from mnistlab.core.rundir import (
     run_lock,
 )
 from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
+from mnistlab.data.mnist import resolve_data_dir
 from mnistlab.models.checkpoint import read_checkpoint, save_checkpoint
 from mnistlab.models.external import ensure_registered, keep_copy
 from mnistlab.models.registry import build_model, get_card
 from mnistlab.models.stacking import StackedNet, stack, stack_problem, stack_states, unstack, unstack_state
 from mnistlab.training.graphstep import GraphedTrainer
 from mnistlab.training.step import EVAL_BATCH, Teachers, TrainingState, evaluate_slots, resolve_device, train_one_epoch
+from mnistlab.training.teachercache import TeacherCache, cache_for
 
 ArrayPair = tuple[np.ndarray, np.ndarray]
+TEACHER_OUTPUTS = "teacher-outputs"  # under the data folder: the teachers' cached outputs (teachercache)
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
@@ -200,6 +203,7 @@ class Group:
     forward: Any  # the network the step calls (compiled or not)
     judged: Any  # the network evaluated: the moving average where there is one
     graphed: GraphedTrainer | None
+    cache: TeacherCache | None  # the teachers' outputs, computed once per epoch's images
     start: float
 
     @property
@@ -246,7 +250,8 @@ def prepare(
     forward = torch.compile(state.model) if first.compile else state.model
     judged = forward if state.averaged is None else state.scored
     graphed = graphed_trainer(config=first, state=state, loader=loaders.train, seeds=_seeds(configs), device=device)
-    return Group(configs, device, loaders, state, histories, best_scores, forward, judged, graphed, start)
+    cache = cache_for(configs, teachers, data, device, lambda: resolve_data_dir(first.data_dir) / TEACHER_OUTPUTS)
+    return Group(configs, device, loaders, state, histories, best_scores, forward, judged, graphed, cache, start)
 
 
 def train_epoch(group: Group, epoch: int, *, progress: bool) -> list[dict[str, Any]]:
@@ -260,8 +265,9 @@ def train_epoch(group: Group, epoch: int, *, progress: bool) -> list[dict[str, A
     else:
         bar = tqdm(total=len(loaders.train), desc=f"epoch {epoch}/{first.epochs}", leave=False, disable=not progress)
         with bar:
+            known = None if group.cache is None else group.cache.targets(epoch, loaders.train, state.teachers, device)
             stacked = loaders.train.stacked(_seeds(group.configs))
-            train = train_one_epoch(state, stacked, forward=group.forward, device=device, progress=bar)
+            train = train_one_epoch(state, stacked, forward=group.forward, device=device, progress=bar, targets=known)
     lr = state.optimizer.param_groups[0]["lr"]
     vals = evaluate_slots(group.judged, loaders.val, device=device) if loaders.val is not None else None
     tests = evaluate_slots(group.judged, loaders.test, device=device) if first.test_every_epoch else None
@@ -303,6 +309,8 @@ def finish(group: Group) -> list[dict[str, Any]]:
     loaders = group.loaders
     params = sum(p.numel() for p in group.state.model.parameters()) // len(group.configs)
     where = {**provenance(group.device), "stacked": len(group.configs), "cuda_graph": group.graphed is not None}
+    if group.cache is not None:
+        where["teacher_cache"] = {"hits": group.cache.hits, "misses": group.cache.misses}
     for config, history in zip(group.configs, group.histories):
         summary = {
             "model": config.model,

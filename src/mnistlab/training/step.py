@@ -164,13 +164,17 @@ class TrainingState:
             config.distill_temperature,
         )
 
-    def losses(self, images: torch.Tensor, log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def losses(
+        self, images: torch.Tensor, log_probs: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Each slot's loss, [K]: cross-entropy on the labels; with teachers, (1 - alpha) of it plus alpha T^2
-        times the KL divergence from the teachers' mean probability to the student's, both at temperature T."""
+        times the KL divergence from the teachers' mean probability to the student's, both at temperature T.
+        ``target`` is that mean probability when already known (``teachercache``): the teachers' own output."""
         hard = slot_losses(log_probs, labels, self.label_smoothing)
         if self.teachers is None:
             return hard
-        target = self.teachers.probabilities(images)  # (B, K, 10)
+        if target is None:
+            target = self.teachers.probabilities(images)  # (B, K, 10)
         t = self.distill_temperature
         student = F.log_softmax(log_probs / t, dim=-1)  # log-probabilities / T: the logits / T, shifted
         kl = (target * (target.clamp_min(1e-12).log() - student)).sum(-1).mean(0)  # (K,)
@@ -210,20 +214,22 @@ def train_one_epoch(
     forward: nn.Module | None = None,
     device: torch.device = torch.device("cpu"),
     progress: tqdm | None = None,
+    targets: list[torch.Tensor] | None = None,
 ) -> dict[str, list[float]]:
     """One pass over ``batches`` ([B, K, 28, 28] images, [B, K] labels) of ``state``'s stacked network (run
     through ``forward``, e.g. its compiled form, when given); the loss is the sum of the K slots' losses. The
-    schedule and the moving average follow every batch. Returns each slot's mean loss and accuracy (%)."""
+    schedule and the moving average follow every batch. ``targets``: the teachers' outputs for each batch, when
+    read from their cache. Returns each slot's mean loss and accuracy (%)."""
     model = state.model
     forward = forward or model
     forward.train()
     loss_sum = correct = None
     seen = 0
-    for images, labels in batches:
+    for index, (images, labels) in enumerate(batches):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         log_probs = forward(images)  # (B, K, 10)
-        losses = state.losses(images, log_probs, labels)  # (K,)
+        losses = state.losses(images, log_probs, labels, None if targets is None else targets[index])  # (K,)
         state.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         state.optimizer.step()
