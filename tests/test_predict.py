@@ -44,3 +44,65 @@ def test_blank_and_unreadable_images_are_refused(tmp_path):
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "black.png")
     with pytest.raises(MnistlabError, match="blank image"):
         to_mnist(load_image(tmp_path / "black.png"))
+
+
+def _png(path, width: int, height: int, extra: bytes = b"") -> None:
+    """A PNG whose header claims ``width`` x ``height`` (and holds no real pixels), with chunks ``extra``."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 16)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(
+    "width, height, says",
+    [
+        (30_000, 30_000, "decompression bomb"),  # past Pillow's own limit
+        (12_000, 12_000, "decompression bomb"),  # past its warning: our decision, not a warning
+        (5_000, 4_000, "too large for one digit"),  # under both, over a digit's budget: refused from the header
+    ],
+)
+def test_an_image_bomb_is_refused_from_its_header_in_one_line(tmp_path, width, height, says):
+    import warnings
+
+    _png(tmp_path / "bomb.png", width, height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning reaches the user
+        with pytest.raises(MnistlabError, match=says) as caught:
+            load_image(tmp_path / "bomb.png")
+    assert str(caught.value).startswith("bomb.png: ") and str(tmp_path) not in str(caught.value)
+
+
+def test_a_text_chunk_that_inflates_to_megabytes_is_refused(tmp_path):
+    import struct
+    import zlib
+
+    text = b"comment\0\0" + zlib.compress(b"a" * 64_000_000)
+    data = text
+    chunk = struct.pack(">I", len(data)) + b"zTXt" + data + struct.pack(">I", zlib.crc32(b"zTXt" + data))
+    _png(tmp_path / "text.png", 28, 28, chunk)
+    with pytest.raises(MnistlabError, match="text.png: not a readable image"):
+        load_image(tmp_path / "text.png")
+
+
+def test_a_large_photo_is_reduced_in_the_decoder_and_read(tmp_path):
+    picture = np.full((4_000, 5_000), 255, dtype=np.uint8)
+    picture[1_000:3_000, 2_300:2_700] = 0  # a dark bar on white paper
+    Image.fromarray(picture).save(tmp_path / "photo.jpg", quality=90)
+    gray = load_image(tmp_path / "photo.jpg")
+    assert gray.size <= 16_000_000 and to_mnist(gray).max() == pytest.approx(1.0)
+
+
+def test_a_digit_on_a_transparent_background_is_laid_on_white(tmp_path):
+    rgba = np.zeros((60, 60, 4), dtype=np.uint8)  # black and fully transparent, as drawing apps save it
+    rgba[10:50, 25:35] = (0, 0, 0, 255)  # a black stroke
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "seven.png")
+    gray = load_image(tmp_path / "seven.png")
+    assert gray[0, 0] == 1.0 and gray[30, 30] == 0.0  # white paper, black ink
+    digit = to_mnist(gray)
+    assert digit[0, 0] == 0.0 and digit.max() == pytest.approx(1.0)  # MNIST's polarity

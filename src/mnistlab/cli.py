@@ -297,15 +297,22 @@ def _bars(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+TEST_IMAGES = 10_000  # MNIST's test set: a run on fewer (--limit) says so
+
+
 def _scores(summary: dict[str, Any]) -> str:
     """The run's headline: test accuracy in its last epochs, or validation when test was never evaluated."""
     tail = summary[LAST_TESTS]
     if tail:
+        tested = summary.get("data", {}).get("test", TEST_IMAGES)
+        subset = f" on {tested:,} of {TEST_IMAGES:,} test images" if tested < TEST_IMAGES else ""
         return (
-            f"test accuracy in the last {len(tail)} epochs {tail} "
+            f"test accuracy in the last {len(tail)} epochs {', '.join(f'{a:.2f}' for a in tail)}{subset} "
             f"(mean {summary[LAST_MEAN]:.2f}, min {summary[LAST_MIN]:.2f})"
         )
-    return f"validation accuracy at the last epoch {summary['last_val_acc']} (test not evaluated)"
+    value = summary["last_val_acc"]
+    shown = "-" if value is None else f"{value:.2f}"
+    return f"validation accuracy at the last epoch {shown} (test not evaluated)"
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
@@ -422,15 +429,33 @@ def compare(paths: tuple[Path, ...], output: Path | None) -> None:
 
 
 @cli.command(name="models")
-def models_() -> None:
-    """List the registered models with their parameter counts."""
-    from mnistlab.lab.studies import role
+@click.option("--all", "show_all", is_flag=True, help="also the lab's study candidates, teachers and search family")
+def models_(show_all: bool) -> None:
+    """List the models: the reference's eight, the lab's final models and yours, with their parameter counts."""
+    from mnistlab.lab.studies import lab_models, role
     from mnistlab.models import get_card, list_models
 
+    shown = set(lab_models()) | {name for name in list_models() if get_card(name).outside}
+    rows = []
     for name in list_models():
         card, part = get_card(name), role(name)
-        note = "  (candidate: see its study in REPORT.md)" if part is not None and part.lost else ""
-        click.echo(f"{name:<12} {card.title:<28} {card.params:>10,} params{note}")
+        if name not in shown and not show_all:
+            continue
+        if card.outside:
+            note = f"yours: {card.source}" if card.source else "from an installed package"
+        elif part is None:
+            note = "not a student: a teacher, or the search's family"
+        else:
+            note = "a study's candidate, not chosen" if part.lost else ""
+        rows.append((name, card.title, f"{card.params:,}", note))
+    width = [max(len(row[i]) for row in rows) for i in range(3)]
+    for name, title, params, note in rows:
+        line = f"{name:<{width[0]}}  {title:<{width[1]}}  {params:>{width[2]}} params"
+        click.echo(f"{line}  ({note})" if note else line)
+    if not show_all:
+        click.echo(
+            f"(--all also lists {len(list_models()) - len(rows)} more: study candidates, teachers, the search family)"
+        )
 
 
 # -------------------------------------------------------------------------------------------------- data

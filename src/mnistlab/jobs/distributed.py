@@ -79,7 +79,7 @@ def _not_a_ray_head(host: str, port: int) -> str | None:
         with _quiet_stderr():  # its C++ side logs the failure to the terminal, besides raising it
             GcsClient(address=f"{host}:{port}")
     except Exception as exc:  # noqa: BLE001  Ray's RPC errors are of several kinds
-        return f"something answers there, but not a Ray head: {str(exc).splitlines()[0][:100]}"
+        return f"something answers there, but not a Ray head: {str(exc).splitlines()[0]}"
     return None
 
 

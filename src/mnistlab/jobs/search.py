@@ -260,7 +260,7 @@ def open_study(settings: Settings) -> Any:
 
 
 def _storage_error(storage: str, exc: Exception) -> MnistlabError:
-    first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return MnistlabError(f"cannot open the study storage {storage!r}: {first}")
 
 

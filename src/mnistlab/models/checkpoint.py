@@ -39,9 +39,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  a damaged or foreign file fails inside unpickling in many ways
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # its whole first line
         first = first if isinstance(exc, (RuntimeError, OSError)) else f"{type(exc).__name__}: {first}".rstrip(": ")
-        raise MnistlabError(f"{path} is not a readable checkpoint ({first[:120]})") from None
+        raise MnistlabError(
+            f"{path} is not a readable checkpoint: it is damaged, or not a .pt file written by `mnistlab train` "
+            f"({first})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MnistlabError(f"{path} is not an mnistlab checkpoint")
     if payload.get("version") != VERSION:
@@ -73,6 +76,6 @@ def model_from(payload: dict[str, Any], path: str | Path) -> nn.Module:
         network.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise MnistlabError(
-            f"{path}: weights do not fit {name} as this version defines it ({str(exc).splitlines()[0][:100]})"
+            f"{path}: weights do not fit {name} as this version defines it ({str(exc).splitlines()[0]})"
         ) from None
     return network.eval()

@@ -186,7 +186,7 @@ def _checked(build: Callable[..., nn.Module], spec: str) -> tuple[Callable[..., 
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, 1, 28, 28))
     except Exception as exc:  # noqa: BLE001  a shape mismatch inside the user's layers, and the like
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise MnistlabError(
             f"{spec}: a [2, 1, 28, 28] batch fails in the model: {type(exc).__name__}: {first}"
         ) from None

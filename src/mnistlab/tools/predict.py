@@ -7,6 +7,7 @@ brought to that form before the network sees it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from mnistlab.core.errors import MnistlabError
 from mnistlab.data.loader import normalize
 
+MAX_PIXELS = 16_000_000  # a photo of one digit needs no more: larger is reduced in the decoder or refused
 INK_THRESHOLD = 0.2  # a pixel is ink when it is this far (0-1) from the background level
 BLANK_CONTRAST = 0.1  # an image whose darkest and lightest pixels are closer than this holds no digit
 
@@ -30,15 +32,48 @@ class Prediction:
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """A grayscale image as floats in [0, 1]."""
+    """A grayscale image as floats in [0, 1], read safely: its size is checked from the header before anything
+    is decoded (a digit needs no more than ``MAX_PIXELS``; a large photo is reduced in the decoder where the
+    format allows, a bomb refused in one line), and a transparent background is laid on white, as the demo's
+    sketchpad draws."""
+    name = Path(path).name
     try:
-        with Image.open(path) as image:
-            gray = image.convert("L")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # our own limit decides, below
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    # JPEG: decoded at an eighth of its size (a digit needs far fewer pixels), in bounded memory
+                    image.draft("L", (max(1, width // 8), max(1, height // 8)))
+                    width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise MnistlabError(
+                        f"{name}: {width:,} x {height:,} pixels is too large for one digit (at most "
+                        f"{MAX_PIXELS // 1_000_000} megapixels); crop or shrink it"
+                    )
+                image.load()
+                gray = _on_white(image)
+    except MnistlabError:
+        raise
     except FileNotFoundError:
         raise MnistlabError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise MnistlabError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise MnistlabError(f"{name}: an image that claims too many pixels (a decompression bomb); refused") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # PIL's decoders raise these
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise MnistlabError(
+            f"{name}: not a readable image ({type(exc).__name__}{': ' + first if first else ''})"
+        ) from None
     return np.asarray(gray, dtype=np.float32) / 255.0
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """The image in grayscale, a transparent part laid on white (a drawing app's background)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("L")
+    return image.convert("L")
 
 
 def to_mnist(gray: np.ndarray, where: str = "image") -> np.ndarray:
