@@ -3,6 +3,7 @@ reads back, a process ended by SIGTERM. Each is one line and loses nothing."""
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import subprocess
@@ -178,3 +179,86 @@ def test_sigterm_ends_a_run_like_ctrl_c_and_says_how_to_resume(tmp_path):
         train.kill()
     assert train.returncode == 130 and "mnistlab train --resume" in err and "Traceback" not in err, err
     assert not (out / LOCK).exists()
+
+
+def test_files_written_as_one_are_all_left_as_they_were_when_one_fails(tmp_path):
+    from mnistlab.core.fileio import atomic_write_all
+
+    (tmp_path / "a").write_text("old a")
+
+    def full(f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write_all([(tmp_path / "a", lambda f: f.write(b"new a")), (tmp_path / "b", full)])
+    assert (tmp_path / "a").read_text() == "old a" and not (tmp_path / "b").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no temporary file left
+
+
+def test_a_full_disk_mid_run_leaves_the_last_complete_epoch_and_resumes_exactly(tmp_path, tiny_data, monkeypatch):
+    import mnistlab.training.engine as engine
+
+    whole = fit_group(group(tmp_path, "whole"), data=tiny_data, **QUIET)
+    real, calls = engine.atomic_write_all, []
+
+    def fills_up(writes):
+        calls.append(len(writes))
+        if len(calls) == 2:  # epoch 2: the disk fills while the second file is written
+
+            def full(f):
+                raise OSError(errno.ENOSPC, "No space left on device", str(writes[1][0]))
+
+            writes = [writes[0], (writes[1][0], full), *writes[2:]]
+        return real(writes)
+
+    monkeypatch.setattr(engine, "atomic_write_all", fills_up)
+    with pytest.raises(OSError, match="No space left"):
+        fit_group(group(tmp_path, "cut"), data=tiny_data, **QUIET)
+    for seed in (1, 2):
+        run = tmp_path / "cut" / f"seed{seed}"
+        assert len(read_history(run)) == 1  # the history is not ahead of its checkpoint
+        assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+        assert not list(run.glob(".*.tmp"))
+    monkeypatch.setattr(engine, "atomic_write_all", real)
+    resumed = fit_group(group(tmp_path, "cut"), data=tiny_data, resume=True, **QUIET)
+    assert [s["test_acc_last3"] for s in resumed] == [s["test_acc_last3"] for s in whole]
+
+
+def test_a_disk_fault_is_one_line_with_the_path_and_what_to_do():
+    from mnistlab.cli import _disk_fault
+
+    full = _disk_fault(OSError(errno.ENOSPC, "No space left on device", "/data/run/.last.pt.x1.tmp"))
+    assert full.startswith("/data/run: No space left on device; free some space") and "--resume" in full
+    locked = _disk_fault(PermissionError(errno.EACCES, "Permission denied", "/srv/out"))
+    assert locked == "/srv/out: Permission denied; write somewhere this user may (--output-dir, --output or --results)"
+
+
+@pytest.mark.real_data
+def test_train_on_a_full_disk_ends_in_one_line_and_resumes(tmp_path, monkeypatch, capsys):
+    import mnistlab.training.engine as engine
+    from mnistlab.cli import main
+
+    real = engine.atomic_write_all
+
+    def full(writes):
+        if (
+            any(path.name == "last.pt" and "seed" not in str(path) for path, _ in writes)
+            and len(read_history_or_none(tmp_path / "r")) >= 1
+        ):
+            raise OSError(errno.ENOSPC, "No space left on device", str(writes[0][0]))
+        return real(writes)
+
+    def read_history_or_none(run):
+        return read_history(run) if (run / "history.jsonl").exists() else []
+
+    monkeypatch.setattr(engine, "atomic_write_all", full)
+    args = ["mnistlab", "train", "--model", "sepnet3k", "--epochs", "2", "--limit", "600", "--threads", "1", "--quiet"]
+    monkeypatch.setattr(sys, "argv", [*args, "--output-dir", str(tmp_path / "r")])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    err = capsys.readouterr().err
+    assert ended.value.code == 1 and err.count("\n") == 1 and "No space left on device; free some space" in err, err
+    monkeypatch.setattr(engine, "atomic_write_all", real)
+    monkeypatch.setattr(sys, "argv", ["mnistlab", "train", "--resume", str(tmp_path / "r"), "--quiet"])
+    main()
+    assert len(read_history(tmp_path / "r")) == 2 and read_summary(tmp_path / "r")["epochs"] == 2

@@ -15,7 +15,7 @@ def tiny_settings(tmp_path, name, db, *, threads=1, **changes):
     """A study's settings on 300 images of each split, in ``tmp_path``, stored in the SQLite file ``db``."""
     from mnistlab.jobs.search import Settings
 
-    return Settings(name, f"sqlite:///{db}", limit=300, results=str(tmp_path), threads=threads, **changes)
+    return Settings(name=name, storage=f"sqlite:///{db}", limit=300, results=str(tmp_path), threads=threads, **changes)
 
 
 def test_a_tiny_study_runs_twice_and_the_second_continues_it(mnistlab, tmp_path):
@@ -407,3 +407,28 @@ def test_a_study_with_teachers_draws_whether_and_how_to_learn_from_them(mnistlab
     assert registered.returncode == 0, registered.stderr
     recipe = json.loads((tmp_path / "found.json").read_text())[0]["recipe"]
     assert recipe["teachers"] == [str(teacher / "last.pt")] and recipe["distill_alpha"] == trial.params["distill_alpha"]
+
+
+def test_a_killed_searchs_running_trials_are_failed_when_the_study_is_next_opened(tmp_path):
+    """Trials left running by a worker that is gone are marked failed at once by the next run; a live worker's
+    trial stays running."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import optuna
+
+    from mnistlab.jobs.search import open_study
+
+    settings = tiny_settings(tmp_path, "orphans", tmp_path / "orphans.db", max_params=4000)
+    study = open_study(settings)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan, alive = study.ask(), study.ask()
+    orphan.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead.pid})
+    alive.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+    again = open_study(settings)
+    states = {t.number: t.state for t in again.get_trials(deepcopy=False)}
+    assert states == {orphan.number: optuna.trial.TrialState.FAIL, alive.number: optuna.trial.TrialState.RUNNING}
+    assert again.trials[orphan.number].user_attrs["stopped"] == "its worker was gone"

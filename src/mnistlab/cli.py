@@ -7,6 +7,7 @@ User errors (bad options, missing or foreign files) end in one line on stderr an
 from __future__ import annotations
 
 import dataclasses
+import errno
 import shlex
 import signal
 import sys
@@ -18,6 +19,7 @@ import click
 
 from mnistlab.core.config import NO_OPTION, Augment, TrainConfig, read_recipe_changes
 from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import check_writable
 from mnistlab.core.rundir import (
     CONFIG,
     LAST_MEAN,
@@ -330,8 +332,9 @@ def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> N
     from mnistlab.tools.evaluation import evaluate_checkpoint, render_confusion
     from mnistlab.tools.plots import plot_confusion, plot_curves, plot_misclassified
 
-    result = evaluate_checkpoint(checkpoint, data_dir)
     out = Path(output_dir) if output_dir else Path(checkpoint).parent
+    check_writable(out, "the evaluation's figures")  # before the work, not after it
+    result = evaluate_checkpoint(checkpoint, data_dir)
     click.echo(
         f"test accuracy {result.accuracy:.2f}% ({len(result.mistakes)} errors of {len(result.labels)}), "
         f"loss {result.loss:.4f}"
@@ -382,6 +385,7 @@ def export(checkpoint: str, fmt: str, output: str | None) -> None:
     from mnistlab.tools.export import export_onnx
 
     target = Path(output) if output else Path(checkpoint).with_suffix(".onnx")
+    check_writable(target.parent, "the ONNX file")  # before the conversion, not after it
     difference = export_onnx(checkpoint, target)
     click.echo(f"wrote {target} (max |onnxruntime - torch| = {difference:.2e})")
 
@@ -792,6 +796,9 @@ def main() -> None:
     except MnistlabError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # a full or read-only disk, a folder not ours: whatever was written stays whole
+        click.echo(f"error: {_disk_fault(exc)}", err=True)
+        sys.exit(1)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo(
             "stopped; every finished epoch is saved: `mnistlab train --resume FOLDER` (or the same `mnistlab "
@@ -802,6 +809,20 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+
+
+def _disk_fault(exc: OSError) -> str:
+    """A fault of the disk or of permissions, in one line: the path, the cause, and what to do."""
+    where = exc.filename or "a file"
+    where = Path(where).parent if Path(str(where)).name.startswith(".") else where  # a temporary file: its folder
+    cause = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        todo = "free some space, then run the same command with --resume (a run keeps its last complete epoch)"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        todo = "write somewhere this user may (--output-dir, --output or --results)"
+    else:
+        todo = "check the disk and the path, then run the command again"
+    return f"{where}: {cause}; {todo}"
 
 
 def _terminated(signum: int, frame: Any) -> None:

@@ -153,7 +153,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
             break
         except FileExistsError:
             owner = _lock_owner(path)
-            if owner is not None and owner != os.getpid() and _alive(owner):
+            if owner is not None and owner != os.getpid() and process_alive(owner):
                 raise MnistlabError(
                     f"{run_dir} is being trained by process {owner}; wait for it to end, or stop it "
                     "(two runs into one folder would leave one of them)"
@@ -177,7 +177,10 @@ def _lock_owner(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from typing import Any
 from mnistlab.core.config import Augment, TrainConfig, recipe_values
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write_json
-from mnistlab.core.rundir import LAST_K, RESULTS, check_folder, read_history
+from mnistlab.core.rundir import LAST_K, RESULTS, check_folder, process_alive, read_history
 from mnistlab.jobs.distributed import run_tasks
 from mnistlab.jobs.workers import in_processes
 from mnistlab.models import config_for, create_model, get_card, list_models
@@ -239,6 +241,7 @@ def open_study(settings: Settings) -> Any:
         )
     except Exception as exc:  # SQLAlchemy's errors for a URL it cannot open are many kinds
         raise _storage_error(settings.storage, exc) from None
+    fail_orphans(study)
     # how its trials train, for the report and for registering a trial (the first settings stay)
     if "settings" not in study.user_attrs:
         study.set_user_attr(
@@ -257,6 +260,21 @@ def open_study(settings: Settings) -> Any:
             "a study's teachers are fixed: give the same --teacher paths, or start another study (--name)"
         )
     return study
+
+
+def fail_orphans(study: Any) -> list[int]:
+    """Mark failed the trials still "running" whose worker, on this machine, is gone (a search killed with -9 or
+    its terminal closed): at once, not after the heartbeat's grace period. Return their numbers."""
+    import optuna
+
+    orphans = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("worker")
+        if owner and owner.get("host") == socket.gethostname() and not process_alive(int(owner.get("pid", 0))):
+            study._storage.set_trial_user_attr(trial._trial_id, "stopped", "its worker was gone")
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            orphans.append(trial.number)
+    return orphans
 
 
 def _storage_error(storage: str, exc: Exception) -> MnistlabError:
@@ -285,6 +303,7 @@ def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str],
 
     arch, recipe = sample(trial, space, bool(settings.teachers))
     params = count_params(arch)
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})  # see fail_orphans
     trial.set_user_attr("params", params)
     trial.set_user_attr("arch", arch)
     if params > settings.max_params:

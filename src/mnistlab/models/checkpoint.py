@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,11 @@ VERSION = 1
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any], **state: Any) -> Path:
     """Save ``model``'s weights, its name and config, and any extra training ``state`` (epoch, optimizer…)."""
+    return atomic_write(path, checkpoint_writer(model, config, **state))
+
+
+def checkpoint_writer(model: nn.Module, config: dict[str, Any], **state: Any) -> Callable[[Any], None]:
+    """What writes the checkpoint of ``model`` to an open file (``save_checkpoint``, or several files as one)."""
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -28,7 +34,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict[str, Any], 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **state,
     }
-    return atomic_write(path, lambda f: torch.save(payload, f))
+    return lambda f: torch.save(payload, f)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from mnistlab import __version__
 from mnistlab.core import perf
 from mnistlab.core.config import TrainConfig
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.fileio import atomic_write_json, atomic_write_text
+from mnistlab.core.fileio import atomic_write_all, atomic_write_json
 from mnistlab.core.rundir import (
     BEST,
     CONFIG,
@@ -50,7 +50,7 @@ from mnistlab.core.rundir import (
 )
 from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
 from mnistlab.data.mnist import resolve_data_dir
-from mnistlab.models.checkpoint import read_checkpoint, save_checkpoint
+from mnistlab.models.checkpoint import checkpoint_writer, read_checkpoint
 from mnistlab.models.external import ensure_registered, keep_copy
 from mnistlab.models.registry import build_model, get_card
 from mnistlab.models.stacking import StackedNet, stack, stack_problem, stack_states, unstack, unstack_state
@@ -294,13 +294,18 @@ def train_epoch(group: Group, epoch: int, *, progress: bool) -> list[dict[str, A
 
 
 def record_epoch(group: Group, rows: list[dict[str, Any]], *, log: Callable[[str], None]) -> None:
-    """Each run's epoch into its history and checkpoints."""
+    """Each run's epoch into its checkpoints and history, every file of the group as one write: a write that
+    fails (a full disk) leaves the group at its last complete epoch, its history never ahead of its checkpoint."""
     stacked = len(group.configs) > 1
     for config, history, row in zip(group.configs, group.histories, rows):
         history.append(row)
         log(_epoch_line(row, config.epochs) + (f"  [seed {config.seed}]" if stacked else ""))
-        atomic_write_text(Path(config.output_dir) / HISTORY, "".join(json.dumps(h) + "\n" for h in history))
-    _save(group.configs, group.state, group.histories, group.best_scores, group.best_key)
+    try:
+        _save(group.configs, group.state, group.histories, group.best_scores, group.best_key)
+    except BaseException:
+        for history in group.histories:
+            history.pop()
+        raise
 
 
 def finish(group: Group) -> list[dict[str, Any]]:
@@ -369,7 +374,8 @@ def _save(
     best_scores: list[float],
     best_key: str,
 ) -> None:
-    """Each run's ``last.pt`` (all it needs to resume alone or in its group) and, when it improved, ``best.pt``."""
+    """Each run's ``last.pt`` (all it needs to resume in its group), ``history.jsonl`` and, when it improved,
+    ``best.pt``: all of them renamed into place only once every one is written whole."""
     slots = len(configs)
     averaged = state.averaged
     shipped = unstack(state.scored)
@@ -377,24 +383,29 @@ def _save(
     average = unstack_state(averaged.state_dict(), slots) if averaged is not None else None  # n_averaged shared
     optimizers = _unstack_optimizer(state.optimizer.state_dict(), slots)
     scheduler = state.scheduler.state_dict() if state.scheduler is not None else None
+    writes: list[tuple[Path, Callable[[Any], None]]] = []
+    improved = [histories[k][-1][best_key] > best_scores[k] for k in range(slots)]
+    scores = [histories[k][-1][best_key] if improved[k] else best_scores[k] for k in range(slots)]
     for k, config in enumerate(configs):
         out, epoch = Path(config.output_dir), len(histories[k])
-        if histories[k][-1][best_key] > best_scores[k]:
-            best_scores[k] = histories[k][-1][best_key]
-            save_checkpoint(out / BEST, shipped[k], config.to_dict(), epoch=epoch)
+        if improved[k]:
+            writes.append((out / BEST, checkpoint_writer(shipped[k], config.to_dict(), epoch=epoch)))
         resume_state = {} if averaged is None else {"train_state_dict": trained[k], "average": average[k]}  # type: ignore[index]
-        save_checkpoint(
-            out / LAST,
+        last = checkpoint_writer(
             shipped[k],
             config.to_dict(),
             epoch=epoch,
             stacked_seeds=[c.seed for c in configs],  # the group it resumes with
             history=histories[k],
-            best_score=best_scores[k],
+            best_score=scores[k],
             optimizer=optimizers[k],
             scheduler=scheduler,
             **resume_state,
         )
+        text = "".join(json.dumps(h) + "\n" for h in histories[k]).encode()
+        writes += [(out / LAST, last), (out / HISTORY, lambda f, text=text: f.write(text))]
+    atomic_write_all(writes)
+    best_scores[:] = scores
 
 
 def _restore(configs: list[TrainConfig], state: TrainingState) -> tuple[list[list[dict[str, Any]]], list[float]]:
