@@ -119,7 +119,7 @@ def test_the_page_builds_and_says_how_to_install_gradio_when_it_is_missing(monke
     app = build(ROOT / "results")
     assert type(app).__name__ == "Blocks" and "mnistlab" in app.title
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio now raises ImportError
-    with pytest.raises(MnistlabError, match=r"pip install -e '\.\[demo\]'"):
+    with pytest.raises(MnistlabError, match=r"pip install 'mnistlab\[demo\]'"):
         build(ROOT / "results")
 
 

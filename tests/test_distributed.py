@@ -144,7 +144,7 @@ def test_an_unreachable_or_malformed_ray_address_is_one_line(mnistlab, tmp_path)
 
 def test_without_ray_installed_the_message_says_how(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(MnistlabError, match=r"pip install -e '\.\[ray\]'"):
+    with pytest.raises(MnistlabError, match=r"pip install 'mnistlab\[ray\]'"):
         connect(Cluster())
 
 

@@ -111,3 +111,28 @@ def test_a_study_over_runs_already_listed_says_what_its_rule_chose():
     assert section.count("best `sep3k-kd` (sep3k-kd why)") == 1
     listed_again = [line for line in section.splitlines() if "it chose `sep3k-kd`" in line]
     assert len(listed_again) == 1 and "sep3k-kd why" not in listed_again[0]
+
+
+def test_report_refuses_an_empty_or_damaged_results_folder_and_writes_nothing(tmp_path, tiny_data):
+    from mnistlab.core.errors import MnistlabError
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    with pytest.raises(MnistlabError, match="no recorded runs under"):
+        write_report(tmp_path / "nothing", tmp_path / "REPORT.md", readme)
+    train_runs([Run("model8", 1, "model8", "seed1")], tmp_path / "results", data=tiny_data)
+    (tmp_path / "results" / "model8" / "seed1" / "summary.json").write_text('{"params": 75')  # cut short
+    with pytest.raises(MnistlabError, match=r"summary.json is damaged"):
+        write_report(tmp_path / "results", tmp_path / "REPORT.md", readme)
+    assert not (tmp_path / "REPORT.md").exists() and "old" in readme.read_text()  # both left as they were
+
+
+def test_a_damaged_study_database_is_one_line_naming_it(tmp_path):
+    from mnistlab.core.errors import MnistlabError
+    from mnistlab.lab.records import load_searches
+
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "record-3500.db").write_bytes(b"SQLite format 3\0" + b"\x07" * 4000)
+    with pytest.raises(MnistlabError, match=r"record-3500.db is not a readable study database") as caught:
+        load_searches(tmp_path)
+    assert "\n" not in str(caught.value)

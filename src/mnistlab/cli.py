@@ -102,7 +102,7 @@ def cli() -> None:
     "tensorboard_dir",
     type=click.Path(),
     default=None,
-    help="also write each epoch's losses, accuracies and rate as TensorBoard events here (pip install -e '.[tensorboard]')",
+    help="also write each epoch's losses, accuracies and rate as TensorBoard events here (pip install 'mnistlab[tensorboard]')",
 )
 @click.option(
     "--seeds",
@@ -554,7 +554,7 @@ def report(results: str, output: str, readme: str) -> None:
     "--ray",
     "use_ray",
     is_flag=True,
-    help="send each job to Ray (a local cluster; pip install -e '.[ray]'): one thread per job unless "
+    help="send each job to Ray (a local cluster; pip install 'mnistlab[ray]'): one thread per job unless "
     "--threads, and with --device cuda, --workers jobs share each GPU",
 )
 @click.option("--ray-address", default=None, metavar="HOST:PORT", help="join this Ray cluster (implies --ray)")
@@ -751,7 +751,7 @@ def _need_optuna() -> None:
     try:
         import optuna  # noqa: F401
     except ImportError:
-        raise MnistlabError("mnistlab search needs Optuna: pip install -e '.[search]'") from None
+        raise MnistlabError("mnistlab search needs Optuna: pip install 'mnistlab[search]'") from None
 
 
 def _default_storage(results: str, name: str) -> str:

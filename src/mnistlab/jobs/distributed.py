@@ -4,7 +4,7 @@ folder on whichever machine Ray picks and returns its run files; the driver writ
 No shared file system is needed, and the driver is the only writer of results: a run's files land when its
 task ends (``summary.json`` last, so a run is "done" only once all of it is there). A killed driver loses only
 the runs still training; an interrupted run that the driver holds is sent with its task and resumes there.
-Ctrl-C cancels the tasks still out and exits. Ray is an optional extra (``pip install -e '.[ray]'``);
+Ctrl-C cancels the tasks still out and exits. Ray is an optional extra (``pip install 'mnistlab[ray]'``);
 without ``--ray`` the runner's local process pool is used.
 """
 
@@ -27,7 +27,7 @@ from mnistlab.core.fileio import atomic_write_bytes, json_text
 from mnistlab.core.rundir import CONFIG, RUN_FILES, SUMMARY
 from mnistlab.jobs.workers import fit_logged
 
-INSTALL = "Ray is not installed: pip install -e '.[ray]'"
+INSTALL = "Ray is not installed: pip install 'mnistlab[ray]'"
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before saying it is unreachable
 
 

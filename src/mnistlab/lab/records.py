@@ -185,9 +185,15 @@ def load_searches(results: Path) -> Searches:
     studies = []
     for store in stores:
         storage = f"sqlite:///{store}"
-        for summary in optuna.get_all_study_summaries(storage):
-            study = optuna.load_study(study_name=summary.study_name, storage=storage)
-            studies.append((store, study, trial_rows(study)))
+        try:
+            for summary in optuna.get_all_study_summaries(storage):
+                study = optuna.load_study(study_name=summary.study_name, storage=storage)
+                studies.append((store, study, trial_rows(study)))
+        except Exception as exc:  # noqa: BLE001  SQLAlchemy's errors for a damaged database are many kinds
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MnistlabError(
+                f"{store} is not a readable study database ({first}); restore it, or move it out of {store.parent}"
+            ) from None
     return studies
 
 

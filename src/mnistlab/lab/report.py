@@ -10,6 +10,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write_text
 from mnistlab.core.rundir import LAST_K, LAST_MEAN, LAST_MIN, RESULTS, TARGET
 from mnistlab.lab.records import (
@@ -696,6 +697,11 @@ def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md")
         comparison_table(model_results),
     ]
     study_scores = {study.key: tuning_scores(results, study) for study in STUDIES}
+    if not any(r.runs for r in model_results) and not any(study_scores.values()):
+        raise MnistlabError(
+            f"no recorded runs under {results}: nothing to report (`mnistlab reproduce --results {results}` records "
+            "them); no file was written"
+        )
     searches = load_searches(results)  # read once: the record section and the searches' own
     parts += [record_section(model_results, study_scores, searches)]
     hold_rates = hold_rates_section(results, model_results)

@@ -3,7 +3,7 @@
 The page shows the 28x28 image the model is given (MNIST's preprocessing, as ``mnistlab predict`` does it), the
 ten class probabilities, and for the layer picked: its feature maps and, on the input, the receptive field of
 its most active unit. Everything it serves is local: Gradio's own bundled front end, system fonts, no
-analytics, no version check. Gradio is an optional extra (``pip install -e '.[demo]'``); the functions that
+analytics, no version check. Gradio is an optional extra (``pip install 'mnistlab[demo]'``); the functions that
 turn inputs into pictures and text need only numpy, PIL and matplotlib, so they are tested without a browser.
 """
 
@@ -31,7 +31,7 @@ TILE = 64  # side of one feature map in the grid
 MARGIN = 28  # blank rows above the grid, where the page lays the picture's label
 FIELD = (220, 40, 40)  # the receptive field's colour
 DEFAULT = "model8, seed 1"
-INSTALL = "the demo needs Gradio: pip install -e '.[demo]'"
+INSTALL = "the demo needs Gradio: pip install 'mnistlab[demo]'"
 
 
 # ------------------------------------------------------------------------------------------- inputs to a digit

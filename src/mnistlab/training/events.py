@@ -10,7 +10,7 @@ from typing import Any
 from mnistlab.core.config import TrainConfig
 from mnistlab.core.errors import MnistlabError
 
-INSTALL = "TensorBoard is not installed: pip install -e '.[tensorboard]'"
+INSTALL = "TensorBoard is not installed: pip install 'mnistlab[tensorboard]'"
 SCALARS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr")
 
 
