@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 from mnistlab.data.mnist import load_mnist
@@ -96,11 +97,38 @@ def test_user_errors_are_one_line(mnistlab, args, message, tmp_path):
     assert (tmp_path / "afile").read_text() == "the user's\n"  # ...and nothing lost
 
 
-def test_export_onnx_matches_torch(mnistlab, dry_run, tmp_path):
-    out, _ = dry_run
-    result = mnistlab("export", "--checkpoint", str(out / "last.pt"), "--output", str(tmp_path / "m.onnx"))
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "m.onnx").stat().st_size > 1000
+def test_export_onnx_is_usable_by_a_stranger_on_the_real_test_set(mnistlab, tmp_path):
+    """The shipped Model 8 exported, then fed as a stranger would feed it (pixels / 255, no normalisation):
+    its accuracy and every prediction equal the torch model's; no warning or progress line is printed."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+    import torch
+
+    from mnistlab.core.fileio import sha256_file
+    from mnistlab.data.loader import normalize
+    from mnistlab.data.mnist import load_mnist
+    from mnistlab.models import load_checkpoint
+
+    checkpoint = ROOT / "results" / "model8" / "seed1" / "last.pt"
+    result = mnistlab("export", "--checkpoint", checkpoint, "--output", tmp_path / "m.onnx")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.count("\n") == 1 and result.stdout.startswith(f"wrote {tmp_path / 'm.onnx'}")
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    assert meta["model"] == "model8" and meta["parameters"] == "7500" and meta["classes"] == "0,1,2,3,4,5,6,7,8,9"
+    assert meta["checkpoint_sha256"] == sha256_file(checkpoint) and "[0, 1]" in meta["input"]
+    images, labels = load_mnist("test")
+    pixels = (images.astype(np.float32) / 255.0)[:, None]
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (name,) = [i.name for i in session.get_inputs()]
+    onnx_digits = np.concatenate(
+        [session.run(None, {name: pixels[i : i + 2000]})[0].argmax(1) for i in range(0, 10_000, 2000)]
+    )
+    with torch.inference_mode():
+        torch_digits = load_checkpoint(checkpoint)(normalize(torch.from_numpy(pixels))).argmax(1).numpy()
+    assert (onnx_digits == torch_digits).mean() >= 0.9999  # the same digit for (all but at most one of) 10,000
+    accuracy = 100 * (onnx_digits == labels).mean()
+    assert accuracy == pytest.approx(100 * (torch_digits == labels).mean(), abs=0.01) and accuracy > 99.3
 
 
 TINY_RUN = ("--epochs", "1", "--limit", "300", "--val-size", "100", "--quiet")  # a real-data run of seconds

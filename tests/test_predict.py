@@ -106,3 +106,26 @@ def test_a_digit_on_a_transparent_background_is_laid_on_white(tmp_path):
     assert gray[0, 0] == 1.0 and gray[30, 30] == 0.0  # white paper, black ink
     digit = to_mnist(gray)
     assert digit[0, 0] == 0.0 and digit.max() == pytest.approx(1.0)  # MNIST's polarity
+
+
+def test_the_shipped_model_is_model8_seed1s_recorded_last_epoch(tmp_path):
+    """What a fresh install predicts with (and the demo shows outside the lab's checkout): the recorded run's own
+    weights, remade from it by `slim_copy`."""
+    import torch
+
+    from conftest import ROOT
+    from mnistlab.models.checkpoint import SHIPPED, read_checkpoint, slim_copy
+
+    shipped, recorded = read_checkpoint(SHIPPED), read_checkpoint(ROOT / "results" / "model8" / "seed1" / "last.pt")
+    assert shipped["model"] == "model8" and shipped["epoch"] == recorded["epoch"] == 15
+    assert all(torch.equal(shipped["state_dict"][k], recorded["state_dict"][k]) for k in recorded["state_dict"])
+    remade = read_checkpoint(slim_copy(ROOT / "results" / "model8" / "seed1" / "last.pt", tmp_path / "m.pt"))
+    assert remade["config"] == shipped["config"] and "optimizer" not in shipped
+
+
+def test_predict_reads_a_digit_with_the_shipped_model_when_no_checkpoint_is_given(mnistlab, tmp_path):
+    ink = np.full((200, 200), 255, dtype=np.uint8)
+    ink[30:170, 90:110] = 0  # a one, dark on white paper
+    Image.fromarray(ink).save(tmp_path / "one.png")
+    result = mnistlab("predict", tmp_path / "one.png", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith(f"{tmp_path / 'one.png'}: 1 (p="), result.stderr

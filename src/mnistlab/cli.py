@@ -358,13 +358,17 @@ def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> N
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--checkpoint", type=click.Path(), required=True)
-def predict(images: tuple[str, ...], checkpoint: str) -> None:
-    """Read the digit in each image (PNG/JPEG, any size, either polarity)."""
-    from mnistlab.models.checkpoint import load_checkpoint
+@click.option(
+    "--checkpoint", type=click.Path(), default=None, help="a .pt file written by train [the shipped Model 8, seed 1]"
+)
+def predict(images: tuple[str, ...], checkpoint: str | None) -> None:
+    """Read the digit in each image (PNG, JPEG, ...; any size, either polarity). Each is made an MNIST digit first:
+    grey, a transparent background laid on white, dark ink on light paper inverted to white on black, the ink
+    fitted to 20x20 and centred by its mass in 28x28."""
+    from mnistlab.models.checkpoint import SHIPPED, load_checkpoint
     from mnistlab.tools.predict import predict_files
 
-    predictions, failed = predict_files(load_checkpoint(checkpoint), list(images))
+    predictions, failed = predict_files(load_checkpoint(checkpoint or SHIPPED), list(images))
     for p in predictions:
         click.echo(f"{p.path}: {p.digit} (p={p.probability:.3f})")
     for _path, reason in failed:
@@ -725,7 +729,8 @@ def search(
     "--checkpoint",
     type=click.Path(),
     default=None,
-    help="a checkpoint to show first [every shipped final run, Model 8 seed 1 first]",
+    help="a checkpoint to show first [the final runs under --results, Model 8 seed 1 first; without any, the "
+    "Model 8 the package ships]",
 )
 @click.option(
     "--results", type=click.Path(), default=RESULTS, show_default=True, help="where the shipped final runs are"
@@ -736,12 +741,16 @@ def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
     """Serve a page: draw a digit, see what the model is given, its prediction, and each layer's view."""
     from mnistlab.lab.studies import lab_models
     from mnistlab.models import get_card, list_models
-    from mnistlab.tools.demo import build, launch, load
+    from mnistlab.models.checkpoint import SHIPPED
+    from mnistlab.tools.demo import build, choices, launch, load
 
+    # the picker: the lab's final runs, then those of models from outside the package; outside a checkout of the
+    # lab (an installed package), the model the package ships
+    models = lab_models() + [name for name in list_models() if get_card(name).outside]
+    if checkpoint is None and not choices(results, None, models):
+        checkpoint = str(SHIPPED)
     if checkpoint is not None:
         load(checkpoint)  # a checkpoint that does not load stops here, in one line
-    # the picker: the lab's final runs, then those of models from outside the package
-    models = lab_models() + [name for name in list_models() if get_card(name).outside]
     app = build(results, checkpoint, models)
     click.echo(f"serving on http://{host}:{port} (Ctrl-C stops)")
     launch(app, host, port)

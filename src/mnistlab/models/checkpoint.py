@@ -37,6 +37,17 @@ def checkpoint_writer(model: nn.Module, config: dict[str, Any], **state: Any) ->
     return lambda f: torch.save(payload, f)
 
 
+# the model a fresh install predicts with and shows in the demo: Model 8, seed 1's last epoch (99.54% on the test
+# set), a slim copy of results/model8/seed1/last.pt (weights, config and epoch; no optimizer state)
+SHIPPED = Path(__file__).with_name("shipped") / "model8-seed1.pt"
+
+
+def slim_copy(source: str | Path, target: str | Path) -> Path:
+    """``source``'s model, config and epoch only, written to ``target`` (how ``SHIPPED`` was made)."""
+    payload = read_checkpoint(source)
+    return save_checkpoint(target, model_from(payload, source), payload["config"], epoch=payload.get("epoch"))
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, checked to be one of ours."""
     path = Path(path)
