@@ -336,10 +336,10 @@ def finals(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     ``--out``."""
     import os
 
-    from mnistlab.models.found import FOUND, entries
+    from mnistlab.models.found import LAB_FOUND, entries
 
     # a try-out registers beside its results, never into the package's found.json
-    found_file = (args.results / "found.json").resolve() if tiny else FOUND
+    found_file = (args.results / "found.json").resolve() if tiny else LAB_FOUND
     env = {**os.environ, "MNISTLAB_FOUND": str(found_file)}
     names = []
     for study, summary in (RECORD.get("searches") or {}).items():

@@ -112,8 +112,8 @@ def test_the_shipped_model_is_model8_seed1s_recorded_last_epoch(tmp_path):
     """What a fresh install predicts with (and the demo shows outside the lab's checkout): the recorded run's own
     weights, remade from it by `slim_copy`."""
     import torch
-
     from conftest import ROOT
+
     from mnistlab.models.checkpoint import SHIPPED, read_checkpoint, slim_copy
 
     shipped, recorded = read_checkpoint(SHIPPED), read_checkpoint(ROOT / "results" / "model8" / "seed1" / "last.pt")

@@ -148,7 +148,7 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     from mnistlab.core.config import TrainConfig
     from mnistlab.jobs.search import Space, open_existing, register_trial, search
     from mnistlab.models import config_for, create_model, get_card
-    from mnistlab.models.found import load
+    from mnistlab.models.found import load_user
 
     settings = tiny_settings(tmp_path, "tiny", tmp_path / "s.db", max_params=3500, seeds=(1, 2), epochs=1)
     study = search(
@@ -178,7 +178,7 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     assert f"| {done[0].number} | {done[0].user_attrs['params']:,} | {done[0].value:.2f} |" in section
     assert (tmp_path / "figures" / "search-tiny.png").stat().st_size > 1000
     assert f"3 trials: {len(done)} finished" in section  # a pruned trial's last value is not a score
-    load(found)  # what importing mnistlab.models does with the shipped found.json
+    load_user(found)  # what importing mnistlab.models does with the user's found.json
     card = get_card("tiny_found")
     assert sum(p.numel() for p in create_model("tiny_found").parameters()) == entry["params"] == card.params
     trained = TrainConfig.from_dict(
@@ -321,9 +321,9 @@ def test_no_trial_starts_once_the_deadline_has_passed(tmp_path):
 
 
 def test_a_try_out_registers_into_the_file_mnistlab_found_names_not_the_packages(mnistlab, tmp_path):
-    from mnistlab.models.found import FOUND
+    from mnistlab.models.found import LAB_FOUND
 
-    shipped = FOUND.read_bytes()
+    shipped = LAB_FOUND.read_bytes()
     (tmp_path / "space.json").write_text(json.dumps(TINY_SPACE))
     result = mnistlab(
         "search",
@@ -350,9 +350,14 @@ def test_a_try_out_registers_into_the_file_mnistlab_found_names_not_the_packages
     result = mnistlab("register", "--study", "tiny", "--trial", "0", "--name", "tryout", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert [e["name"] for e in json.loads((tmp_path / "found.json").read_text())] == ["tryout"]
-    assert FOUND.read_bytes() == shipped
+    assert LAB_FOUND.read_bytes() == shipped
     assert "tryout" in mnistlab("models", cwd=tmp_path, env=env).stdout
-    assert "tryout" not in mnistlab("models", cwd=tmp_path).stdout
+    home = {"MNISTLAB_HOME": str(tmp_path / "home")}  # the user's own folder, without MNISTLAB_FOUND
+    assert "tryout" not in mnistlab("models", cwd=tmp_path, env=home).stdout
+    result = mnistlab("register", "--study", "tiny", "--trial", "0", "--name", "mine", cwd=tmp_path, env=home)
+    assert result.returncode == 0, result.stderr
+    assert [e["name"] for e in json.loads((tmp_path / "home" / "found.json").read_text())] == ["mine"]
+    assert "mine" in mnistlab("models", cwd=tmp_path, env=home).stdout and LAB_FOUND.read_bytes() == shipped
 
 
 def test_the_trial_taken_to_final_runs_is_the_best_score_then_the_smallest():

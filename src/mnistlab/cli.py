@@ -784,14 +784,15 @@ def _cluster(use_ray: bool, address: str | None, **settings: Any) -> Any:
 @click.option("--storage", default=None, help="the study's SQLAlchemy URL [sqlite:///<results>/search/<study>.db]")
 @click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
 def register(study_name: str, trial: int, name: str, storage: str | None, results: str) -> None:
-    """Register a search trial as a model (layers and recipe as data, in models/found.json)."""
+    """Register a search trial as a model (layers and recipe as data) in your found.json ($MNISTLAB_FOUND, else
+    $MNISTLAB_HOME, else your user data folder)."""
     _need_optuna()
     from mnistlab.jobs.search import open_existing, register_trial
-    from mnistlab.models.found import FOUND
+    from mnistlab.models.found import user_found
 
     storage = storage or _default_storage(results, study_name)
     study = open_existing(study_name, storage)
-    entry = register_trial(study, trial, name, FOUND)
+    entry = register_trial(study, trial, name, user_found())
     click.echo(
         f"registered {name}: trial {trial} of {study_name}, {entry['params']:,} parameters, worst-seed "
         f"validation mean {entry['score']:.2f}; train it with `mnistlab reproduce --models {name}`"

@@ -1,25 +1,47 @@
 """The models found by ``mnistlab search`` and registered with ``mnistlab register``: each one's layers and
-recipe are data in ``found.json`` beside this file (the search's ``searched`` family), so a found model
-trains, reloads and reports like the zoo's, and the file says which study and trial it came from."""
+recipe are data (the search's ``searched`` family), so a found model trains, reloads and reports like the zoo's,
+and its entry says which study and trial it came from.
+
+Two lists: the lab's, ``found.json`` beside this file (read-only: part of the package), and the user's,
+``found.json`` in the user's own folder (``$MNISTLAB_FOUND``, else ``$MNISTLAB_HOME/found.json``, else the
+platform's user data folder), which ``mnistlab register`` writes and every command reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from mnistlab.core.config import Recipe
+from mnistlab.core.errors import MnistlabError
 from mnistlab.models.compact import searched
 from mnistlab.models.registry import ModelCard, register_model
 
-# MNISTLAB_FOUND names another file: a try-out (the GPU session script's --tiny) registers there, not here
-FOUND = Path(os.environ.get("MNISTLAB_FOUND") or Path(__file__).with_name("found.json"))
+LAB_FOUND = Path(__file__).with_name("found.json")  # the lab's: commit an entry made with MNISTLAB_FOUND set to it
 
 
-def _register(entry: dict[str, Any]) -> None:
+def user_home() -> Path:
+    """The user's mnistlab folder: ``$MNISTLAB_HOME``, else the platform's user data folder."""
+    if os.environ.get("MNISTLAB_HOME"):
+        return Path(os.environ["MNISTLAB_HOME"]).expanduser()
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "mnistlab"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "mnistlab"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mnistlab"
+
+
+def user_found() -> Path:
+    """Where ``mnistlab register`` writes: ``$MNISTLAB_FOUND`` (a try-out's file), else the user's folder."""
+    return Path(os.environ.get("MNISTLAB_FOUND") or user_home() / "found.json")
+
+
+def _register(entry: dict[str, Any], outside: bool) -> None:
     arch = entry["arch"]
     shape = (
         f"stem {'-'.join(map(str, arch['stem']))} | pool | {len(arch['body'])} "
@@ -41,19 +63,38 @@ def _register(entry: dict[str, Any]) -> None:
         recipe=Recipe(**{k: v for k, v in entry["recipe"].items()}),
         params=entry["params"],
     )
-    register_model(card)(build)
+    register_model(dataclasses.replace(card, outside=outside))(build)
 
 
-def entries(path: Path = FOUND) -> list[dict[str, Any]]:
-    """The found models as ``mnistlab register`` wrote them (none when the file is absent)."""
-    return json.loads(path.read_text()) if path.is_file() else []
+def entries(path: Path = LAB_FOUND) -> list[dict[str, Any]]:
+    """The found models of ``path`` (the lab's by default) as ``mnistlab register`` wrote them (none when the file
+    is absent; a damaged file is one line naming it)."""
+    if not path.is_file():
+        return []
+    try:
+        found = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise MnistlabError(f"{path} is not a readable list of found models ({exc}); restore or remove it") from None
+    if not isinstance(found, list) or not all(isinstance(e, dict) and "name" in e for e in found):
+        raise MnistlabError(f"{path} is not a list of found models; restore or remove it")
+    return found
 
 
-def load(path: Path = FOUND) -> list[dict[str, Any]]:
-    """Register every entry of ``path``; return them."""
+def load() -> list[dict[str, Any]]:
+    """Register the lab's found models and the user's; return them all."""
+    lab = entries(LAB_FOUND)
+    for entry in lab:
+        _register(entry, outside=False)
+    mine = user_found()
+    return lab + ([] if mine.resolve() == LAB_FOUND.resolve() else load_user(mine))
+
+
+def load_user(path: Path) -> list[dict[str, Any]]:
+    """Register the found models of the user's file ``path`` (not the lab's: ``list_models(outside=False)`` leaves
+    them out); return them."""
     found = entries(path)
     for entry in found:
-        _register(entry)
+        _register(entry, outside=True)
     return found
 
 
