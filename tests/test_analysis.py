@@ -163,3 +163,37 @@ def test_a_module_used_again_counts_its_parameters_once_and_says_so():
     assert [r.params for r in passes] == [32 * 32, 0, 0, 0] and len({r.macs for r in passes}) == 1
     assert sum(r.params for r in table.rows) == table.params == 3_420
     assert [r.receptive_field for r in passes] == [14, 18, 22, 26]  # each pass widens the field
+
+
+def test_an_operation_the_tracer_does_not_know_is_named_plainly_and_the_rest_still_counted():
+    import torch.nn.functional as F
+    from torch import nn
+
+    from mnistlab.tools.analysis import AnalysisError, shapes_and_params
+
+    class Upper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 4, 3)
+            self.b = nn.Conv2d(4, 10, 1)
+
+        def forward(self, x):
+            x = F.interpolate(self.a(x), scale_factor=0.5)
+            return F.adaptive_max_pool2d(self.b(x), 1).flatten(1)
+
+    with pytest.raises(AnalysisError, match=r"\(F\.interpolate\): unknown function") as caught:
+        analyze(Upper())
+    assert "0x" not in str(caught.value)  # no object address
+    table = shapes_and_params(Upper())
+    assert "24,336" in table and "6,760" in table and "Total: 90 parameters, 31,096 MACs" in table
+
+    class MaxHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 10, 3)
+
+        def forward(self, x):
+            return F.adaptive_max_pool2d(self.a(x), 1).flatten(1)
+
+    kinds = [row.type for row in analyze(MaxHead()).rows]
+    assert "AdaptiveMaxPool2d" in kinds and "AdaptiveAvgPool2d" not in kinds

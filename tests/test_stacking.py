@@ -92,10 +92,12 @@ def test_two_stacked_sgd_steps_equal_steps_taken_alone(name, momentum, weight_de
 
 
 def test_a_layer_without_a_stacked_form_is_named():
-    odd = Net(OrderedDict(conv1=nn.Conv2d(1, 4, 3), flat=nn.Flatten(), out=nn.Linear(4 * 26 * 26, 10)))
-    with pytest.raises(MnistlabError, match=r"layer features.out \(Linear\) has no stacked form"):
+    odd = Net(OrderedDict(conv1=nn.Conv2d(1, 4, 3), norm=nn.LayerNorm([4, 26, 26]), out=nn.Conv2d(4, 10, 26)))
+    with pytest.raises(MnistlabError, match=r"layer features.norm \(LayerNorm\) has no stacked form"):
         stack([odd, copy.deepcopy(odd)])
     assert stack([odd]).slots == 1  # one model is its own stacked form, whatever its layers
+    linear = Net(OrderedDict(conv1=nn.Conv2d(1, 4, 3), flat=nn.Flatten(), out=nn.Linear(4 * 26 * 26, 10)))
+    assert stack([linear, copy.deepcopy(linear)]).slots == 2  # a Linear head stacks (StackedLinear)
     with pytest.raises(MnistlabError, match="one architecture"):
         stack([create_model("model8"), create_model("model7")])
 
@@ -272,3 +274,90 @@ def test_the_graph_trainers_step_run_eagerly_matches_the_engine(tmp_path, tiny_d
         json.loads((tmp_path / "device" / "seed1" / "history.jsonl").read_text().splitlines()[-1])["lr"]
         == json.loads((tmp_path / "plain" / "seed1" / "history.jsonl").read_text().splitlines()[-1])["lr"]
     )
+
+
+FUNCTIONAL = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Branchy(nn.Module):
+    """Two branches joined by torch.cat, a convolution applied twice, residual adds, a Linear head, log-softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.left = nn.Conv2d(8, 8, 3, padding=1)
+        self.right = nn.Conv2d(8, 4, 1)
+        self.again = nn.Conv2d(12, 12, 3, padding=1)
+        self.head = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn(self.stem(x))), 2)
+        x = torch.cat([F.relu(self.left(x)), F.relu(self.right(x))], dim=1)
+        x = x + F.relu(self.again(x))
+        x = x + F.relu(self.again(x))
+        return F.log_softmax(self.head(F.adaptive_avg_pool2d(x, 1).view(x.size(0), -1)), dim=1)
+
+
+class Plain(nn.Module):
+    """Convolutions and pooling by functional calls only."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3)
+        self.c2 = nn.Conv2d(8, 10, 3)
+
+    def forward(self, x):
+        return self.c2(F.avg_pool2d(F.relu(self.c1(x)), 2)).mean((2, 3))
+
+
+class Sliced(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 20, 28)
+
+    def forward(self, x):
+        return self.c(x)[:, :10].flatten(1)
+'''
+
+
+@pytest.mark.parametrize("builder", ["Branchy", "Plain"])
+def test_a_model_written_with_functional_calls_stacks_by_what_its_operations_do(tmp_path, builder):
+    from mnistlab.models.external import resolve
+    from mnistlab.models.stacking import stack_problem
+
+    (tmp_path / "nets.py").write_text(FUNCTIONAL)
+    card = resolve(f"{tmp_path / 'nets.py'}:{builder}")
+    torch.manual_seed(0)
+    models = [card.build().eval() for _ in range(3)]
+    assert stack_problem(models[0]) is None
+    stacked = stack(models).eval()
+    x = torch.randn(4, 3, 28, 28)
+    out = stacked(x)
+    for k, model in enumerate(models):
+        assert torch.allclose(out[:, k], model(x[:, k : k + 1]), atol=1e-5)
+    for k, plain in enumerate(unstack(stacked)):
+        assert all(torch.equal(plain.state_dict()[key], models[k].state_dict()[key]) for key in plain.state_dict())
+
+
+def test_an_operation_without_a_stacked_form_is_named(tmp_path):
+    from mnistlab.models.external import resolve
+    from mnistlab.models.stacking import stack_problem
+
+    (tmp_path / "nets.py").write_text(FUNCTIONAL)
+    problem = stack_problem(resolve(f"{tmp_path / 'nets.py'}:Sliced").build())
+    assert problem is not None and "getitem" in problem and "has no stacked form" in problem
+
+
+def test_a_functional_models_stacked_parameters_line_up_with_each_models_own(tmp_path):
+    """The optimizer state and checkpoints are cut by parameter order: the stacked graph keeps the model's."""
+    from mnistlab.models.external import resolve
+
+    (tmp_path / "nets.py").write_text(FUNCTIONAL)
+    model = resolve(f"{tmp_path / 'nets.py'}:Branchy").build()
+    stacked = stack([model, copy.deepcopy(model)])
+    assert [n for n, _ in stacked.named_parameters()] == [n for n, _ in model.named_parameters()]
+    assert [p.shape[0] for p in stacked.parameters()] == [2 * p.shape[0] for p in model.parameters()]

@@ -404,16 +404,19 @@ def summary(model_name: str, fmt: str) -> None:
     """Per-layer shapes, receptive field, jump, parameters and MACs of a model (registered, or MODEL as
     FILE.py:BUILDER, MODULE:BUILDER or SPEC.json)."""
     from mnistlab.models import resolve
-    from mnistlab.tools.analysis import AnalysisError, analyze, shapes_and_params
+    from mnistlab.tools.analysis import MAC_MEANING, AnalysisError, analyze, shapes_and_params
 
     card = resolve(model_name)
     name, model = card.name, card.build()
     try:
         result = analyze(model, name=name)
-    except AnalysisError as exc:  # still the shapes and parameters, and why the field is missing
+    except AnalysisError as exc:  # still the shapes, parameters and MACs, and why the field is missing
         click.echo(f"{name}: receptive field not computed ({exc})\n{shapes_and_params(model)}", nl=False)
+        click.echo(MAC_MEANING)
         return
     click.echo({"table": result.render_table, "markdown": result.render_markdown, "json": result.to_json}[fmt]())
+    if fmt != "json":
+        click.echo(MAC_MEANING)
 
 
 @cli.command()

@@ -11,12 +11,13 @@ concatenated along its first axis, which is what ``unstack`` and the engine's ch
 from __future__ import annotations
 
 import copy
+import operator
 from collections import OrderedDict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from mnistlab.core.errors import MnistlabError
 from mnistlab.models.layers import Net, Tied
@@ -117,7 +118,178 @@ def _stack_module(modules: list[nn.Module], name: str) -> nn.Module:
         return stacked
     if isinstance(first, _SHARED):
         return copy.deepcopy(first)
+    if type(first) is nn.Linear:
+        return StackedLinear(modules)
+    if not type(first).__module__.startswith("torch."):  # a model as its author wrote it: by its graph
+        return _stack_traced(modules, name)
     raise MnistlabError(f"layer {name} ({type(first).__name__}) has no stacked form; it cannot be stacked")
+
+
+class StackedLinear(nn.Module):
+    """K linear layers side by side: [B, K*in] in (model-major), [B, K*out] out."""
+
+    def __init__(self, layers: list[nn.Linear]) -> None:
+        super().__init__()
+        first = layers[0]
+        self.slots, self.in_features, self.out_features = len(layers), first.in_features, first.out_features
+        self.weight = nn.Parameter(torch.cat([layer.weight.detach() for layer in layers]))  # [K*out, in]
+        self.bias = (
+            nn.Parameter(torch.cat([layer.bias.detach() for layer in layers])) if first.bias is not None else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.slots
+        out = torch.einsum(
+            "bki,koi->bko", x.reshape(len(x), k, self.in_features), self.weight.view(k, -1, self.in_features)
+        )
+        if self.bias is not None:
+            out = out + self.bias.view(k, -1)
+        return out.reshape(len(x), -1)
+
+
+# ------------------------------------------------------------------------------- a model by its traced graph
+# Functions that act per element, or per channel and position: the same call serves K models' channels.
+_PER_ELEMENT = {
+    F.relu,
+    torch.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.gelu,
+    F.silu,
+    F.elu,
+    torch.sigmoid,
+    torch.tanh,
+    F.dropout,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    torch.add,
+    torch.mul,
+}
+_PER_ELEMENT_METHODS = {"relu", "sigmoid", "tanh", "size", "contiguous", "clamp", "clamp_min"}
+
+
+def _stack_traced(modules: list[nn.Module], name: str) -> nn.Module:
+    """K copies of a model written as its own ``forward`` (functional calls, branches, residual adds), stacked by
+    its traced graph: each layer it calls stacked as above, each operation kept where it acts per channel, a
+    ``torch.cat`` of channels and a softmax over classes made per model; any other operation is named."""
+    first, k = modules[0], len(modules)
+    try:
+        traced = fx.symbolic_trace(first)
+    except Exception as exc:  # noqa: BLE001  fx raises many kinds for control flow it cannot follow
+        raise MnistlabError(f"layer {name} ({type(first).__name__}) cannot be traced to stack it: {exc}") from None
+    graph = copy.deepcopy(traced.graph)
+    for node in graph.nodes:
+        if node.op == "get_attr":
+            raise MnistlabError(f"layer {name}.{node.target}: a tensor used directly by forward has no stacked form")
+    # the layers it calls, and any that hold weights, in the order the model registered them: the stacked
+    # parameters then line up with each model's own (its optimizer state and checkpoints are cut by that order)
+    called = {str(n.target) for n in graph.nodes if n.op == "call_module"}
+    order = list(dict(first.named_modules()))
+    holders = {
+        n for n, m in first.named_modules() if n and not list(m.children()) and list(m.parameters(recurse=False))
+    }
+    root = nn.Module()
+    for target in sorted(called | holders, key=order.index):
+        if any(target.startswith(f"{other}.") for other in called):
+            continue  # inside a layer that is stacked whole
+        stacked = _stack_module([m.get_submodule(target) for m in modules], f"{name}.{target}")
+        _set_submodule(root, target, stacked)
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is torch.cat:
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            if dim != 1:
+                raise MnistlabError(f"layer {name}: torch.cat along dim {dim} has no stacked form (dim 1 has)")
+            node.target, node.args, node.kwargs = _cat_per_model, (node.args[0], k), {}
+        elif node.op == "call_function" and node.target in (F.log_softmax, F.softmax, torch.log_softmax, torch.softmax):
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            if dim not in (1, -1):
+                raise MnistlabError(f"layer {name}: {_named(node.target)} over dim {dim} has no stacked form")
+            log = node.target in (F.log_softmax, torch.log_softmax)
+            node.args, node.kwargs = (node.args[0], log, k), {}
+            node.target = _softmax_per_model
+        elif node.op == "call_function" and node.target is torch.flatten:
+            if (node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)) != 1:
+                raise MnistlabError(f"layer {name}: torch.flatten must start at dim 1 to stack")
+        elif node.op == "call_method" and node.target in ("flatten", "view", "reshape", "mean"):
+            _check_method(node, name)
+        elif node.op == "call_function" and node.target in (getattr, operator.getitem) and _about_shape(node):
+            continue
+        elif node.op == "call_function" and node.target not in _PER_ELEMENT:
+            raise MnistlabError(f"layer {name}: {_named(node.target)} has no stacked form; it cannot be stacked")
+        elif node.op == "call_method" and node.target not in _PER_ELEMENT_METHODS | {
+            "flatten",
+            "view",
+            "reshape",
+            "mean",
+        }:
+            raise MnistlabError(f"layer {name}: .{node.target}() has no stacked form; it cannot be stacked")
+    graph.lint()
+    return fx.GraphModule(root, graph, class_name=f"Stacked{type(first).__name__}")
+
+
+def _about_shape(node: Any) -> bool:
+    """``x.shape``, ``x.size()`` and an item of them: about the batch's size, not its values."""
+    if node.target is getattr:
+        return node.args[1] == "shape"
+    source = node.args[0]
+    return isinstance(source, fx.Node) and (
+        (source.op == "call_method" and source.target == "size")
+        or (source.op == "call_function" and source.target is getattr and source.args[1] == "shape")
+    )
+
+
+def _check_method(node: Any, name: str) -> None:
+    """``x.flatten(1)``, ``x.view(x.size(0), -1)``, ``x.mean((2, 3))`` keep each model's values together."""
+    args = node.args[1:]
+    if node.target == "flatten" and (args[:1] or (node.kwargs.get("start_dim", 0),))[0] == 1:
+        return
+    if node.target in ("view", "reshape") and len(args) == 2 and args[1] == -1:
+        return
+    if node.target == "mean":
+        dims = args[0] if args else node.kwargs.get("dim")
+        if dims is not None and {d % 4 for d in (dims if isinstance(dims, (tuple, list)) else [dims])} >= {2, 3}:
+            return
+    raise MnistlabError(f"layer {name}: .{node.target}{tuple(args)} has no stacked form; it cannot be stacked")
+
+
+def _cat_per_model(tensors: list[torch.Tensor], k: int) -> torch.Tensor:
+    """``torch.cat(dim=1)`` of K models' channels, model by model (each model's branches stay together)."""
+    parts = [t.reshape(len(t), k, -1, *t.shape[2:]) for t in tensors]
+    joined = torch.cat(parts, dim=2)
+    return joined.reshape(len(joined), -1, *joined.shape[3:])
+
+
+def _softmax_per_model(x: torch.Tensor, log: bool, k: int) -> torch.Tensor:
+    """A (log-)softmax over each model's classes: [B, K*10] in and out."""
+    per_model = x.reshape(len(x), k, -1)
+    return (F.log_softmax(per_model, dim=-1) if log else F.softmax(per_model, dim=-1)).reshape(len(x), -1)
+
+
+def _named(target: Any) -> str:
+    module = getattr(target, "__module__", "") or ""
+    name = getattr(target, "__name__", str(target))
+    return (
+        f"F.{name}"
+        if module.startswith("torch.nn.functional")
+        else f"torch.{name}"
+        if module.startswith("torch")
+        else name
+    )
+
+
+def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+    *path, leaf = target.split(".")
+    for part in path:
+        if not hasattr(root, part):
+            root.add_module(part, nn.Module())
+        root = getattr(root, part)
+    root.add_module(leaf, module)
 
 
 def concat(values: list[Any]) -> Any:

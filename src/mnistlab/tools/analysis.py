@@ -242,9 +242,7 @@ def analyze(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: 
             continue
         if node.op == "get_attr" or not parents:
             continue
-        where = (
-            f"layer {node.name!r} ({node.target if node.op != 'call_module' else type(modules[node.target]).__name__})"
-        )
+        where = f"layer {node.name!r} ({operation_name(node, modules)})"
         field = parents[0] if len(parents) == 1 else _merge(parents, where)
         in_size = _spatial(node.all_input_nodes[0].meta.get("tensor_meta"))
         layer = _layer(node, modules, field, in_size, shape, where)
@@ -345,7 +343,8 @@ def _layer(
             kind = "MaxPool2d" if target in _MAX_POOLS else "AvgPool2d"
             return kind, _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), 0, 0
         if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
-            return _adaptive("AdaptiveAvgPool2d", field, in_size, shape, where)
+            kind = "AdaptiveAvgPool2d" if target is F.adaptive_avg_pool2d else "AdaptiveMaxPool2d"
+            return _adaptive(kind, field, in_size, shape, where)
         if target is torch.flatten:
             return _flatten(field, in_size)
         if target in _NEUTRAL_FUNCTIONS:
@@ -465,17 +464,25 @@ def render(table: LayerTable, markdown: bool) -> str:
 
 
 def shapes_and_params(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> str:
-    """Each leaf layer's output shape and parameters, found by running one image through forward hooks (no
-    tracing): what a summary still gives when the receptive field cannot be computed (``analyze`` failed)."""
+    """Each leaf layer's output shape, parameters and MACs, found by running one image through forward hooks (no
+    tracing): what a summary still gives when the receptive field cannot be computed (``analyze`` failed). A
+    layer called again lists its parameters at its first call only."""
     rows: list[list[str]] = []
     hooks = []
+    seen: set[str] = set()
+    total_macs = 0
     for name, module in model.named_modules():
         if not list(module.children()):
 
             def record(module: nn.Module, _: Any, output: Any, name: str = name) -> None:
+                nonlocal total_macs
                 shape = "x".join(map(str, output.shape[1:])) if isinstance(output, torch.Tensor) else "-"
-                params = sum(p.numel() for p in module.parameters(recurse=False))
-                rows.append([name, type(module).__name__, shape, f"{params:,}"])
+                params = 0 if name in seen else sum(p.numel() for p in module.parameters(recurse=False))
+                kind = type(module).__name__ + (" (reused)" if name in seen else "")
+                seen.add(name)
+                macs = _hook_macs(module, output)
+                total_macs += macs
+                rows.append([name, kind, shape, f"{params:,}", f"{macs:,}"])
 
             hooks.append(module.register_forward_hook(record))
     was_training = model.training
@@ -486,9 +493,46 @@ def shapes_and_params(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 2
         model.train(was_training)
         for hook in hooks:
             hook.remove()
-    columns = ["Layer", "Type", "Output", "Params"]
+    columns = ["Layer", "Type", "Output", "Params", "MACs"]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     total = sum(p.numel() for p in model.parameters())
-    return "\n".join(lines) + f"\nTotal: {total:,} parameters\n"
+    return "\n".join(lines) + f"\nTotal: {total:,} parameters, {total_macs:,} MACs per image (its layers')\n"
+
+
+def _hook_macs(module: nn.Module, output: Any) -> int:
+    """A layer's multiply-accumulates per image, from its output (convolutions and linear layers; others 0)."""
+    if not isinstance(output, torch.Tensor) or output.dim() < 2:
+        return 0
+    per_image = output[0].numel()
+    if isinstance(module, nn.Conv2d):
+        return per_image * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+    if isinstance(module, nn.Linear):
+        return per_image * module.in_features
+    return 0
+
+
+# what a MAC counts here, said under every summary
+MAC_MEANING = (
+    "MACs: the multiply-accumulates of the convolutions' and linear layers' weights for one image; BatchNorm, "
+    "pooling, activations and adds are not counted (fvcore and thop count some of them)."
+)
+
+
+def operation_name(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    """What a graph node does, as a user wrote it: a module's type, ``F.interpolate``, ``torch.cat``, ``.view``."""
+    if node.op == "call_module":
+        return type(modules[str(node.target)]).__name__
+    if node.op == "call_method":
+        return f".{node.target}"
+    target = node.target
+    module = getattr(target, "__module__", "") or ""
+    name = getattr(target, "__name__", str(target))
+    if module.startswith("torch.nn.functional"):
+        return f"F.{name}"
+    if module.startswith("torch") or module == "" and hasattr(torch, name):
+        return f"torch.{name}"
+    if module == "_operator":
+        return f"operator.{name}"
+    return f"{module}.{name}" if module else name

@@ -1,0 +1,232 @@
+"""The package as a user gets it: the wheel built from this checkout, installed into a fresh virtual environment
+(no editable install, no checkout on the path), every command run from an empty folder on a model file the lab
+has never seen. The lab's results/ is not there: the package must carry what its commands need."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from PIL import Image
+
+pytestmark = pytest.mark.cli
+
+# a student's model: two branches joined by torch.cat, one convolution used twice, a residual add, a Linear head
+STUDENT = textwrap.dedent(
+    '''
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+
+    class Branchy(nn.Module):
+        """Two branches joined, a convolution applied twice, a residual add and a Linear head."""
+
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 8, 3)
+            self.left = nn.Conv2d(8, 8, 3, padding=1)
+            self.right = nn.Conv2d(8, 8, 1)
+            self.again = nn.Conv2d(16, 16, 3, padding=1)
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.stem(x)), 2)
+            x = torch.cat([F.relu(self.left(x)), F.relu(self.right(x))], dim=1)
+            x = x + F.relu(self.again(x))
+            x = x + F.relu(self.again(x))
+            return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
+    '''
+)
+SPACE = {"width": [12, 12], "stem1": [4, 4], "stem2": [8, 8], "depth": [2, 2], "factored": [True]}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """``mnistlab`` and ``python`` of a fresh virtual environment that holds only the wheel and its extras."""
+    root = tmp_path_factory.mktemp("installed")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", root],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = root.glob("mnistlab-*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run(
+        [
+            venv / "bin" / "python",
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"{wheel}[onnx,demo,search]",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    return venv / "bin"
+
+
+def run(bin_dir: Path, *args, cwd: Path, env: dict[str, str], timeout: float = 600):
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run(
+        [str(bin_dir / "mnistlab"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**clean, **env},
+        timeout=timeout,
+    )
+
+
+def test_every_command_works_from_the_wheel_in_an_empty_folder(installed, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {"MNISTLAB_HOME": str(tmp_path / "home")}
+    where = subprocess.run(
+        [installed / "python", "-c", "import mnistlab; print(mnistlab.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+    )
+    assert str(installed.parent) in where.stdout and str(ROOT) not in where.stdout  # the wheel's, not the checkout's
+    (work / "branchy.py").write_text(STUDENT)
+    model = "branchy.py:Branchy"
+
+    def ok(*args, timeout: float = 600):
+        result = run(installed, *args, cwd=work, env=env, timeout=timeout)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    assert "model8" in ok("models")
+    table = ok("summary", model)
+    assert "Total:" in table and "(reused)" in table  # the convolution used twice counts its weights once
+    trained = ok(
+        "train",
+        "--model",
+        model,
+        "--seeds",
+        "1,2",
+        "--epochs",
+        "1",
+        "--limit",
+        "600",
+        "--val-size",
+        "100",
+        "--threads",
+        "1",
+        "--quiet",
+        "--output-dir",
+        "runs/branchy",
+    )
+    assert "seed 2:" in trained and "on 600 of 10,000 test images" in trained
+    checkpoint = work / "runs" / "branchy" / "seed1" / "last.pt"
+    assert "test accuracy" in ok("evaluate", "--checkpoint", checkpoint)
+    ink = np.full((120, 120), 255, dtype=np.uint8)
+    ink[20:100, 55:65] = 0
+    Image.fromarray(ink).save(work / "one.png")
+    assert ok("predict", "one.png").startswith("one.png: 1 ")  # the package's own Model 8
+    assert ok("export", "--checkpoint", checkpoint, "--output", "branchy.onnx").startswith("wrote branchy.onnx")
+    check = subprocess.run(
+        [
+            installed / "python",
+            "-c",
+            textwrap.dedent(
+                """
+            import numpy as np, onnxruntime, torch
+            from mnistlab.data.loader import normalize
+            from mnistlab.models import load_checkpoint
+            x = np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)
+            got = onnxruntime.InferenceSession("branchy.onnx").run(None, {"pixels": x})[0]
+            want = load_checkpoint("runs/branchy/seed1/last.pt")(normalize(torch.from_numpy(x))).detach().numpy()
+            print(float(np.abs(got - want).max()))
+            """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env={**os.environ, **env},
+    )
+    assert check.returncode == 0 and float(check.stdout) < 1e-4, check.stderr
+    compared = ok("compare", "runs/branchy")
+    assert "| `Branchy` | `runs/branchy` | 3,226 |" in compared and "| 2 | 1 |" in compared  # both seeds, one epoch
+    (work / "space.json").write_text(json.dumps(SPACE))
+    ok(
+        "search",
+        "--max-params",
+        "4000",
+        "--trials",
+        "1",
+        "--epochs",
+        "1",
+        "--limit",
+        "300",
+        "--seeds",
+        "1",
+        "--name",
+        "tiny",
+        "--space",
+        "space.json",
+        "--threads",
+        "1",
+        "--results",
+        "res",
+    )
+    ok("register", "--study", "tiny", "--trial", "0", "--name", "mine", "--results", "res")
+    assert [e["name"] for e in json.loads((tmp_path / "home" / "found.json").read_text())] == ["mine"]
+    assert "mine" in ok("models")
+    refused = run(installed, "report", cwd=work, env=env)
+    assert refused.returncode == 2 and "no recorded runs" in refused.stderr and refused.stderr.count("\n") == 1
+    assert sorted(p.name for p in work.iterdir()) == [
+        "branchy.onnx",
+        "branchy.py",
+        "one.png",
+        "res",
+        "runs",
+        "space.json",
+    ]
+
+
+def test_the_demo_serves_the_packages_model_from_an_empty_folder(installed, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    demo = subprocess.Popen(
+        [installed / "mnistlab", "demo", "--port", str(port)],
+        cwd=tmp_path,
+        env={**clean, "MNISTLAB_HOME": str(tmp_path / "home")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline, output = time.monotonic() + 120, ""
+        while "serving on" not in output and demo.poll() is None and time.monotonic() < deadline:
+            output += demo.stdout.readline()
+        assert "serving on" in output, output
+        page = ""
+        while time.monotonic() < deadline and "What the model sees" not in page:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert "What the model sees" in page or "mnistlab" in page
+    finally:
+        demo.terminate()
+        demo.wait(30)
