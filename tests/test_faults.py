@@ -262,3 +262,44 @@ def test_train_on_a_full_disk_ends_in_one_line_and_resumes(tmp_path, monkeypatch
     monkeypatch.setattr(sys, "argv", ["mnistlab", "train", "--resume", str(tmp_path / "r"), "--quiet"])
     main()
     assert len(read_history(tmp_path / "r")) == 2 and read_summary(tmp_path / "r")["epochs"] == 2
+
+
+def test_the_same_command_gives_the_same_numbers_in_fresh_processes(mnistlab, tmp_path):
+    """The battery once saw two identical commands differ: the same tiny run, in fresh processes with other folder
+    names, working folders and environments (threads left to torch, as the battery left them), must agree in every
+    epoch and every tensor. Until it does, no resume test can be trusted."""
+    args = ["train", "--model", "model8", "--epochs", "2", "--limit", "3000", "--quiet"]
+    places = [
+        (tmp_path / "ref", {}),
+        (tmp_path / ("k9-" + "x" * 120), {"MNISTLAB_PADDING": "p" * 20_000}),  # a long name, a large environment
+    ]
+    for out, env in places:
+        result = mnistlab(*args, "--output-dir", out, cwd=out.parent if env else tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+    (a, _), (b, _) = places
+    assert read_history(a) and [{k: v for k, v in h.items() if k != "seconds"} for h in read_history(a)] == [
+        {k: v for k, v in h.items() if k != "seconds"} for h in read_history(b)
+    ]
+    one, other = (torch.load(p / "last.pt", weights_only=True) for p in (a, b))
+    assert all(torch.equal(one["state_dict"][k], other["state_dict"][k]) for k in one["state_dict"])
+    assert all(
+        torch.equal(x, y)
+        for i in one["optimizer"]["state"]
+        for x, y in zip(one["optimizer"]["state"][i].values(), other["optimizer"]["state"][i].values())
+        if torch.is_tensor(x)
+    )
+
+
+def test_a_run_resumes_with_the_thread_count_it_started_with(tmp_path, tiny_data):
+    """Left to torch's default, the thread count follows the CPUs a process may use; a resumed run keeps its own."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        whole = fit_group(group(tmp_path, "whole", threads=0), data=tiny_data, **QUIET)
+        fit_group(group(tmp_path, "cut", threads=0), data=tiny_data, stop_after=1, **QUIET)
+        torch.set_num_threads(1)  # a process allowed one CPU
+        resumed = fit_group(group(tmp_path, "cut", threads=0), data=tiny_data, resume=True, **QUIET)
+        assert torch.get_num_threads() == 2
+        assert [s["test_acc_last3"] for s in resumed] == [s["test_acc_last3"] for s in whole]
+    finally:
+        torch.set_num_threads(before)

@@ -231,7 +231,9 @@ def prepare(
     start = time.perf_counter()
     first = configs[0]
     device = resolve_device(first.device)
-    perf.configure(first.threads)
+    # the thread count a run started with is the one it resumes with (torch's default follows the CPUs a process
+    # may use, which can differ between two processes; a different count sums in another order)
+    perf.configure(first.threads or (_recorded_threads(configs[0]) if resume else 0))
     loaders = _loaders(first, device, data)
     if loaders.train.num_samples == 0:
         raise MnistlabError("the training split is empty; lower --val-size or raise --limit")
@@ -396,6 +398,7 @@ def _save(
             config.to_dict(),
             epoch=epoch,
             stacked_seeds=[c.seed for c in configs],  # the group it resumes with
+            threads=torch.get_num_threads(),  # the count it resumes with, unless told otherwise
             history=histories[k],
             best_score=scores[k],
             optimizer=optimizers[k],
@@ -406,6 +409,12 @@ def _save(
         writes += [(out / LAST, last), (out / HISTORY, lambda f, text=text: f.write(text))]
     atomic_write_all(writes)
     best_scores[:] = scores
+
+
+def _recorded_threads(config: TrainConfig) -> int:
+    """The thread count a run's ``last.pt`` was made with (0: none recorded, torch's default)."""
+    path = Path(config.output_dir) / LAST
+    return int(read_checkpoint(path).get("threads") or 0) if path.is_file() else 0
 
 
 def _restore(configs: list[TrainConfig], state: TrainingState) -> tuple[list[list[dict[str, Any]]], list[float]]:
