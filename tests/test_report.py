@@ -101,16 +101,23 @@ def test_a_study_over_runs_already_listed_says_what_its_rule_chose():
     from mnistlab.lab.records import Candidate, RecordedRun
     from mnistlab.lab.report import record_section
 
-    def candidate(name: str, *vals: float) -> Candidate:
-        run = RecordedRun(Path(name), {"params": 3424, "seed": 1}, [{"val_acc": v} for v in vals], {})
-        return Candidate(name, Run("sepnet3k", 1, "tuning", f"{name}/s1", why=f"{name} why"), [run])
+    def candidate(name: str, *vals: float) -> Candidate:  # recorded on each of its 4 declared seeds
+        runs = [
+            RecordedRun(Path(name), {"params": 3424, "seed": k}, [{"val_acc": v} for v in vals], {}) for k in range(4)
+        ]
+        return Candidate(name, Run("sepnet3k", 1, "tuning", f"{name}/s1", why=f"{name} why"), runs)
 
     plain, taught = candidate("sep3k", 99.3, 99.3, 99.3), candidate("sep3k-kd", 99.5, 99.3, 99.4)
-    scores = {"record-distill": [plain, taught], "record-distill-best": [plain, taught]}
+    six = candidate("sep3k-kd6", 99.4, 99.3, 99.4)
+    scores = {"record-distill2": [plain, taught, six]}
+    scores["record-distill-best"] = scores["record-distill2"]
     section = record_section([], scores, [])
     assert section.count("best `sep3k-kd` (sep3k-kd why)") == 1
     listed_again = [line for line in section.splitlines() if "it chose `sep3k-kd`" in line]
     assert len(listed_again) == 1 and "sep3k-kd why" not in listed_again[0]
+    scores["record-distill-best"] = [plain, taught]  # one of its candidates not recorded yet: it chooses nothing
+    waiting = [line for line in record_section([], scores, []).splitlines() if "still to record" in line]
+    assert len(waiting) == 1 and "it chose" not in waiting[0]
 
 
 def test_report_refuses_an_empty_or_damaged_results_folder_and_writes_nothing(tmp_path, tiny_data):
@@ -136,3 +143,21 @@ def test_a_damaged_study_database_is_one_line_naming_it(tmp_path):
     with pytest.raises(MnistlabError, match=r"record-3500.db is not a readable study database") as caught:
         load_searches(tmp_path)
     assert "\n" not in str(caught.value)
+
+
+def test_the_front_lists_every_rung_with_the_best_candidates_and_the_finals_held(tmp_path):
+    from conftest import ROOT
+    from mnistlab.lab.records import ModelResult, model_runs, tuning_scores
+    from mnistlab.lab.report import LADDER, front_section
+    from mnistlab.lab.studies import lab_models
+    from mnistlab.models import get_card
+
+    results = ROOT / "results"
+    models = [ModelResult(get_card(n), model_runs(results, n)) for n in lab_models()]
+    scores = {s.key: tuning_scores(results, s) for s in STUDIES}
+    section = front_section(models, scores, tmp_path / "figures", tmp_path / "REPORT.md")
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| at most")]
+    assert [row.split(" | ")[0] for row in rows] == [f"| {b:,}" for b in LADDER]
+    assert "`sepnet3k_kd` 0 of 6" in rows[2]  # the record learning from teachers, judged on 6 seeds
+    assert "`sep3k-kd` (3,424): 99.425 on 4 seeds" in rows[2]
+    assert (tmp_path / "figures" / "ladder-held.png").stat().st_size > 1000

@@ -32,8 +32,10 @@ from mnistlab.lab.studies import (
     RECORD_BUDGET,
     RECORD_STUDIES,
     STUDIES,
+    TEACHER_SET,
     Role,
     Study,
+    candidate_name,
     lab_models,
     role,
 )
@@ -42,7 +44,7 @@ from mnistlab.models.compact import batch_size_of
 from mnistlab.models.found import entries
 from mnistlab.models.registry import ModelCard
 from mnistlab.tools.analysis import LayerTable, analyze
-from mnistlab.tools.plots import plot_curves, plot_search
+from mnistlab.tools.plots import plot_curves, plot_held_against_params, plot_search
 
 # results/stacked/<model>-<n>seeds: one final recipe on many seeds at once; results/stacked/model8: Model 8's final
 # seeds stacked, beside its single runs
@@ -312,6 +314,14 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                 f"{', '.join(_pct(v) for v in vals)} | {c.score:.2f} | {change} | "
                 f"{_pct(first.summary['last_test_acc'])} | {_seconds(first.summary['train_seconds'])} |"
             )
+    waiting = ", ".join(f"`{name}`" for name in _waiting(study, candidates))
+    if waiting:  # a study still running chooses nothing yet
+        return (
+            "\n".join(
+                lines + ["", f"Not every candidate is recorded yet ({waiting}): nothing is chosen until they are."]
+            )
+            + "\n"
+        )
     best = chosen(study, candidates)
     if best is None:
         return (
@@ -360,6 +370,13 @@ def earlier_section(results: Path) -> str:
             f"{'yes' if recorded.held else 'no'} |"
         )
     return "\n".join(lines) + "\n" if found else ""
+
+
+def _waiting(study: Study, candidates: list[Candidate]) -> list[str]:
+    """The declared candidates of ``study`` not recorded on every seed yet."""
+    runs = {c.name: len(c.runs) for c in candidates}
+    declared = sorted({candidate_name(run) for run in study.runs})
+    return [n for n in declared if runs.get(n, 0) < sum(candidate_name(r) == n for r in study.runs)]
 
 
 def _finals_note(study: Study) -> str:
@@ -575,11 +592,13 @@ def record_section(
         if not candidates:
             continue
         best = max(candidates, key=lambda c: c.score)  # by mean here: what each study reached at best
+        waiting = _waiting(studies[key], candidates)
         if {c.name for c in candidates} <= listed:  # a later rule over the runs already listed
-            pick = chosen(studies[key], candidates)
+            pick = None if waiting else chosen(studies[key], candidates)
             lines.append(
                 f"- {studies[key].title}: the candidates above, by its own rule; "
-                + (f"it chose `{pick.name}`." if pick else "none met it.")
+                + (f"{len(waiting)} of its candidates still to record." if waiting else "")
+                + (f"it chose `{pick.name}`." if pick else "" if waiting else "none met it.")
             )
             continue
         listed |= {c.name for c in candidates}
@@ -637,6 +656,89 @@ def record_section(
         "",
         f"For scale: the smallest public model we know of to reach {TARGET}% has {PUBLIC_RECORD_PARAMS:,} parameters, on one run.",
     ]
+    return "\n".join(lines) + "\n"
+
+
+LADDER = (6_568, 3_762, 3_500, 3_000)  # the ladder's rungs: at most this many parameters (6,568: fewer than)
+
+
+def front_section(
+    model_results: list[ModelResult], study_scores: dict[str, list[Candidate]], figures: Path, output: Path
+) -> str:
+    """The record's front, rung by rung: the best declared candidate on validation with and without teachers at
+    each budget, and the final seeds that held of the models taken to final runs; a figure of held seeds against
+    parameters."""
+    candidates = {c.name: c for key in RECORD_STUDIES for c in study_scores.get(key, [])}
+    finals = [r for r in model_results if r.runs and _role_of(r.card.name).record]
+    if not candidates and not finals:
+        return ""
+    lines = [
+        "## The ladder: the front at each budget",
+        "",
+        "Each rung is a budget of parameters (the first: fewer than SepNet 6.5k's 6,568, the smallest that held); "
+        "per rung the best candidate declared in a study, by its validation mean over seeds of the last 3 epochs, "
+        "alone and learning from teachers, and the models taken to final runs with the seeds that held "
+        f"{TARGET}% in each of the last 3 epochs. The smallest public model known: {PUBLIC_RECORD_PARAMS:,} "
+        "parameters, on one run.",
+        "",
+        "| at most | best without teachers (validation mean) | best with teachers (validation mean) | "
+        "final runs: held (lowest epoch) |",
+        "|---|---|---|---|",
+    ]
+    for budget in LADDER:
+
+        def within(params: int, budget: int = budget) -> bool:
+            return params < budget if budget == LADDER[0] else params <= budget
+
+        cells = []
+        for taught in (False, True):
+            fits = [
+                c
+                for c in candidates.values()
+                if within(c.runs[0].summary["params"]) and bool(c.runs[0].config.get("teachers")) == taught
+            ]
+            best = max(fits, key=lambda c: c.score, default=None)
+            cells.append(
+                f"`{best.name}` ({best.runs[0].summary['params']:,}): {best.score:.3f} on {len(best.runs)} seeds"
+                if best
+                else "-"
+            )
+        taken = [r for r in finals if within(r.card.params)]
+        held = "; ".join(
+            f"`{r.card.name}` {r.held_count} of {len(r.runs)} ({min(r.last3_all):.2f})"
+            for r in sorted(taken, key=lambda r: r.card.params)
+        )
+        lines.append(f"| {budget:,} | {cells[0]} | {cells[1]} | {held or '-'} |")
+    points = [(r.card.name, r.card.params, r.held_count, len(r.runs)) for r in finals]
+    if points:
+        figure = plot_held_against_params(points, PUBLIC_RECORD_PARAMS, figures / "ladder-held.png")
+        lines += ["", f"![final seeds that held against parameters]({os.path.relpath(figure, output.parent)})"]
+    return "\n".join(lines) + "\n"
+
+
+def teacher_section(results: Path) -> str:
+    """The teacher set's own runs: each teacher's validation and test accuracy at its last epochs (nothing is
+    chosen from them) and what it cost."""
+    rows = [(run, load_run(run.path(results))) for run in TEACHER_SET]
+    rows = [(run, recorded) for run, recorded in rows if recorded is not None]
+    if not rows:
+        return ""
+    lines = [
+        "## The teachers",
+        "",
+        "Declared in the ledger (`TEACHER_SET`) before they ran; the 55,000-image runs teach validation studies "
+        "(they never saw the 5,000 images that judge a student), the 60,000-image runs final runs.",
+        "",
+        "| run | seed | params | images | last-3 validation | last-3 test | held 99.4% | time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run, recorded in rows:
+        vals = [h["val_acc"] for h in recorded.history[-3:] if h.get("val_acc") is not None]
+        lines.append(
+            f"| `{run.folder}` | {run.seed} | {recorded.summary['params']:,} | {recorded.summary['data']['train']:,} | "
+            f"{', '.join(_pct(v) for v in vals) or '-'} | {', '.join(_pct(a) for a in recorded.last3)} | "
+            f"{'yes' if recorded.held else 'no'} | {_seconds(recorded.summary['train_seconds'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -704,9 +806,13 @@ def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md")
         )
     searches = load_searches(results)  # read once: the record section and the searches' own
     parts += [record_section(model_results, study_scores, searches)]
-    hold_rates = hold_rates_section(results, model_results)
-    if hold_rates:
-        parts += [hold_rates]
+    for section in (
+        front_section(model_results, study_scores, figures, output),
+        hold_rates_section(results, model_results),
+        teacher_section(results),
+    ):
+        if section:
+            parts += [section]
     by_name = {c.name: c.score for candidates in study_scores.values() for c in candidates}
     for study in STUDIES:
         tuning = tuning_section(study, study_scores[study.key], by_name)

@@ -130,3 +130,19 @@ def plot_accuracy_against_params(points: list[tuple[str, int, float, float, floa
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_held_against_params(points: list[tuple[str, int, int, int]], public: int, path: str | Path) -> Path:
+    """Each final model's seeds that held the target (as a share of its final seeds) against its parameters, the
+    smallest public model's size marked."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, params, held, seeds in points:
+        ax.scatter([params], [held / seeds], color="tab:green" if held == seeds else "tab:red")
+        ax.annotate(
+            f"{label} ({held}/{seeds})", (params, held / seeds), textcoords="offset points", xytext=(5, 4), fontsize=8
+        )
+    ax.axvline(public, color="grey", ls="--", lw=0.8, label=f"smallest public model, {public:,} (one run)")
+    ax.set(xscale="log", xlabel="parameters", ylabel="final seeds that held 99.4% (share)", ylim=(-0.05, 1.1))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
