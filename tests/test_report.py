@@ -147,6 +147,7 @@ def test_a_damaged_study_database_is_one_line_naming_it(tmp_path):
 
 def test_the_front_lists_every_rung_with_the_best_candidates_and_the_finals_held(tmp_path):
     from conftest import ROOT
+
     from mnistlab.lab.records import ModelResult, model_runs, tuning_scores
     from mnistlab.lab.report import LADDER, front_section
     from mnistlab.lab.studies import lab_models

@@ -109,6 +109,13 @@ class Candidate:
         return min(h["val_acc"] for run in self.runs for h in run.history[-LAST_K:])
 
 
+def waiting(study: Study, candidates: list[Candidate]) -> list[str]:
+    """The declared candidates of ``study`` not recorded on every seed yet: until there are none, it chooses none."""
+    runs = {c.name: len(c.runs) for c in candidates}
+    declared = sorted({candidate_name(run) for run in study.runs})
+    return [n for n in declared if runs.get(n, 0) < sum(candidate_name(r) == n for r in study.runs)]
+
+
 def chosen(study: Study, candidates: list[Candidate]) -> Candidate | None:
     """The candidate ``study``'s rule picks from its recorded ``candidates``: the highest validation mean, or (rule
     "smallest") the smallest model that held the target on validation in each of the last epochs of every seed

@@ -25,6 +25,7 @@ from mnistlab.lab.records import (
     load_searches,
     model_runs,
     tuning_scores,
+    waiting,
 )
 from mnistlab.lab.studies import (
     EARLIER,
@@ -35,7 +36,6 @@ from mnistlab.lab.studies import (
     TEACHER_SET,
     Role,
     Study,
-    candidate_name,
     lab_models,
     role,
 )
@@ -314,11 +314,11 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                 f"{', '.join(_pct(v) for v in vals)} | {c.score:.2f} | {change} | "
                 f"{_pct(first.summary['last_test_acc'])} | {_seconds(first.summary['train_seconds'])} |"
             )
-    waiting = ", ".join(f"`{name}`" for name in _waiting(study, candidates))
-    if waiting:  # a study still running chooses nothing yet
+    pending = ", ".join(f"`{name}`" for name in waiting(study, candidates))
+    if pending:  # a study still running chooses nothing yet
         return (
             "\n".join(
-                lines + ["", f"Not every candidate is recorded yet ({waiting}): nothing is chosen until they are."]
+                lines + ["", f"Not every candidate is recorded yet ({pending}): nothing is chosen until they are."]
             )
             + "\n"
         )
@@ -370,13 +370,6 @@ def earlier_section(results: Path) -> str:
             f"{'yes' if recorded.held else 'no'} |"
         )
     return "\n".join(lines) + "\n" if found else ""
-
-
-def _waiting(study: Study, candidates: list[Candidate]) -> list[str]:
-    """The declared candidates of ``study`` not recorded on every seed yet."""
-    runs = {c.name: len(c.runs) for c in candidates}
-    declared = sorted({candidate_name(run) for run in study.runs})
-    return [n for n in declared if runs.get(n, 0) < sum(candidate_name(r) == n for r in study.runs)]
 
 
 def _finals_note(study: Study) -> str:
@@ -592,13 +585,13 @@ def record_section(
         if not candidates:
             continue
         best = max(candidates, key=lambda c: c.score)  # by mean here: what each study reached at best
-        waiting = _waiting(studies[key], candidates)
+        pending = waiting(studies[key], candidates)
         if {c.name for c in candidates} <= listed:  # a later rule over the runs already listed
-            pick = None if waiting else chosen(studies[key], candidates)
+            pick = None if pending else chosen(studies[key], candidates)
             lines.append(
                 f"- {studies[key].title}: the candidates above, by its own rule; "
-                + (f"{len(waiting)} of its candidates still to record." if waiting else "")
-                + (f"it chose `{pick.name}`." if pick else "" if waiting else "none met it.")
+                + (f"{len(pending)} of its candidates still to record." if pending else "")
+                + (f"it chose `{pick.name}`." if pick else "" if pending else "none met it.")
             )
             continue
         listed |= {c.name for c in candidates}
