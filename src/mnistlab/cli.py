@@ -12,6 +12,7 @@ import shlex
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +139,41 @@ def train(
     changes = {**(read_recipe_changes(recipe_file) if recipe_file else {}), **_given(fields)}
     if teachers:
         changes["teachers"] = teachers
-    where = dict(output_dir=output_dir, data_dir=data_dir, overwrite=overwrite, quiet=quiet)
+    request = _NewRun(
+        card=card,
+        changes=changes,
+        augment=augment,
+        output_dir=output_dir,
+        data_dir=data_dir,
+        overwrite=overwrite,
+        quiet=quiet,
+        tensorboard_dir=tensorboard_dir,
+    )
     if seed_list is not None:
-        _train_stacked(card, _parse_seeds(seed_list), changes, augment, tensorboard_dir=tensorboard_dir, **where)
+        _train_stacked(request, _parse_seeds(seed_list))
     else:
-        _train_one(card, changes, augment, dry_run=dry_run, tensorboard_dir=tensorboard_dir, **where)
+        _train_one(request, dry_run=dry_run)
+
+
+@dataclass(frozen=True)
+class _NewRun:
+    """What ``train`` was asked for a new run: the model, the recipe's changes and ranges given, where, how."""
+
+    card: Any
+    changes: dict[str, Any]
+    augment: dict[str, float | None]
+    output_dir: str | None
+    data_dir: str | None
+    overwrite: bool
+    quiet: bool
+    tensorboard_dir: str | None
+
+    def config(self, **run: Any) -> TrainConfig:
+        """The run's config: the card's recipe, the changes, ``run``'s fields (seed, output folder), the ranges."""
+        from mnistlab.models import config_for
+
+        changes = {**self.changes, **run}
+        return _with_augment(config_for(self.card, data_dir=self.data_dir, **changes), self.augment)
 
 
 def _resume(run_dir: Path, *, quiet: bool, tensorboard_dir: str | None) -> None:
@@ -175,37 +206,26 @@ def _resume(run_dir: Path, *, quiet: bool, tensorboard_dir: str | None) -> None:
         _done(summary, config)
 
 
-def _train_one(
-    card: Any,
-    changes: dict[str, Any],
-    augment: dict[str, float | None],
-    *,
-    output_dir: str | None,
-    data_dir: str | None,
-    overwrite: bool,
-    quiet: bool,
-    dry_run: bool,
-    tensorboard_dir: str | None,
-) -> None:
-    """``train``: one new run of ``card`` with the recipe ``changes`` and augmentation ranges given."""
-    from mnistlab.models import config_for
+def _train_one(request: _NewRun, *, dry_run: bool) -> None:
+    """``train``: one new run."""
     from mnistlab.training.engine import fit
 
-    config = _with_augment(config_for(card, output_dir=output_dir, data_dir=data_dir, **changes), augment)
+    config = request.config(output_dir=request.output_dir)
     if dry_run:
-        scratch = default_run_dir(f"{card.name}-dry-run")  # a dry run's own folder, replaced by the next dry run
+        scratch = default_run_dir(f"{request.card.name}-dry-run")  # a dry run's own folder, replaced by the next
         config = dataclasses.replace(
             config,
             epochs=1,
             limit=config.limit or 512,
             val_size=min(config.val_size, 256),
-            output_dir=output_dir or scratch,
+            output_dir=request.output_dir or scratch,
         )
     out = Path(config.output_dir)
     verb = "a dry run never replaces it" if dry_run else "pass --overwrite to replace it"
-    _clear_previous_run(out, overwrite or (dry_run and output_dir is None), verb)
+    _clear_previous_run(out, request.overwrite or (dry_run and request.output_dir is None), verb)
     click.echo(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {out}")
-    summary = fit(config, progress=_bars(quiet), log=click.echo, after_epoch=_events(tensorboard_dir, [config]))
+    events = _events(request.tensorboard_dir, [config])
+    summary = fit(config, progress=_bars(request.quiet), log=click.echo, after_epoch=events)
     _done(summary, config)
 
 
@@ -216,39 +236,22 @@ def _done(summary: dict[str, Any], config: TrainConfig) -> None:
     )
 
 
-def _train_stacked(
-    card: Any,
-    seeds: tuple[int, ...],
-    changes: dict[str, Any],
-    augment: dict[str, float | None],
-    *,
-    output_dir: str | None,
-    data_dir: str | None,
-    overwrite: bool,
-    quiet: bool,
-    tensorboard_dir: str | None,
-) -> None:
+def _train_stacked(request: _NewRun, seeds: tuple[int, ...]) -> None:
     """``train --seeds``: the seeds of one recipe as one stacked network, a run directory per seed."""
-    from mnistlab.models import config_for
     from mnistlab.training.engine import fit_group, recipe_unstackable
 
-    base = Path(output_dir or default_run_dir(card.name))
-    changes = {k: v for k, v in changes.items() if k != "seed"}
-    configs = [
-        _with_augment(
-            config_for(card, output_dir=str(base / f"seed{s}"), data_dir=data_dir, seed=s, **changes), augment
-        )
-        for s in seeds
-    ]
+    base = Path(request.output_dir or default_run_dir(request.card.name))
+    configs = [request.config(output_dir=str(base / f"seed{s}"), seed=s) for s in seeds]
     for config in configs:
-        _clear_previous_run(Path(config.output_dir), overwrite, "pass --overwrite to replace it")
+        _clear_previous_run(Path(config.output_dir), request.overwrite, "pass --overwrite to replace it")
     reason = recipe_unstackable(configs[0]) if len(configs) > 1 else None
     groups = [[c] for c in configs] if reason else [configs]  # seeds that cannot stack train one after another
     how = f"one after another ({reason})" if reason else "stacked"
-    click.echo(f"training {card.name} on seeds {', '.join(map(str, seeds))}, {how}, into {base}/seed<k>")
+    click.echo(f"training {request.card.name} on seeds {', '.join(map(str, seeds))}, {how}, into {base}/seed<k>")
     for group in groups:
-        events = _events(tensorboard_dir, group)
-        for config, summary in zip(group, fit_group(group, progress=_bars(quiet), log=click.echo, after_epoch=events)):
+        events = _events(request.tensorboard_dir, group)
+        done = fit_group(group, progress=_bars(request.quiet), log=click.echo, after_epoch=events)
+        for config, summary in zip(group, done):
             click.echo(f"seed {config.seed}: {_scores(summary)}; results in {config.output_dir}")
 
 
