@@ -17,7 +17,6 @@ import torch
 from conftest import ROOT
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.lab.records import find_runs
 from mnistlab.models import config_for, get_card, list_models, load_checkpoint, resolve
 from mnistlab.models.external import SOURCE_COPY, SPEC_COPY, layers_from_spec, load_entry_points, sha256
 from mnistlab.training.engine import fit_group
@@ -177,26 +176,6 @@ def test_an_installed_package_registers_models_through_entry_points(tmp_path, mo
 
     # the lab's report and default final runs are of its own models, not of those from outside
     assert "lesson1" not in list_models(outside=False) and "lesson1" not in final_models()
-
-
-def test_compare_groups_seeds_and_refuses_a_folder_without_runs(tmp_path, tiny_data):
-    name = resolve(f"{student(tmp_path, 'StudentC')}:StudentC").name
-    configs = [config_for(name, seed=s, output_dir=str(tmp_path / "runs" / name / f"seed{s}"), **TINY) for s in (1, 2)]
-    fit_group(configs, data=tiny_data, **QUIET)
-    groups = find_runs([tmp_path / "runs", ROOT / "results" / "model8"])
-    assert [(g.model, len(g.runs)) for g in groups] == [(name, 2), ("model8", 3)]
-    from mnistlab.lab.compare import write
-
-    text = write(groups, tmp_path / "cmp")
-    assert "| `model8` | " in text and "3 of 3" in text and f"| `{name}` | " in text
-    assert {p.name for p in (tmp_path / "cmp").iterdir()} == {
-        "compare.md",
-        "accuracy-per-epoch.png",
-        "accuracy-against-parameters.png",
-    }
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(MnistlabError, match="no finished runs"):
-        find_runs([tmp_path / "empty"])
 
 
 def readme_walkthrough() -> tuple[str, list[str]]:
