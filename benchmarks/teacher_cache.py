@@ -1,0 +1,104 @@
+"""What the teachers' cache saves: seconds per epoch (scaled to 55,000 images) of a student's 4 seeds stacked, with
+no teacher, with the four Teacher 98k runs computed as it trains, and with their outputs read from the cache
+(``training/teachercache.py``). One process, an idle machine, real MNIST.
+
+    python benchmarks/teacher_cache.py [--images 3200] [--threads 2] [--output benchmarks/teacher_cache.json]
+
+"uncached" is a run with ``teacher_cache=False``; "first" the run that computes and keeps the outputs (the first
+candidate of a study); "cached" a second run with the same images and teachers (every later candidate). Each row is
+the median of ``--repeats`` one-epoch fits of ``--images`` training images (no validation or test pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from mnistlab.core.fileio import atomic_write_json
+from mnistlab.models import config_for
+from mnistlab.training.engine import fit_group, provenance
+from mnistlab.training.step import resolve_device
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHERS = [str(ROOT / f"results/teachers/teacher98k-55k/seed{s}") for s in (1, 2, 3, 4)]
+
+
+def seconds_per_epoch(args: argparse.Namespace, teachers: list[str], cache: str | None) -> float:
+    """The median over repeats; ``cache``: None (no cache), "first" (an empty cache) or "cached" (a full one)."""
+    times = []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as out:
+
+            def configs(name: str) -> list:
+                return [
+                    config_for(
+                        args.student,
+                        seed=s,
+                        epochs=1,
+                        limit=args.images,
+                        val_size=0,
+                        test_every_epoch=False,
+                        device="cpu",
+                        threads=args.threads,
+                        teachers=teachers or None,
+                        teacher_cache=cache is not None,
+                        data_dir=str(args.data_dir) if cache is None else f"{out}/data",
+                        output_dir=f"{out}/{name}/s{s}",
+                    )
+                    for s in range(1, args.seeds + 1)
+                ]
+
+            if cache is not None:
+                _link_mnist(args.data_dir, Path(out) / "data")
+            if cache == "cached":
+                fit_group(configs("fill"), progress=False, log=lambda m: None)
+            summaries = fit_group(configs("timed"), progress=False, log=lambda m: None)
+            times.append(summaries[0]["train_seconds"] * 55_000 / summaries[0]["data"]["train"])
+    return statistics.median(times)
+
+
+def _link_mnist(source: Path, target: Path) -> None:
+    """A data folder of its own (its cache starts empty) holding the MNIST files of ``source``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.glob("*-ubyte*"):
+        (target / path.name).symlink_to(path)
+
+
+def main() -> None:
+    from mnistlab.data.mnist import resolve_data_dir
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--student", default="sepnet3k")
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--images", type=int, default=3200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "teacher_cache.json")
+    args = parser.parse_args()
+    args.data_dir = resolve_data_dir()
+    rows = []
+    for label, teachers, cache in (
+        ("no teacher", [], None),
+        ("4 teachers, uncached", TEACHERS, None),
+        ("4 teachers, first run (computes the cache)", TEACHERS, "first"),
+        ("4 teachers, cached", TEACHERS, "cached"),
+    ):
+        value = seconds_per_epoch(args, teachers, cache)
+        rows.append({"student": args.student, "seeds": args.seeds, "teachers": label, "seconds_per_epoch": value})
+        print(f"{args.student} x{args.seeds}, {label}: {value:.0f} s per 55,000 images", flush=True)
+    atomic_write_json(
+        args.output,
+        {
+            "command": "python benchmarks/teacher_cache.py",
+            "images": args.images,
+            "threads": args.threads,
+            "rows": rows,
+            "provenance": provenance(resolve_device("cpu")),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
