@@ -133,10 +133,12 @@ def test_a_damaged_file_in_a_run_folder_is_one_line_naming_it(tmp_path, tiny_dat
 
 
 def test_compare_and_resume_on_a_damaged_run_say_which_file(mnistlab, tmp_path, tiny_data):
-    (config,) = group(tmp_path, seeds=(1,), epochs=1)
-    fit_group([config], data=tiny_data, **QUIET)
+    fit_group(group(tmp_path, epochs=1), data=tiny_data, **QUIET)
     run = tmp_path / "g" / "seed1"
     (run / "config.json").write_bytes(b"\xff\xfe not json")
+    skipping = mnistlab("compare", tmp_path / "g", "--skip-damaged")  # as the user asks: the others compared
+    assert skipping.returncode == 0 and f"skipped {run}: {run / 'config.json'} is damaged" in skipping.stderr
+    assert "| 1 | 1 |" in skipping.stdout  # one seed left, one epoch
     for args in (["train", "--resume", run], ["compare", tmp_path / "g"]):
         result = mnistlab(*args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

@@ -430,7 +430,10 @@ def summary(model_name: str, fmt: str) -> None:
     default=None,
     help="write compare.md and the figures (PNG) here; without it, Markdown to stdout",
 )
-def compare(paths: tuple[Path, ...], output: Path | None) -> None:
+@click.option(
+    "--skip-damaged", is_flag=True, help="leave out a run whose files are damaged, saying so [stop at it, in one line]"
+)
+def compare(paths: tuple[Path, ...], output: Path | None, skip_damaged: bool) -> None:
     """Compare runs: a table (params, MACs, field, last epochs over seeds, the 99.4% verdict) and, with
     --output, test accuracy per epoch with the seeds as a band and accuracy against parameters."""
     from mnistlab.lab.compare import write
@@ -438,7 +441,8 @@ def compare(paths: tuple[Path, ...], output: Path | None) -> None:
 
     if output is not None:
         check_folder(output, "--output")
-    text = write(find_runs(list(paths)), output)
+    skipped = (lambda line: click.echo(line, err=True)) if skip_damaged else None
+    text = write(find_runs(list(paths), skipped), output)
     click.echo(text if output is None else f"wrote {output / 'compare.md'} and its figures")
 
 

@@ -6,6 +6,7 @@ and ``studies.Study.choose`` picks a study's winner.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -220,16 +221,23 @@ class RunGroup(Seeds):
         return self.runs[0].summary["params"]
 
 
-def find_runs(paths: list[Path]) -> list[RunGroup]:
+def find_runs(paths: list[Path], skipped: Callable[[str], None] | None = None) -> list[RunGroup]:
     """The finished runs in ``paths`` (run folders, or folders holding them at any depth), grouped by the folder
-    that holds each model's seeds, in the order given."""
+    that holds each model's seeds, in the order given. A damaged run stops it in one line, or with ``skipped`` is
+    left out, and ``skipped`` hears why."""
     groups: dict[tuple[str, str], list[RecordedRun]] = {}
     for path in paths:
         if not path.exists():
             raise MnistlabError(f"{path} does not exist")
         folders = [path] if (path / SUMMARY).is_file() else sorted(p.parent for p in path.rglob(SUMMARY))
         for folder in folders:
-            run = load_run(folder)
+            try:
+                run = load_run(folder)
+            except MnistlabError as exc:
+                if skipped is None:
+                    raise
+                skipped(f"skipped {folder}: {exc}")
+                continue
             if run is None or not (folder / CONFIG).is_file():
                 continue
             holder = folder.parent if folder.name.startswith("seed") else folder
