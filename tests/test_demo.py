@@ -142,7 +142,7 @@ def test_the_command_refuses_a_bad_checkpoint_and_a_taken_port_in_one_line(mnist
     result = demo("--checkpoint", str(tmp_path / "text.pt"))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1  # one line, whatever the unpickler's own words are
-    assert lines[0].startswith(f"error: {tmp_path / 'text.pt'} is not a readable checkpoint (")
+    assert lines[0].startswith(f"error: {tmp_path / 'text.pt'} is not a readable checkpoint: ")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

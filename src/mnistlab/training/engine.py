@@ -175,6 +175,8 @@ def fit_group(
     epochs as if the run had been killed (tests of resume). ``after_epoch(epoch, histories)`` sees each
     epoch's records once they are saved; an exception it raises (a search pruning a trial) ends the runs there.
     """
+    if data is None:
+        resolve_data_dir(configs[0].data_dir)  # a --data-dir that is a file stops here, before any folder is made
     with ExitStack() as locks:  # one writer per run folder, released however this ends
         for config in configs:
             locks.enter_context(run_lock(config.output_dir))
