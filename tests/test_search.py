@@ -437,3 +437,29 @@ def test_a_killed_searchs_running_trials_are_failed_when_the_study_is_next_opene
     states = {t.number: t.state for t in again.get_trials(deepcopy=False)}
     assert states == {orphan.number: optuna.trial.TrialState.FAIL, alive.number: optuna.trial.TrialState.RUNNING}
     assert again.trials[orphan.number].user_attrs["stopped"] == "its worker was gone"
+
+
+def test_a_space_with_tied_passes_draws_them_and_their_weights_count_once():
+    """`tied` in a space file adds a block applied k times with the same weights after the body: the trial's arch
+    says k, the model has k passes, and each pass beyond the first adds only its BatchNorm (2 x width). A space
+    without it draws nothing new, so recorded searches' trials keep their shape."""
+    from optuna.trial import FixedTrial
+
+    from mnistlab.analysis import analyze
+    from mnistlab.jobs.search import Space, count_params, sample
+    from mnistlab.models import create_model
+
+    fixed = {"depth": 2, "stem1": 8, "stem2": 12, "width": 20, "padded": 1, "factored": True, "rotation": 5.0}
+    fixed |= {"translate": 0.0, "scale": 0.0, "lr": 0.05, "ema": 0.0, "batch_size": 64}
+    plain, _ = sample(FixedTrial(fixed), Space())
+    assert "tied" not in plain
+    arch, _ = sample(FixedTrial({**fixed, "tied": 3}), Space(tied=(0, 4)))
+    assert arch["tied"] == 3 and {k: v for k, v in arch.items() if k != "tied"} == plain
+    assert count_params(arch) - count_params({**arch, "tied": 1}) == 2 * 2 * 20
+    assert count_params({**arch, "tied": 0}) == count_params(plain)
+    model = create_model("searched", **arch)
+    assert len(model.features.tied.norms) == 3
+    table = analyze(model)
+    assert table.params == count_params(arch)  # the analysis counts the reused weights once
+    passes = [row.receptive_field for row in table.rows if row.name.startswith("features.tied.norms")]
+    assert passes == [18, 22, 26]  # each pass of the same weights widens the field by 4 (2 at stride 2)

@@ -49,6 +49,9 @@ class Space:
     width: tuple[int, int] = (12, 32)  # channels of every body block, after the pool
     depth: tuple[int, int] = (2, 5)  # body blocks
     factored: tuple[bool, ...] = (True, False)  # separable (depthwise + pointwise) or full 3x3 blocks
+    # passes of a tied block after the body (the same weights each pass, a residual add): more computation per
+    # parameter. Drawn only when the range reaches above 0 (e.g. [0, 4]), so the recorded searches draw as they did
+    tied: tuple[int, int] = (0, 0)
     lr: tuple[float, float] = (0.03, 0.15)  # one-cycle peak (drawn on a log scale)
     rotation: tuple[float, float] = (0.0, 10.0)
     translate: tuple[float, float] = (0.0, 0.12)
@@ -93,6 +96,7 @@ _RANGES = {
     "stem2": (int, 1),
     "width": (int, 1),
     "depth": (int, 1),
+    "tied": (int, 0),
     "lr": (float, 0.0),
     "rotation": (float, 0.0),
     "translate": (float, 0.0),
@@ -150,6 +154,8 @@ def sample(trial: Any, space: Space, teachers: bool = False) -> tuple[dict[str, 
         drawn["distill"] = True
         drawn["distill_alpha"] = trial.suggest_float("distill_alpha", *space.distill_alpha)
         drawn["distill_temperature"] = trial.suggest_float("distill_temperature", *space.distill_temperature)
+    if space.tied[1] > 0:  # drawn last, so that a space without it draws every other value as before
+        arch["tied"] = trial.suggest_int("tied", *space.tied)
     return arch, drawn
 
 

@@ -324,9 +324,10 @@ def batch_size_of(drawn: dict[str, Any]) -> int:
             "A shape drawn by `mnistlab search`: the family the record's models come from, with its layers as data "
             "(a run's `arch`), so that any trial can be trained, reloaded and reported like the zoo's models.",
         ),
-        design="slim_net(stem, body, padded, factored): unpadded 3x3 stem convolutions | max pool | body blocks (full "
-        "3x3 or separable), the last `padded` keeping their size | GAP | 1x1 to the classes. Without an `arch`, "
-        "Model 8's layers.",
+        design="slim_net(stem, body, padded, factored, tied): unpadded 3x3 stem convolutions | max pool | body blocks "
+        "(full 3x3 or separable), the last `padded` keeping their size | optionally one separable block applied "
+        "`tied` times with the same weights and a residual add each pass | GAP | 1x1 to the classes. Without an "
+        "`arch`, Model 8's layers.",
         recipe=SLIM_RECIPE,
         params=7_500,
     )
@@ -337,5 +338,6 @@ def searched(
     padded: int = 2,
     factored: bool = True,
     dropout: float = 0.0,
+    tied: int = 0,
 ) -> nn.Module:
-    return slim_net(tuple(stem), tuple(body), padded, dropout, factored=factored)
+    return slim_net(tuple(stem), tuple(body), padded, dropout, factored=factored, tied=tied)

@@ -127,10 +127,12 @@ def slim_net(
     dropout: float = 0.0,
     *,
     factored: bool = False,
+    tied: int = 0,
 ) -> Net:
     """``stem`` widths at full resolution, pool, ``body`` widths; the last ``padded`` body convs keep size.
 
-    With ``factored``, the body's convolutions are depthwise-separable (``separable``)."""
+    With ``factored``, the body's convolutions are depthwise-separable (``separable``); with ``tied`` > 0, a ``Tied``
+    block of the last body width follows, applied ``tied`` times (its weights counted once)."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     cin, index = 1, 1
     for width in stem:
@@ -142,6 +144,8 @@ def slim_net(
         block = separable(cin, width, pad) if factored else conv(cin, width, padding=pad, dropout=dropout)
         layers[f"{'sep' if factored else 'conv'}{index}"] = block
         cin, index = width, index + 1
+    if tied:
+        layers["tied"] = Tied(cin, tied)
     layers["gap"] = nn.AdaptiveAvgPool2d(1)
     layers["out"] = head(cin)
     return Net(layers)
