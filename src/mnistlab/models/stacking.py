@@ -209,7 +209,7 @@ def _stack_traced(modules: list[nn.Module], name: str) -> nn.Module:
         elif node.op == "call_function" and node.target in (F.log_softmax, F.softmax, torch.log_softmax, torch.softmax):
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
             if dim not in (1, -1):
-                raise MnistlabError(f"layer {name}: {_named(node.target)} over dim {dim} has no stacked form")
+                raise MnistlabError(f"layer {name}: {function_name(node.target)} over dim {dim} has no stacked form")
             log = node.target in (F.log_softmax, torch.log_softmax)
             node.args, node.kwargs = (node.args[0], log, k), {}
             node.target = _softmax_per_model
@@ -221,7 +221,7 @@ def _stack_traced(modules: list[nn.Module], name: str) -> nn.Module:
         elif node.op == "call_function" and node.target in (getattr, operator.getitem) and _about_shape(node):
             continue
         elif node.op == "call_function" and node.target not in _PER_ELEMENT:
-            raise MnistlabError(f"layer {name}: {_named(node.target)} has no stacked form; it cannot be stacked")
+            raise MnistlabError(f"layer {name}: {function_name(node.target)} has no stacked form; it cannot be stacked")
         elif node.op == "call_method" and node.target not in _PER_ELEMENT_METHODS | {
             "flatten",
             "view",
@@ -271,16 +271,17 @@ def _softmax_per_model(x: torch.Tensor, log: bool, k: int) -> torch.Tensor:
     return (F.log_softmax(per_model, dim=-1) if log else F.softmax(per_model, dim=-1)).reshape(len(x), -1)
 
 
-def _named(target: Any) -> str:
+def function_name(target: Any) -> str:
+    """A graph node's function as a user wrote it: ``F.interpolate``, ``torch.cat``, ``operator.add``."""
     module = getattr(target, "__module__", "") or ""
     name = getattr(target, "__name__", str(target))
-    return (
-        f"F.{name}"
-        if module.startswith("torch.nn.functional")
-        else f"torch.{name}"
-        if module.startswith("torch")
-        else name
-    )
+    if module.startswith("torch.nn.functional"):
+        return f"F.{name}"
+    if module.startswith("torch") or module == "" and hasattr(torch, name):
+        return f"torch.{name}"
+    if module == "_operator":
+        return f"operator.{name}"
+    return f"{module}.{name}" if module else name
 
 
 def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:

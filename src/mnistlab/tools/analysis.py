@@ -23,6 +23,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from mnistlab.core.errors import MnistlabError
+from mnistlab.models.stacking import function_name
 
 Pair = tuple[int, int]
 
@@ -526,13 +527,4 @@ def operation_name(node: fx.Node, modules: dict[str, nn.Module]) -> str:
         return type(modules[str(node.target)]).__name__
     if node.op == "call_method":
         return f".{node.target}"
-    target = node.target
-    module = getattr(target, "__module__", "") or ""
-    name = getattr(target, "__name__", str(target))
-    if module.startswith("torch.nn.functional"):
-        return f"F.{name}"
-    if module.startswith("torch") or module == "" and hasattr(torch, name):
-        return f"torch.{name}"
-    if module == "_operator":
-        return f"operator.{name}"
-    return f"{module}.{name}" if module else name
+    return function_name(node.target)
