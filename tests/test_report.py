@@ -162,3 +162,20 @@ def test_the_front_lists_every_rung_with_the_best_candidates_and_the_finals_held
     assert "`sepnet3k_kd` 0 of 6" in rows[2]  # the record learning from teachers, judged on 6 seeds
     assert "`sep3k-kd98` (3,424): 99.455 on 4 seeds" in rows[2]  # the ladder-3500 study's winner
     assert (tmp_path / "figures" / "ladder-held.png").stat().st_size > 1000
+
+
+def test_a_teacher_sets_time_counts_seeds_trained_stacked_once():
+    """Four Teacher 98k seeds trained as one stacked process took that process's time, not four times it."""
+    from conftest import ROOT
+
+    from mnistlab.lab.records import ModelResult, RecordedRun, load_run
+    from mnistlab.lab.report import teachers_note
+    from mnistlab.models import get_card
+
+    teachers = [ROOT / f"results/teachers/teacher98k/seed{s}" for s in (1, 2, 3, 4)]
+    group = {load_run(t).summary["train_seconds"] for t in teachers}
+    assert len(group) == 1 and all(load_run(t).summary["provenance"]["stacked"] == 4 for t in teachers)
+    config = {"teachers": [str(t / "last.pt") for t in teachers], "distill_alpha": 0.5, "distill_temperature": 4.0}
+    student = RecordedRun(Path("student"), {}, [], config)
+    note = teachers_note(ModelResult(get_card("sepnet3k_kd98"), [student]))
+    assert note.startswith(f"4 models (4 x 98,032 parameters), trained for {group.pop() / 60:.1f} min in all")
