@@ -108,7 +108,16 @@ def config_for(model: str | ModelCard, *, base: Recipe | None = None, **override
     values = {**recipe_values(base or card.recipe), "source": card.source, "source_sha256": card.source_sha256}
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("teachers") and not values.get("teacher_sha256"):
-        values["teachers"], values["teacher_sha256"] = teacher_files(values["teachers"])
+        try:
+            values["teachers"], values["teacher_sha256"] = teacher_files(values["teachers"])
+        except MnistlabError as exc:
+            if overrides.get("teachers") is not None:
+                raise
+            # the card's own teachers: lab runs that live in the repository's results/, not in an installed package
+            raise MnistlabError(
+                f"{exc}; {card.name}'s recipe learns from the lab's runs under its repository's results/: run it "
+                "from a clone of the repository, or name your own teachers with --teacher"
+            ) from None
     return TrainConfig(model=card.name, **values)
 
 
