@@ -179,3 +179,19 @@ def test_a_teacher_sets_time_counts_seeds_trained_stacked_once():
     student = RecordedRun(Path("student"), {}, [], config)
     note = teachers_note(ModelResult(get_card("sepnet3k_kd98"), [student]))
     assert note.startswith(f"4 models (4 x 98,032 parameters), trained for {group.pop() / 60:.1f} min in all")
+
+
+def test_a_studys_time_says_whether_the_teachers_outputs_were_computed_or_read_from_the_cache():
+    """The ladder's first candidate computed the Teacher 98k outputs and kept them; the next ones read them."""
+    from conftest import ROOT
+
+    from mnistlab.lab.records import tuning_scores
+    from mnistlab.lab.report import tuning_section
+
+    study = next(s for s in STUDIES if s.key == "ladder-3500")
+    candidates = tuning_scores(ROOT / "results", study)
+    section = tuning_section(study, candidates, {c.name: c.score for c in candidates})
+    rows = {line.split(" | ")[0]: line for line in section.splitlines() if line.startswith("| `")}
+    assert rows["| `sep3k-kd98`"].endswith("min (teachers' outputs computed, and kept) |")
+    assert rows["| `tied3k4-kd98`"].endswith("min (teachers' outputs read from the cache) |")
+    assert rows["| `sep3k-kd`"].endswith(" min |") and rows["| `tied3k4`"].endswith(" min |")

@@ -16,6 +16,7 @@ from mnistlab.core.rundir import LAST_K, LAST_MEAN, LAST_MIN, RESULTS, TARGET
 from mnistlab.lab.records import (
     Candidate,
     ModelResult,
+    RecordedRun,
     Searches,
     best_row,
     chosen,
@@ -54,6 +55,16 @@ SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMax
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _cache_note(runs: list[RecordedRun]) -> str:
+    """Whether a run's teachers were computed as it trained or read from outputs kept by an earlier run."""
+    counts = [r.summary["provenance"].get("teacher_cache") for r in runs]
+    if not any(counts):
+        return ""
+    if all(c and c["hits"] and not c["misses"] for c in counts):
+        return " (teachers' outputs read from the cache)"
+    return " (teachers' outputs computed, and kept)" if all(c and not c["hits"] for c in counts) else " (partly cached)"
 
 
 def _seconds(value: float) -> str:
@@ -294,7 +305,7 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
             lines.append(
                 f"| `{c.name}` | {c.declared.why} | {c.runs[0].summary['params']:,} | "
                 f"{', '.join(f'{v:.2f}' for v in c.per_seed)} | {c.score:.3f} | {_pct(c.lowest_epoch)} | "
-                f"{change} | {_seconds(mean(r.summary['train_seconds'] for r in c.runs))} |"
+                f"{change} | {_seconds(mean(r.summary['train_seconds'] for r in c.runs))}{_cache_note(c.runs)} |"
             )
     else:
         lines += [

@@ -506,7 +506,8 @@ STUDIES: tuple[Study, ...] = (
           " (`sep3k-kd` as recorded in record-distill; the others on this project's CPU, each candidate's 4 seeds "
           "stacked: `mnistlab reproduce --study ladder-3500 --threads 2`)"),
     Study("ladder-3000", "The ladder, at most 3,000 parameters", LADDER_3000,
-          "no final runs: the rung stops here, its only candidate's validation mean (99.33) being below 99.4",
+          "`tied2k9_kd98`, registered but not taken to final runs: its validation mean (99.33) is below 99.4, so "
+          "the rung at 3,000 parameters stops here",
           "tied2k9_kd98",
           " (this project's CPU: `mnistlab reproduce --study ladder-3000 --threads 2`)"),
     Study("model7-seeds", "Model 7: its recipe on 4 seeds", MODEL7_SEEDED, "Model 7's recipe", "model7",
