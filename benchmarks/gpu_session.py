@@ -17,6 +17,7 @@ The lent machines have torch but not Optuna: for the record stages, `sh benchmar
    learning from teachers, SepNet 6.5k, sepnet3k; Model 8 is
    stacked16's) on 16 seeds each, their histories and summaries only (``--only holdrates``; the teachers are
    committed runs under results/, so they travel with the working tree);
+   the ladder: its declared validation studies not run yet (``--ladder-studies``, `mnistlab reproduce --study`);
 3. Model 8's three final seeds stacked (results/stacked/model8/seed<k>), beside the single-run records;
 4. the record searches (``--minutes`` of them): at most 3,500 and at most 3,762 parameters at the same time,
    ``--workers`` search workers sharing each study in results/search/ (resumed where an earlier session left
@@ -89,6 +90,9 @@ def main() -> None:
         default="sepnet3k_kd98,sepnet3k_kd,sepnet6k,sepnet3k",
         help="the holdrates stage's models, comma-separated, each on 16 seeds",
     )
+    parser.add_argument(
+        "--ladder-studies", default="ladder-6568", help="the ladder stage's declared studies, comma-separated"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -106,6 +110,7 @@ def main() -> None:
         ("speed", lambda: speed(device, args, tiny)),
         ("stacked16", lambda: stacked_seeds(device, args, tiny, 16, "model8-16seeds")),
         ("holdrates", lambda: hold_rates(device, args, tiny)),
+        ("ladder", lambda: ladder(device, args, tiny)),
         ("stacked3", lambda: stacked_seeds(device, args, tiny, 3, "model8")),
         ("record", lambda: record(device, args, tiny)),
         ("finals", lambda: finals(device, args, tiny)),
@@ -263,6 +268,20 @@ def hold_rates(device: str, args: argparse.Namespace, tiny: dict) -> dict:
         out[model] = stacked_seeds(device, args, tiny, 16, f"{model}-16seeds", model)
         pack(args)
     return out
+
+
+def ladder(device: str, args: argparse.Namespace, tiny: dict) -> dict:
+    """The ladder's declared validation studies still to run (``--ladder-studies``), as the committed command
+    `mnistlab reproduce --study KEY` runs them: each candidate's seeds stacked, the candidates at once. Their run
+    folders come back whole (validation runs are small); the finals wait for the studies' choice, made here."""
+    import os
+
+    extra = ["--epochs", str(tiny["epochs"]), "--limit", str(tiny["limit"])] if tiny else []
+    studies = [s for s in args.ladder_studies.split(",") if s]
+    start = time.perf_counter()
+    argv = ["reproduce", *(a for s in studies for a in ("--study", s)), "--device", device, "--workers", "2"]
+    mnistlab([*argv, "--results", str(args.results), "--quiet", *extra], dict(os.environ))
+    return {"studies": studies, "fit_seconds": time.perf_counter() - start}
 
 
 def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
