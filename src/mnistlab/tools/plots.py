@@ -136,10 +136,19 @@ def plot_held_against_params(points: list[tuple[str, int, int, int]], public: in
     """Each final model's seeds that held the target (as a share of its final seeds) against its parameters, the
     smallest public model's size marked."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, params, held, seeds in points:
-        ax.scatter([params], [held / seeds], color="tab:green" if held == seeds else "tab:red")
+    placed: list[tuple[int, float]] = []
+    for label, params, held, seeds in sorted(points, key=lambda p: p[1]):
+        share = held / seeds
+        # labels of close points at the same height climb in steps instead of printing over each other
+        level = sum(1 for x, y in placed if y == share and params < x * 1.3)
+        placed.append((params, share))
+        ax.scatter([params], [share], color="tab:green" if held == seeds else "tab:red")
         ax.annotate(
-            f"{label} ({held}/{seeds})", (params, held / seeds), textcoords="offset points", xytext=(5, 4), fontsize=8
+            f"{label} ({held}/{seeds})",
+            (params, share),
+            textcoords="offset points",
+            xytext=(5, 4 + 11 * level),
+            fontsize=8,
         )
     ax.axvline(public, color="grey", ls="--", lw=0.8, label=f"smallest public model, {public:,} (one run)")
     ax.set(xscale="log", xlabel="parameters", ylabel="final seeds that held 99.4% (share)", ylim=(-0.05, 1.1))
