@@ -195,3 +195,15 @@ def test_a_studys_time_says_whether_the_teachers_outputs_were_computed_or_read_f
     assert rows["| `sep3k-kd98`"].endswith("min (teachers' outputs computed, and kept) |")
     assert rows["| `tied3k4-kd98`"].endswith("min (teachers' outputs read from the cache) |")
     assert rows["| `sep3k-kd`"].endswith(" min |") and rows["| `tied3k4`"].endswith(" min |")
+
+
+def test_a_record_study_declared_but_not_run_is_listed_with_the_command_that_runs_it():
+    """A study committed before its runs shows in the record section as declared, never as a result."""
+    from mnistlab.lab.report import record_section
+
+    study = next(s for s in STUDIES if s.key == "ladder-6568")
+    section = record_section([], {}, [])  # no run of any study, no search
+    assert (
+        f"- {study.title}: declared, not run yet (`sep4k9-kd98`, `sep5k4-kd98` on 8 seeds; "
+        "`mnistlab reproduce --study ladder-6568`)." in section
+    )

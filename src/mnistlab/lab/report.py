@@ -37,6 +37,7 @@ from mnistlab.lab.studies import (
     TEACHER_SET,
     Role,
     Study,
+    candidate_name,
     lab_models,
     role,
 )
@@ -593,7 +594,14 @@ def record_section(
     listed: set[str] = set()
     for key in RECORD_STUDIES:
         candidates = study_scores.get(key, [])
-        if not candidates:
+        if not candidates:  # declared before its runs: said, with the command that makes them
+            study = studies[key]
+            names = sorted({candidate_name(r) for r in study.runs})
+            seeds = len({r.seed for r in study.runs})
+            lines.append(
+                f"- {study.title}: declared, not run yet ({', '.join(f'`{n}`' for n in names)} on {seeds} seeds; "
+                f"`mnistlab reproduce --study {key}`)."
+            )
             continue
         best = max(candidates, key=lambda c: c.score)  # by mean here: what each study reached at best
         pending = waiting(studies[key], candidates)

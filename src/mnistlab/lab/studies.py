@@ -62,6 +62,8 @@ ROLES: dict[str, Role] = {
     "tied2k9": Role(lost=True, refit=True),
     "sepnet3k_kd98": Role(aims=True, record=True, refit=True, final_seeds=6),
     "tied2k9_kd98": Role(lost=True, refit=True),  # its rung stopped on validation (below 99.4): no final runs
+    "sepnet3k6w": Role(lost=True, refit=True),  # ladder-3762's candidates, declared before it ran
+    "sepnet3k6s": Role(lost=True, refit=True),
 }
 # fmt: on
 FOUND_ROLE = RECORD_ATTEMPT  # a model registered from one of our searches (models/found.json): chosen on validation
@@ -466,6 +468,22 @@ LADDER_6568: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
 ))
 # fmt: on
 
+# The ladder's second rung, at most 3,762 parameters (declared with ladder-6568, before any run of its own): after
+# sepnet3k_kd98 held on 4 of 6 final seeds at 3,424, its spare 338 parameters spent on the body's width (21
+# channels, 3,604) or the stem (8-14, 3,630), learning from the four Teacher 98k runs, sepnet3k's recipe (the
+# images sep3k-kd98 saw: on a machine that keeps its teachers' outputs, seeds 1-4 read them). 8 validation seeds;
+# the same rule as ladder-6568. `mnistlab reproduce --study ladder-3762`.
+# fmt: off
+LADDER_3762: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
+    run for runs in zip(
+        seeded("sepnet3k6w", "sep3k6w-kd98", {**SEP3K, **KD98}, "sepnet3k with 21 channels (3,604 parameters) "
+               "learning from 4 Teacher 98k runs", "sep3k-kd98", seeds=LADDER_SEEDS),
+        seeded("sepnet3k6s", "sep3k6s-kd98", {**SEP3K, **KD98}, "sepnet3k with a stem of 8-14 (3,630 parameters) "
+               "learning from the same teachers", "sep3k-kd98", seeds=LADDER_SEEDS),
+    ) for run in runs
+))
+# fmt: on
+
 # Final runs of a recipe that was then replaced, kept as the evidence of why (the report's "Earlier attempts").
 # fmt: off
 EARLIER: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
@@ -536,6 +554,10 @@ STUDIES: tuple[Study, ...] = (
           "teachers", LADDER_6568, "declared, not run yet: the smallest that holds on 8 validation seeds goes to 6 "
           "final seeds, as a model registered then", "sepnet4k9",
           " (`mnistlab reproduce --study ladder-6568`)", rule="smallest"),
+    Study("ladder-3762", "The ladder, at most 3,762 parameters: sepnet3k's spare parameters, better teachers",
+          LADDER_3762, "declared, not run yet: the smallest that holds on 8 validation seeds goes to 6 final seeds, "
+          "as a model registered then", "sepnet3k6w", " (`mnistlab reproduce --study ladder-3762`)",
+          rule="smallest"),
     Study("ladder-3000", "The ladder, at most 3,000 parameters", LADDER_3000,
           "`tied2k9_kd98`, registered but not taken to final runs: its validation mean (99.33) is below 99.4, so "
           "the rung at 3,000 parameters stops here",
@@ -567,6 +589,7 @@ RECORD_STUDIES = (
     "record-distill2",
     "record-distill-best",
     "ladder-6568",
+    "ladder-3762",
     "ladder-3500",
     "ladder-3000",
 )

@@ -162,6 +162,38 @@ def sepnet3k_kd98(dropout: float = 0.0) -> nn.Module:
     return slim_sep4(dropout)
 
 
+# The ladder's rung at most 3,762 parameters (the smallest public model's size): sepnet3k's shape with its spare
+# parameters spent on the body's width or on the stem. Candidates of the ladder-3762 study, declared before it ran.
+@register_model(
+    ModelCard(
+        title="SepNet 3.6k (wider body)",
+        target=("sepnet3k's shape at most 3,762 parameters: 21 channels in the separable body instead of 20.",),
+        design="Unpadded 3x3 8-12 | pool | separable 3x3 21-21 | padded separable 3x3 21-21 | GAP | 1x1 to the "
+        "classes (3,604 parameters); sepnet3k's recipe.",
+        recipe=SEPNET3K_RECIPE,
+        params=3_604,
+    )
+)
+def sepnet3k6w(dropout: float = 0.0) -> nn.Module:
+    return slim_net((8, 12), (21, 21, 21, 21), padded=2, dropout=dropout, factored=True)
+
+
+@register_model(
+    ModelCard(
+        title="SepNet 3.6k (wider stem)",
+        target=(
+            "sepnet3k's shape at most 3,762 parameters: 14 channels in the second stem convolution instead of 12.",
+        ),
+        design="Unpadded 3x3 8-14 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | GAP | 1x1 to the "
+        "classes (3,630 parameters); sepnet3k's recipe.",
+        recipe=SEPNET3K_RECIPE,
+        params=3_630,
+    )
+)
+def sepnet3k6s(dropout: float = 0.0) -> nn.Module:
+    return slim_net((8, 14), (20, 20, 20, 20), padded=2, dropout=dropout, factored=True)
+
+
 @register_model(
     ModelCard(
         title="SepNet 5k",
