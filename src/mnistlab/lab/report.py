@@ -757,18 +757,18 @@ def teacher_section(results: Path) -> str:
 def teachers_note(result: ModelResult) -> str:
     """What a distilled model's teachers are: how many, their sizes and their own training time."""
     config = result.runs[0].config
-    sizes, groups = [], {}
+    sizes: list[int] = []
+    groups: set[tuple[Path, float]] = set()
     for path in config.get("teachers") or ():
         run = load_run(Path(path).parent)
         if run is not None:
             sizes.append(run.summary["params"])
             # seeds trained stacked share one process: their group's time is counted once
             stacked = (run.summary["provenance"].get("stacked") or 1) > 1
-            key = (run.path.parent, run.summary["train_seconds"]) if stacked else (run.path, 0.0)
-            groups[key] = run.summary["train_seconds"]
+            groups.add((run.path.parent if stacked else run.path, run.summary["train_seconds"]))
     kinds = ", ".join(f"{sizes.count(p)} x {p:,}" for p in sorted(set(sizes)))
     return (
-        f"{len(sizes)} models ({kinds} parameters), trained for {_seconds(sum(groups.values()))} in all, "
+        f"{len(sizes)} models ({kinds} parameters), trained for {_seconds(sum(seconds for _, seconds in groups))} in all, "
         f"alpha {config['distill_alpha']}, T {config['distill_temperature']}"
     )
 

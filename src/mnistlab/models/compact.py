@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from mnistlab.core.config import Augment
+from mnistlab.core.config import Augment, Recipe
 from mnistlab.models.layers import slim_net, tied_net
 from mnistlab.models.registry import ModelCard, register_model
 from mnistlab.models.zoo import MODEL8_FINAL_RECIPE, MODEL8_RECIPE
@@ -108,6 +108,11 @@ def sepnet3k(dropout: float = 0.0) -> nn.Module:
     return slim_sep4(dropout)
 
 
+def taught(recipe: Recipe, teachers: tuple[str, ...]) -> Recipe:
+    """``recipe`` learning from ``teachers`` as the record-distill studies chose: alpha 0.5, T 4."""
+    return dataclasses.replace(recipe, teachers=teachers, distill_alpha=0.5, distill_temperature=4.0)
+
+
 # The record learning from teachers, chosen on validation by the record-distill-best study (round one's
 # candidate, sep3k-kd): sepnet3k's layers and recipe with its four teachers' 60,000-image counterparts.
 @register_model(
@@ -122,11 +127,9 @@ def sepnet3k(dropout: float = 0.0) -> nn.Module:
         "same augmented batch, the mean of their probabilities softened at T 4: (1 - 0.5) CE + 0.5 T^2 KL. The "
         "teachers are the final runs of Model 8 (7,500 parameters) and SepNet 6.5k (6,568), seeds 1 and 2 of each, "
         "trained on the same 60,000 images; the study chose it with their 55,000-image counterparts.",
-        recipe=dataclasses.replace(
+        recipe=taught(
             SEPNET3K_RECIPE,
-            teachers=tuple(f"results/{model}/seed{seed}" for model in ("model8", "sepnet6k") for seed in (1, 2)),
-            distill_alpha=0.5,
-            distill_temperature=4.0,
+            tuple(f"results/{model}/seed{seed}" for model in ("model8", "sepnet6k") for seed in (1, 2)),
         ),
         params=3_424,
     )
@@ -138,6 +141,7 @@ def sepnet3k_kd(dropout: float = 0.0) -> nn.Module:
 # The ladder's winner at 3,500 parameters (the ladder-3500 study, better teachers): sepnet3k's layers and recipe
 # learning from the four Teacher 98k runs on all 60,000 images; the study chose it with their 55,000-image runs.
 TEACHER98K_FINAL = tuple(f"results/teachers/teacher98k/seed{seed}" for seed in (1, 2, 3, 4))
+SEPNET3K_KD98_RECIPE = taught(SEPNET3K_RECIPE, TEACHER98K_FINAL)
 
 
 @register_model(
@@ -152,9 +156,7 @@ TEACHER98K_FINAL = tuple(f"results/teachers/teacher98k/seed{seed}" for seed in (
         "(98,032 parameters each, 99.6% on test) say of the same augmented batch, the mean of their probabilities "
         "softened at T 4: (1 - 0.5) CE + 0.5 T^2 KL. The teachers trained on the same 60,000 images; the study "
         "chose it with their 55,000-image counterparts.",
-        recipe=dataclasses.replace(
-            SEPNET3K_RECIPE, teachers=TEACHER98K_FINAL, distill_alpha=0.5, distill_temperature=4.0
-        ),
+        recipe=SEPNET3K_KD98_RECIPE,
         params=3_424,
     )
 )
@@ -312,9 +314,7 @@ def tied2k9() -> nn.Module:
         target=("The ladder's rung at most 3,000 parameters: TiedNet 3.0k with the ladder's better teachers.",),
         design="TiedNet 3.0k's layers (2,960 parameters) and sepnet3k's recipe, learning from the four Teacher 98k "
         "runs on 60,000 images (alpha 0.5, T 4); the study ran it with their 55,000-image counterparts.",
-        recipe=dataclasses.replace(
-            SEPNET3K_RECIPE, teachers=TEACHER98K_FINAL, distill_alpha=0.5, distill_temperature=4.0
-        ),
+        recipe=SEPNET3K_KD98_RECIPE,
         params=2_960,
     )
 )
