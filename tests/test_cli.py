@@ -131,6 +131,32 @@ def test_export_onnx_is_usable_by_a_stranger_on_the_real_test_set(mnistlab, tmp_
     assert accuracy == pytest.approx(100 * (torch_digits == labels).mean(), abs=0.01) and accuracy > 99.3
 
 
+def test_export_of_a_tied_block_keeps_its_weights_once_and_its_predictions(mnistlab, tmp_path):
+    """TiedNet applies one block 4 times with the same weights: the export unrolls the passes, the metadata
+    counts the weights once (3,420, as the zoo does), and onnxruntime gives the digits PyTorch gives."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+    import torch
+
+    from mnistlab.data.loader import normalize
+    from mnistlab.data.mnist import load_mnist
+    from mnistlab.models import load_checkpoint
+
+    checkpoint = ROOT / "results" / "tuning" / "tied3k4-kd98" / "s1" / "last.pt"
+    result = mnistlab("export", "--checkpoint", checkpoint, "--output", tmp_path / "t.onnx")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "t.onnx").metadata_props}
+    assert meta["model"] == "tied3k4" and meta["parameters"] == "3420"
+    images, _ = load_mnist("test")
+    pixels = (images[:1000].astype(np.float32) / 255.0)[:, None]
+    session = onnxruntime.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
+    onnx_digits = session.run(None, {session.get_inputs()[0].name: pixels})[0].argmax(1)
+    with torch.inference_mode():
+        torch_digits = load_checkpoint(checkpoint)(normalize(torch.from_numpy(pixels))).argmax(1).numpy()
+    assert (onnx_digits == torch_digits).all()
+
+
 TINY_RUN = ("--epochs", "1", "--limit", "300", "--val-size", "100", "--quiet")  # a real-data run of seconds
 
 

@@ -68,7 +68,7 @@ def test_sketch_colours_become_grey_with_white_behind_transparency():
     assert sketch_to_gray(rgb)[20, 22] == pytest.approx(1 / 3, abs=1e-3)
 
 
-@pytest.mark.parametrize("name", ["model2", "model4", "model7", "model8", "sepnet3k"])
+@pytest.mark.parametrize("name", ["model2", "model4", "model7", "model8", "sepnet3k", "tied3k4"])
 def test_each_box_holds_every_input_pixel_its_unit_depends_on(name):
     """The box comes from the analysis module's arithmetic; the gradient of the unit with respect to the
     input says which pixels it really reads. They must lie in the box, and fill it where nothing pads."""

@@ -470,9 +470,10 @@ LADDER_6568: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
 
 # The ladder's second rung, at most 3,762 parameters (declared with ladder-6568, before any run of its own): after
 # sepnet3k_kd98 held on 4 of 6 final seeds at 3,424, its spare 338 parameters spent on the body's width (21
-# channels, 3,604) or the stem (8-14, 3,630), learning from the four Teacher 98k runs, sepnet3k's recipe (the
-# images sep3k-kd98 saw: on a machine that keeps its teachers' outputs, seeds 1-4 read them). 8 validation seeds;
-# the same rule as ladder-6568. `mnistlab reproduce --study ladder-3762`.
+# channels, 3,604) or the stem (8-14, 3,630), learning from the four Teacher 98k runs, sepnet3k's recipe (seeds
+# 1-4 see the images sep3k-kd98 saw; the teachers' outputs are kept per stacked group of seeds, so the first
+# candidate computes them for its 8 and the second reads them). 8 validation seeds; the same rule as ladder-6568.
+# `mnistlab reproduce --study ladder-3762`.
 # fmt: off
 LADDER_3762: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
     run for runs in zip(
