@@ -64,6 +64,8 @@ ROLES: dict[str, Role] = {
     "tied2k9_kd98": Role(lost=True, refit=True),  # its rung stopped on validation (below 99.4): no final runs
     "sepnet3k6w": Role(lost=True, refit=True),  # ladder-3762's candidates, declared before it ran
     "sepnet3k6s": Role(lost=True, refit=True),
+    "sepnet6k_t3": Role(lost=True, refit=True),  # ladder-6568-tied's candidates, declared before it ran
+    "sepnet6k_t2": Role(lost=True, refit=True),
 }
 # fmt: on
 FOUND_ROLE = RECORD_ATTEMPT  # a model registered from one of our searches (models/found.json): chosen on validation
@@ -468,6 +470,23 @@ LADDER_6568: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
 ))
 # fmt: on
 
+# The first rung without teachers, more computation per parameter (declared when ladder-6568 measured about 3 hours
+# of this session's CPU, an Intel Xeon of 2 cores, for its study and 2 for its finals; before any run of its own;
+# ladder-6568's first epoch was stopped, nothing of it kept): SepNet 6.5k's layers,
+# field and multiply-adds with its last three or last two separable blocks sharing their weights (4,496 and 5,532
+# parameters), SepNet 6.5k's recipe, 8 validation seeds, the same rule. No teachers, so a candidate costs what
+# SepNet 6.5k costs. `mnistlab reproduce --study ladder-6568-tied --threads 2`.
+# fmt: off
+LADDER_6568_TIED: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
+    run for runs in zip(
+        seeded("sepnet6k_t3", "sep6k-t3", SEP6K, "SepNet 6.5k with its last three blocks tied (4,496 parameters, "
+               "the same multiply-adds)", "sep4k9", seeds=LADDER_SEEDS),
+        seeded("sepnet6k_t2", "sep6k-t2", SEP6K, "SepNet 6.5k with its last two blocks tied (5,532 parameters)",
+               "sep5k4", seeds=LADDER_SEEDS),
+    ) for run in runs
+))
+# fmt: on
+
 # The ladder's second rung, at most 3,762 parameters (declared with ladder-6568, before any run of its own): after
 # sepnet3k_kd98 held on 4 of 6 final seeds at 3,424, its spare 338 parameters spent on the body's width (21
 # channels, 3,604) or the stem (8-14, 3,630), learning from the four Teacher 98k runs, sepnet3k's recipe (seeds
@@ -555,6 +574,10 @@ STUDIES: tuple[Study, ...] = (
           "teachers", LADDER_6568, "declared, not run yet: the smallest that holds on 8 validation seeds goes to 6 "
           "final seeds, as a model registered then", "sepnet4k9",
           " (`mnistlab reproduce --study ladder-6568`)", rule="smallest"),
+    Study("ladder-6568-tied", "The ladder, fewer than 6,568 parameters without teachers: SepNet 6.5k's blocks "
+          "tied", LADDER_6568_TIED, "declared, not run yet: the smallest that holds on 8 validation seeds goes to 6 "
+          "final seeds", "sepnet6k_t3", " (this project's CPU, each candidate's 8 seeds stacked: `mnistlab "
+          "reproduce --study ladder-6568-tied --threads 2`)", rule="smallest"),
     Study("ladder-3762", "The ladder, at most 3,762 parameters: sepnet3k's spare parameters, better teachers",
           LADDER_3762, "declared, not run yet: the smallest that holds on 8 validation seeds goes to 6 final seeds, "
           "as a model registered then", "sepnet3k6w", " (`mnistlab reproduce --study ladder-3762`)",
@@ -590,6 +613,7 @@ RECORD_STUDIES = (
     "record-distill2",
     "record-distill-best",
     "ladder-6568",
+    "ladder-6568-tied",
     "ladder-3762",
     "ladder-3500",
     "ladder-3000",

@@ -241,6 +241,40 @@ def sepnet6k(dropout: float = 0.0) -> nn.Module:
     return _five_separable(28, dropout)
 
 
+# The ladder's rung fewer than 6,568 parameters without teachers (more computation per parameter): SepNet 6.5k's
+# layers, field and multiply-adds with its last separable blocks sharing one set of weights (``layers.Tied``: each
+# pass its own BatchNorm and a residual add). Candidates of the ladder-6568-tied study, declared before it ran.
+@register_model(
+    ModelCard(
+        title="SepNet 6.5k, last three blocks tied",
+        target=("SepNet 6.5k's computation with fewer weights: do five passes of separable blocks hold 99.4% when "
+                "the last three share their weights?",),
+        design="Unpadded 3x3 8-16 | pool | separable 3x3 28-28 | one padded separable 3x3 block of 28 applied 3 times "
+        "with the same weights (own BatchNorm, ReLU, residual add each pass) | GAP | 1x1 to the classes (4,496 "
+        "parameters; SepNet 6.5k's field and multiply-adds); SepNet 6.5k's recipe.",
+        recipe=SEP6K_RECIPE,
+        params=4_496,
+    )
+)
+def sepnet6k_t3() -> nn.Module:
+    return slim_net((8, 16), (28, 28), padded=0, factored=True, tied=3)
+
+
+@register_model(
+    ModelCard(
+        title="SepNet 6.5k, last two blocks tied",
+        target=("SepNet 6.5k's computation with fewer weights: its last two separable blocks share their weights.",),
+        design="Unpadded 3x3 8-16 | pool | separable 3x3 28-28 | padded separable 3x3 28 | one padded separable 3x3 "
+        "block of 28 applied 2 times with the same weights (own BatchNorm, ReLU, residual add each pass) | GAP | "
+        "1x1 to the classes (5,532 parameters; SepNet 6.5k's field and multiply-adds); SepNet 6.5k's recipe.",
+        recipe=SEP6K_RECIPE,
+        params=5_532,
+    )
+)
+def sepnet6k_t2() -> nn.Module:
+    return slim_net((8, 16), (28, 28, 28), padded=1, factored=True, tied=2)
+
+
 @register_model(
     ModelCard(
         title="SepNet 4.9k",
