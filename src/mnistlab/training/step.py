@@ -126,9 +126,10 @@ class Teachers(nn.Module):
         """The teachers' mean probability at the temperature, [B, K, 10], of the student's [B, K, 28, 28] batch."""
         batch, slots = images.shape[:2]
         flat = images.reshape(batch * slots, 1, *images.shape[2:])
-        # On a CPU a wide teacher's activations for hundreds of images overflow the caches: 16 images a call run
-        # about twice as fast (measured: 1.1 against 2.0-2.5 ms an image for four Teacher 98k), each image's output
-        # bit for bit the same (tests/test_distill.py); a GPU takes the batch at once
+        # On a CPU a wide teacher's activations for hundreds of images overflow the caches: 16 images a call are
+        # faster (four Teacher 98k alone: 1.1 against 2.0-2.5 ms an image; in training, sepnet3k's 4 seeds stacked,
+        # 260 against 304 s an epoch, benchmarks/teacher_cache.json), each image's output bit for bit the same
+        # (tests/test_distill.py); a GPU takes the batch at once
         chunk = CPU_TEACHER_CHUNK if flat.device.type == "cpu" else len(flat)
         total = None
         for group in self.groups:
