@@ -17,7 +17,8 @@ The lent machines have torch but not Optuna: for the record stages, `sh benchmar
    learning from teachers, SepNet 6.5k, sepnet3k; Model 8 is
    stacked16's) on 16 seeds each, their histories and summaries only (``--only holdrates``; the teachers are
    committed runs under results/, so they travel with the working tree);
-   the ladder: its declared validation studies not run yet (``--ladder-studies``, `mnistlab reproduce --study`);
+   the ladder: its declared validation studies with teachers not run yet (``--ladder-studies``: ladder-6568 and
+   ladder-3762, each 8 seeds with four Teacher 98k, ~2.5 h apiece on the 2-core CPU; `mnistlab reproduce --study`);
 3. Model 8's three final seeds stacked (results/stacked/model8/seed<k>), beside the single-run records;
 4. the record searches (``--minutes`` of them): at most 3,500 and at most 3,762 parameters at the same time,
    ``--workers`` search workers sharing each study in results/search/ (resumed where an earlier session left
@@ -91,7 +92,7 @@ def main() -> None:
         help="the holdrates stage's models, comma-separated, each on 16 seeds",
     )
     parser.add_argument(
-        "--ladder-studies", default="ladder-6568", help="the ladder stage's declared studies, comma-separated"
+        "--ladder-studies", default="ladder-6568,ladder-3762", help="the ladder stage's declared studies, comma-separated"
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
