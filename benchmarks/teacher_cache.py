@@ -5,10 +5,8 @@ no teacher, with the four Teacher 98k runs computed as it trains, and with their
     python benchmarks/teacher_cache.py [--images 3200] [--threads 2] [--output benchmarks/teacher_cache.json]
 
 "uncached" is a run with ``teacher_cache=False``; "first" the run that computes and keeps the outputs (the first
-candidate of a study); "cached" a second run with the same images and teachers (every later candidate); "one call a batch" the uncached
-run with the teachers fed the whole batch at once, as before they took 16 images a call on a CPU
-(``step.CPU_TEACHER_CHUNK``). Each row is the median of ``--repeats`` one-epoch fits of ``--images`` training images
-(no validation or test pass). The ladder's studies: ``--student sepnet4k9 --seeds 8 --output
+candidate of a study); "cached" a second run with the same images and teachers (every later candidate). Each row is the median of
+``--repeats`` one-epoch fits of ``--images`` training images (no validation or test pass). The ladder's studies: ``--student sepnet4k9 --seeds 8 --output
 benchmarks/teacher_cache_ladder.json``.
 """
 
@@ -22,7 +20,6 @@ from pathlib import Path
 
 from mnistlab.core.fileio import atomic_write_json
 from mnistlab.models import config_for
-from mnistlab.training import step
 from mnistlab.training.engine import fit_group, provenance
 from mnistlab.training.step import resolve_device
 
@@ -84,15 +81,12 @@ def main() -> None:
     args = parser.parse_args()
     args.data_dir = resolve_data_dir()
     rows = []
-    chunk = step.CPU_TEACHER_CHUNK
-    for label, teachers, cache, per_call in (
-        ("no teacher", [], None, chunk),
-        ("4 teachers, uncached, one call a batch", TEACHERS, None, 1 << 30),
-        ("4 teachers, uncached", TEACHERS, None, chunk),
-        ("4 teachers, first run (computes the cache)", TEACHERS, "first", chunk),
-        ("4 teachers, cached", TEACHERS, "cached", chunk),
+    for label, teachers, cache in (
+        ("no teacher", [], None),
+        ("4 teachers, uncached", TEACHERS, None),
+        ("4 teachers, first run (computes the cache)", TEACHERS, "first"),
+        ("4 teachers, cached", TEACHERS, "cached"),
     ):
-        step.CPU_TEACHER_CHUNK = per_call
         value = seconds_per_epoch(args, teachers, cache)
         rows.append({"student": args.student, "seeds": args.seeds, "teachers": label, "seconds_per_epoch": value})
         print(f"{args.student} x{args.seeds}, {label}: {value:.0f} s per 55,000 images", flush=True)
@@ -102,7 +96,6 @@ def main() -> None:
             "command": " ".join(["python benchmarks/teacher_cache.py", *sys.argv[1:]]),
             "images": args.images,
             "threads": args.threads,
-            "teacher_images_per_call": chunk,
             "rows": rows,
             "provenance": provenance(resolve_device("cpu")),
         },

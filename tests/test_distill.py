@@ -58,19 +58,6 @@ def test_the_loss_is_the_labels_plus_the_teachers_share():
     assert torch.allclose(other_state.losses(images, log_probs, labels), expected.unsqueeze(0), atol=1e-5)
 
 
-def test_teachers_on_a_cpu_see_16_images_a_call_and_give_each_image_what_one_call_gives():
-    """Teachers.probabilities splits a CPU batch into calls of 16 images (twice as fast for wide teachers): each
-    image's target must equal, bit for bit, what one call over the whole batch gives, so recorded runs re-make."""
-    from mnistlab.training.step import CPU_TEACHER_CHUNK
-
-    torch.manual_seed(0)
-    teachers = Teachers([stack([create_model("teacher98k"), create_model("teacher98k")])], temperature=4.0)
-    images = torch.randn(40, 3, 28, 28)  # 120 images: 7 calls of 16 and one of 8
-    whole = teachers.groups[0](images.reshape(120, 1, 28, 28).expand(-1, 2, -1, -1))
-    expected = torch.softmax(whole / 4.0, dim=-1).sum(1).div(2).view(40, 3, 10)
-    assert CPU_TEACHER_CHUNK == 16 and torch.equal(teachers.probabilities(images), expected)
-
-
 def test_a_distilled_run_names_its_teachers_and_resumes_exactly(tmp_path, tiny_data, teacher):
     def config(out):
         return config_for("sepnet3k", teachers=[str(teacher)], output_dir=str(tmp_path / out), **TINY)

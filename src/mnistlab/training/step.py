@@ -82,9 +82,6 @@ def make_average(model: nn.Module, decay: float) -> Average | None:
     return Average(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-CPU_TEACHER_CHUNK = 16  # images per teacher call on a CPU (Teachers.probabilities)
-
-
 class Teachers(nn.Module):
     """Frozen teachers, stacked by architecture: one pass over the student's batch (every slot's images at once)
     gives their mean probability at the distillation temperature."""
@@ -126,14 +123,9 @@ class Teachers(nn.Module):
         """The teachers' mean probability at the temperature, [B, K, 10], of the student's [B, K, 28, 28] batch."""
         batch, slots = images.shape[:2]
         flat = images.reshape(batch * slots, 1, *images.shape[2:])
-        # On a CPU a wide teacher's activations for hundreds of images overflow the caches: 16 images a call are
-        # faster (four Teacher 98k alone: 1.1 against 2.0-2.5 ms an image; in training, sepnet3k's 4 seeds stacked,
-        # 260 against 304 s an epoch, benchmarks/teacher_cache.json), each image's output bit for bit the same
-        # (tests/test_distill.py); a GPU takes the batch at once
-        chunk = CPU_TEACHER_CHUNK if flat.device.type == "cpu" else len(flat)
         total = None
         for group in self.groups:
-            log_probs = torch.cat([group(part.expand(-1, group.slots, -1, -1)) for part in flat.split(chunk)])
+            log_probs = group(flat.expand(-1, group.slots, -1, -1))  # (B*K, T, 10)
             probs = torch.softmax(log_probs / self.temperature, dim=-1).sum(1)
             total = probs if total is None else total + probs
         return (total / self.count).view(batch, slots, -1)
