@@ -156,3 +156,46 @@ def test_cached_teacher_outputs_give_the_uncached_run_bit_for_bit(tmp_path, tiny
     other = group("other", distill_temperature=2.0)  # other teachers' settings: another key
     fit_group(other, data=tiny_data, **QUIET)
     assert len(list((tmp_path / "data" / "teacher-outputs").glob("*.pt"))) == 2 * TINY["epochs"]
+
+
+def test_the_clean_view_gathers_the_teachers_table_into_every_batch(tmp_path, tiny_data, teacher):
+    """With ``teacher_view`` "clean" the teachers see each training image unwarped, once: each batch's targets are
+    their rows of that table in the epoch's order; kept or not, read back or damaged, a run gives the same numbers,
+    and they differ from the augmented view's."""
+    from mnistlab.core.rundir import read_summary
+    from mnistlab.data.loader import make_loaders, normalize
+    from mnistlab.training.teachercache import CleanTargets
+
+    def group(name, **changes):
+        values = {**TINY, "teachers": (str(teacher),), "data_dir": str(tmp_path / "data"), "teacher_view": "clean"}
+        values = {**values, "augment": {"rotation": 10.0}, **changes}
+        return [config_for("sepnet3k", seed=s, output_dir=str(tmp_path / name / f"s{s}"), **values) for s in (1, 2)]
+
+    configs = group("probe")
+    teachers = Teachers.load(configs[0], torch.device("cpu"))
+    loader = make_loaders(*tiny_data, batch_size=64, augment=configs[0].augment, val_size=100).train
+    targets = CleanTargets(None, configs, "tiny", torch.device("cpu")).targets(1, loader, teachers, torch.device("cpu"))
+    assert len(targets) == len(loader) and targets[0].shape == (64, 2, 10)
+    for slot, seed in enumerate((1, 2)):
+        first = loader.plan(seed, 1).order[:64]
+        expected = teachers.probabilities(normalize(loader.pixels[first]))[:, 0]
+        assert torch.allclose(targets[0][:, slot], expected, atol=1e-6)
+
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    fit_group(group("plain", teacher_cache=False), data=tiny_data, **QUIET)
+    fit_group(group("first"), data=tiny_data, **QUIET)  # computes the table and keeps it
+    kept = sorted((tmp_path / "data" / "teacher-outputs").glob("*.pt"))
+    assert len(kept) == 1  # one table for the split: not one per epoch
+    fit_group(group("second"), data=tiny_data, **QUIET)  # reads it
+    assert read_summary(tmp_path / "first" / "s1")["provenance"]["teacher_cache"] == {"hits": 0, "misses": 1}
+    assert read_summary(tmp_path / "second" / "s1")["provenance"]["teacher_cache"] == {"hits": 1, "misses": 0}
+    kept[0].write_bytes(b"damaged")
+    fit_group(group("third"), data=tiny_data, **QUIET)  # computed again
+    assert read_summary(tmp_path / "third" / "s1")["provenance"]["teacher_cache"] == {"hits": 0, "misses": 1}
+    for seed in (1, 2):
+        plain = strip(read_history(tmp_path / "plain" / f"s{seed}"))
+        assert all(strip(read_history(tmp_path / name / f"s{seed}")) == plain for name in ("first", "second", "third"))
+    fit_group(group("augmented", teacher_view="augmented"), data=tiny_data, **QUIET)
+    assert strip(read_history(tmp_path / "augmented" / "s1")) != strip(read_history(tmp_path / "plain" / "s1"))
+    with pytest.raises(MnistlabError, match="unknown teacher view 'noisy'"):
+        config_for("sepnet3k", teacher_view="noisy")

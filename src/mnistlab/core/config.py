@@ -22,6 +22,7 @@ from mnistlab.core.rundir import default_run_dir
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "plateau")
+TEACHER_VIEWS = ("augmented", "clean")
 # a field's roles (metadata keys; absent means no): how and where a run executes, not what it computes;
 # may differ between the runs of one stacked group; not an option of `mnistlab train` (set another way)
 EXECUTION, PER_RUN, NO_OPTION = "execution", "per_run", "no_option"
@@ -85,6 +86,10 @@ class Recipe:
     teachers: tuple[str, ...] = _role((), NO_OPTION)
     distill_alpha: float = 0.5  # the teachers' share of the loss (with teachers only)
     distill_temperature: float = 4.0  # softens both distributions in the teachers' term
+    # what the teachers are shown: "augmented", the student's own warped batch (each epoch's, computed then or read
+    # from the teacher cache); "clean", each training image as it is, computed once for the split and gathered
+    # into every batch (the student still sees its warp: the teachers' cost no longer grows with seeds or epochs)
+    teacher_view: str = "augmented"
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):  # from JSON or a run's overrides: the one place dicts become Augment
@@ -104,6 +109,10 @@ class Recipe:
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.distill_alpha <= 1, f"distill alpha must be in [0, 1], got {self.distill_alpha}"),
             (self.distill_temperature > 0, f"distill temperature must be positive, got {self.distill_temperature}"),
+            (
+                self.teacher_view in TEACHER_VIEWS,
+                f"unknown teacher view {self.teacher_view!r}; choose {', '.join(TEACHER_VIEWS)}",
+            ),
             (
                 self.optimizer in OPTIMIZERS,
                 f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}",

@@ -56,7 +56,7 @@ from mnistlab.models.registry import build_model, get_card
 from mnistlab.models.stacking import StackedNet, stack, stack_problem, stack_states, unstack, unstack_state
 from mnistlab.training.graphstep import GraphedTrainer
 from mnistlab.training.step import EVAL_BATCH, Teachers, TrainingState, evaluate_slots, resolve_device, train_one_epoch
-from mnistlab.training.teachercache import TeacherCache, cache_for
+from mnistlab.training.teachercache import CleanTargets, TeacherCache, cache_for
 
 ArrayPair = tuple[np.ndarray, np.ndarray]
 TEACHER_OUTPUTS = "teacher-outputs"  # under the data folder: the teachers' cached outputs (teachercache)
@@ -205,7 +205,7 @@ class Group:
     forward: Any  # the network the step calls (compiled or not)
     judged: Any  # the network evaluated: the moving average where there is one
     graphed: GraphedTrainer | None
-    cache: TeacherCache | None  # the teachers' outputs, computed once per epoch's images
+    cache: TeacherCache | CleanTargets | None  # the teachers' outputs: once per epoch's images, or once in all
     start: float
 
     @property
@@ -472,6 +472,8 @@ def graphed_trainer(
 ) -> GraphedTrainer | None:
     """The captured-graph training step on CUDA (None elsewhere, or when the recipe or config rules it out)."""
     if device.type != "cuda" or not config.cuda_graph or config.compile or config.optimizer != "sgd":
+        return None
+    if config.teachers and config.teacher_view == "clean":  # the graph asks the teachers of its own batch
         return None
     return GraphedTrainer(config, state, loader, seeds)
 

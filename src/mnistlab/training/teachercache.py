@@ -8,6 +8,10 @@ temperature, the seeds, the epoch, batch size, augmentation, split and data, the
 written atomically and checked against its key and the epoch's batches when read, and a damaged one is computed
 again. The targets are the same function of the same images as the step's own call (``TrainingState.losses``),
 so a run that reads them computes, bit for bit, what a run that does not would.
+
+With the recipe's ``teacher_view`` "clean" the teachers look at each training image as it is, once for the split:
+``CleanTargets`` keeps one [N, 10] table (``<cache>/<key>.pt`` as well, keyed by the same things less the seeds,
+epoch, batch size and augmentation) and every epoch's batch gathers its images' rows.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from mnistlab.core.config import TrainConfig
 from mnistlab.core.fileio import atomic_write
-from mnistlab.data.loader import TensorLoader
+from mnistlab.data.loader import TensorLoader, normalize
 from mnistlab.training.step import Teachers
 
 FORMAT = "mnistlab-teacher-outputs"
@@ -71,7 +76,7 @@ class TeacherCache:
         """Epoch ``epoch``'s targets, one [B, K, 10] tensor per batch of ``loader`` (set to that epoch)."""
         key = self.key(epoch)
         path = self.folder / f"{key}.pt"
-        stored = _read(path, key, len(loader))
+        stored = _read(path, key, lambda t: _is_epoch(t, len(loader)))
         if stored is not None:
             self.hits += 1
             return [t.to(device) for t in stored]
@@ -83,20 +88,90 @@ class TeacherCache:
         return computed
 
 
-def _read(path: Path, key: str, batches: int) -> list[torch.Tensor] | None:
-    """The stored targets if ``path`` holds this key's, whole; None otherwise (absent, damaged, another's)."""
+class CleanTargets:
+    """The teachers' mean probability of every training image unwarped, [N, 10], computed once (or read from
+    ``folder``) and gathered, per epoch, into the [B, K, 10] targets of the group's batches."""
+
+    CHUNK = 1000  # images per teachers' call when the table is made: fixed, so the table is the same every time
+
+    def __init__(self, folder: Path | None, configs: list[TrainConfig], data: str, device: torch.device) -> None:
+        first = configs[0]
+        self.folder = folder
+        self.seeds = tuple(c.seed for c in configs)
+        self.identity = {
+            "format": FORMAT,
+            "version": VERSION,
+            "view": "clean",
+            "teachers": list(first.teacher_sha256),
+            "temperature": first.distill_temperature,
+            "val_size": first.val_size,
+            "limit": first.limit,
+            "data": data,
+            "device": device.type,
+            "torch": torch.__version__,
+        }
+        self.table: torch.Tensor | None = None
+        self.hits = self.misses = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
+
+    def targets(self, epoch: int, loader: TensorLoader, teachers: Teachers, device: torch.device) -> list[torch.Tensor]:
+        """Epoch ``epoch``'s targets, one [B, K, 10] tensor per batch of ``loader``, in the batches' order."""
+        table = self._table(loader, teachers, device)
+        n = loader.num_samples
+        plans = [loader.plan(seed, epoch).order for seed in self.seeds]
+        orders = torch.stack([torch.arange(n) if order is None else order for order in plans]).to(device)  # [K, N]
+        size = loader.batch_size
+        return [table[orders[:, start : start + size]].transpose(0, 1) for start in range(0, n, size)]  # [B, K, 10]
+
+    def _table(self, loader: TensorLoader, teachers: Teachers, device: torch.device) -> torch.Tensor:
+        if self.table is not None:
+            return self.table
+        key = self.key()
+        path = None if self.folder is None else self.folder / f"{key}.pt"
+        n = loader.num_samples
+        stored = None if path is None else _read(path, key, lambda t: _is_table(t, n))
+        if stored is not None:
+            self.hits += 1
+            self.table = stored.to(device)
+            return self.table
+        self.misses += 1
+        pixels = loader.pixels
+        chunks = [
+            teachers.probabilities(normalize(pixels[start : start + self.CHUNK].to(device)))[:, 0]
+            for start in range(0, n, self.CHUNK)
+        ]  # each [C, 10]: the images as [C, 1, 28, 28], one slot
+        self.table = torch.cat(chunks)
+        if path is not None:
+            payload = {"key": key, "targets": self.table.cpu()}
+            atomic_write(path, lambda f: torch.save(payload, f))
+        return self.table
+
+
+def _is_table(targets: object, images: int) -> bool:
+    return torch.is_tensor(targets) and targets.shape == (images, 10) and bool(torch.isfinite(targets).all())
+
+
+def _is_epoch(targets: object, batches: int) -> bool:
+    if not isinstance(targets, list) or len(targets) != batches:
+        return False
+    return all(torch.is_tensor(t) and t.dim() == 3 and bool(torch.isfinite(t).all()) for t in targets)
+
+
+def _read(path: Path, key: str, whole: Callable[[object], bool]) -> Any:
+    """The stored targets if ``path`` holds this key's, whole (``whole`` says); None otherwise (absent, damaged,
+    another's)."""
     if not path.is_file():
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001  a damaged file fails inside unpickling in many ways: computed again
         return None
-    targets = payload.get("targets") if isinstance(payload, dict) else None
-    if payload.get("key") != key or not isinstance(targets, list) or len(targets) != batches:
+    if not isinstance(payload, dict) or payload.get("key") != key:
         return None
-    if not all(torch.is_tensor(t) and t.dim() == 3 and bool(torch.isfinite(t).all()) for t in targets):
-        return None
-    return targets
+    targets = payload.get("targets")
+    return targets if whole(targets) else None
 
 
 def cache_for(
@@ -105,8 +180,14 @@ def cache_for(
     data: tuple[tuple[np.ndarray, np.ndarray], ...] | None,
     device: torch.device,
     folder: Callable[[], Path],
-) -> TeacherCache | None:
-    """The group's cache, where it learns from teachers and its config keeps the cache on (None otherwise)."""
-    if teachers is None or not configs[0].teacher_cache:
+) -> TeacherCache | CleanTargets | None:
+    """Where the group's teacher targets come from: the clean view's table (kept in ``folder`` when the config
+    keeps the cache on); the augmented view's cache, when on; None: the step asks the teachers itself."""
+    if teachers is None:
+        return None
+    first = configs[0]
+    if first.teacher_view == "clean":
+        return CleanTargets(folder() if first.teacher_cache else None, configs, data_fingerprint(data), device)
+    if not first.teacher_cache:
         return None
     return TeacherCache(folder(), configs, data_fingerprint(data), device)
