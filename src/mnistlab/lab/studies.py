@@ -525,6 +525,18 @@ LADDER_3762: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
 ))
 # fmt: on
 
+# The second rung with the clean view (declared before any of its runs, while ladder-6568-clean's first candidate
+# ran, nothing of it read but its first epochs' times): ladder-3762's first candidate, sepnet3k with 21 channels
+# (3,604 parameters), learning from the four Teacher 98k runs shown the unwarped images, sepnet3k's recipe. One
+# candidate, so that its study and its finals fit one session of this CPU; 8 validation seeds, the same rule.
+# `mnistlab reproduce --study ladder-3762-clean --threads 2`.
+# fmt: off
+LADDER_3762_CLEAN: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
+    seeded("sepnet3k6w", "sep3k6w-kd98c", {**SEP3K, **KD98, **CLEAN_VIEW}, "sepnet3k with 21 channels (3,604 "
+           "parameters) learning from 4 Teacher 98k runs shown the unwarped images", "sep3k-kd98", seeds=LADDER_SEEDS)
+))
+# fmt: on
+
 # Final runs of a recipe that was then replaced, kept as the evidence of why (the report's "Earlier attempts").
 # fmt: off
 EARLIER: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
@@ -607,6 +619,10 @@ STUDIES: tuple[Study, ...] = (
           LADDER_3762, "declared, not run yet: the smallest that holds on 8 validation seeds goes to 6 final seeds, "
           "as a model registered then", "sepnet3k6w", " (`mnistlab reproduce --study ladder-3762`)",
           rule="smallest"),
+    Study("ladder-3762-clean", "The ladder, at most 3,762 parameters: better teachers shown the unwarped images",
+          LADDER_3762_CLEAN, "declared, not run yet: if it holds on 8 validation seeds it goes to 6 final seeds, as "
+          "a model registered then", "sepnet3k6w", " (this project's CPU, its 8 seeds stacked: `mnistlab reproduce "
+          "--study ladder-3762-clean --threads 2`)", rule="smallest"),
     Study("ladder-3000", "The ladder, at most 3,000 parameters", LADDER_3000,
           "`tied2k9_kd98`, registered but not taken to final runs: its validation mean (99.33) is below 99.4, so "
           "the rung at 3,000 parameters stops here",
@@ -641,6 +657,7 @@ RECORD_STUDIES = (
     "ladder-6568-tied",
     "ladder-6568-clean",
     "ladder-3762",
+    "ladder-3762-clean",
     "ladder-3500",
     "ladder-3000",
 )
