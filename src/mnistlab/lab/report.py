@@ -59,10 +59,13 @@ def _pct(value: float | None) -> str:
 
 
 def _cache_note(runs: list[RecordedRun]) -> str:
-    """Whether a run's teachers were computed as it trained or read from outputs kept by an earlier run."""
+    """Whether a run's teachers were computed as it trained, read from outputs kept by an earlier run, or shown
+    the unwarped images once."""
     counts = [r.summary["provenance"].get("teacher_cache") for r in runs]
     if not any(counts):
         return ""
+    if all(r.config.get("teacher_view") == "clean" for r in runs):  # one table of the unwarped images
+        return " (teachers shown the unwarped images: their outputs computed once for all epochs)"
     if all(c and c["hits"] and not c["misses"] for c in counts):
         return " (teachers' outputs read from the cache)"
     return " (teachers' outputs computed, and kept)" if all(c and not c["hits"] for c in counts) else " (partly cached)"
