@@ -8,6 +8,10 @@ no teacher, with the four Teacher 98k runs computed as it trains, and with their
 candidate of a study); "cached" a second run with the same images and teachers (every later candidate). Each row is the median of
 ``--repeats`` one-epoch fits of ``--images`` training images (no validation or test pass). The ladder's studies: ``--student sepnet4k9 --seeds 8 --output
 benchmarks/teacher_cache_ladder.json``.
+
+``--view clean`` measures the clean view instead (``teacher_view`` "clean": the teachers see each training image
+unwarped, once): an epoch with the table kept, and the seconds that table of 55,000 images costs once
+(``--student sepnet4k9 --seeds 8 --view clean --output benchmarks/teacher_view.json``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import torch
 
 from mnistlab.core.fileio import atomic_write_json
 from mnistlab.models import config_for
@@ -27,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TEACHERS = [str(ROOT / f"results/teachers/teacher98k-55k/seed{s}") for s in (1, 2, 3, 4)]
 
 
-def seconds_per_epoch(args: argparse.Namespace, teachers: list[str], cache: str | None) -> float:
+def seconds_per_epoch(
+    args: argparse.Namespace, teachers: list[str], cache: str | None, view: str = "augmented"
+) -> float:
     """The median over repeats; ``cache``: None (no cache), "first" (an empty cache) or "cached" (a full one)."""
     times = []
     for _ in range(args.repeats):
@@ -46,6 +55,7 @@ def seconds_per_epoch(args: argparse.Namespace, teachers: list[str], cache: str 
                         threads=args.threads,
                         teachers=teachers or None,
                         teacher_cache=cache is not None,
+                        teacher_view=view,
                         data_dir=str(args.data_dir) if cache is None else f"{out}/data",
                         output_dir=f"{out}/{name}/s{s}",
                     )
@@ -59,6 +69,22 @@ def seconds_per_epoch(args: argparse.Namespace, teachers: list[str], cache: str 
             summaries = fit_group(configs("timed"), progress=False, log=lambda m: None)
             times.append(summaries[0]["train_seconds"] * 55_000 / summaries[0]["data"]["train"])
     return statistics.median(times)
+
+
+def table_seconds(args: argparse.Namespace) -> float:
+    """The clean view's one cost: the four teachers' table of the 55,000 training images of a validation study."""
+    from mnistlab.data.loader import get_dataloaders
+    from mnistlab.training.step import Teachers
+    from mnistlab.training.teachercache import CleanTargets
+
+    torch.set_num_threads(args.threads)
+    configs = [config_for(args.student, teachers=TEACHERS, teacher_view="clean")]
+    device = torch.device("cpu")
+    teachers = Teachers.load(configs[0], device)
+    loader = get_dataloaders(batch_size=configs[0].batch_size, val_size=configs[0].val_size).train
+    start = time.perf_counter()
+    CleanTargets(None, configs, "mnist", device)._table(loader, teachers, device)
+    return time.perf_counter() - start
 
 
 def _link_mnist(source: Path, target: Path) -> None:
@@ -77,19 +103,25 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=3200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--view", choices=("augmented", "clean"), default="augmented")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "teacher_cache.json")
     args = parser.parse_args()
     args.data_dir = resolve_data_dir()
-    rows = []
-    for label, teachers, cache in (
+    rows, extra = [], {}
+    augmented = (
         ("no teacher", [], None),
         ("4 teachers, uncached", TEACHERS, None),
         ("4 teachers, first run (computes the cache)", TEACHERS, "first"),
         ("4 teachers, cached", TEACHERS, "cached"),
-    ):
-        value = seconds_per_epoch(args, teachers, cache)
+    )
+    clean = (("no teacher", [], None), ("4 teachers shown the unwarped images, table kept", TEACHERS, "cached"))
+    for label, teachers, cache in augmented if args.view == "augmented" else clean:
+        value = seconds_per_epoch(args, teachers, cache, args.view)
         rows.append({"student": args.student, "seeds": args.seeds, "teachers": label, "seconds_per_epoch": value})
         print(f"{args.student} x{args.seeds}, {label}: {value:.0f} s per 55,000 images", flush=True)
+    if args.view == "clean":
+        extra["table_seconds"] = table_seconds(args)  # once per teacher set and split, whatever the seeds
+        print(f"the teachers' table of 55,000 unwarped images: {extra['table_seconds']:.0f} s, once", flush=True)
     atomic_write_json(
         args.output,
         {
@@ -97,6 +129,7 @@ def main() -> None:
             "images": args.images,
             "threads": args.threads,
             "rows": rows,
+            **extra,
             "provenance": provenance(resolve_device("cpu")),
         },
     )
