@@ -66,6 +66,7 @@ ROLES: dict[str, Role] = {
     "sepnet3k6s": Role(lost=True, refit=True),
     "sepnet6k_t3": Role(lost=True, refit=True),  # ladder-6568-tied's candidates, declared before it ran
     "sepnet6k_t2": Role(lost=True, refit=True),
+    "sepnet4k9_kd98c": Role(aims=True, record=True, refit=True, final_seeds=6),  # ladder-6568-clean's winner
 }
 # fmt: on
 FOUND_ROLE = RECORD_ATTEMPT  # a model registered from one of our searches (models/found.json): chosen on validation
@@ -612,8 +613,9 @@ STUDIES: tuple[Study, ...] = (
           "dipped below 99.4%), so the rung without teachers stops at these shapes", "sepnet6k_t3", " (this project's CPU, each candidate's 8 seeds stacked: `mnistlab "
           "reproduce --study ladder-6568-tied --threads 2`)", rule="smallest"),
     Study("ladder-6568-clean", "The ladder, fewer than 6,568 parameters: better teachers shown the unwarped images",
-          LADDER_6568_CLEAN, "declared, not run yet: the smallest that holds on 8 validation seeds goes to 6 final "
-          "seeds, as a model registered then", "sepnet4k9", " (this project's CPU, each candidate's 8 seeds stacked: "
+          LADDER_6568_CLEAN, "the ladder's first rung: SepNet 4.9k learning from the Teacher 98k runs shown the "
+          "unwarped images, the smallest candidate that held on every validation seed, on 6 final seeds with the "
+          "teachers' 60,000-image runs", "sepnet4k9_kd98c", " (this project's CPU, each candidate's 8 seeds stacked: "
           "`mnistlab reproduce --study ladder-6568-clean --threads 2`)", rule="smallest"),
     Study("ladder-3762", "The ladder, at most 3,762 parameters: sepnet3k's spare parameters, better teachers",
           LADDER_3762, "declared, not run yet: the smallest that holds on 8 validation seeds goes to 6 final seeds, "
