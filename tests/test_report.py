@@ -207,3 +207,21 @@ def test_a_record_study_declared_but_not_run_is_listed_with_the_command_that_run
         f"- {study.title}: declared, not run yet (`sep4k9-kd98`, `sep5k4-kd98` on 8 seeds; "
         "`mnistlab reproduce --study ladder-6568`)." in section
     )
+
+
+def test_a_study_whose_teachers_saw_the_unwarped_images_says_so():
+    """ladder-6568-clean's candidates learned from one table of the teachers' outputs, computed once."""
+    from conftest import ROOT
+
+    from mnistlab.lab.records import tuning_scores
+    from mnistlab.lab.report import tuning_section
+
+    study = next(s for s in STUDIES if s.key == "ladder-6568-clean")
+    candidates = tuning_scores(ROOT / "results", study)
+    section = tuning_section(study, candidates, {c.name: c.score for c in candidates})
+    rows = [line for line in section.splitlines() if line.startswith("| `sep")]
+    assert len(rows) == 2
+    assert all(
+        row.endswith("min (teachers shown the unwarped images: their outputs computed once for all epochs) |")
+        for row in rows
+    )
