@@ -532,7 +532,8 @@ LADDER_3762: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
 # ran, nothing of it read but its first epochs' times): ladder-3762's first candidate, sepnet3k with 21 channels
 # (3,604 parameters), learning from the four Teacher 98k runs shown the unwarped images, sepnet3k's recipe. One
 # candidate, so that its study and its finals fit one session of this CPU; 8 validation seeds, the same rule.
-# `mnistlab reproduce --study ladder-3762-clean --threads 2`.
+# `mnistlab reproduce --study ladder-3762-clean --threads 2` (about 30 min here). Not run yet: that session spent
+# its CPU on ladder-6568-clean and its finals.
 # fmt: off
 LADDER_3762_CLEAN: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
     seeded("sepnet3k6w", "sep3k6w-kd98c", {**SEP3K, **KD98, **CLEAN_VIEW}, "sepnet3k with 21 channels (3,604 "
