@@ -26,9 +26,11 @@ from pathlib import Path
 import torch
 
 from mnistlab.core.fileio import atomic_write_json
+from mnistlab.data.loader import get_dataloaders
 from mnistlab.models import config_for
 from mnistlab.training.engine import fit_group, provenance
-from mnistlab.training.step import resolve_device
+from mnistlab.training.step import Teachers, resolve_device
+from mnistlab.training.teachercache import CleanTargets
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHERS = [str(ROOT / f"results/teachers/teacher98k-55k/seed{s}") for s in (1, 2, 3, 4)]
@@ -73,17 +75,13 @@ def seconds_per_epoch(
 
 def table_seconds(args: argparse.Namespace) -> float:
     """The clean view's one cost: the four teachers' table of the 55,000 training images of a validation study."""
-    from mnistlab.data.loader import get_dataloaders
-    from mnistlab.training.step import Teachers
-    from mnistlab.training.teachercache import CleanTargets
-
     torch.set_num_threads(args.threads)
     configs = [config_for(args.student, teachers=TEACHERS, teacher_view="clean")]
     device = torch.device("cpu")
     teachers = Teachers.load(configs[0], device)
     loader = get_dataloaders(batch_size=configs[0].batch_size, val_size=configs[0].val_size).train
     start = time.perf_counter()
-    CleanTargets(None, configs, "mnist", device)._table(loader, teachers, device)
+    CleanTargets(None, configs, "mnist", device).table(loader, teachers, device)
     return time.perf_counter() - start
 
 

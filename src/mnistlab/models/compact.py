@@ -108,9 +108,10 @@ def sepnet3k(dropout: float = 0.0) -> nn.Module:
     return slim_sep4(dropout)
 
 
-def taught(recipe: Recipe, teachers: tuple[str, ...]) -> Recipe:
-    """``recipe`` learning from ``teachers`` as the record-distill studies chose: alpha 0.5, T 4."""
-    return dataclasses.replace(recipe, teachers=teachers, distill_alpha=0.5, distill_temperature=4.0)
+def taught(recipe: Recipe, teachers: tuple[str, ...], view: str = "augmented") -> Recipe:
+    """``recipe`` learning from ``teachers`` as the record-distill studies chose: alpha 0.5, T 4; ``view``: what
+    the teachers are shown (``Recipe.teacher_view``)."""
+    return dataclasses.replace(recipe, teachers=teachers, distill_alpha=0.5, distill_temperature=4.0, teacher_view=view)
 
 
 # The record learning from teachers, chosen on validation by the record-distill-best study (round one's
@@ -247,8 +248,10 @@ def sepnet6k(dropout: float = 0.0) -> nn.Module:
 @register_model(
     ModelCard(
         title="SepNet 6.5k, last three blocks tied",
-        target=("SepNet 6.5k's computation with fewer weights: do five passes of separable blocks hold 99.4% when "
-                "the last three share their weights?",),
+        target=(
+            "SepNet 6.5k's computation with fewer weights: do five passes of separable blocks hold 99.4% when "
+            "the last three share their weights?",
+        ),
         design="Unpadded 3x3 8-16 | pool | separable 3x3 28-28 | one padded separable 3x3 block of 28 applied 3 times "
         "with the same weights (own BatchNorm, ReLU, residual add each pass) | GAP | 1x1 to the classes (4,496 "
         "parameters; SepNet 6.5k's field and multiply-adds); SepNet 6.5k's recipe.",
@@ -308,7 +311,7 @@ def sepnet5k4(dropout: float = 0.0) -> nn.Module:
 # The ladder's first rung (the ladder-6568-clean study): SepNet 4.9k's layers and SepNet 6.5k's recipe learning
 # from the four Teacher 98k runs on all 60,000 images, shown each image unwarped; the study chose it with their
 # 55,000-image runs, the smallest candidate that held 99.4% on validation in the last 3 epochs of all 8 seeds.
-SEPNET4K9_KD98C_RECIPE = dataclasses.replace(taught(SEP6K_RECIPE, TEACHER98K_FINAL), teacher_view="clean")
+SEPNET4K9_KD98C_RECIPE = taught(SEP6K_RECIPE, TEACHER98K_FINAL, view="clean")
 
 
 @register_model(

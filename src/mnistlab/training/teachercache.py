@@ -53,24 +53,15 @@ class TeacherCache:
         first = configs[0]
         self.folder = folder
         self.identity = {
-            "format": FORMAT,
-            "version": VERSION,
-            "teachers": list(first.teacher_sha256),
-            "temperature": first.distill_temperature,
+            **_teachers_identity(first, data, device),
             "seeds": [c.seed for c in configs],
             "batch_size": first.batch_size,
             "augment": asdict(first.augment),
-            "val_size": first.val_size,
-            "limit": first.limit,
-            "data": data,
-            "device": device.type,
-            "torch": torch.__version__,
         }
         self.hits = self.misses = 0
 
     def key(self, epoch: int) -> str:
-        text = json.dumps({**self.identity, "epoch": epoch}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _digest({**self.identity, "epoch": epoch})
 
     def targets(self, epoch: int, loader: TensorLoader, teachers: Teachers, device: torch.device) -> list[torch.Tensor]:
         """Epoch ``epoch``'s targets, one [B, K, 10] tensor per batch of ``loader`` (set to that epoch)."""
@@ -98,55 +89,65 @@ class CleanTargets:
         first = configs[0]
         self.folder = folder
         self.seeds = tuple(c.seed for c in configs)
-        self.identity = {
-            "format": FORMAT,
-            "version": VERSION,
-            "view": "clean",
-            "teachers": list(first.teacher_sha256),
-            "temperature": first.distill_temperature,
-            "val_size": first.val_size,
-            "limit": first.limit,
-            "data": data,
-            "device": device.type,
-            "torch": torch.__version__,
-        }
-        self.table: torch.Tensor | None = None
+        self.identity = {**_teachers_identity(first, data, device), "view": "clean"}
+        self._table: torch.Tensor | None = None
         self.hits = self.misses = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
+        return _digest(self.identity)
 
     def targets(self, epoch: int, loader: TensorLoader, teachers: Teachers, device: torch.device) -> list[torch.Tensor]:
         """Epoch ``epoch``'s targets, one [B, K, 10] tensor per batch of ``loader``, in the batches' order."""
-        table = self._table(loader, teachers, device)
+        table = self.table(loader, teachers, device)
         n = loader.num_samples
         plans = [loader.plan(seed, epoch).order for seed in self.seeds]
         orders = torch.stack([torch.arange(n) if order is None else order for order in plans]).to(device)  # [K, N]
         size = loader.batch_size
         return [table[orders[:, start : start + size]].transpose(0, 1) for start in range(0, n, size)]  # [B, K, 10]
 
-    def _table(self, loader: TensorLoader, teachers: Teachers, device: torch.device) -> torch.Tensor:
-        if self.table is not None:
-            return self.table
+    def table(self, loader: TensorLoader, teachers: Teachers, device: torch.device) -> torch.Tensor:
+        """The [N, 10] table of ``loader``'s images: made (or read) on the first call, then kept."""
+        if self._table is not None:
+            return self._table
         key = self.key()
         path = None if self.folder is None else self.folder / f"{key}.pt"
         n = loader.num_samples
         stored = None if path is None else _read(path, key, lambda t: _is_table(t, n))
         if stored is not None:
             self.hits += 1
-            self.table = stored.to(device)
-            return self.table
+            self._table = stored.to(device)
+            return self._table
         self.misses += 1
         pixels = loader.pixels
         chunks = [
             teachers.probabilities(normalize(pixels[start : start + self.CHUNK].to(device)))[:, 0]
             for start in range(0, n, self.CHUNK)
         ]  # each [C, 10]: the images as [C, 1, 28, 28], one slot
-        self.table = torch.cat(chunks)
+        self._table = torch.cat(chunks)
         if path is not None:
-            payload = {"key": key, "targets": self.table.cpu()}
+            payload = {"key": key, "targets": self._table.cpu()}
             atomic_write(path, lambda f: torch.save(payload, f))
-        return self.table
+        return self._table
+
+
+def _teachers_identity(config: TrainConfig, data: str, device: torch.device) -> dict[str, Any]:
+    """What decides the teachers' outputs in either view: the teachers, their temperature, the split and data, the
+    device kind and torch."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "teachers": list(config.teacher_sha256),
+        "temperature": config.distill_temperature,
+        "val_size": config.val_size,
+        "limit": config.limit,
+        "data": data,
+        "device": device.type,
+        "torch": torch.__version__,
+    }
+
+
+def _digest(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def _is_table(targets: object, images: int) -> bool:
