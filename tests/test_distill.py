@@ -199,3 +199,13 @@ def test_the_clean_view_gathers_the_teachers_table_into_every_batch(tmp_path, ti
     assert strip(read_history(tmp_path / "augmented" / "s1")) != strip(read_history(tmp_path / "plain" / "s1"))
     with pytest.raises(MnistlabError, match="unknown teacher view 'noisy'"):
         config_for("sepnet3k", teacher_view="noisy")
+
+
+def test_the_captured_graph_leaves_the_clean_view_to_the_eager_step(teacher):
+    """The captured CUDA graph asks the teachers of its own warped batch: a clean-view run must not take it (on a
+    GPU it would silently learn from the augmented view). The check comes before anything is built."""
+    from mnistlab.training.engine import graphed_trainer
+
+    config = config_for("sepnet3k", teachers=[str(teacher)], teacher_view="clean", val_size=100)
+    cuda = torch.device("cuda")
+    assert graphed_trainer(config=config, state=None, loader=None, seeds=(1,), device=cuda) is None
