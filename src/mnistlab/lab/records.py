@@ -120,12 +120,16 @@ def waiting(study: Study, candidates: list[Candidate]) -> list[str]:
 def chosen(study: Study, candidates: list[Candidate]) -> Candidate | None:
     """The candidate ``study``'s rule picks from its recorded ``candidates``: the highest validation mean, or (rule
     "smallest") the smallest model that held the target on validation in each of the last epochs of every seed
-    declared for it (None if none did)."""
+    declared for it, and whose validation mean reaches the study's ``mean_at_least`` (None if none did)."""
     if not candidates:
         return None
     if study.rule == "smallest":
         declared = {c.name: sum(candidate_name(run) == c.name for run in study.runs) for c in candidates}
-        held = [c for c in candidates if len(c.runs) == declared[c.name] and c.lowest_epoch >= TARGET]
+        held = [
+            c
+            for c in candidates
+            if len(c.runs) == declared[c.name] and c.lowest_epoch >= TARGET and c.score >= study.mean_at_least
+        ]
         return min(held, key=lambda c: c.runs[0].summary["params"]) if held else None
     return max(candidates, key=lambda c: c.score)
 

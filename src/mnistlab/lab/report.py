@@ -344,7 +344,9 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
                 lines
                 + [
                     "",
-                    f"No candidate held {TARGET}% on validation on every seed, so `{study.winner}` keeps its recipe.",
+                    f"No candidate held {TARGET}% on validation on every seed"
+                    + (f" with a validation mean of {study.mean_at_least:.2f}" if study.mean_at_least else "")
+                    + f", so `{study.winner}` keeps its recipe.",
                 ]
             )
             + "\n"
@@ -353,7 +355,7 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
         "the highest validation mean"
         if study.rule == "mean"
         else f"the fewest parameters among those that held {TARGET}% on validation in each of the last 3 epochs "
-        "of every seed"
+        "of every seed" + (f" with a validation mean of {study.mean_at_least:.2f} or more" if study.mean_at_least else "")
     )
     lines += [
         "",

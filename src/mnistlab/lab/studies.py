@@ -67,6 +67,7 @@ ROLES: dict[str, Role] = {
     "sepnet6k_t3": Role(lost=True, refit=True),  # ladder-6568-tied's candidates, declared before it ran
     "sepnet6k_t2": Role(lost=True, refit=True),
     "sepnet4k9_kd98c": Role(aims=True, record=True, refit=True, final_seeds=6),  # ladder-6568-clean's winner
+    "sepnet6k0": Role(lost=True, refit=True),  # ladder-6568-margin's candidate, declared before it ran
 }
 # fmt: on
 FOUND_ROLE = RECORD_ATTEMPT  # a model registered from one of our searches (models/found.json): chosen on validation
@@ -140,6 +141,7 @@ class Study:
     where: str = ""  # how the recorded runs were made, when not on the project's CPU
     superseded: str = ""  # the study that started from this one's winner and changed it
     rule: str = "mean"  # mean: the highest validation mean wins; smallest: the smallest that held on validation
+    mean_at_least: float = 0.0  # rule "smallest": the validation mean over seeds it must reach as well (a margin)
 
 
 def candidate_name(run: Run) -> str:
@@ -541,6 +543,21 @@ LADDER_3762_CLEAN: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
 ))
 # fmt: on
 
+# The first rung with a margin (declared before any of its runs, after sepnet4k9_kd98c held on 8 of 8 validation
+# seeds at a lowest epoch of exactly 99.40 and then on 3 of 6 final seeds): at this level the 5,000 validation
+# images read about 0.05-0.1 easier than the test set (sepnet3k_kd98 too: 99.455 on validation, 4 of 6 on test), so
+# holding 99.4% on validation is too thin a margin to choose by. One candidate, SepNet 6.5k with 26 channels (5,992
+# parameters) learning from the four Teacher 98k runs shown the unwarped images, SepNet 6.5k's recipe. The rule:
+# it must hold 99.4% in each of the last 3 epochs of all 8 validation seeds *and* reach a validation mean of 99.50
+# over them. `mnistlab reproduce --study ladder-6568-margin --threads 2`. ladder-3762-clean was started first this
+# session and stopped in its first epoch (nothing kept) to give the CPU to this study and its finals.
+# fmt: off
+LADDER_6568_MARGIN: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
+    seeded("sepnet6k0", "sep6k0-kd98c", {**SEP6K, **KD98, **CLEAN_VIEW}, "SepNet 6.0k (26 channels, 5,992 "
+           "parameters) learning from 4 Teacher 98k runs shown the unwarped images", "sep5k4", seeds=LADDER_SEEDS)
+))
+# fmt: on
+
 # Final runs of a recipe that was then replaced, kept as the evidence of why (the report's "Earlier attempts").
 # fmt: off
 EARLIER: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
@@ -628,6 +645,11 @@ STUDIES: tuple[Study, ...] = (
           LADDER_3762_CLEAN, "declared, not run yet: if it holds on 8 validation seeds it goes to 6 final seeds, as "
           "a model registered then", "sepnet3k6w", " (this project's CPU, its 8 seeds stacked: `mnistlab reproduce "
           "--study ladder-3762-clean --threads 2`)", rule="smallest"),
+    Study("ladder-6568-margin", "The ladder, fewer than 6,568 parameters, with a margin: held on validation and a "
+          "validation mean of 99.50", LADDER_6568_MARGIN, "declared, not run yet: if it holds on 8 validation seeds "
+          "with a mean of 99.50 it goes to 6 final seeds, as a model registered then", "sepnet6k0",
+          " (this project's CPU, its 8 seeds stacked: `mnistlab reproduce --study ladder-6568-margin --threads 2`)",
+          rule="smallest", mean_at_least=99.50),
     Study("ladder-3000", "The ladder, at most 3,000 parameters", LADDER_3000,
           "`tied2k9_kd98`, registered but not taken to final runs: its validation mean (99.33) is below 99.4, so "
           "the rung at 3,000 parameters stops here",
@@ -661,6 +683,7 @@ RECORD_STUDIES = (
     "ladder-6568",
     "ladder-6568-tied",
     "ladder-6568-clean",
+    "ladder-6568-margin",
     "ladder-3762",
     "ladder-3762-clean",
     "ladder-3500",
