@@ -25,3 +25,6 @@ def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():
     unfinished = Candidate("small", small.declared, small.runs[:1])  # one of its 2 seeds recorded
     assert chosen(study, [big, unfinished, tiny]) is big
     assert chosen(Study("s", "t", runs, "", ""), [big, small, tiny]) is tiny  # the mean rule
+    # a margin: small's validation mean (99.48) is below 99.50, big's (99.50) reaches it; at 99.51 none does
+    assert chosen(Study("s", "t", runs, "", "", rule="smallest", mean_at_least=99.50), [big, small, tiny]) is big
+    assert chosen(Study("s", "t", runs, "", "", rule="smallest", mean_at_least=99.51), [big, small, tiny]) is None
