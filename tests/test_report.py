@@ -225,3 +225,21 @@ def test_a_study_whose_teachers_saw_the_unwarped_images_says_so():
         row.endswith("min (teachers shown the unwarped images: their outputs computed once for all epochs) |")
         for row in rows
     )
+
+
+def test_a_study_with_a_margin_names_it_in_its_rule():
+    """A smallest-rule study that also asks a validation mean says so, whether a candidate met it or none did."""
+    import dataclasses
+
+    from conftest import ROOT
+
+    from mnistlab.lab.records import tuning_scores
+    from mnistlab.lab.report import tuning_section
+
+    clean = next(s for s in STUDIES if s.key == "ladder-6568-clean")
+    candidates = tuning_scores(ROOT / "results", clean)  # validation means 99.48 and 99.52
+    by_name = {c.name: c.score for c in candidates}
+    met = tuning_section(dataclasses.replace(clean, mean_at_least=99.50), candidates, by_name)
+    assert "of every seed with a validation mean of 99.50 or more: `sep5k4-kd98c`" in met
+    missed = tuning_section(dataclasses.replace(clean, mean_at_least=99.55), candidates, by_name)
+    assert "No candidate held 99.4% on validation on every seed with a validation mean of 99.55, so" in missed
