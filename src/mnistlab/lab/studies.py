@@ -68,6 +68,7 @@ ROLES: dict[str, Role] = {
     "sepnet6k_t2": Role(lost=True, refit=True),
     "sepnet4k9_kd98c": Role(aims=True, record=True, refit=True, final_seeds=6),  # ladder-6568-clean's winner
     "sepnet6k0": Role(lost=True, refit=True),  # ladder-6568-margin's candidate, declared before it ran
+    "sepnet6k0_kd98c": Role(aims=True, record=True, refit=True, final_seeds=6),  # ladder-6568-margin's winner
 }
 # fmt: on
 FOUND_ROLE = RECORD_ATTEMPT  # a model registered from one of our searches (models/found.json): chosen on validation
@@ -549,8 +550,9 @@ LADDER_3762_CLEAN: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
 # holding 99.4% on validation is too thin a margin to choose by. One candidate, SepNet 6.5k with 26 channels (5,992
 # parameters) learning from the four Teacher 98k runs shown the unwarped images, SepNet 6.5k's recipe. The rule:
 # it must hold 99.4% in each of the last 3 epochs of all 8 validation seeds *and* reach a validation mean of 99.50
-# over them. `mnistlab reproduce --study ladder-6568-margin --threads 2`. ladder-3762-clean was started first this
-# session and stopped in its first epoch (nothing kept) to give the CPU to this study and its finals.
+# over them. `mnistlab reproduce --study ladder-6568-margin --threads 2` (this CPU, 36 min). ladder-3762-clean was
+# started first that session and stopped in its first epoch (nothing kept) to give the CPU to this study and its
+# finals. It held on all 8 seeds with a validation mean of 99.55 (lowest epoch 99.42, seed 4's mean 99.45).
 # fmt: off
 LADDER_6568_MARGIN: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
     seeded("sepnet6k0", "sep6k0-kd98c", {**SEP6K, **KD98, **CLEAN_VIEW}, "SepNet 6.0k (26 channels, 5,992 "
@@ -646,8 +648,9 @@ STUDIES: tuple[Study, ...] = (
           "a model registered then", "sepnet3k6w", " (this project's CPU, its 8 seeds stacked: `mnistlab reproduce "
           "--study ladder-3762-clean --threads 2`)", rule="smallest"),
     Study("ladder-6568-margin", "The ladder, fewer than 6,568 parameters, with a margin: held on validation and a "
-          "validation mean of 99.50", LADDER_6568_MARGIN, "declared, not run yet: if it holds on 8 validation seeds "
-          "with a mean of 99.50 it goes to 6 final seeds, as a model registered then", "sepnet6k0",
+          "validation mean of 99.50", LADDER_6568_MARGIN, "the ladder's first rung with a margin: SepNet 6.0k learning "
+          "from the Teacher 98k runs shown the unwarped images, on 6 final seeds with the teachers' 60,000-image runs",
+          "sepnet6k0_kd98c",
           " (this project's CPU, its 8 seeds stacked: `mnistlab reproduce --study ladder-6568-margin --threads 2`)",
           rule="smallest", mean_at_least=99.50),
     Study("ladder-3000", "The ladder, at most 3,000 parameters", LADDER_3000,
