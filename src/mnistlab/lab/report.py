@@ -355,7 +355,8 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
         "the highest validation mean"
         if study.rule == "mean"
         else f"the fewest parameters among those that held {TARGET}% on validation in each of the last 3 epochs "
-        "of every seed" + (f" with a validation mean of {study.mean_at_least:.2f} or more" if study.mean_at_least else "")
+        "of every seed"
+        + (f" with a validation mean of {study.mean_at_least:.2f} or more" if study.mean_at_least else "")
     )
     lines += [
         "",

@@ -69,6 +69,7 @@ ROLES: dict[str, Role] = {
     "sepnet4k9_kd98c": Role(aims=True, record=True, refit=True, final_seeds=6),  # ladder-6568-clean's winner
     "sepnet6k0": Role(lost=True, refit=True),  # ladder-6568-margin's candidate, declared before it ran
     "sepnet6k0_kd98c": Role(aims=True, record=True, refit=True, final_seeds=6),  # ladder-6568-margin's winner
+    "sepnet6k3": Role(lost=True, refit=True),  # ladder-6568-margin2's candidate, declared before it ran
 }
 # fmt: on
 FOUND_ROLE = RECORD_ATTEMPT  # a model registered from one of our searches (models/found.json): chosen on validation
@@ -560,6 +561,28 @@ LADDER_6568_MARGIN: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
 ))
 # fmt: on
 
+# The first rung with a wider margin (declared before any of its runs, after sepnet6k0_kd98c, chosen at a validation
+# mean of 99.547, held on 5 of 6 final seeds with a test mean of 99.46, seed 6 at 99.37-99.39): the validation split
+# read 0.09 easier than the test set again, so the rule asks a validation mean of 99.55, which sep6k0-kd98c itself
+# misses. Two ways to buy it, one each: SepNet 6.3k (27 channels, 6,276 parameters) with the same teachers and
+# weights, and SepNet 6.0k with the teachers' share of the loss raised from 0.5 to 0.8 (distill_alpha: the teachers,
+# 99.57-99.72 on test, have more to say than a label). Both learn
+# from the four Teacher 98k runs shown the unwarped images, SepNet 6.5k's recipe, 8 validation seeds. The rule: the
+# fewest parameters that hold 99.4% in each of the last 3 epochs of all 8 seeds with a validation mean of 99.55.
+# `mnistlab reproduce --study ladder-6568-margin2 --threads 2`.
+# fmt: off
+LADDER_6568_MARGIN2: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
+    run for runs in zip(
+        seeded("sepnet6k0", "sep6k0-kd98c-a8", {**SEP6K, **KD98, **CLEAN_VIEW, "distill_alpha": 0.8}, "SepNet 6.0k "
+               "(5,992 parameters) learning from the same teachers with their share of the loss at 0.8",
+               "sep6k0-kd98c", seeds=LADDER_SEEDS),
+        seeded("sepnet6k3", "sep6k3-kd98c", {**SEP6K, **KD98, **CLEAN_VIEW}, "SepNet 6.3k (27 channels, 6,276 "
+               "parameters) learning from 4 Teacher 98k runs shown the unwarped images", "sep6k0-kd98c",
+               seeds=LADDER_SEEDS),
+    ) for run in runs
+))
+# fmt: on
+
 # Final runs of a recipe that was then replaced, kept as the evidence of why (the report's "Earlier attempts").
 # fmt: off
 EARLIER: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
@@ -653,6 +676,11 @@ STUDIES: tuple[Study, ...] = (
           "sepnet6k0_kd98c",
           " (this project's CPU, its 8 seeds stacked: `mnistlab reproduce --study ladder-6568-margin --threads 2`)",
           rule="smallest", mean_at_least=99.50),
+    Study("ladder-6568-margin2", "The ladder, fewer than 6,568 parameters, with a wider margin: a validation mean "
+          "of 99.55", LADDER_6568_MARGIN2, "declared, not run yet: the smallest that holds on 8 validation seeds with "
+          "a mean of 99.55 goes to 6 final seeds, as a model registered then", "sepnet6k0",
+          " (this project's CPU, each candidate's 8 seeds stacked: `mnistlab reproduce --study ladder-6568-margin2 "
+          "--threads 2`)", rule="smallest", mean_at_least=99.55),
     Study("ladder-3000", "The ladder, at most 3,000 parameters", LADDER_3000,
           "`tied2k9_kd98`, registered but not taken to final runs: its validation mean (99.33) is below 99.4, so "
           "the rung at 3,000 parameters stops here",
@@ -687,6 +715,7 @@ RECORD_STUDIES = (
     "ladder-6568-tied",
     "ladder-6568-clean",
     "ladder-6568-margin",
+    "ladder-6568-margin2",
     "ladder-3762",
     "ladder-3762-clean",
     "ladder-3500",
