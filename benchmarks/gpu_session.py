@@ -92,7 +92,9 @@ def main() -> None:
         help="the holdrates stage's models, comma-separated, each on 16 seeds",
     )
     parser.add_argument(
-        "--ladder-studies", default="ladder-6568,ladder-3762", help="the ladder stage's declared studies, comma-separated"
+        "--ladder-studies",
+        default="ladder-6568,ladder-3762",
+        help="the ladder stage's declared studies, comma-separated",
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
