@@ -341,12 +341,23 @@ def sepnet6k3(dropout: float = 0.0) -> nn.Module:
     return _five_separable(27, dropout)
 
 
-# The ladder's first rung (the ladder-6568-clean study): SepNet 4.9k's layers and SepNet 6.5k's recipe learning
-# from the four Teacher 98k runs on all 60,000 images, shown each image unwarped; the study chose it with their
-# 55,000-image runs, the smallest candidate that held 99.4% on validation in the last 3 epochs of all 8 seeds.
-SEPNET4K9_KD98C_RECIPE = taught(SEP6K_RECIPE, TEACHER98K_FINAL, view="clean")
+# SepNet 6.5k's recipe learning from the four Teacher 98k runs on all 60,000 images, shown each image unwarped: the
+# recipe of the ladder's first-rung winners, whose studies ran it with the teachers' 55,000-image runs.
+SEP6K_KD98C_RECIPE = taught(SEP6K_RECIPE, TEACHER98K_FINAL, view="clean")
 
 
+def _unwarped_design(layers: str, params: int) -> str:
+    """A first-rung winner's design: SepNet ``layers``'s shape with SepNet 6.5k's recipe and the unwarped teachers."""
+    return (
+        f"SepNet {layers}'s layers ({params:,} parameters) and SepNet 6.5k's recipe; its loss adds what four frozen "
+        "Teacher 98k runs (98,032 parameters each) say of each training image as it is, unwarped, the mean of their "
+        "probabilities softened at T 4, computed once for all 60,000 images: (1 - 0.5) CE + 0.5 T^2 KL, while the "
+        "student sees its own warped image."
+    )
+
+
+# The ladder's first rung (the ladder-6568-clean study): SepNet 4.9k's layers, the smallest candidate that held
+# 99.4% on validation in the last 3 epochs of all 8 seeds.
 @register_model(
     ModelCard(
         title="SepNet 4.9k learning from Teacher 98k, unwarped (ladder)",
@@ -356,11 +367,8 @@ SEPNET4K9_KD98C_RECIPE = taught(SEP6K_RECIPE, TEACHER98K_FINAL, view="clean")
             "outputs cost a minute, not hours; chosen on the validation split (the ladder-6568-clean study) with "
             "teachers that never saw it.",
         ),
-        design="SepNet 4.9k's layers (4,936 parameters) and SepNet 6.5k's recipe; its loss adds what four frozen "
-        "Teacher 98k runs (98,032 parameters each) say of each training image as it is, unwarped, the mean of their "
-        "probabilities softened at T 4, computed once for all 60,000 images: (1 - 0.5) CE + 0.5 T^2 KL, while the "
-        "student sees its own warped image.",
-        recipe=SEPNET4K9_KD98C_RECIPE,
+        design=_unwarped_design("4.9k", 4_936),
+        recipe=SEP6K_KD98C_RECIPE,
         params=4_936,
     )
 )
@@ -368,12 +376,8 @@ def sepnet4k9_kd98c(dropout: float = 0.0) -> nn.Module:
     return _five_separable(22, dropout)
 
 
-# The ladder's first rung with a margin (the ladder-6568-margin study): SepNet 6.0k's layers and SepNet 6.5k's
-# recipe learning from the four Teacher 98k runs on all 60,000 images, shown each image unwarped; the study chose it
-# with their 55,000-image runs: it held 99.4% on validation in the last 3 epochs of all 8 seeds, mean 99.55 (lowest epoch 99.42).
-SEPNET6K0_KD98C_RECIPE = taught(SEP6K_RECIPE, TEACHER98K_FINAL, view="clean")
-
-
+# The ladder's first rung with a margin (the ladder-6568-margin study): SepNet 6.0k's layers; it held 99.4% on
+# validation in the last 3 epochs of all 8 seeds, mean 99.55 (lowest epoch 99.42).
 @register_model(
     ModelCard(
         title="SepNet 6.0k learning from Teacher 98k, unwarped (ladder)",
@@ -383,11 +387,8 @@ SEPNET6K0_KD98C_RECIPE = taught(SEP6K_RECIPE, TEACHER98K_FINAL, view="clean")
             "study) by a rule that asked a validation mean of 99.50 as well, since SepNet 4.9k held there at exactly "
             "99.40 and then on 3 of 6 test seeds.",
         ),
-        design="SepNet 6.0k's layers (5,992 parameters) and SepNet 6.5k's recipe; its loss adds what four frozen "
-        "Teacher 98k runs (98,032 parameters each) say of each training image as it is, unwarped, the mean of their "
-        "probabilities softened at T 4, computed once for all 60,000 images: (1 - 0.5) CE + 0.5 T^2 KL, while the "
-        "student sees its own warped image.",
-        recipe=SEPNET6K0_KD98C_RECIPE,
+        design=_unwarped_design("6.0k", 5_992),
+        recipe=SEP6K_KD98C_RECIPE,
         params=5_992,
     )
 )
@@ -395,13 +396,9 @@ def sepnet6k0_kd98c(dropout: float = 0.0) -> nn.Module:
     return _five_separable(26, dropout)
 
 
-# The ladder's first rung with a wider margin (the ladder-6568-margin2 study): SepNet 6.3k's layers and SepNet 6.5k's
-# recipe learning from the four Teacher 98k runs on all 60,000 images, shown each image unwarped; the study chose it
-# with their 55,000-image runs: it held 99.4% on validation in the last 3 epochs of all 8 seeds, mean 99.56 (lowest
-# epoch 99.48), where SepNet 6.0k with the teachers' share at 0.8 reached 99.51.
-SEPNET6K3_KD98C_RECIPE = taught(SEP6K_RECIPE, TEACHER98K_FINAL, view="clean")
-
-
+# The ladder's first rung with a wider margin (the ladder-6568-margin2 study): SepNet 6.3k's layers; it held 99.4% on
+# validation in the last 3 epochs of all 8 seeds, mean 99.56 (lowest epoch 99.48), where SepNet 6.0k with the
+# teachers' share at 0.8 reached 99.51.
 @register_model(
     ModelCard(
         title="SepNet 6.3k learning from Teacher 98k, unwarped (ladder)",
@@ -411,11 +408,8 @@ SEPNET6K3_KD98C_RECIPE = taught(SEP6K_RECIPE, TEACHER98K_FINAL, view="clean")
             "ladder-6568-margin2 study) by a rule that asked a validation mean of 99.55, since SepNet 6.0k's 99.547 "
             "held on 6 of 6 test seeds on one CPU and 5 of 6 on another.",
         ),
-        design="SepNet 6.3k's layers (6,276 parameters) and SepNet 6.5k's recipe; its loss adds what four frozen "
-        "Teacher 98k runs (98,032 parameters each) say of each training image as it is, unwarped, the mean of their "
-        "probabilities softened at T 4, computed once for all 60,000 images: (1 - 0.5) CE + 0.5 T^2 KL, while the "
-        "student sees its own warped image.",
-        recipe=SEPNET6K3_KD98C_RECIPE,
+        design=_unwarped_design("6.3k", 6_276),
+        recipe=SEP6K_KD98C_RECIPE,
         params=6_276,
     )
 )
