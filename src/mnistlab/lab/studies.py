@@ -555,7 +555,8 @@ LADDER_3762_CLEAN: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
 # it must hold 99.4% in each of the last 3 epochs of all 8 validation seeds *and* reach a validation mean of 99.50
 # over them. `mnistlab reproduce --study ladder-6568-margin --threads 2` (a 2-core Intel Xeon, 36 min).
 # ladder-3762-clean was started first that session and stopped in its first epoch (nothing kept) to give the CPU to
-# this study and its finals. It held on all 8 seeds with a validation mean of 99.55 (lowest epoch 99.42, seed 4's mean 99.45).
+# this study and its finals. It held on all 8 seeds with a validation mean of 99.55 (lowest epoch 99.42, seed 4's
+# mean 99.45).
 # fmt: off
 LADDER_6568_MARGIN: tuple[Run, ...] = on_base(MODEL8_FIRST, tuple(
     seeded("sepnet6k0", "sep6k0-kd98c", {**SEP6K, **KD98, **CLEAN_VIEW}, "SepNet 6.0k (26 channels, 5,992 "
