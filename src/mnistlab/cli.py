@@ -30,8 +30,6 @@ from mnistlab.core.rundir import (
     check_folder,
     check_run_dir,
     default_run_dir,
-    read_config,
-    read_summary,
     refuse_existing_run,
     remove_run_files,
     run_status,
@@ -178,30 +176,23 @@ class _NewRun:
 
 def _resume(run_dir: Path, *, quiet: bool, tensorboard_dir: str | None) -> None:
     """``train --resume DIR``: continue the run in DIR in place, with its own config; a folder of seeds trained
-    stacked (``train --seeds``) resumes as the group it was."""
-    from mnistlab.training.engine import fit_group
+    stacked (``train --seeds``) resumes as the group it was. The runner's path (``jobs.runner``), as ``reproduce``:
+    a run that saved no epoch starts again, an interrupted group resumes as one, a finished run is kept."""
+    from mnistlab.jobs.runner import run_all
 
+    check_folder(run_dir, "the run folder")
     if (run_dir / CONFIG).is_file():
         folders = [run_dir]
     else:
         folders = sorted((p.parent for p in run_dir.glob(f"seed*/{CONFIG}")), key=lambda p: (len(p.name), p.name))
         if not folders:
             raise MnistlabError(f"{run_dir} holds no config.json (nor seed*/config.json): nothing to resume")
-    # each run lives where it is now, wherever it was made
-    configs = [dataclasses.replace(TrainConfig.from_dict(read_config(f)), output_dir=str(f)) for f in folders]
-    states = [run_status(f) for f in folders]
-    if all(state == "done" for state in states):
+    configs = [TrainConfig.read(f) for f in folders]
+    _stopped_hint(f"`mnistlab train --resume {run_dir}`")
+    if all(run_status(f) == "done" for f in folders):
         click.echo(f"{run_dir} is finished; nothing to resume (its summary is left as it was)")
-        summaries = [read_summary(f) for f in folders]
-    elif "todo" in states or "done" in states:
-        stopped = [str(f) for f, state in zip(folders, states) if state != "partial"]
-        raise MnistlabError(
-            f"{run_dir}: {', '.join(stopped)} did not stop where the others did; resume the others one by one "
-            "(`mnistlab train --resume FOLDER`)"
-        )
-    else:
-        events = _events(tensorboard_dir, configs)
-        summaries = fit_group(configs, resume=True, progress=_bars(quiet), log=click.echo, after_epoch=events)
+    events = None if tensorboard_dir is None else (lambda group: _events(tensorboard_dir, group))
+    summaries = run_all(configs, stack=True, progress=_bars(quiet), log=click.echo, after_epoch=events)
     for config, summary in zip(configs, summaries):
         _done(summary, config)
 
@@ -224,6 +215,7 @@ def _train_one(request: _NewRun, *, dry_run: bool) -> None:
     verb = "a dry run never replaces it" if dry_run else "pass --overwrite to replace it"
     _clear_previous_run(out, request.overwrite or (dry_run and request.output_dir is None), verb)
     click.echo(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {out}")
+    _stopped_hint(f"`mnistlab train --resume {out}`")
     events = _events(request.tensorboard_dir, [config])
     summary = fit(config, progress=_bars(request.quiet), log=click.echo, after_epoch=events)
     _done(summary, config)
@@ -237,22 +229,23 @@ def _done(summary: dict[str, Any], config: TrainConfig) -> None:
 
 
 def _train_stacked(request: _NewRun, seeds: tuple[int, ...]) -> None:
-    """``train --seeds``: the seeds of one recipe as one stacked network, a run directory per seed."""
-    from mnistlab.training.engine import fit_group, recipe_unstackable
+    """``train --seeds``: the seeds of one recipe as one stacked network, a run directory per seed (the runner's
+    path: a recipe that cannot stack trains its seeds one after another)."""
+    from mnistlab.jobs.runner import run_all
+    from mnistlab.training.engine import recipe_unstackable
 
     base = Path(request.output_dir or default_run_dir(request.card.name))
     configs = [request.config(output_dir=str(base / f"seed{s}"), seed=s) for s in seeds]
     for config in configs:
         _clear_previous_run(Path(config.output_dir), request.overwrite, "pass --overwrite to replace it")
     reason = recipe_unstackable(configs[0]) if len(configs) > 1 else None
-    groups = [[c] for c in configs] if reason else [configs]  # seeds that cannot stack train one after another
     how = f"one after another ({reason})" if reason else "stacked"
     click.echo(f"training {request.card.name} on seeds {', '.join(map(str, seeds))}, {how}, into {base}/seed<k>")
-    for group in groups:
-        events = _events(request.tensorboard_dir, group)
-        done = fit_group(group, progress=_bars(request.quiet), log=click.echo, after_epoch=events)
-        for config, summary in zip(group, done):
-            click.echo(f"seed {config.seed}: {_scores(summary)}; results in {config.output_dir}")
+    _stopped_hint(f"`mnistlab train --resume {base}`")
+    events = None if request.tensorboard_dir is None else (lambda group: _events(request.tensorboard_dir, group))
+    done = run_all(configs, stack=True, progress=_bars(request.quiet), log=click.echo, after_epoch=events)
+    for config, summary in zip(configs, done):
+        click.echo(f"seed {config.seed}: {_scores(summary)}; results in {config.output_dir}")
 
 
 def _events(folder: str | None, configs: list[TrainConfig]) -> Any:
@@ -605,6 +598,7 @@ def reproduce(
     configs = [run.config(Path(results)) for run in runs]
     todo = [c for c in configs if run_status(c.output_dir) != "done"]
     click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
+    _stopped_hint("the same `mnistlab reproduce` command")
     cluster = _cluster(use_ray, ray_address, gpus_per_job=1.0 / workers)
     if cluster is not None:
         threads = threads or 1
@@ -819,13 +813,10 @@ def main() -> None:
     except OSError as exc:  # a full or read-only disk, a folder not ours: whatever was written stays whole
         click.echo(f"error: {_disk_fault(exc)}", err=True)
         sys.exit(1)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo(
-            "stopped; every finished epoch is saved: `mnistlab train --resume FOLDER` (or the same `mnistlab "
-            "reproduce`) continues from it",
-            err=True,
-        )
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        click.echo(f"stopped; {_STOPPED[0]}", err=True)
+        terminated = isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated)  # click wraps it in Abort
+        sys.exit(143 if terminated else 130)  # the shell's codes for SIGTERM and SIGINT
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -845,8 +836,20 @@ def _disk_fault(exc: OSError) -> str:
     return f"{where}: {cause}; {todo}"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C: locks released, files whole, the stop message; exit status 143."""
+
+
 def _terminated(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # unwinds like Ctrl-C: locks released, the message below
+    raise Terminated
+
+
+# what the stop message says: the command that continues the work under way
+_STOPPED = ["nothing was left half written"]
+
+
+def _stopped_hint(command: str) -> None:
+    _STOPPED[0] = f"every finished epoch is saved: {command} continues from it"
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.rundir import default_run_dir
+from mnistlab.core.rundir import CONFIG, default_run_dir, read_config
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "plateau")
@@ -182,10 +183,28 @@ class TrainConfig(Recipe):
             object.__setattr__(self, "output_dir", default_run_dir(self.model))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """A config from its JSON form; fields it does not know (from older or newer versions) are dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    def from_dict(cls, values: dict[str, Any], where: str | Path | None = None) -> TrainConfig:
+        """A config from its JSON form; fields it does not know (from older or newer versions) are dropped. Each
+        field's type is checked, then its range; with ``where`` (the file it was read from) a wrong one is one line
+        naming the file and the field."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in values.items() if k in known}
+        try:
+            for name, value in kept.items():
+                _check_type(known[name], value)
+            return cls(**kept)
+        except MnistlabError as exc:
+            if where is None:
+                raise
+            raise MnistlabError(f"{where}: {exc}; correct it (or restore the file)") from None
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> TrainConfig:
+        """A run folder's ``config.json``, checked where it is read, its ``output_dir`` the folder as it is now (a
+        run lives where it is, wherever it was made)."""
+        path = Path(run_dir) / CONFIG
+        values = read_config(run_dir)
+        return dataclasses.replace(cls.from_dict(values, where=path), output_dir=str(run_dir))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -197,6 +216,39 @@ class TrainConfig(Recipe):
     def shared(self) -> dict[str, Any]:
         """What every run of one stacked group has in common: every field but the per-run ones."""
         return {k: v for k, v in self.to_dict().items() if k not in fields_with(PER_RUN)}
+
+
+def _check_type(f: dataclasses.Field[Any], value: Any) -> None:
+    """A config field's value as its JSON form must hold it, by the field's default and annotation."""
+    default = f.default
+    optional = "None" in str(f.type)
+    if value is None:
+        if optional:
+            return
+        raise MnistlabError(f"field {f.name!r} must not be null")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, float):
+        ok, kind = number and math.isfinite(value), "a number"
+    elif isinstance(default, int) or f.name == "limit":
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, str) or (default is None and "str" in str(f.type)):
+        ok, kind = isinstance(value, str), "a string"
+    elif isinstance(default, tuple):
+        ok, kind = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), "a list of strings"
+    elif isinstance(default, Augment):
+        names = {a.name for a in dataclasses.fields(Augment)}
+        ok = isinstance(value, (dict, Augment))
+        if isinstance(value, dict):
+            ok = set(value) <= names and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
+            )
+        kind = f"an object of {', '.join(sorted(names))} (numbers)"
+    else:  # arch: a builder's arguments
+        ok, kind = isinstance(value, dict), "an object"
+    if not ok:
+        raise MnistlabError(f"field {f.name!r} must be {kind}, got {json.dumps(value)[:60]}")
 
 
 def fields_with(role: str) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import exclusive, finish_commit
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"  # one line per finished epoch
@@ -143,47 +144,31 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
 @contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[None]:
     """The one writer of a run folder: a second process that tries to train into it while this one does is
-    refused at once, in one line. A lock left by a process that died (its pid gone) is taken over."""
+    refused at once, in one line. The lock dies with its holder (``fileio.exclusive``). Taking it completes a save
+    that a killed process left half renamed (``fileio.finish_commit``), so the folder is whole for its writer."""
     check_run_dir(run_dir)
     path = Path(run_dir) / LOCK
     path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            owner = _lock_owner(path)
-            if owner is not None and owner != os.getpid() and process_alive(owner):
-                raise MnistlabError(
-                    f"{run_dir} is being trained by process {owner}; wait for it to end, or stop it "
-                    "(two runs into one folder would leave one of them)"
-                ) from None
-            path.unlink(missing_ok=True)  # stale: its owner is gone
-    else:
-        raise MnistlabError(f"{path}: cannot take the run folder's lock; remove the file if no run is training there")
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    try:
+
+    def busy(owner: int | None) -> MnistlabError:
+        who = f"process {owner}" if owner is not None else "another process"
+        return MnistlabError(
+            f"{run_dir} is being trained by {who}; wait for it to end, or stop it "
+            "(two runs into one folder would leave one of them)"
+        )
+
+    with exclusive(path, busy=busy):
+        finish_commit(run_dir, RUN_FILES)
         yield
-    finally:
-        if _lock_owner(path) == os.getpid():
-            path.unlink(missing_ok=True)
-
-
-def _lock_owner(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip() or "0") or None
-    except (OSError, ValueError):
-        return None
 
 
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this machine."""
-    if pid <= 0:
+    if not 0 < pid < 2**31:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # alive, another user's
         return True

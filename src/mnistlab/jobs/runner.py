@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.core.config import TrainConfig
-from mnistlab.core.rundir import read_summary, run_status
+from mnistlab.core.rundir import read_summary, run_lock, run_status
 from mnistlab.jobs.distributed import run_jobs
 from mnistlab.jobs.workers import fit_logged, in_processes
+from mnistlab.models.external import ensure_registered
 from mnistlab.training.engine import fit_group, recipe_unstackable
 
 
@@ -53,6 +54,14 @@ def plan_jobs(configs: list[TrainConfig], states: list[str], stack: bool) -> lis
     return sorted(jobs, key=lambda job: job.positions[0])
 
 
+def settle(run_dir: str) -> None:
+    """A run folder as its last save left it, whole: a save a killed process cut short is completed (taking the
+    folder's lock does it, ``rundir.run_lock``). A folder another process trains into is refused here, in one line."""
+    if Path(run_dir).is_dir():
+        with run_lock(run_dir):
+            pass
+
+
 def run_all(
     configs: list[TrainConfig],
     *,
@@ -64,6 +73,7 @@ def run_all(
     stack: bool = False,
     after_each: Callable[[], None] | None = None,
     cluster: Any = None,
+    after_epoch: Callable[[list[TrainConfig]], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train the runs of ``configs`` (each into its ``output_dir``) that are not done yet, resuming what was
     interrupted; return every run's summary.
@@ -74,9 +84,13 @@ def run_all(
     ``train.log`` in its folder: many small runs fill a GPU (or a many-core machine) that one cannot.
     ``after_each`` is called when a job has finished (e.g. to copy its results off a lent machine).
     With ``cluster`` (``distributed.Cluster``) every job is a Ray task instead, and ``workers`` is unused.
+    ``after_epoch(configs)`` gives a job trained in this process its ``fit_group`` epoch hook (TensorBoard).
     """
     if overrides:
         configs = [TrainConfig.from_dict({**config.to_dict(), **overrides}) for config in configs]
+    for config in configs:
+        settle(config.output_dir)
+        ensure_registered(config.to_dict(), Path(config.output_dir), log)  # a model from outside: plan_jobs asks it
     states = [run_status(config.output_dir) for config in configs]
     summaries: dict[int, dict[str, Any]] = {}
     for index, (config, state) in enumerate(zip(configs, states)):
@@ -99,7 +113,10 @@ def run_all(
             verb = "resuming" if job.resume else "training"
             seeds = ", ".join(str(c.seed) for c in job.configs)
             log(f"{job.head}: {verb} {job.configs[0].model} seed {seeds}")
-            done = fit_group(list(job.configs), resume=job.resume, progress=progress, log=log, data=data)
+            hook = None if after_epoch is None else after_epoch(list(job.configs))
+            done = fit_group(
+                list(job.configs), resume=job.resume, progress=progress, log=log, data=data, after_epoch=hook
+            )
             summaries.update(zip(job.positions, done))
             if after_each is not None:
                 after_each()

@@ -35,7 +35,7 @@ from torch import nn
 from mnistlab.core.config import Recipe
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write_bytes
-from mnistlab.core.rundir import SOURCE_COPY, SPEC_COPY
+from mnistlab.core.rundir import SOURCE_COPY, SPEC_COPY, run_status
 from mnistlab.models.layers import Net, conv, head, separable
 from mnistlab.models.registry import ModelCard, get_card, is_registered, register
 from mnistlab.models.zoo import MODEL8_FINAL_RECIPE
@@ -302,10 +302,14 @@ def _from_spec(data: bytes, where: str) -> tuple[str, Callable[..., nn.Module], 
 # ------------------------------------------------------------------------------------------- run folders
 
 
-def keep_copy(source_spec: str, run_dir: Path) -> None:
-    """Copy what a model from outside is built from into a new run's folder (atomically)."""
+def keep_copy(source_spec: str, run_dir: Path, recorded: str | None = None) -> None:
+    """Copy what a model from outside is built from into a new run's folder (atomically); a copy already there
+    with the ``recorded`` sha256 (a run started again) is kept."""
     source = Source.parse(source_spec)
-    atomic_write_bytes(run_dir / copy_name(source), source.read())
+    copy = run_dir / copy_name(source)
+    if recorded and copy.is_file() and sha256(copy.read_bytes()) == recorded:
+        return
+    atomic_write_bytes(copy, source.read())
 
 
 def copy_name(source: Source) -> str:
@@ -325,10 +329,12 @@ def ensure_registered(config: dict[str, Any], run_dir: Path | None, log: Callabl
             return  # this process built it from these very bytes already
     source = Source.parse(spec)
     copy = run_dir / copy_name(source) if run_dir is not None else None
+    if copy is not None and copy.is_file() and recorded and sha256(copy.read_bytes()) != recorded:
+        if run_status(copy.parent) != "todo":
+            raise MnistlabError(f"{copy} is not the model the run trained (its sha256 differs from config.json's)")
+        copy = None  # a copy left by another model's start that saved no epoch: the original is this run's model
     if copy is not None and copy.is_file():
         data = copy.read_bytes()
-        if recorded and sha256(data) != recorded:
-            raise MnistlabError(f"{copy} is not the model the run trained (its sha256 differs from config.json's)")
         if log is not None and source.kind != "module":
             original = Path(source.where)
             if not original.is_file():

@@ -33,7 +33,7 @@ from mnistlab import __version__
 from mnistlab.core import perf
 from mnistlab.core.config import TrainConfig
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.fileio import atomic_write_all, atomic_write_json
+from mnistlab.core.fileio import atomic_write_all, atomic_write_json, json_text
 from mnistlab.core.rundir import (
     BEST,
     CONFIG,
@@ -47,6 +47,7 @@ from mnistlab.core.rundir import (
     check_run_dir,
     refuse_existing_run,
     run_lock,
+    run_status,
 )
 from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
 from mnistlab.data.mnist import resolve_data_dir
@@ -221,13 +222,17 @@ def prepare(
     configs: list[TrainConfig], *, data: tuple[ArrayPair, ArrayPair] | None, resume: bool, log: Callable[[str], None]
 ) -> Group:
     """Check the group, build its data, network, optimizer and teachers, and restore or start its run folders."""
-    reason = stackable(configs)
-    if reason is not None:
-        raise MnistlabError(f"these runs cannot train stacked: {reason}")
     for config in configs:
         check_run_dir(config.output_dir)
         # a model from outside the package, in a fresh process (a worker, a resumed run): from its run's copy
-        ensure_registered(config.to_dict(), Path(config.output_dir) if resume else None, log)
+        ensure_registered(config.to_dict(), Path(config.output_dir), log)
+    reason = stackable(configs)
+    if reason is not None:
+        raise MnistlabError(f"these runs cannot train stacked: {reason}")
+    if resume and all(run_status(c.output_dir) == "todo" for c in configs):
+        resume = False  # stopped before its first epoch was saved: it starts again, to the same numbers
+        log(f"{', '.join(c.output_dir for c in configs)}: no epoch was saved; training from the first")
+    for config in configs:
         if not resume:
             refuse_existing_run(config.output_dir)
     start = time.perf_counter()
@@ -250,7 +255,7 @@ def prepare(
         out = Path(config.output_dir)
         atomic_write_json(out / CONFIG, config.to_dict())
         if config.source and not resume:  # a model from outside the package: its run keeps what it was built from
-            keep_copy(config.source, out)
+            keep_copy(config.source, out, config.source_sha256)
     forward = torch.compile(state.model) if first.compile else state.model
     judged = forward if state.averaged is None else state.scored
     graphed = graphed_trainer(config=first, state=state, loader=loaders.train, seeds=_seeds(configs), device=device)
@@ -334,8 +339,14 @@ def finish(group: Group) -> list[dict[str, Any]]:
             },
             "provenance": where,
         }
-        atomic_write_json(Path(config.output_dir) / SUMMARY, summary)
         summaries.append(summary)
+    # every run's summary as one write: a group is finished in all its folders or in none
+    atomic_write_all(
+        [
+            (Path(c.output_dir) / SUMMARY, lambda f, s=s: f.write(json_text(s).encode()))
+            for c, s in zip(group.configs, summaries)
+        ]
+    )
     return summaries
 
 
@@ -429,14 +440,21 @@ def _restore(configs: list[TrainConfig], state: TrainingState) -> tuple[list[lis
         if _as_json(recorded.identity()) != _as_json(config.identity()):
             raise MnistlabError(f"{out} was started with a different config; resume it with its own config.json")
         group = checkpoint.get("stacked_seeds", [c.seed for c in configs])  # older checkpoints: as asked
-        if group != [c.seed for c in configs]:
+        trained = len(checkpoint["history"]) >= config.epochs  # all its epochs: only its summary is left to write
+        if group != [c.seed for c in configs] and not trained:
             raise MnistlabError(
                 f"{out} was trained stacked with seeds {', '.join(map(str, group))}: resume them together "
                 f"(`mnistlab train --resume {out.parent}`); alone it would not give the group's numbers"
             )
         checkpoints.append(checkpoint)
-    if len({len(c["history"]) for c in checkpoints}) > 1:
-        raise MnistlabError("the runs of this group stopped at different epochs; resume them one by one")
+    epochs = sorted({len(c["history"]) for c in checkpoints})
+    if len(epochs) > 1:  # only a save cut short by mnistlab before group saves: a group is now saved as one
+        behind = [c.output_dir for c, k in zip(configs, checkpoints) if len(k["history"]) < epochs[-1]]
+        raise MnistlabError(
+            f"{', '.join(behind)} stopped at an earlier epoch than the rest of the group (a save cut short by an "
+            f"older mnistlab); it cannot reach the group's numbers: to train it again from its first epoch, delete its "
+            f"{LAST}, {HISTORY} and {BEST} and run the same command again"
+        )
     averaged = state.averaged
     weights = [c["train_state_dict"] if averaged is not None else c["state_dict"] for c in checkpoints]
     state.model.load_state_dict(stack_states(weights))
