@@ -153,6 +153,12 @@ def test_cached_teacher_outputs_give_the_uncached_run_bit_for_bit(tmp_path, tiny
     assert read_summary(tmp_path / "third" / "s1")["provenance"]["teacher_cache"] == {"hits": 1, "misses": 1}
     plain = [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / "plain" / "s2")]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / "third" / "s2")] == plain
+    payload = torch.load(cached[0], weights_only=True)  # one value changed, the file still loads: its digest tells
+    payload["targets"][0][0, 0, 0] += 0.25
+    torch.save(payload, cached[0])
+    fit_group(group("flipped"), data=tiny_data, **QUIET)
+    assert read_summary(tmp_path / "flipped" / "s1")["provenance"]["teacher_cache"] == {"hits": 1, "misses": 1}
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / "flipped" / "s2")] == plain
     other = group("other", distill_temperature=2.0)  # other teachers' settings: another key
     fit_group(other, data=tiny_data, **QUIET)
     assert len(list((tmp_path / "data" / "teacher-outputs").glob("*.pt"))) == 2 * TINY["epochs"]

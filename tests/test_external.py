@@ -259,3 +259,32 @@ def test_summary_of_a_model_whose_field_cannot_be_traced_still_gives_shapes_and_
     assert result.exit_code == 0, result.output
     assert "Rolled: receptive field not computed (" in result.output and "roll" in result.output
     assert "model.conv" in result.output and "10x1x1" in result.output and "Total: 7,850 parameters" in result.output
+
+
+@pytest.mark.parametrize("kind", ["file", "spec"])
+def test_a_cut_group_of_a_model_from_outside_resumes_in_a_fresh_process_like_model8(tmp_path, tiny_data, kind):
+    """The battery's case: `train --model net.py:Net --seeds 1,2` stopped in epoch 2, then `train --resume DIR` in
+    a new process, where nothing has registered the model yet: the runner registers it from the run's copy."""
+    from mnistlab.core.config import TrainConfig
+    from mnistlab.jobs.runner import run_all
+    from mnistlab.models import registry
+
+    if kind == "file":
+        where = f"{student(tmp_path, 'StudentR')}:StudentR"
+    else:
+        spec = {"name": "specr", "layers": [{"conv": 8}, {"maxpool": 2}, {"gap": True}, {"classes": True}]}
+        (tmp_path / "specr.json").write_text(json.dumps(spec))
+        where = str(tmp_path / "specr.json")
+    name = resolve(where).name
+    tiny = {**TINY, "epochs": 2}
+
+    def configs(folder):
+        return [config_for(name, seed=s, output_dir=str(tmp_path / folder / f"seed{s}"), **tiny) for s in (1, 2)]
+
+    whole = fit_group(configs("whole"), data=tiny_data, **QUIET)
+    fit_group(configs("cut"), data=tiny_data, stop_after=1, **QUIET)
+    registry._REGISTRY.pop(name)  # a fresh process: only the run folders know the model
+    read = [TrainConfig.read(tmp_path / "cut" / f"seed{s}") for s in (1, 2)]
+    resumed = run_all(read, stack=True, data=tiny_data, **QUIET)
+    assert [s["test_acc_last3"] for s in resumed] == [s["test_acc_last3"] for s in whole]
+    assert [s["provenance"]["stacked"] for s in resumed] == [2, 2]

@@ -230,7 +230,7 @@ def test_a_disk_fault_is_one_line_with_the_path_and_what_to_do():
     from mnistlab.cli import _disk_fault
 
     full = _disk_fault(OSError(errno.ENOSPC, "No space left on device", "/data/run/.last.pt.x1.tmp"))
-    assert full.startswith("/data/run: No space left on device; free some space") and "--resume" in full
+    assert full.startswith("/data/run: No space left on device; free some space, then run the same command again")
     locked = _disk_fault(PermissionError(errno.EACCES, "Permission denied", "/srv/out"))
     assert locked == "/srv/out: Permission denied; write somewhere this user may (--output-dir, --output or --results)"
 

@@ -189,3 +189,92 @@ def test_a_group_left_by_an_older_save_at_two_epochs_says_what_works(tmp_path, t
         (tmp_path / "old" / "seed2" / name).unlink(missing_ok=True)
     done = run_all(group(tmp_path, "old"), stack=True, data=tiny_data, **QUIET)
     assert [s["epochs"] for s in done] == [2, 2]
+
+
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("lr", "0.05", "field 'lr' must be a number"),
+        ("epochs", "3", "field 'epochs' must be an integer"),
+        ("epochs", 2.5, "field 'epochs' must be an integer"),
+        ("augment", "none", "field 'augment' must be an object of rotation"),
+        ("augment", {"rotation": "5"}, "field 'augment' must be an object"),
+        ("seed", None, "field 'seed' must not be null"),
+        ("teachers", "a.pt", "field 'teachers' must be a list of strings"),
+        ("compile", "yes", "field 'compile' must be true or false"),
+        ("epochs", 0, "epochs must be positive"),
+        ("optimizer", "lion", "unknown optimizer 'lion'"),
+    ],
+)
+def test_a_hand_edited_config_is_one_line_naming_the_file_and_the_field(tmp_path, field, value, says):
+    from mnistlab.core.config import TrainConfig
+    from mnistlab.core.errors import MnistlabError
+
+    config = group(tmp_path, "edited", seeds=(1,))[0]
+    values = {**config.to_dict(), field: value}
+    Path(config.output_dir).mkdir(parents=True)
+    Path(config.output_dir, "config.json").write_text(json.dumps(values))
+    with pytest.raises(MnistlabError, match=rf"^{config.output_dir}/config.json: {says}") as caught:
+        TrainConfig.read(config.output_dir)
+    assert "\n" not in str(caught.value)
+
+
+def test_resume_of_a_hand_edited_config_is_one_line_and_no_traceback(mnistlab, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    values = {**group(tmp_path, "x", seeds=(1,))[0].to_dict(), "lr": "0.05", "output_dir": str(run)}
+    (run / "config.json").write_text(json.dumps(values))
+    done = mnistlab("train", "--resume", run)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: {run}/config.json: field 'lr' must be a number, got \"0.05\"; correct it (or restore the file)"
+    ]
+
+
+@pytest.mark.parametrize("content", ["99999999999999999999999999", "-5", "garbage\x00", ""])
+def test_a_lock_file_holding_anything_is_read_defensively(tmp_path, tiny_data, content):
+    from mnistlab.core.rundir import LOCK, process_alive
+
+    folder = tmp_path / "g" / "seed1"
+    folder.mkdir(parents=True)
+    (folder / LOCK).write_text(content)  # left by a process that is gone: no process holds it
+    fit_group(group(tmp_path, "g", seeds=(1,), epochs=1), data=tiny_data, **QUIET)
+    assert read_summary(folder)["epochs"] == 1 and not (folder / LOCK).exists()
+    assert process_alive(10**30) is False and process_alive(-1) is False
+
+
+def test_the_next_report_removes_what_a_killed_one_left(tmp_path):
+    from mnistlab.core.fileio import remove_litter
+
+    (tmp_path / ".REPORT.md.abc123.tmp").write_text("half")
+    (tmp_path / ".other.txt.abc123.tmp").write_text("not ours to remove")
+    assert [p.name for p in remove_litter(tmp_path, ("REPORT.md",))] == [".REPORT.md.abc123.tmp"]
+    assert (tmp_path / ".other.txt.abc123.tmp").exists()
+
+
+def test_a_full_disk_names_the_file_and_advises_what_the_command_can_do(tmp_path, monkeypatch):
+    import errno
+
+    from mnistlab import cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # a write's error names no file
+
+    monkeypatch.setattr(fileio.os, "fsync", full)
+    with pytest.raises(OSError) as caught:
+        fileio.atomic_write_text(tmp_path / "found.json", "[]")
+    assert caught.value.filename == str(tmp_path / "found.json")
+    cli._STOPPED[0], cli._FULL_DISK[0] = cli._STOPPED_DEFAULT, cli._FULL_DISK_DEFAULT  # a command like register
+    said = cli._disk_fault(caught.value)
+    assert (
+        said
+        == f"{tmp_path}/found.json: No space left on device; free some space, then run the same command again (what was written stays whole)"
+    )
+    assert "--resume" not in said
+    cli._stopped_hint(f"`mnistlab train --resume {tmp_path}`")  # train says how to continue
+    assert cli._disk_fault(caught.value).endswith(
+        f"then `mnistlab train --resume {tmp_path}` continues from the last complete epoch"
+    )
+    monkeypatch.setenv("MNISTLAB_DATA", str(tmp_path / "data"))
+    readonly = cli._disk_fault(PermissionError(errno.EROFS, "Read-only file system", str(tmp_path / "data" / "x")))
+    assert readonly.endswith("point the MNIST cache at a folder this user may write ($MNISTLAB_DATA, or --data-dir)")

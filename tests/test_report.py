@@ -243,3 +243,37 @@ def test_a_study_with_a_margin_names_it_in_its_rule():
     assert "of every seed with a validation mean of 99.50 or more: `sep5k4-kd98c`" in met
     missed = tuning_section(dataclasses.replace(clean, mean_at_least=99.55), candidates, by_name)
     assert "No candidate held 99.4% on validation on every seed with a validation mean of 99.55, so" in missed
+
+
+def test_the_report_is_the_same_bytes_from_any_working_folder(tmp_path, tiny_data, monkeypatch):
+    """`report --results R` from another folder: every path a run recorded relative to where it was trained (a
+    teacher's checkpoint) is found from the run's own folder, never from the working folder."""
+    from mnistlab.lab.records import ModelResult, load_run
+    from mnistlab.lab.report import teachers_note
+    from mnistlab.models import get_card
+
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    monkeypatch.chdir(lab)  # the lab trains with relative paths, as `mnistlab reproduce` does
+    train_runs([Run("model8", s, "model8", f"seed{s}") for s in (1, 2)], Path("results"), data=tiny_data)
+    teachers = [f"results/model8/seed{s}/last.pt" for s in (1, 2)]
+    from mnistlab.models import config_for
+
+    config = config_for(
+        "sepnet3k", teachers=teachers, output_dir="results/sepnet3k_kd/seed1", **{**TINY, "val_size": 0}
+    )
+    student = run_all(
+        [config],
+        progress=False,
+        log=lambda m: None,
+        data=tiny_data,
+    )
+    assert student[0]["epochs"] == TINY["epochs"]
+    here = teachers_note(ModelResult(get_card("sepnet3k_kd"), [load_run(lab / "results/sepnet3k_kd/seed1")]))
+    write_report(Path("results"), Path("REPORT.md"))
+    monkeypatch.chdir(tmp_path)
+    there = teachers_note(ModelResult(get_card("sepnet3k_kd"), [load_run(lab / "results/sepnet3k_kd/seed1")]))
+    assert here == there and here.startswith("2 models (2 x 7,500 parameters)")
+    before = (lab / "REPORT.md").read_bytes()
+    write_report(lab / "results", lab / "REPORT.md")
+    assert (lab / "REPORT.md").read_bytes() == before

@@ -463,3 +463,123 @@ def test_a_space_with_tied_passes_draws_them_and_their_weights_count_once():
     assert table.params == count_params(arch)  # the analysis counts the reused weights once
     passes = [row.receptive_field for row in table.rows if row.name.startswith("features.tied.norms")]
     assert passes == [18, 22, 26]  # each pass of the same weights widens the field by 4 (2 at stride 2)
+
+
+def finished_study(tmp_path, name="regs"):
+    """A study with one finished trial, drawn but not trained (registering reads only its draws and score)."""
+    from mnistlab.jobs.search import Space, count_params, open_study, sample
+
+    settings = tiny_settings(tmp_path, name, tmp_path / f"{name}.db", max_params=4000, epochs=1)
+    study = open_study(settings)
+    trial = study.ask()
+    arch, _ = sample(trial, Space(**{k: tuple(v) for k, v in TINY_SPACE.items()}))
+    trial.set_user_attr("params", count_params(arch))
+    trial.set_user_attr("arch", arch)
+    study.tell(trial, 99.0)
+    return settings, trial.number
+
+
+REGISTER = """
+import sys, time
+from mnistlab.core import fileio
+from mnistlab.jobs import search
+slow = fileio.atomic_write_text
+def slowly(path, text):
+    time.sleep(0.3)  # a slow disk: the window in which a second writer would read the old list
+    return slow(path, text)
+search.atomic_write_json = lambda path, obj: slowly(path, fileio.json_text(obj))
+storage, study, number, name, found = sys.argv[1:]
+search.register_trial(search.open_existing(study, storage), int(number), name, found)
+print("registered", name)
+"""
+
+
+def test_two_registrations_at_once_keep_both_names(tmp_path):
+    """The battery's case: six `register` commands at once with slow writes; each one's read-add-write holds the
+    found file's lock, so none is lost."""
+    import subprocess
+    import sys
+
+    settings, number = finished_study(tmp_path)
+    found = tmp_path / "home" / "found.json"
+    names = [f"reg_{k}" for k in range(6)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", REGISTER, settings.storage, settings.name, str(number), name, str(found)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    assert sorted(e["name"] for e in json.loads(found.read_text())) == names
+    assert not (tmp_path / "home" / "found.json.lock").exists()
+
+
+def test_a_registration_that_waits_too_long_for_the_lock_is_one_line(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from mnistlab.core.errors import MnistlabError
+    from mnistlab.jobs import search
+
+    settings, number = finished_study(tmp_path)
+    found = tmp_path / "found.json"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from mnistlab.core.fileio import exclusive\nimport time\n"
+            f"with exclusive({str(found) + '.lock'!r}, busy=None):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(search, "REGISTRY_WAIT", 0.5)
+        with pytest.raises(MnistlabError, match=rf"{found} is being written by process {holder.pid} for over 0 s"):
+            search.register_trial(search.open_existing(settings.name, settings.storage), number, "late", found)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not found.exists()
+    search.register_trial(search.open_existing(settings.name, settings.storage), number, "late", found)  # stale: taken
+    assert [e["name"] for e in json.loads(found.read_text())] == ["late"]
+
+
+def test_a_study_storage_locked_by_another_process_waits_then_says_so_in_one_line(tmp_path, monkeypatch):
+    import sqlite3
+    import subprocess
+    import sys
+
+    from mnistlab.core.errors import MnistlabError
+    from mnistlab.jobs import search
+
+    settings, _ = finished_study(tmp_path, "locked")
+    db = settings.storage[len("sqlite:///") :]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sqlite3, time\nc = sqlite3.connect({db!r}, isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\n"
+            "print('held', flush=True)\ntime.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(search, "LOCK_WAIT", 0.5)
+        space = search.Space(**{k: tuple(v) for k, v in TINY_SPACE.items()})
+        with pytest.raises(MnistlabError) as caught:
+            search.search(settings, space, trials=1, log=lambda m: None)
+        message = str(caught.value)
+        assert message.startswith(f"the study storage {settings.storage} is locked by another process (waited 0 s)")
+        assert "\n" not in message
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sqlite3.connect(db).execute("select count(*) from trials").fetchone() == (1,)  # the file is intact

@@ -791,12 +791,13 @@ def register(study_name: str, trial: int, name: str, storage: str | None, result
     """Register a search trial as a model (layers and recipe as data) in your found.json ($MNISTLAB_FOUND, else
     $MNISTLAB_HOME, else your user data folder)."""
     _need_optuna()
-    from mnistlab.jobs.search import open_existing, register_trial
+    from mnistlab.jobs.search import open_existing, register_trial, storage_errors
     from mnistlab.models.found import user_found
 
     storage = storage or _default_storage(results, study_name)
-    study = open_existing(study_name, storage)
-    entry = register_trial(study, trial, name, user_found())
+    with storage_errors(storage):
+        study = open_existing(study_name, storage)
+        entry = register_trial(study, trial, name, user_found())
     click.echo(
         f"registered {name}: trial {trial} of {study_name}, {entry['params']:,} parameters, worst-seed "
         f"validation mean {entry['score']:.2f}; train it with `mnistlab reproduce --models {name}`"
@@ -804,6 +805,7 @@ def register(study_name: str, trial: int, name: str, storage: str | None, result
 
 
 def main() -> None:
+    _STOPPED[0], _FULL_DISK[0] = _STOPPED_DEFAULT, _FULL_DISK_DEFAULT  # each command says its own
     signal.signal(signal.SIGTERM, _terminated)  # `kill` ends a run as Ctrl-C does: its last epoch is kept
     try:
         cli.main(standalone_mode=False)
@@ -828,12 +830,23 @@ def _disk_fault(exc: OSError) -> str:
     where = Path(where).parent if Path(str(where)).name.startswith(".") else where  # a temporary file: its folder
     cause = exc.strerror or type(exc).__name__
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        todo = "free some space, then run the same command with --resume (a run keeps its last complete epoch)"
+        todo = f"free some space, then {_FULL_DISK[0]}"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and _in_data_folder(Path(str(where))):
+        todo = "point the MNIST cache at a folder this user may write ($MNISTLAB_DATA, or --data-dir)"
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         todo = "write somewhere this user may (--output-dir, --output or --results)"
     else:
         todo = "check the disk and the path, then run the command again"
     return f"{where}: {cause}; {todo}"
+
+
+def _in_data_folder(path: Path) -> bool:
+    from mnistlab.data.mnist import resolve_data_dir
+
+    try:
+        return path.resolve().is_relative_to(resolve_data_dir().resolve())
+    except (MnistlabError, OSError):
+        return False
 
 
 class Terminated(KeyboardInterrupt):
@@ -845,11 +858,18 @@ def _terminated(signum: int, frame: Any) -> None:
 
 
 # what the stop message says: the command that continues the work under way
-_STOPPED = ["nothing was left half written"]
+_STOPPED_DEFAULT = "nothing was left half written"
+_STOPPED = [_STOPPED_DEFAULT]
+
+
+# what a full disk's message advises: by default, the same command (it changed nothing half way)
+_FULL_DISK_DEFAULT = "run the same command again (what was written stays whole)"
+_FULL_DISK = [_FULL_DISK_DEFAULT]
 
 
 def _stopped_hint(command: str) -> None:
     _STOPPED[0] = f"every finished epoch is saved: {command} continues from it"
+    _FULL_DISK[0] = f"{command} continues from the last complete epoch"
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def finish_commit(folder: str | Path, names: tuple[str, ...]) -> bool:
         for other in records:
             other.unlink(missing_ok=True)
         done = True
-    remove_litter(folder, names)
+    remove_litter(folder, (*names, COMMIT))
     return done
 
 
@@ -97,7 +97,7 @@ def remove_litter(folder: str | Path, names: tuple[str, ...]) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir() or (folder / COMMIT).is_file():
         return []
-    litter = [p for name in (*names, COMMIT) for p in folder.glob(f".{glob.escape(name)}.*.tmp") if p.is_file()]
+    litter = [p for name in names for p in folder.glob(f".{glob.escape(name)}.*.tmp") if p.is_file()]
     for path in litter:
         path.unlink(missing_ok=True)
     return litter
@@ -113,6 +113,11 @@ def _staged(path: Path, write: Callable[[Any], None], mode: str) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes files private; these are ordinary results
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a write's error names no file: name the one it was for
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -19,7 +19,8 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -27,7 +28,7 @@ from typing import Any
 
 from mnistlab.core.config import Augment, TrainConfig, recipe_values
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.fileio import atomic_write_json
+from mnistlab.core.fileio import atomic_write_json, exclusive
 from mnistlab.core.rundir import LAST_K, RESULTS, check_folder, process_alive, read_history
 from mnistlab.jobs.distributed import run_tasks
 from mnistlab.jobs.workers import in_processes
@@ -234,7 +235,12 @@ def open_study(settings: Settings) -> Any:
         # next worker to start a trial, instead of staying "running" for ever
         with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 4: a warning per worker
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(settings.storage, heartbeat_interval=60, grace_period=180)
+            storage = optuna.storages.RDBStorage(
+                settings.storage,
+                heartbeat_interval=60,
+                grace_period=180,
+                engine_kwargs=_engine_kwargs(settings.storage),
+            )
         study = optuna.create_study(
             study_name=settings.name,
             storage=storage,
@@ -283,9 +289,33 @@ def fail_orphans(study: Any) -> list[int]:
     return orphans
 
 
+LOCK_WAIT = 60.0  # seconds a search waits for an SQLite storage another process holds locked, then says so
+
+
+def _engine_kwargs(storage: str) -> dict[str, Any]:
+    """An SQLite storage waits ``LOCK_WAIT`` seconds for another process's lock (Python's default: 5)."""
+    return {"connect_args": {"timeout": LOCK_WAIT}} if storage.startswith(SQLITE) else {}
+
+
 def _storage_error(storage: str, exc: Exception) -> MnistlabError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "database is locked" in first:
+        return MnistlabError(
+            f"the study storage {storage} is locked by another process (waited {LOCK_WAIT:.0f} s); let it finish, "
+            "then run the same command again (a trial cut short here is marked failed by the next search)"
+        )
     return MnistlabError(f"cannot open the study storage {storage!r}: {first}")
+
+
+@contextmanager
+def storage_errors(storage: str) -> Iterator[None]:
+    """A storage's faults while a search or a registration uses it (a lock held too long) as one line."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        raise _storage_error(storage, exc) from None
 
 
 def open_existing(name: str, storage: str) -> Any:
@@ -296,7 +326,9 @@ def open_existing(name: str, storage: str) -> Any:
     if storage.startswith(SQLITE) and not Path(storage[len(SQLITE) :]).is_file():
         raise MnistlabError(f"no study storage at {storage}; run `mnistlab search` first")
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(
+            study_name=name, storage=optuna.storages.RDBStorage(storage, engine_kwargs=_engine_kwargs(storage))
+        )
     except KeyError:
         raise MnistlabError(f"no study {name!r} in {storage}") from None
     except Exception as exc:  # SQLAlchemy's errors for a URL it cannot open are many kinds
@@ -380,6 +412,19 @@ def search(
         )
     if settings.stop_at is not None:  # no trial starts that the deadline would stop
         timeout = min(timeout if timeout is not None else math.inf, max(0.0, settings.stop_at - time.time()))
+    with storage_errors(settings.storage):
+        return _search(settings, space, trials, log, workers, cluster, timeout)
+
+
+def _search(
+    settings: Settings,
+    space: Space,
+    trials: int,
+    log: Callable[[str], None],
+    workers: int,
+    cluster: Any,
+    timeout: float | None,
+) -> Any:
     study = open_study(settings)
     if settings.command:
         study.set_user_attr("commands", [*study.user_attrs.get("commands", []), settings.command])
@@ -411,11 +456,12 @@ def search(
 
 def _worker(settings: Settings, space: Space, trials: int, timeout: float | None = None) -> None:
     """One search worker: ``trials`` trials of the shared study, its log lines prefixed by its sampler seed."""
-    study = open_study(settings)
     log = lambda line: print(f"[{settings.name} worker {settings.sampler_seed}] {line}", flush=True)  # noqa: E731
-    study.optimize(
-        lambda trial: run_trial(trial, settings, space, log), n_trials=trials, timeout=timeout, catch=(Deadline,)
-    )
+    with storage_errors(settings.storage):
+        study = open_study(settings)
+        study.optimize(
+            lambda trial: run_trial(trial, settings, space, log), n_trials=trials, timeout=timeout, catch=(Deadline,)
+        )
 
 
 def _scratch_worker(settings: Settings, space: Space, trials: int, timeout: float | None = None) -> None:
@@ -459,5 +505,22 @@ def register_trial(study: Any, number: int, name: str, path: str | Path) -> dict
         "arch": trial.user_attrs["arch"],
         "recipe": recipe,
     }
-    atomic_write_json(path, [*entries(Path(path)), entry])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def busy(owner: int | None) -> MnistlabError:
+        return MnistlabError(
+            f"{path} is being written by {f'process {owner}' if owner else 'another process'} for over "
+            f"{REGISTRY_WAIT:.0f} s; run the same command again when it is done"
+        )
+
+    # one writer at a time: read, add, write under the file's lock, or two registrations at once lose one
+    with exclusive(path.with_name(path.name + ".lock"), busy=busy, wait=REGISTRY_WAIT):
+        present = entries(path)
+        if any(e["name"] == name for e in present):
+            raise MnistlabError(f"model {name!r} exists already in {path}; pick another name")
+        atomic_write_json(path, [*present, entry])
     return entry
+
+
+REGISTRY_WAIT = 60.0  # seconds a registration waits for another process writing the user's found models

@@ -11,7 +11,7 @@ from statistics import mean
 from typing import Any
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.fileio import atomic_write_text
+from mnistlab.core.fileio import atomic_write_text, remove_litter
 from mnistlab.core.rundir import LAST_K, LAST_MEAN, LAST_MIN, RESULTS, TARGET
 from mnistlab.lab.records import (
     Candidate,
@@ -766,7 +766,7 @@ def teachers_note(result: ModelResult) -> str:
     sizes: list[int] = []
     groups: set[tuple[Path, float]] = set()
     for path in config.get("teachers") or ():
-        run = load_run(Path(path).parent)
+        run = load_run(recorded_path(result.runs[0], path).parent)
         if run is not None:
             sizes.append(run.summary["params"])
             # seeds trained stacked share one process: their group's time is counted once
@@ -777,6 +777,17 @@ def teachers_note(result: ModelResult) -> str:
         f"{len(sizes)} models ({kinds} parameters), trained for {_seconds(sum(seconds for _, seconds in groups))} in all, "
         f"alpha {config['distill_alpha']}, T {config['distill_temperature']}"
     )
+
+
+def recorded_path(run: RecordedRun, path: str) -> Path:
+    """A path a run recorded in its config (a teacher's checkpoint), found from where the run is now: a relative
+    one was relative to the folder the run was trained from, which its own recorded ``output_dir`` tells (so the
+    report reads the same files from any working folder)."""
+    recorded, out = Path(path), Path(run.config.get("output_dir") or "")
+    here = run.path.resolve()
+    if recorded.is_absolute() or out.is_absolute() or not out.parts or here.parts[-len(out.parts) :] != out.parts:
+        return recorded
+    return Path(*here.parts[: -len(out.parts)]) / recorded
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -791,6 +802,7 @@ def update_readme(readme: Path, table: str) -> bool:
         return False
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
+    remove_litter(readme.parent, (readme.name,))  # what a report killed mid-write left
     atomic_write_text(readme, f"{head}{README_START}\n{table}{README_END}{tail}")
     return True
 
@@ -798,6 +810,7 @@ def update_readme(readme: Path, table: str) -> bool:
 def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
     """Write the report; with ``readme``, also refresh the comparison table in the README. Everything is read and
     rendered before either file is written."""
+    results, output = results.resolve(), output.resolve()  # the same bytes from any working folder
     # the lab's models (a user's, registered from outside the package in this process, have their own runs)
     model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in lab_models()]
     figures = results / "figures"
@@ -881,6 +894,7 @@ def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md")
     text = "\n".join(parts)
     if readme is not None:
         update_readme(readme, comparison_table(model_results))
+    remove_litter(output.parent, (output.name,))
     return atomic_write_text(output, text)
 
 

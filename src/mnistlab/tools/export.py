@@ -21,7 +21,7 @@ from torch import nn
 
 from mnistlab import __version__
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.fileio import atomic_write_bytes, sha256_file
+from mnistlab.core.fileio import atomic_write_bytes, remove_litter, sha256_file
 from mnistlab.data.mnist import TRAIN_MEAN, TRAIN_STD
 from mnistlab.models.checkpoint import model_from, read_checkpoint
 
@@ -78,6 +78,7 @@ def export_onnx(checkpoint: str | Path, output: str | Path, tolerance: float = 1
     difference = float(np.abs(got - expected).max())
     if difference > tolerance:
         raise MnistlabError(f"ONNX output differs from PyTorch by {difference:.2e} (> {tolerance}); not written")
+    remove_litter(Path(output).parent, (Path(output).name,))  # what an export killed mid-write left
     atomic_write_bytes(output, data)
     return difference
 

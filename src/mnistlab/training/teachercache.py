@@ -5,8 +5,8 @@ path (seeds, batch size, augmentation, split) and its teachers share them.
 One file per epoch, ``<cache>/<key>.pt``: the mean teacher probability at the temperature, [B, K, 10], for every
 batch in order. The key is a sha256 of everything that decides those numbers (the teachers' sha256, the
 temperature, the seeds, the epoch, batch size, augmentation, split and data, the device kind and torch); a file is
-written atomically and checked against its key and the epoch's batches when read, and a damaged one is computed
-again. The targets are the same function of the same images as the step's own call (``TrainingState.losses``),
+written atomically and checked against its key, the epoch's batches and the sha256 of its values when read, and a
+damaged one is computed again. The targets are the same function of the same images as the step's own call (``TrainingState.losses``),
 so a run that reads them computes, bit for bit, what a run that does not would.
 
 With the recipe's ``teacher_view`` "clean" the teachers look at each training image as it is, once for the split:
@@ -32,7 +32,7 @@ from mnistlab.data.loader import TensorLoader, normalize
 from mnistlab.training.step import Teachers
 
 FORMAT = "mnistlab-teacher-outputs"
-VERSION = 1
+VERSION = 2  # 2: each file carries the sha256 of its targets, checked when read
 
 
 def data_fingerprint(data: tuple[tuple[np.ndarray, np.ndarray], ...] | None) -> str:
@@ -74,7 +74,8 @@ class TeacherCache:
         self.misses += 1
         seeds = tuple(self.identity["seeds"])
         computed = [teachers.probabilities(images.to(device)) for images, _ in loader.stacked(seeds)]
-        payload = {"key": key, "targets": [t.cpu() for t in computed]}
+        targets = [t.cpu() for t in computed]
+        payload = {"key": key, "targets": targets, "sha256": content_digest(targets)}
         atomic_write(path, lambda f: torch.save(payload, f))
         return computed
 
@@ -125,7 +126,8 @@ class CleanTargets:
         ]  # each [C, 10]: the images as [C, 1, 28, 28], one slot
         self._table = torch.cat(chunks)
         if path is not None:
-            payload = {"key": key, "targets": self._table.cpu()}
+            table = self._table.cpu()
+            payload = {"key": key, "targets": table, "sha256": content_digest(table)}
             atomic_write(path, lambda f: torch.save(payload, f))
         return self._table
 
@@ -172,7 +174,19 @@ def _read(path: Path, key: str, whole: Callable[[object], bool]) -> Any:
     if not isinstance(payload, dict) or payload.get("key") != key:
         return None
     targets = payload.get("targets")
-    return targets if whole(targets) else None
+    if not whole(targets) or payload.get("sha256") != content_digest(targets):
+        return None  # a flipped bit changes the numbers without breaking the file: its digest tells
+    return targets
+
+
+def content_digest(targets: torch.Tensor | list[torch.Tensor]) -> str:
+    """The sha256 of the targets' values (shapes, dtypes and bytes), as written and as read back."""
+    digest = hashlib.sha256()
+    for t in targets if isinstance(targets, list) else [targets]:
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{tuple(t.shape)} {t.dtype};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def cache_for(
