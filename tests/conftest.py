@@ -44,6 +44,7 @@ TIERS = {
     "cli": "runs the command line in a subprocess (every test that uses the `mnistlab` fixture)",
     "browser": "drives the demo page in Chromium",
     "ray": "starts a local Ray cluster",
+    "kills": "kills training at every point of a save (many runs, or a process killed with -9)",
 }
 
 

@@ -62,6 +62,7 @@ def cut_at(monkeypatch, tmp_path, tiny_data, folder, nth):
     return calls["n"]
 
 
+@pytest.mark.kills
 def test_a_group_killed_at_any_rename_of_a_save_resumes_to_the_uninterrupted_numbers(tmp_path, tiny_data, monkeypatch):
     whole = fit_group(group(tmp_path, "whole"), data=tiny_data, **QUIET)
     renames = cut_at(monkeypatch, tmp_path, tiny_data, "count", nth=10**6)  # never killed: counts the renames
@@ -136,6 +137,7 @@ fit_group(configs, data=(tiny_digits(600, seed=0), tiny_digits(200, seed=1)), pr
 """
 
 
+@pytest.mark.kills
 @pytest.mark.parametrize(
     "hook, patch, nth",
     [
