@@ -72,6 +72,8 @@ def installed(tmp_path_factory):
             "install",
             "-q",
             "--disable-pip-version-check",
+            "-c",
+            str(ROOT / "constraints.txt"),  # the repository's torch, as `make setup` installs it
             f"{wheel}[onnx,demo,search]",
         ],
         capture_output=True,
@@ -230,3 +232,20 @@ def test_the_demo_serves_the_packages_model_from_an_empty_folder(installed, tmp_
     finally:
         demo.terminate()
         demo.wait(30)
+
+
+def test_the_wheel_declares_its_dependencies_as_ranges_and_the_repository_pins_torch(installed):
+    """A library asks for a range (a user's torch stays); the repository's own environment is pinned apart."""
+    import zipfile
+
+    (wheel,) = installed.parent.parent.glob("mnistlab-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(name).decode()
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    torch_line = next(r for r in requires if r.startswith("torch"))
+    assert torch_line.replace(" ", "") == "torch>=2.11"
+    assert not [r for r in requires if "==" in r.split(";")[0]], requires  # `extra == "onnx"` is a marker
+    pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert pins == ["torch==2.13.0"]
+    assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
