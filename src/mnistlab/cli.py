@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from mnistlab.core.config import NO_OPTION, Augment, TrainConfig, read_recipe_changes
+from mnistlab.core.config import NO_OPTION, PRECISIONS, Augment, TrainConfig, read_recipe_changes
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import check_writable
 from mnistlab.core.rundir import (
@@ -109,6 +109,14 @@ def cli() -> None:
     default=None,
     help="several seeds as one stacked network, e.g. 1,2,3,4: runs <output-dir>/seed<k>",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", *PRECISIONS]),
+    default="auto",
+    show_default=True,
+    help="the forward pass's arithmetic: auto is bf16 on a CPU that computes it natively (AVX-512 BF16, AMX), "
+    "fp32 elsewhere; config.json records which",
+)
 @_config_options
 def train(
     model_name: str,
@@ -122,6 +130,7 @@ def train(
     seed_list: str | None,
     tensorboard_dir: str | None,
     teachers: tuple[str, ...],
+    precision: str,
     **fields: Any,
 ) -> None:
     """Train a model; write config, history, summary and checkpoints to its run directory."""
@@ -134,7 +143,7 @@ def train(
         _resume(Path(resume_dir), quiet=quiet, tensorboard_dir=tensorboard_dir)
         return
     card = resolve(model_name)
-    changes = {**(read_recipe_changes(recipe_file) if recipe_file else {}), **_given(fields)}
+    changes = {**(read_recipe_changes(recipe_file) if recipe_file else {}), **_given(fields), "precision": precision}
     if teachers:
         changes["teachers"] = teachers
     request = _NewRun(
@@ -565,6 +574,13 @@ def report(results: str, output: str, readme: str) -> None:
     "--threads, and with --device cuda, --workers jobs share each GPU",
 )
 @click.option("--ray-address", default=None, metavar="HOST:PORT", help="join this Ray cluster (implies --ray)")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", *PRECISIONS]),
+    default=None,
+    help="every run's forward pass in this precision [each run's recorded one: fp32]; auto: bf16 on a CPU that "
+    "computes it natively",
+)
 @click.option("--quiet", is_flag=True)
 def reproduce(
     models: str,
@@ -580,6 +596,7 @@ def reproduce(
     limit: int | None,
     use_ray: bool,
     ray_address: str | None,
+    precision: str | None,
     quiet: bool,
 ) -> None:
     """Re-run every recorded experiment that is missing; resume the interrupted ones."""
@@ -589,9 +606,11 @@ def reproduce(
 
     if workers < 1:
         raise MnistlabError(f"--workers must be at least 1, got {workers}")
-    if (epochs is not None or limit is not None) and Path(results).resolve() == Path(RESULTS).resolve():
+    unlike = epochs is not None or limit is not None or precision not in (None, "fp32")
+    if unlike and Path(results).resolve() == Path(RESULTS).resolve():
         raise MnistlabError(
-            "--epochs and --limit make runs unlike the recorded ones: write them elsewhere with --results DIR"
+            "--epochs, --limit and a --precision other than fp32 make runs unlike the recorded ones: write them "
+            "elsewhere with --results DIR"
         )
     names = [resolve(m.strip()).name for m in models.split(",") if m.strip()] if models else None
     runs = planned_runs(names, _parse_seeds(seeds) if seeds else None, tuning, studies)
@@ -602,7 +621,11 @@ def reproduce(
     cluster = _cluster(use_ray, ray_address, gpus_per_job=1.0 / workers)
     if cluster is not None:
         threads = threads or 1
-    pairs = (("threads", threads), ("device", device), ("epochs", epochs), ("limit", limit))
+    if precision == "auto":
+        from mnistlab.core.perf import resolve_precision
+
+        precision = resolve_precision(precision, device or "auto")
+    pairs = (("threads", threads), ("device", device), ("epochs", epochs), ("limit", limit), ("precision", precision))
     overrides = {key: value for key, value in pairs if value is not None and value != 0}
     summaries = run_all(
         configs,

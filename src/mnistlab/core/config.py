@@ -24,6 +24,7 @@ from mnistlab.core.rundir import CONFIG, default_run_dir, read_config
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "plateau")
 TEACHER_VIEWS = ("augmented", "clean")
+PRECISIONS = ("fp32", "bf16")  # a config's; "auto" is resolved when a config is made (models.config_for)
 # a field's roles (metadata keys; absent means no): how and where a run executes, not what it computes;
 # may differ between the runs of one stacked group; not an option of `mnistlab train` (set another way)
 EXECUTION, PER_RUN, NO_OPTION = "execution", "per_run", "no_option"
@@ -153,6 +154,10 @@ class TrainConfig(Recipe):
     compile: bool = _role(False, EXECUTION)  # torch.compile the model
     # on CUDA, replay each full batch's training step as one captured graph (SGD)
     cuda_graph: bool = _role(True, EXECUTION)
+    # the forward pass's arithmetic: "fp32", or "bf16" (bfloat16 autocast; the weights, the loss and the
+    # evaluation stay float32). A new run's "auto" becomes bf16 on a CPU that computes it natively (core.perf),
+    # fp32 elsewhere, when its config is made: what decided the numbers is what config.json records
+    precision: str = _role("fp32", NO_OPTION)
     # with teachers, keep their outputs for each epoch's batches under the data folder (teacher-outputs/) and read
     # them back when another run sees the same images with the same teachers: the same numbers, bit for bit
     teacher_cache: bool = _role(True, EXECUTION)
@@ -177,6 +182,7 @@ class TrainConfig(Recipe):
                 (self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}"),
                 (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}"),
                 (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+                (self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}"),
             ]
         )
         if not self.output_dir:

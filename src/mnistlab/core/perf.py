@@ -39,3 +39,30 @@ def configure(threads: int = 0) -> None:
     keep_freed_memory()
     if threads:
         torch.set_num_threads(threads)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where autocast to it is fast; elsewhere it
+    is emulated and slower than float32. Read from /proc/cpuinfo (Linux); False where it cannot be told."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """A new run's precision: "auto" is bf16 on a CPU that computes it natively, fp32 anywhere else (a GPU runs the
+    captured float32 step); "fp32" and "bf16" as asked."""
+    if precision != "auto":
+        return precision
+    if device not in ("auto", "cpu"):
+        return "fp32"
+    accelerator = getattr(torch, "accelerator", None)
+    if device == "auto" and accelerator is not None and accelerator.is_available():
+        return "fp32"
+    return "bf16" if native_bf16() else "fp32"

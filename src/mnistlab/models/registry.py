@@ -14,6 +14,7 @@ from torch import nn
 from mnistlab.core.config import Recipe, TrainConfig, recipe_values
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import sha256_file
+from mnistlab.core.perf import resolve_precision
 from mnistlab.core.rundir import checkpoints_in
 
 
@@ -107,6 +108,8 @@ def config_for(model: str | ModelCard, *, base: Recipe | None = None, **override
     card = card_of(model)
     values = {**recipe_values(base or card.recipe), "source": card.source, "source_sha256": card.source_sha256}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("precision") == "auto":  # decided now, for this machine, and recorded in config.json
+        values["precision"] = resolve_precision("auto", values.get("device", "auto"))
     if values.get("teachers") and not values.get("teacher_sha256"):
         try:
             values["teachers"], values["teacher_sha256"] = teacher_files(values["teachers"])

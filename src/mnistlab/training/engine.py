@@ -323,6 +323,7 @@ def finish(group: Group) -> list[dict[str, Any]]:
     loaders = group.loaders
     params = sum(p.numel() for p in group.state.model.parameters()) // len(group.configs)
     where = {**provenance(group.device), "stacked": len(group.configs), "cuda_graph": group.graphed is not None}
+    where |= {"precision": group.configs[0].precision, "native_bf16": perf.native_bf16()}
     if group.cache is not None:
         where["teacher_cache"] = {"hits": group.cache.hits, "misses": group.cache.misses}
     for config, history in zip(group.configs, group.histories):
@@ -490,6 +491,8 @@ def graphed_trainer(
 ) -> GraphedTrainer | None:
     """The captured-graph training step on CUDA (None elsewhere, or when the recipe or config rules it out)."""
     if device.type != "cuda" or not config.cuda_graph or config.compile or config.optimizer != "sgd":
+        return None
+    if config.precision != "fp32":  # the graph captures the float32 step
         return None
     if config.teachers and config.teacher_view == "clean":  # the graph asks the teachers of its own batch
         return None

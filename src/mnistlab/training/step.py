@@ -146,6 +146,7 @@ class TrainingState:
     teachers: Teachers | None = None
     distill_alpha: float = 0.0
     distill_temperature: float = 1.0
+    precision: str = "fp32"  # the forward pass's: fp32, or bf16 autocast (the weights and the loss stay float32)
 
     @classmethod
     def create(
@@ -162,6 +163,7 @@ class TrainingState:
             teachers,
             config.distill_alpha,
             config.distill_temperature,
+            config.precision,
         )
 
     def losses(
@@ -228,7 +230,8 @@ def train_one_epoch(
     for index, (images, labels) in enumerate(batches):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        log_probs = forward(images)  # (B, K, 10)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=state.precision == "bf16"):
+            log_probs = forward(images).float()  # (B, K, 10); the loss in float32 whatever the forward's precision
         losses = state.losses(images, log_probs, labels, None if targets is None else targets[index])  # (K,)
         state.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
