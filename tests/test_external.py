@@ -288,3 +288,85 @@ def test_a_cut_group_of_a_model_from_outside_resumes_in_a_fresh_process_like_mod
     resumed = run_all(read, stack=True, data=tiny_data, **QUIET)
     assert [s["test_acc_last3"] for s in resumed] == [s["test_acc_last3"] for s in whole]
     assert [s["provenance"]["stacked"] for s in resumed] == [2, 2]
+
+
+CELL = '''
+import torch.nn.functional as F
+from torch import nn
+
+
+class {name}(nn.Module):
+    """A notebook's network."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 6, 3)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x):
+        return self.head(F.relu(self.c1(x)).mean((2, 3)))
+
+
+history = []  # the rest of a cell: never part of the model's kept source
+'''
+
+SIMULATED_CELL = """
+import linecache, sys
+sys.path.insert(0, {tests!r})
+from conftest import tiny_digits
+source = {source!r}
+filename = "/tmp/ipykernel_4242/1234567.py"  # where ipykernel says a cell's code lives; linecache holds its text
+linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+exec(compile(source, filename, "exec"), globals())
+import mnistlab
+config = mnistlab.config_for({name}, epochs=2, batch_size=64, val_size=100, device="cpu", output_dir={out!r})
+data = (tiny_digits(600, seed=0), tiny_digits(200, seed=1))
+print(mnistlab.fit(config, data=data, progress=False, log=lambda m: None, stop_after={stop}))
+"""
+
+
+def test_a_model_defined_in_a_notebook_cell_trains_and_resumes_in_a_fresh_process(tmp_path, tiny_data):
+    """`fit(config_for(CellNet))` in a kernel whose cells have no file: the run keeps the class's definition and
+    its cell's imports, and a fresh process (the command line's `train --resume`) finishes it from that copy."""
+    from conftest import ROOT
+
+    from mnistlab.core.config import TrainConfig
+    from mnistlab.jobs.runner import run_all
+    from mnistlab.models.external import SOURCE_COPY
+
+    def cell(out, stop):
+        script = SIMULATED_CELL.format(
+            tests=str(ROOT / "tests"), source=CELL.format(name="CellNet"), name="CellNet", out=str(out), stop=stop
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    cell(tmp_path / "whole", "None")
+    cell(tmp_path / "cut", "1")
+    kept = (tmp_path / "cut" / SOURCE_COPY).read_text()
+    assert "class CellNet(nn.Module):" in kept and "history = []" not in kept and "import torch.nn.functional" in kept
+    recorded = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert recorded["source"] == "__main__:CellNet" and recorded["model"] == "CellNet"
+    resumed = run_all([TrainConfig.read(tmp_path / "cut")], stack=True, data=tiny_data, progress=False, log=print)
+    whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert resumed[0]["test_acc_last3"] == whole["test_acc_last3"] and resumed[0]["params"] == 6 * 9 + 6 + 70
+
+
+def test_the_python_api_takes_a_class_a_builder_or_a_file_wherever_it_names_a_model(tmp_path):
+    import mnistlab
+    from mnistlab.models import config_for, create_model
+
+    path = student(tmp_path, "StudentP")
+    assert sum(p.numel() for p in create_model(f"{path}:StudentP").parameters()) == get_card("StudentP").params
+
+    def builder() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+
+    table = mnistlab.analyze(builder)
+    assert table.params == 7850 and str(table) == table.render_table() and "features.model" not in str(table)
+    assert config_for(builder, epochs=2).epochs == 2 and config_for(builder).model == "builder"
+    with pytest.raises(MnistlabError, match="not a built Sequential: each seed builds its own"):
+        config_for(builder())
+    with pytest.raises(MnistlabError, match="a model is a name, a FILE.py:BUILDER spec"):
+        config_for(3)

@@ -27,3 +27,12 @@ def test_main_notebook_runs(tmp_path):
     outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "test accuracy" in outputs and "Total: 7,500 parameters" in outputs
     assert (tmp_path / "nb" / "best.pt").is_file() and (tmp_path / "nb" / "misclassified.png").is_file()
+    # the model defined in a cell: trained, and its run keeps the class's source, so a fresh process (this one)
+    # rebuilds it from the run's copy
+    assert "CellNet: 1,418 parameters" in outputs and "features.model" not in outputs
+    mine = tmp_path / "nb-cellnet"
+    assert "class CellNet(nn.Module):" in (mine / "model_source.py").read_text()
+    from mnistlab.models import load_checkpoint
+
+    model = load_checkpoint(mine / "last.pt")
+    assert sum(p.numel() for p in model.parameters()) == 1418

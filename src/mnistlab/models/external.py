@@ -16,6 +16,7 @@ copy is Python the user wrote; it runs only when the user names that run (its fo
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import importlib
@@ -23,7 +24,9 @@ import importlib.metadata
 import importlib.util
 import inspect
 import json
+import linecache
 import sys
+import textwrap
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +46,102 @@ from mnistlab.models.zoo import MODEL8_FINAL_RECIPE
 ENTRY_POINTS = "mnistlab.models"  # installed packages register their builders here
 # a model from outside trains, unless told otherwise (--recipe FILE, --lr, ...), with Model 8's final recipe
 DEFAULT_RECIPE = MODEL8_FINAL_RECIPE
+
+
+PYTHON = "__main__"  # the "module" of a model given as a Python object defined in a notebook cell or a script
+
+
+def model_card(model: Any, recipe: Recipe | None = None) -> ModelCard:
+    """The card of whatever names a model in the Python API, resolved once: a card; a name or a spec as the command
+    line takes it (``resolve``); or a Python object, a ``nn.Module`` class or a builder function, as a notebook has
+    it (``from_python``)."""
+    if isinstance(model, ModelCard):
+        return model
+    if isinstance(model, str):
+        return resolve(model, recipe)
+    return from_python(model, recipe)
+
+
+def from_python(obj: Any, recipe: Recipe | None = None) -> ModelCard:
+    """A model given as a Python object: a ``nn.Module`` subclass, or a function that returns one, checked on a
+    dummy batch and registered under its name. One from a module with a file is named by that file, as the command
+    line names it; one defined in a notebook cell (or a script's ``__main__``) keeps its definition and its
+    cell's imports as source, so that its runs keep a copy (``model_source.py``) and resume in a fresh process.
+    Where that source does not rebuild the same layers alone (it uses a helper from another cell), the model is
+    registered all the same, without a copy: its runs then resume only in the process that defined it."""
+    if isinstance(obj, nn.Module):
+        raise MnistlabError(
+            f"give the model's class or a function that builds it, not a built {type(obj).__name__}: each seed "
+            "builds its own"
+        )
+    name = getattr(obj, "__name__", "")
+    if not callable(obj) or not name.isidentifier():
+        raise MnistlabError(f"a model is a name, a FILE.py:BUILDER spec, a nn.Module class or a builder; got {obj!r}")
+    module = sys.modules.get(getattr(obj, "__module__", ""))
+    file = getattr(module, "__file__", None)
+    top_level = module is not None and getattr(module, name, None) is obj
+    if top_level and module.__name__ != PYTHON and file and Path(file).is_file():
+        return resolve(f"{file}:{name}", recipe)  # a module's or a model file's builder: named as the CLI names it
+    source = Source(f"{PYTHON}:{name}", "python", PYTHON, name)
+    data = _definition(obj)
+    if data is not None and _rebuilds(obj, data):
+        _PYTHON_SOURCES[source.spec] = data
+        return get_card(source.register(data, recipe))
+    builder, params = _checked(obj, source.spec)
+    if is_registered(name) and (get_card(name).source is not None or not get_card(name).outside):
+        raise MnistlabError(f"model name {name!r} is taken by a registered model; rename your class or builder")
+    _register_outside(
+        ModelCard(
+            title=name,
+            target=("Your model, defined in Python.",),
+            design=_first_paragraph(obj) or f"`{name}`, defined in Python.",
+            recipe=recipe or DEFAULT_RECIPE,
+            params=params,
+            name=name,
+            builder=builder,
+        )
+    )
+    return get_card(name)
+
+
+_PYTHON_SOURCES: dict[str, bytes] = {}  # the source kept of each model given as a Python object, by its spec
+_HEADER = "import torch\nfrom torch import nn\nimport torch.nn.functional as F\n"
+
+
+def _definition(obj: Any) -> bytes | None:
+    """The source of ``obj``'s definition with the imports of the cell (or file) it was defined in, as a module
+    of its own; None when Python kept no source of it."""
+    functions = [obj] if inspect.isfunction(obj) else [v for v in vars(obj).values() if inspect.isfunction(v)]
+    for function in functions:
+        filename = function.__code__.co_filename
+        text = "".join(linecache.getlines(filename))
+        if not text:
+            continue
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        kinds = (ast.ClassDef, ast.FunctionDef)  # a builder nested in a function too (its closure is checked below)
+        found = [n for n in ast.walk(tree) if isinstance(n, kinds) and n.name == obj.__name__]
+        if not found:
+            continue
+        imports = [ast.get_source_segment(text, n) for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        node = found[-1]  # a cell run twice defines it twice: the last one is the one in use
+        start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        body = textwrap.dedent("".join(text.splitlines(keepends=True)[start - 1 : node.end_lineno]))
+        return (_HEADER + "".join(f"{i}\n" for i in imports if i) + "\n\n" + body).encode()
+    return None
+
+
+def _rebuilds(obj: Any, data: bytes) -> bool:
+    """Whether ``data`` alone builds the layers ``obj`` builds (the same parameter names and shapes)."""
+    try:
+        module = _module_from_bytes(data, Path(f"<{obj.__name__}>.py"))
+        copy, original = getattr(module, obj.__name__)(), obj()
+    except Exception:  # noqa: BLE001  whatever the kept source lacks (a helper from another cell)
+        return False
+    shapes = lambda m: [(k, tuple(v.shape)) for k, v in m.state_dict().items()]  # noqa: E731
+    return isinstance(copy, nn.Module) and isinstance(original, nn.Module) and shapes(copy) == shapes(original)
 
 
 def is_external(spec: str) -> bool:
@@ -67,8 +166,8 @@ def sha256(data: bytes) -> str:
 class Source:
     """Where a model from outside comes from, as the user named it."""
 
-    spec: str  # "my_net.py:Builder", "my_package.module:Builder" or "my_net.json"
-    kind: str  # file | module | spec
+    spec: str  # "my_net.py:Builder", "my_package.module:Builder", "my_net.json", or "__main__:Builder"
+    kind: str  # file | module | spec | python (an object defined in a notebook cell or a script: ``from_python``)
     where: str  # the file's path, or the module's name
     builder: str  # the builder's name ("" for a spec)
 
@@ -79,10 +178,18 @@ class Source:
         where, _, builder = spec.rpartition(":")
         if not where or not builder.isidentifier():
             raise MnistlabError(f"a model from outside is FILE.py:BUILDER, MODULE:BUILDER or SPEC.json, got {spec!r}")
-        return cls(spec, "file" if where.endswith(".py") else "module", where, builder)
+        kind = "python" if where == PYTHON else "file" if where.endswith(".py") else "module"
+        return cls(spec, kind, where, builder)
 
     def read(self) -> bytes:
         """The bytes the model is built from: the file or spec, or the module's source file."""
+        if self.kind == "python":
+            if self.spec not in _PYTHON_SOURCES:
+                raise MnistlabError(
+                    f"model {self.builder} was defined in Python (a notebook cell) and its run keeps no copy of it: "
+                    f"define it again in this process and pass it to mnistlab (e.g. mnistlab.config_for({self.builder}))"
+                )
+            return _PYTHON_SOURCES[self.spec]
         if self.kind == "module":
             path = self._module_file()
         else:
@@ -335,7 +442,7 @@ def ensure_registered(config: dict[str, Any], run_dir: Path | None, log: Callabl
         copy = None  # a copy left by another model's start that saved no epoch: the original is this run's model
     if copy is not None and copy.is_file():
         data = copy.read_bytes()
-        if log is not None and source.kind != "module":
+        if log is not None and source.kind in ("file", "spec"):
             original = Path(source.where)
             if not original.is_file():
                 log(f"note: {original} is gone; the model is rebuilt from the run's copy, {copy}")

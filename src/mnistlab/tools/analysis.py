@@ -102,6 +102,12 @@ class LayerTable:
     def render_markdown(self) -> str:
         return render(self, markdown=True)
 
+    def __str__(self) -> str:  # print(analyze(model)) in a notebook: the table, not the dataclass's fields
+        return self.render_table()
+
+    def _repr_markdown_(self) -> str:  # a notebook cell that ends with analyze(model): the table, rendered
+        return self.render_markdown()
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Tracing
@@ -213,8 +219,17 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, _Tracer().trace(model))
 
 
-def analyze(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None) -> LayerTable:
-    """Trace ``model`` on one ``input_shape`` image and return its per-layer table."""
+WRAPPED = "features.model."  # a model from outside is held in a Net (its log-softmax): its layers keep their own names
+
+
+def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None) -> LayerTable:
+    """Trace ``model`` on one ``input_shape`` image and return its per-layer table. ``model`` is a built network,
+    or anything ``mnistlab.models.create_model`` builds (a name, a ``FILE.py:BUILDER``, a class or builder)."""
+    if not isinstance(model, nn.Module):
+        from mnistlab.models import create_model, model_card
+
+        name = name or model_card(model).name
+        model = create_model(model)
     try:
         graph = trace(model)
     except Exception as exc:  # fx raises many types for untraceable control flow
@@ -259,7 +274,7 @@ def analyze(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), name: 
         kernel, stride, padding, dilation = geometry
         rows.append(
             LayerRow(
-                name=str(node.target) if node.op == "call_module" else node.name,
+                name=(str(node.target) if node.op == "call_module" else node.name).removeprefix(WRAPPED),
                 type=kind,
                 kernel=_compact(kernel),
                 stride=_compact(stride),

@@ -17,7 +17,7 @@ from torch import nn
 
 from mnistlab.core.rundir import LAST
 from mnistlab.data.loader import normalize
-from mnistlab.tools.analysis import LayerRow, analyze
+from mnistlab.tools.analysis import WRAPPED, LayerRow, analyze
 
 IMAGE = 28  # the input's side in pixels
 
@@ -87,10 +87,11 @@ class Block:
 def blocks(model: nn.Module) -> list[Block]:
     """The model's blocks with a spatial output, in order: the children of the deepest container that holds
     every analysed layer (``features`` for the zoo's ``Net``)."""
-    rows = [row for row in analyze(model).rows if len(row.output_shape) == 3 and _is_module(model, row.name)]
+    found = [(row, _module_path(model, row.name)) for row in analyze(model).rows if len(row.output_shape) == 3]
+    rows = [row for row, path in found if path is not None]
     if not rows:
         return []
-    parts = [row.name.split(".") for row in rows]
+    parts = [path.split(".") for _, path in found if path is not None]
     common = 0
     while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
         common += 1
@@ -100,12 +101,15 @@ def blocks(model: nn.Module) -> list[Block]:
     return [Block(path, tuple(members)) for path, members in grouped.items()]
 
 
-def _is_module(model: nn.Module, name: str) -> bool:
-    try:
-        model.get_submodule(name)
-    except AttributeError:
-        return False
-    return True
+def _module_path(model: nn.Module, name: str) -> str | None:
+    """The submodule an analysis row names (a model from outside: inside its wrapper, ``analysis.WRAPPED``)."""
+    for path in (name, WRAPPED + name):
+        try:
+            model.get_submodule(path)
+        except AttributeError:
+            continue
+        return path
+    return None
 
 
 def _pair(value: int | float | tuple) -> tuple[float, float]:

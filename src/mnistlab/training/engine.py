@@ -51,6 +51,7 @@ from mnistlab.core.rundir import (
 )
 from mnistlab.data.loader import Loaders, TensorLoader, get_dataloaders, make_loaders
 from mnistlab.data.mnist import resolve_data_dir
+from mnistlab.models import config_for
 from mnistlab.models.checkpoint import checkpoint_writer, read_checkpoint
 from mnistlab.models.external import ensure_registered, keep_copy
 from mnistlab.models.registry import build_model, get_card
@@ -154,8 +155,11 @@ def recipe_unstackable(config: TrainConfig) -> str | None:
     return None
 
 
-def fit(config: TrainConfig, **kwargs: Any) -> dict[str, Any]:
-    """Train ``config.model`` per ``config`` into ``config.output_dir``; return the summary."""
+def fit(config: Any, **kwargs: Any) -> dict[str, Any]:
+    """Train ``config.model`` per ``config`` into ``config.output_dir``; return the summary. ``config`` may also be
+    a model (a name, a class or builder from a notebook: ``mnistlab.config_for``), trained with its own recipe."""
+    if not isinstance(config, TrainConfig):
+        config = config_for(config)
     return fit_group([config], **kwargs)[0]
 
 
