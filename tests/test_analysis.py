@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mnistlab.models import create_model, list_models
-from mnistlab.tools.analysis import AnalysisError, analyze
+from mnistlab.tools.analysis import AnalysisError, analyze, trace
 
 
 def spatial_hw(row):
@@ -197,3 +198,79 @@ def test_an_operation_the_tracer_does_not_know_is_named_plainly_and_the_rest_sti
 
     kinds = [row.type for row in analyze(MaxHead()).rows]
     assert "AdaptiveMaxPool2d" in kinds and "AdaptiveAvgPool2d" not in kinds
+
+
+class FunctionalConv(nn.Module):
+    """A weight of its own used through F.conv2d, then a Linear, as students write them."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 1, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(8))
+        self.c2 = nn.Conv2d(8, 16, 3, stride=2)
+        self.w_out = nn.Parameter(torch.randn(10, 16))
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        x = F.relu(F.conv2d(x, self.weight, self.bias, padding=1))
+        x = F.relu(self.c2(x)).mean((2, 3))
+        return F.linear(x, self.w_out) * self.scale
+
+
+def test_functional_layers_with_their_own_weights_get_rows_and_the_rows_add_up():
+    table = analyze(FunctionalConv())
+    rows = {row.name: row for row in table.rows}
+    assert rows["conv2d"].params == 8 * 9 + 8 and rows["conv2d"].kernel == 3 and rows["conv2d"].padding == 1
+    assert rows["conv2d"].macs == 8 * 28 * 28 * 9 and rows["conv2d"].receptive_field == 3
+    assert rows["c2"].receptive_field == 5
+    assert rows["linear"].params == 160 and rows["linear"].macs == 160
+    assert rows["(other parameters)"].params == 1  # the scale, used by a multiplication
+    assert sum(row.params for row in table.rows) == table.params == sum(p.numel() for p in FunctionalConv().parameters())
+    assert json.loads(table.to_json())["params"] == table.params  # every format holds it
+
+
+def _field_by_gradient(model: nn.Module, name: str, size: int = 28) -> tuple[int, int]:
+    """(rows, cols) of the input that the centre unit of layer ``name``'s output depends on, on a random image."""
+    graph = trace(copy.deepcopy(model).double().eval())
+    target = next(n for n in graph.graph.nodes if n.name == name or (n.op == "call_module" and n.target == name))
+    output = next(n for n in graph.graph.nodes if n.op == "output")
+    output.args = (target,)
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    x = torch.rand(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    out = graph(x)
+    out[0, 0, out.shape[2] // 2, out.shape[3] // 2].backward()
+    hit = x.grad[0, 0] != 0
+    return int(hit.any(1).sum()), int(hit.any(0).sum())
+
+
+@pytest.mark.parametrize(
+    "norm, name",
+    [
+        (lambda: nn.GroupNorm(2, 8), "1"),
+        (lambda: nn.InstanceNorm2d(8, affine=True), "1"),
+        (lambda: nn.LayerNorm([8, 26, 26]), "1"),
+        ("group_norm", "group_norm"),
+    ],
+)
+def test_a_norm_of_each_images_statistics_sees_the_whole_image_as_the_gradient_says(norm, name):
+    if norm == "group_norm":
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.c = nn.Conv2d(1, 8, 3)
+                self.after = nn.Conv2d(8, 10, 3)
+
+            def forward(self, x):
+                return self.after(F.group_norm(self.c(x), 2))
+
+        model = Net()
+    else:
+        model = nn.Sequential(nn.Conv2d(1, 8, 3), norm(), nn.Conv2d(8, 10, 3))
+    table = analyze(model)
+    row = next(r for r in table.rows if r.name == name)
+    assert _field_by_gradient(model, name) == (28, 28)  # what a gradient says: every pixel
+    assert row.receptive_field >= 28 and table.rows[-1].receptive_field >= 28
+    batch = analyze(nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 10, 3)))
+    assert batch.rows[-1].receptive_field == 5  # BatchNorm in eval: running statistics, nothing per image

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import shlex
 import signal
 import sys
@@ -416,6 +417,10 @@ def summary(model_name: str, fmt: str) -> None:
     try:
         result = analyze(model, name=name)
     except AnalysisError as exc:  # still the shapes, parameters and MACs, and why the field is missing
+        if fmt == "json":  # the format asked for, whatever the model
+            params = sum(p.numel() for p in model.parameters())
+            click.echo(json.dumps({"model": name, "params": params, "receptive_field": None, "why": str(exc)}))
+            return
         click.echo(f"{name}: receptive field not computed ({exc})\n{shapes_and_params(model)}", nl=False)
         click.echo(MAC_MEANING)
         return

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import operator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -84,7 +85,8 @@ class LayerTable:
 
     @property
     def receptive_field(self) -> int | Pair:
-        return self.rows[-1].receptive_field if self.rows else 1
+        fields_ = [row.receptive_field for row in self.rows if row.receptive_field is not None]
+        return fields_[-1] if fields_ else 1
 
     def to_dicts(self) -> list[dict[str, Any]]:
         return [asdict(row) for row in self.rows]
@@ -141,7 +143,6 @@ _NEUTRAL_FUNCTIONS = {
     F.log_softmax,
     F.softmax,
     F.batch_norm,
-    F.layer_norm,
     torch.log_softmax,
     operator.add,
     operator.mul,
@@ -243,7 +244,16 @@ def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | 
     modules = dict(graph.named_modules())
     field_of: dict[fx.Node, Field] = {}
     rows: list[LayerRow] = []
-    used: set[str] = set()  # the modules already called
+    used: set[str] = set()  # the modules already called, and the model's own tensors already used
+
+    def params_of(attr: fx.Node) -> int:
+        """A ``get_attr`` tensor's parameter count at its first use (0 after, or for a buffer)."""
+        if attr.op != "get_attr" or str(attr.target) in used:
+            return 0
+        used.add(str(attr.target))
+        owned = dict(model.named_parameters())
+        return owned[str(attr.target)].numel() if str(attr.target) in owned else 0
+
     output_shape: tuple[int, ...] = ()
 
     for node in graph.graph.nodes:
@@ -261,7 +271,7 @@ def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | 
         where = f"layer {node.name!r} ({operation_name(node, modules)})"
         field = parents[0] if len(parents) == 1 else _merge(parents, where)
         in_size = _spatial(node.all_input_nodes[0].meta.get("tensor_meta"))
-        layer = _layer(node, modules, field, in_size, shape, where)
+        layer = _layer(node, modules, field, in_size, shape, where, params_of)
         if layer is None:
             field_of[node] = field
             continue
@@ -289,6 +299,24 @@ def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | 
             )
         )
     params = sum(p.numel() for p in model.parameters())
+    counted = sum(row.params for row in rows)
+    if counted < params:  # weights used by an operation that is no layer (x * self.scale): the rows still add up
+        rows.append(
+            LayerRow(
+                "(other parameters)",
+                "used elsewhere",
+                None,
+                None,
+                None,
+                None,
+                (),
+                None,
+                None,
+                None,
+                params - counted,
+                0,
+            )
+        )
     return LayerTable(
         model=name or type(model).__name__,
         input_shape=tuple(input_shape),
@@ -310,6 +338,7 @@ def _layer(
     in_size: Pair | None,
     shape: tuple[int, ...],
     where: str,
+    params_of: Callable[[fx.Node], int],
 ) -> tuple[str, Field, Geometry, int, int] | None:
     """(type, field after, geometry, params, MACs) for a node that does work; None for a neutral node."""
     out_elems = 1
@@ -343,13 +372,38 @@ def _layer(
             return "Linear", field, (None, None, None, None), own, module.in_features * module.out_features
         if isinstance(module, nn.Flatten):
             return _flatten(field, in_size)
-        if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm)):
+        if isinstance(module, (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)):
+            if not (isinstance(module, nn.modules.instancenorm._InstanceNorm) and module.track_running_stats):
+                axes = _normalised_axes(module, shape)
+                return type(module).__name__, _per_image(field, in_size, axes), (None, None, None, None), own, 0
+        if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.InstanceNorm2d)):
             return type(module).__name__, field, (None, None, None, None), own, 0
         if isinstance(module, _NEUTRAL_MODULES):
             return None
         raise AnalysisError(f"{where}: unknown module type; its receptive field cannot be computed")
     if node.op == "call_function":
         target = node.target
+        if target in (F.conv2d, torch.conv2d):  # a convolution with weights of the model's own (nn.Parameter)
+            args = _call_args(node, ["input", "weight", "bias", "stride", "padding", "dilation", "groups"])
+            weight = _meta_shape(args["weight"])
+            if isinstance(args.get("padding"), str):
+                raise AnalysisError(f"{where}: string padding {args['padding']!r} is not supported")
+            k = (int(weight[-2]), int(weight[-1]))
+            s, p, d = (
+                _pair(args.get(key, default)) for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))
+            )
+            macs = out_elems * int(weight[1]) * k[0] * k[1]
+            field = _need_spatial(field, where).through(k, s, p, d)
+            return "conv2d", field, (k, s, p, d), _own_params(args, params_of), macs
+        if target in (F.linear, torch.nn.functional.linear):
+            args = _call_args(node, ["input", "weight", "bias"])
+            weight = _meta_shape(args["weight"])
+            macs = out_elems * int(weight[1])
+            return "linear", field, (None, None, None, None), _own_params(args, params_of), macs
+        if target in (F.group_norm, F.layer_norm, F.instance_norm):  # statistics of each image: it sees it all
+            axes = (0, 1) if target is not F.layer_norm else _normalised_axes(node, shape)
+            params = _own_params(_call_args(node, ["input", "x", "weight", "bias"]), params_of)
+            return target.__name__, _per_image(field, in_size, axes), (None, None, None, None), params, 0
         if target in _MAX_POOLS or target in _AVG_POOLS:
             args = _call_args(node, ["input", "kernel_size", "stride", "padding", "dilation"])
             k = _pair(args["kernel_size"])
@@ -378,6 +432,39 @@ def _layer(
             return None
         raise AnalysisError(f"{where}: unknown method; its receptive field cannot be computed")
     raise AnalysisError(f"{where}: unsupported graph operation {node.op}")
+
+
+def _meta_shape(node: Any) -> tuple[int, ...]:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else tuple(getattr(node, "shape", ()))
+
+
+def _own_params(args: dict[str, Any], params_of: Callable[[fx.Node], int]) -> int:
+    """The parameters a functional call takes from the model itself (``get_attr``: its own ``nn.Parameter``s),
+    each counted at its first use only."""
+    return sum(params_of(v) for k, v in args.items() if k in ("weight", "bias") and isinstance(v, fx.Node))
+
+
+def _normalised_axes(norm: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The spatial axes (0: H, 1: W) a layer norm's statistics run over: the last ``len(normalized_shape)`` dims."""
+    if isinstance(norm, fx.Node):
+        given = norm.args[1] if len(norm.args) > 1 else norm.kwargs.get("normalized_shape", ())
+    else:
+        given = getattr(norm, "normalized_shape", (0, 0))
+    if isinstance(norm, (nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)):
+        return (0, 1)
+    count = len(given) if isinstance(given, (tuple, list)) else 1
+    return tuple(a for a in (0, 1) if 2 - a <= count) if len(shape) == 3 else ()
+
+
+def _per_image(field: Field, in_size: Pair | None, axes: tuple[int, ...]) -> Field:
+    """A layer normalised by statistics of each image's whole map (GroupNorm, LayerNorm, InstanceNorm): each unit
+    depends on every position of its map along ``axes``. Its window, centred on the unit as every window is,
+    spans the map's whole field from wherever the unit stands: the field grows by twice the map's extent."""
+    if in_size is None or not field.spatial:
+        return field
+    rf = [field.rf[a] + (2 * (in_size[a] - 1) * field.jump[a] if a in axes else 0) for a in range(2)]
+    return Field((rf[0], rf[1]), field.jump, field.centre, field.spatial)
 
 
 def _dims(dims: Any) -> list[int]:
@@ -509,11 +596,14 @@ def shapes_and_params(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 2
         model.train(was_training)
         for hook in hooks:
             hook.remove()
+    total = sum(p.numel() for p in model.parameters())
+    counted = sum(int(r[3].replace(",", "")) for r in rows)
+    if counted < total:  # weights of a container used by its own forward (F.conv2d): the rows still add up
+        rows.append(["(other parameters)", "used elsewhere", "-", f"{total - counted:,}", "-"])
     columns = ["Layer", "Type", "Output", "Params", "MACs"]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    total = sum(p.numel() for p in model.parameters())
     return "\n".join(lines) + f"\nTotal: {total:,} parameters, {total_macs:,} MACs per image (its layers')\n"
 
 
