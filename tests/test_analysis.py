@@ -225,7 +225,9 @@ def test_functional_layers_with_their_own_weights_get_rows_and_the_rows_add_up()
     assert rows["c2"].receptive_field == 5
     assert rows["linear"].params == 160 and rows["linear"].macs == 160
     assert rows["(other parameters)"].params == 1  # the scale, used by a multiplication
-    assert sum(row.params for row in table.rows) == table.params == sum(p.numel() for p in FunctionalConv().parameters())
+    assert (
+        sum(row.params for row in table.rows) == table.params == sum(p.numel() for p in FunctionalConv().parameters())
+    )
     assert json.loads(table.to_json())["params"] == table.params  # every format holds it
 
 

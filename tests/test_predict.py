@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mnistlab.core.errors import MnistlabError
@@ -129,3 +130,43 @@ def test_predict_reads_a_digit_with_the_shipped_model_when_no_checkpoint_is_give
     Image.fromarray(ink).save(tmp_path / "one.png")
     result = mnistlab("predict", tmp_path / "one.png", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith(f"{tmp_path / 'one.png'}: 1 (p="), result.stderr
+
+
+def test_export_checks_probabilities_and_predictions_with_a_relative_tolerance(tmp_path, monkeypatch):
+    """A model whose log-probabilities reach -1000 on some digits: a difference in the fifth digit of such a value
+    changes no probability and no prediction, so the file is written; a tolerance it misses is refused in one line."""
+    import numpy as np
+
+    from mnistlab.core.errors import MnistlabError
+    from mnistlab.models import config_for, save_checkpoint
+    from mnistlab.tools import export
+
+    class Sharp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(1, 10, 28)
+
+        def forward(self, x):  # digits ruled out by a margin of thousands: log-probabilities down to -9000
+            return torch.log_softmax(self.c(x).flatten(1) - 1000.0 * torch.arange(10.0) * (1 + x.mean()), dim=1)
+
+    from mnistlab.models import model_card
+
+    card = model_card(Sharp)
+    model = card.build()
+    checkpoint = tmp_path / "sharp.pt"
+    save_checkpoint(checkpoint, model, config_for(card).to_dict())
+    difference = export.export_onnx(checkpoint, tmp_path / "sharp.onnx")
+    assert (tmp_path / "sharp.onnx").is_file() and difference < 1e-4
+    import onnxruntime
+
+    pixels, _ = export._check_images()
+    session = onnxruntime.InferenceSession(str(tmp_path / "sharp.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {export.INPUT: pixels.numpy()})[0]
+    with torch.inference_mode():
+        want = export._FromPixels(model).eval()(pixels).numpy()
+    assert np.abs(got - want).max() > 1e-4  # an absolute check on log-probabilities would have refused it
+    assert (got.argmax(1) == want.argmax(1)).all()
+    with pytest.raises(MnistlabError, match=r"relative difference .* \(tolerance 1e-12\), 0 of 1000 predictions"):
+        export.export_onnx(checkpoint, tmp_path / "strict.onnx", tolerance=1e-12)
+    assert not (tmp_path / "strict.onnx").exists()
+    assert np.isfinite(difference)

@@ -372,3 +372,11 @@ def load_mnist(
         images, labels = _local(root, pair.images), _local(root, pair.labels)
     assert images is not None and labels is not None
     return images, labels.astype(np.int64)
+
+
+def cached_split(split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """MNIST ``split`` if the cache holds it verified already; None otherwise (nothing is fetched)."""
+    pair = OFFICIAL[split]
+    root = resolve_data_dir(data_dir)
+    images, labels = _local(root, pair.images), _local(root, pair.labels)
+    return None if images is None or labels is None else (images, labels.astype(np.int64))
