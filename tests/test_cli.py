@@ -38,6 +38,7 @@ def test_evaluate_prints_accuracy_and_writes_figures(mnistlab, dry_run, tmp_path
     for name in ("confusion.png", "misclassified.png", "curves.png", "evaluation.json"):
         assert (tmp_path / name).is_file()
     evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    assert evaluation["checkpoint"] == str(out / "last.pt") and len(evaluation["checkpoint_sha256"]) == 64
     confusion = np.array(evaluation["confusion"])
     assert confusion.sum() == 10_000  # the whole official test set
     assert evaluation["accuracy"] == pytest.approx(100 * np.trace(confusion) / 10_000)

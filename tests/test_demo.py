@@ -153,3 +153,63 @@ def test_the_command_refuses_a_bad_checkpoint_and_a_taken_port_in_one_line(mnist
         f"error: cannot serve on 127.0.0.1:{port}: the port is taken or the host is not this machine's; pick "
         "another --port or --host"
     )
+
+
+@pytest.mark.parametrize("kind", ["mlp", "upsample"])
+def test_the_page_serves_any_model_that_predicts(tmp_path, kind):
+    """An MLP (no feature maps) still shows its prediction; a model with a layer the analysis does not know
+    (nn.Upsample) shows its maps without a field box."""
+    from torch import nn
+
+    from mnistlab.models import config_for, model_card, save_checkpoint
+
+    def mlp() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def upsample() -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Upsample(scale_factor=2), nn.Conv2d(4, 10, 3),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+
+    card = model_card(mlp if kind == "mlp" else upsample)
+    checkpoint = tmp_path / "m.pt"
+    save_checkpoint(checkpoint, card.build(), config_for(card).to_dict())
+    shown = view(digit_from_sketch(canvas_with_bar()), str(checkpoint))
+    assert shown.prediction.startswith("Prediction: **") and shown.probabilities is not None
+    if kind == "mlp":
+        assert shown.layer_names == () and "no layer with a spatial output" in shown.text
+    else:
+        assert len(shown.layer_names) >= 2 and "Receptive field: not computed for this model" in shown.text
+
+
+@pytest.mark.cli
+def test_port_0_serves_on_a_free_port_and_prints_its_url(tmp_path):
+    """`demo --port 0`: a free port chosen, the URL printed, the page answering there (loopback only)."""
+    import re
+    import subprocess
+    import time
+    import urllib.request
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", "demo", "--port", "0", "--checkpoint", str(MODEL8)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = demo.stdout.readline()
+        found = re.match(r"serving on http://127\.0\.0\.1:(\d+) \(Ctrl-C stops\)", line)
+        assert found and int(found.group(1)) > 0, line
+        url = f"http://127.0.0.1:{found.group(1)}/"
+        deadline, status = time.monotonic() + 90, None
+        while time.monotonic() < deadline and status is None and demo.poll() is None:
+            try:
+                with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as response:
+                    status = response.status
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+    finally:
+        demo.terminate()
+        demo.wait(timeout=30)

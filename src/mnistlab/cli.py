@@ -332,8 +332,8 @@ def _scores(summary: dict[str, Any]) -> str:
 @click.option("--data-dir", type=click.Path(), default=None)
 def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> None:
     """Test accuracy, per-class accuracy and confusion matrix; curves, confusion and mistakes as PNGs."""
-    from mnistlab.core.fileio import atomic_write_json
-    from mnistlab.core.rundir import read_history
+    from mnistlab.core.fileio import atomic_write_json, sha256_file
+    from mnistlab.core.rundir import LAST, read_history
     from mnistlab.data.mnist import load_mnist
     from mnistlab.tools.evaluation import evaluate_checkpoint, render_confusion
     from mnistlab.tools.plots import plot_confusion, plot_curves, plot_misclassified
@@ -348,10 +348,13 @@ def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> N
     click.echo("per class: " + "  ".join(f"{d}:{a:.2f}" for d, a in enumerate(result.per_class)))
     click.echo(render_confusion(result.confusion))
     images, _ = load_mnist("test", data_dir)
+    # named after the checkpoint: evaluating best.pt never overwrites what last.pt's evaluation wrote
+    prefix = "" if Path(checkpoint).name == LAST else f"{Path(checkpoint).stem}-"
+    described = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), **result.to_dict()}
     written = [
-        plot_confusion(result.confusion, out / "confusion.png"),
-        plot_misclassified(images, result.labels, result.predictions, out / "misclassified.png"),
-        atomic_write_json(out / "evaluation.json", result.to_dict()),
+        plot_confusion(result.confusion, out / f"{prefix}confusion.png"),
+        plot_misclassified(images, result.labels, result.predictions, out / f"{prefix}misclassified.png"),
+        atomic_write_json(out / f"{prefix}evaluation.json", described),
     ]
     run_dir = Path(checkpoint).parent
     if (run_dir / "history.jsonl").is_file():
@@ -777,13 +780,13 @@ def search(
     "--results", type=click.Path(), default=RESULTS, show_default=True, help="where the shipped final runs are"
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="0: a free port")
 def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
     """Serve a page: draw a digit, see what the model is given, its prediction, and each layer's view."""
     from mnistlab.lab.studies import lab_models
     from mnistlab.models import get_card, list_models
     from mnistlab.models.checkpoint import SHIPPED
-    from mnistlab.tools.demo import build, choices, launch, load
+    from mnistlab.tools.demo import build, choices, free_port, launch, load
 
     # the picker: the lab's final runs, then those of models from outside the package; outside a checkout of the
     # lab (an installed package), the model the package ships
@@ -793,7 +796,8 @@ def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
     if checkpoint is not None:
         load(checkpoint)  # a checkpoint that does not load stops here, in one line
     app = build(results, checkpoint, models)
-    click.echo(f"serving on http://{host}:{port} (Ctrl-C stops)")
+    port = port or free_port(host)
+    click.echo(f"serving on http://{host}:{port} (Ctrl-C stops)", nl=True)
     launch(app, host, port)
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write
+from mnistlab.core.rundir import CONFIG, read_config
 from mnistlab.models.external import ensure_registered
 from mnistlab.models.registry import build_model, get_card
 
@@ -83,9 +84,35 @@ def load_checkpoint(path: str | Path, model: str | None = None) -> nn.Module:
     return model_from(payload, path)
 
 
+def check_belongs(payload: dict[str, Any], path: str | Path) -> None:
+    """Refuse, in one line naming it, a checkpoint lying in a run folder that is not that run's model: another
+    architecture, another source, or weights of other shapes than the run's config builds. A checkpoint outside a
+    run folder is its own."""
+    path = Path(path)
+    folder = path.parent
+    if not (folder / CONFIG).is_file():
+        return
+    run = read_config(folder)
+    mine = payload.get("config", {})
+    keys = ("model", "source_sha256", "arch")
+    differs = [k for k in keys if mine.get(k) != run.get(k)]
+    if not differs:
+        ensure_registered(run, folder)
+        expected = {k: tuple(v.shape) for k, v in build_model(get_card(run["model"]), run).state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in payload["state_dict"].items()}
+        differs = ["the shapes of its weights"] if expected != found else []
+    if differs:
+        raise MnistlabError(
+            f"{path} is not a checkpoint of the run in {folder} ({', '.join(differs)} differ from its config.json: "
+            f"a {payload.get('model')} checkpoint beside a {run.get('model')} run); move it into its own run's "
+            "folder, or to a folder of its own, and evaluate it there"
+        )
+
+
 def model_from(payload: dict[str, Any], path: str | Path) -> nn.Module:
     """The model of a checkpoint already read (``read_checkpoint``), in eval mode."""
     name = payload["model"]
+    check_belongs(payload, path)  # a checkpoint in a run folder is that run's model, or it is refused here
     # a model from outside the package is rebuilt from the copy its run folder keeps
     ensure_registered(payload["config"], Path(path).parent, log=lambda line: print(line, file=sys.stderr))
     network = build_model(get_card(name), payload["config"])

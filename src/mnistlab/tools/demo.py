@@ -101,6 +101,8 @@ def enlarged(digit: np.ndarray, scale: int = SCALE) -> Image.Image:
 def field_picture(digit: np.ndarray, layer: LayerView) -> Image.Image:
     """The input, enlarged, with the receptive field of ``layer``'s most active unit drawn on it."""
     picture = enlarged(digit).convert("RGB")
+    if layer.box is None:  # the field is not computed for this model: the input alone
+        return picture
     draw = ImageDraw.Draw(picture)
     box = layer.box.clipped()
     corners = (box.left * SCALE, box.top * SCALE, (box.right + 1) * SCALE - 1, (box.bottom + 1) * SCALE - 1)
@@ -168,6 +170,12 @@ def prediction_text(inspection: Inspection, model: str) -> str:
 def layer_text(layer: LayerView, position: int, count: int) -> str:
     channels, height, width = layer.maps.shape
     channel, row, column = layer.unit
+    head = (
+        f"**Layer {position} of {count}: {layer.name}** ({layer.types}), {channels} channels of {height}×{width}.  \n"
+        f"Most active unit: channel {channel} at row {row}, column {column} (activation {layer.value:.2f}).  \n"
+    )
+    if layer.box is None or layer.rf is None or layer.jump is None:
+        return head + "Receptive field: not computed for this model (a layer the analysis does not know)."
     box, shown = layer.box, layer.box.clipped()
     size = f"{layer.rf[0]}×{layer.rf[1]} px" if layer.rf[0] != layer.rf[1] else f"{layer.rf[0]}×{layer.rf[0]} px"
     where = f"rows {shown.top}–{shown.bottom}, columns {shown.left}–{shown.right}"
@@ -178,11 +186,7 @@ def layer_text(layer: LayerView, position: int, count: int) -> str:
             f"Receptive field: {size} (jump {layer.jump[0]}), larger than the part of the "
             f"{IMAGE}×{IMAGE} image it covers: the box shows {shown.height}×{shown.width} px, {where}."
         )
-    return (
-        f"**Layer {position} of {count}: {layer.name}** ({layer.types}), {channels} channels of {height}×{width}.  \n"
-        f"Most active unit: channel {channel} at row {row}, column {column} (activation {layer.value:.2f}).  \n"
-        f"{field}"
-    )
+    return head + field
 
 
 @dataclass(frozen=True)
@@ -204,8 +208,17 @@ def view(digit: np.ndarray, checkpoint: str, layer: str | None = None) -> View:
     loaded = load(checkpoint)
     inspection = inspect_digit(loaded.model, digit, list(loaded.layers))
     names = tuple(v.name for v in inspection.layers)
-    if not names:
-        raise MnistlabError(f"{checkpoint}: no layer with a spatial output to show")
+    if not names:  # a model without spatial maps (an MLP): its prediction still
+        return View(
+            digit=inspection.digit,
+            prediction=prediction_text(inspection, loaded.title),
+            probabilities=probabilities_picture(inspection.probabilities),
+            layer_names=(),
+            layer="",
+            field=enlarged(inspection.digit).convert("RGB"),
+            maps=Image.new("RGB", (TILE, TILE), (255, 255, 255)),
+            text="This model has no layer with a spatial output (no feature maps to show): its prediction only.",
+        )
     index = names.index(layer) if layer in names else 0
     shown = inspection.layers[index]
     return View(
@@ -255,7 +268,7 @@ def build(results: str | Path = RESULTS, checkpoint: str | Path | None = None, m
             shown = view(digit, options[label], layer)
         except MnistlabError as exc:
             return (digit, f"⚠️ {exc}", *blank)
-        picker = gr.update(choices=list(shown.layer_names), value=shown.layer)
+        picker = gr.update(choices=list(shown.layer_names), value=shown.layer or None)
         return (
             digit,
             "",
@@ -328,6 +341,18 @@ def build(results: str | Path = RESULTS, checkpoint: str | Path | None = None, m
         model.input(respond, [digit, model, layer], outputs)
         layer.input(respond, [digit, model, layer], outputs)
     return app
+
+
+def free_port(host: str) -> int:
+    """A port on ``host`` that no process listens on now (``--port 0``)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, 0))
+            return int(probe.getsockname()[1])
+    except OSError as exc:
+        raise MnistlabError(f"cannot serve on {host}: {exc.strerror}; pick another --host") from None
 
 
 def launch(app: Any, host: str, port: int) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from mnistlab.core.rundir import LAST
 from mnistlab.data.loader import normalize
-from mnistlab.tools.analysis import WRAPPED, LayerRow, analyze
+from mnistlab.tools.analysis import WRAPPED, AnalysisError, LayerRow, analyze
 
 IMAGE = 28  # the input's side in pixels
 
@@ -56,9 +56,9 @@ class LayerView:
     types: str  # what the block is made of, e.g. "Conv2d, BatchNorm2d"
     maps: np.ndarray  # (channels, height, width) activations
     unit: tuple[int, int, int]  # (channel, row, column) of the largest activation
-    rf: tuple[int, int]  # receptive field (height, width) in input pixels
-    jump: tuple[int, int]  # input pixels between neighbouring units
-    box: Box  # the field of ``unit`` on the input, unclipped
+    rf: tuple[int, int] | None  # receptive field (height, width) in input pixels; None: not computed for this model
+    jump: tuple[int, int] | None  # input pixels between neighbouring units
+    box: Box | None  # the field of ``unit`` on the input, unclipped
 
     @property
     def value(self) -> float:
@@ -87,7 +87,10 @@ class Block:
 def blocks(model: nn.Module) -> list[Block]:
     """The model's blocks with a spatial output, in order: the children of the deepest container that holds
     every analysed layer (``features`` for the zoo's ``Net``)."""
-    found = [(row, _module_path(model, row.name)) for row in analyze(model).rows if len(row.output_shape) == 3]
+    try:
+        found = [(row, _module_path(model, row.name)) for row in analyze(model).rows if len(row.output_shape) == 3]
+    except AnalysisError:  # a layer the analysis does not know: the maps are still shown, without their fields
+        return _blocks_without_fields(model)
     rows = [row for row, path in found if path is not None]
     if not rows:
         return []
@@ -99,6 +102,29 @@ def blocks(model: nn.Module) -> list[Block]:
     for row, p in zip(rows, parts):
         grouped.setdefault(".".join(p[: common + 1]), []).append(row)
     return [Block(path, tuple(members)) for path, members in grouped.items()]
+
+
+def _blocks_without_fields(model: nn.Module) -> list[Block]:
+    """Each leaf layer with a spatial output, found by running a blank image through it: blocks with no rows."""
+    spatial: list[str] = []
+    hooks = [
+        module.register_forward_hook(
+            lambda _m, _i, out, name=name: (
+                spatial.append(name)
+                if isinstance(out, torch.Tensor) and out.dim() == 4 and name not in spatial
+                else None
+            )
+        )
+        for name, module in model.named_modules()
+        if name and not list(module.children())
+    ]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, 1, IMAGE, IMAGE))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [Block(name, ()) for name in spatial]
 
 
 def _module_path(model: nn.Module, name: str) -> str | None:
@@ -137,24 +163,18 @@ def inspect_digit(model: nn.Module, digit: np.ndarray, layers: list[Block] | Non
     for block in layers:
         maps = outputs[block.path][0].float().numpy()
         unit = tuple(int(i) for i in np.unravel_index(int(np.argmax(maps)), maps.shape))
-        last = block.rows[-1]
-        rf, jump, centre = _pair(last.receptive_field), _pair(last.jump), _pair(last.centre)
-        # the unit's field centre: the first unit's, moved ``jump`` pixels per unit
-        cy, cx = centre[0] + unit[1] * jump[0], centre[1] + unit[2] * jump[1]
-        top, left = round(cy - (rf[0] - 1) / 2), round(cx - (rf[1] - 1) / 2)
-        box = Box(top, left, top + int(rf[0]) - 1, left + int(rf[1]) - 1)
-        types = ", ".join(dict.fromkeys(row.type for row in block.rows))
-        views.append(
-            LayerView(
-                block.path.split(".")[-1],
-                types,
-                maps,
-                unit,  # type: ignore[arg-type]
-                (int(rf[0]), int(rf[1])),
-                (int(jump[0]), int(jump[1])),
-                box,
-            )
-        )
+        box = size = step = None
+        if block.rows and block.rows[-1].receptive_field is not None:
+            last = block.rows[-1]
+            rf, jump, centre = _pair(last.receptive_field), _pair(last.jump), _pair(last.centre)
+            # the unit's field centre: the first unit's, moved ``jump`` pixels per unit
+            cy, cx = centre[0] + unit[1] * jump[0], centre[1] + unit[2] * jump[1]
+            top, left = round(cy - (rf[0] - 1) / 2), round(cx - (rf[1] - 1) / 2)
+            box = Box(top, left, top + int(rf[0]) - 1, left + int(rf[1]) - 1)
+            size, step = (int(rf[0]), int(rf[1])), (int(jump[0]), int(jump[1]))
+        module = model.get_submodule(block.path)
+        types = ", ".join(dict.fromkeys(row.type for row in block.rows)) or type(module).__name__
+        views.append(LayerView(block.path.split(".")[-1], types, maps, unit, size, step, box))  # type: ignore[arg-type]
     return Inspection(np.asarray(digit, dtype=np.float32), tuple(float(p) for p in probabilities), tuple(views))
 
 
