@@ -370,3 +370,41 @@ def test_the_python_api_takes_a_class_a_builder_or_a_file_wherever_it_names_a_mo
         config_for(builder())
     with pytest.raises(MnistlabError, match="a model is a name, a FILE.py:BUILDER spec"):
         config_for(3)
+
+
+def test_small_things_a_student_meets(mnistlab, tmp_path):
+    """predict --top 3; --seeds -1 refused; a folder of another model's seeds refused; a file model's run records
+    the file's absolute path, so `predict` from another folder finds it."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[4:24, 13:15] = 255  # a one
+    Image.fromarray(pixels).save(tmp_path / "one.png")
+    top = mnistlab("predict", tmp_path / "one.png", "--top", "3")
+    assert (
+        top.returncode == 0 and top.stdout.count("(p=") == 3 and top.stdout.startswith(f"{tmp_path / 'one.png'}: 1 (p=")
+    )
+    bad = mnistlab("train", "--seeds", "-1", "--epochs", "1")
+    assert bad.returncode == 2 and "seeds must be distinct integers of 0 or more" in bad.stderr
+    (tmp_path / "group" / "seed1").mkdir(parents=True)
+    (tmp_path / "group" / "seed1" / "config.json").write_text(json.dumps({"model": "sepnet3k", "seed": 1}))
+    other = mnistlab(
+        "train", "--model", "model8", "--seeds", "2,3", "--epochs", "1", "--output-dir", tmp_path / "group"
+    )
+    assert other.returncode == 2 and "holds runs of another model (seed1)" in other.stderr, other.stderr
+    student(tmp_path, "StudentAbs")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({"name": "absspec", "layers": [{"conv": 4}, {"gap": True}, {"classes": True}]}))
+    import os
+
+    from mnistlab.models.external import resolve as resolve_spec
+
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        card = resolve_spec("studentabs.py:StudentAbs")
+        spec_card = resolve_spec("spec.json")
+    finally:
+        os.chdir(here)
+    assert card.source == f"{tmp_path / 'studentabs.py'}:StudentAbs" and spec_card.source == str(spec_file)

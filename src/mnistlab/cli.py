@@ -31,6 +31,7 @@ from mnistlab.core.rundir import (
     check_folder,
     check_run_dir,
     default_run_dir,
+    read_json,
     refuse_existing_run,
     remove_run_files,
     run_status,
@@ -246,6 +247,16 @@ def _train_stacked(request: _NewRun, seeds: tuple[int, ...]) -> None:
 
     base = Path(request.output_dir or default_run_dir(request.card.name))
     configs = [request.config(output_dir=str(base / f"seed{s}"), seed=s) for s in seeds]
+    others = sorted(
+        f.parent.name
+        for f in base.glob(f"seed*/{CONFIG}")
+        if f.parent.name not in {f"seed{s}" for s in seeds} and read_json(f).get("model") != configs[0].model
+    )
+    if others:  # `train --resume` on the folder would take them as one group
+        raise MnistlabError(
+            f"{base} holds runs of another model ({', '.join(others)}); a folder of seeds holds one model's: choose "
+            "another --output-dir"
+        )
     for config in configs:
         _clear_previous_run(Path(config.output_dir), request.overwrite, "pass --overwrite to replace it")
     reason = recipe_unstackable(configs[0]) if len(configs) > 1 else None
@@ -295,8 +306,8 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise MnistlabError(f"seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) < len(seeds):
-        raise MnistlabError(f"seeds must be distinct integers, got {text!r}")
+    if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0:
+        raise MnistlabError(f"seeds must be distinct integers of 0 or more, got {text!r}")
     return seeds
 
 
@@ -370,7 +381,8 @@ def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> N
 @click.option(
     "--checkpoint", type=click.Path(), default=None, help="a .pt file written by train [the shipped Model 8, seed 1]"
 )
-def predict(images: tuple[str, ...], checkpoint: str | None) -> None:
+@click.option("--top", type=click.IntRange(1, 10), default=1, show_default=True, help="the likeliest N digits")
+def predict(images: tuple[str, ...], checkpoint: str | None, top: int) -> None:
     """Read the digit in each image (PNG, JPEG, ...; any size, either polarity). Each is made an MNIST digit first:
     grey, a transparent background laid on white, dark ink on light paper inverted to white on black, the ink
     fitted to 20x20 and centred by its mass in 28x28."""
@@ -379,7 +391,8 @@ def predict(images: tuple[str, ...], checkpoint: str | None) -> None:
 
     predictions, failed = predict_files(load_checkpoint(checkpoint or SHIPPED), list(images))
     for p in predictions:
-        click.echo(f"{p.path}: {p.digit} (p={p.probability:.3f})")
+        ranked = sorted(range(len(p.probabilities)), key=lambda d: -p.probabilities[d])[:top]
+        click.echo(f"{p.path}: " + ", ".join(f"{d} (p={p.probabilities[d]:.3f})" for d in ranked))
     for _path, reason in failed:
         click.echo(f"error: {reason}", err=True)
     if failed:

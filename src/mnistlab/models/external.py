@@ -155,6 +155,9 @@ def resolve(spec: str, recipe: Recipe | None = None) -> ModelCard:
     if not is_external(spec):
         return get_card(spec)  # an unknown name stops here, in one line
     source = Source.parse(spec)
+    if source.kind in ("file", "spec") and not Path(source.where).is_absolute():  # recorded as found from anywhere
+        absolute = str(Path(source.where).resolve())
+        source = Source.parse(absolute if source.kind == "spec" else f"{absolute}:{source.builder}")
     return get_card(source.register(source.read(), recipe))
 
 
