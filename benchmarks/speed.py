@@ -1,4 +1,5 @@
-"""Training and inference speed, side by side: a conventional PyTorch pipeline against mnistlab's.
+"""Training and inference speed, side by side: a conventional PyTorch pipeline, mnistlab's in float32, and
+mnistlab's fast path (bfloat16 autocast, ``train``'s default on a CPU that computes it natively).
 
 Both train the same model with the same batch size, thread count, optimizer and number of images, with
 random rotation of ±7 degrees, on real MNIST. The conventional pipeline is what a tutorial writes: a
@@ -6,15 +7,17 @@ map-style Dataset that rotates each PIL image and converts it to a normalised te
 mnistlab's keeps the split as one tensor, rotates whole batches with one affine warp, uses channels-last
 weights and keeps freed memory in the process (see NOTES.md).
 
-    python benchmarks/speed.py [--images 12800] [--models model8,model7] [--output benchmarks/results.json]
+    python benchmarks/speed.py [--images 12800] [--models model8,model7] [--batch-size 64] [--main-job auto,fp32]
 
 Seconds per epoch are extrapolated to 60,000 images from the timed images (after a warm-up).
-The floor is the model's training FLOPs (3 x 2 x MACs per image) at the measured matrix-multiply rate.
+The floor is the model's training FLOPs (3 x 2 x MACs per image) at the measured matrix-multiply rate, in
+float32 and in bfloat16.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import time
@@ -53,8 +56,8 @@ class ConventionalMNIST(Dataset):
         return (tensor - 0.1307) / 0.3081, int(self.labels[index])
 
 
-def matmul_rate(size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_rate(size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(2):
         a @ b
     start = time.perf_counter()
@@ -63,14 +66,16 @@ def matmul_rate(size: int = 2048, repeats: int = 10) -> float:
     return repeats * 2 * size**3 / (time.perf_counter() - start)
 
 
-def train_images_per_second(model: torch.nn.Module, batches, images: int, warmup: int = 3) -> float:
+def train_images_per_second(model: torch.nn.Module, batches, images: int, warmup: int = 3, bf16: bool = False) -> float:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
     seen, start = 0, None
     for step, (x, y) in enumerate(batches):
         if step == warmup:
             start, seen = time.perf_counter(), 0
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as the engine's step does
+            out = model(x)
+        loss = F.cross_entropy(out.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -81,7 +86,9 @@ def train_images_per_second(model: torch.nn.Module, batches, images: int, warmup
     return seen / (time.perf_counter() - start)
 
 
-def bench_model(name: str, train: tuple[np.ndarray, np.ndarray], images: int, batch: int, rate: float) -> dict:
+def bench_model(
+    name: str, train: tuple[np.ndarray, np.ndarray], images: int, batch: int, rate: float, bf16_rate: float
+) -> dict:
     torch.manual_seed(0)
     subset = (train[0][: images + 4 * batch], train[1][: images + 4 * batch])
     conventional = DataLoader(ConventionalMNIST(*subset, degrees=7.0), batch_size=batch, shuffle=True)
@@ -90,6 +97,11 @@ def bench_model(name: str, train: tuple[np.ndarray, np.ndarray], images: int, ba
     loader = TensorLoader(*subset, batch, shuffle=True, augment=Augment(rotation=7.0), seed=0)
     model = create_model(name).to(memory_format=torch.channels_last)
     ours_ips = train_images_per_second(model, loader, images)
+
+    # the fast path (train's default where the CPU computes bfloat16 natively): the same step under bf16 autocast
+    loader = TensorLoader(*subset, batch, shuffle=True, augment=Augment(rotation=7.0), seed=0)
+    model = create_model(name).to(memory_format=torch.channels_last)
+    fast_ips = train_images_per_second(model, loader, images, bf16=True)
 
     macs = analyze(create_model(name)).macs
     floor = EPOCH_IMAGES * 3 * 2 * macs / rate
@@ -103,6 +115,10 @@ def bench_model(name: str, train: tuple[np.ndarray, np.ndarray], images: int, ba
         "mnistlab_images_per_s": ours_ips,
         "speedup": ours_ips / conv_ips,
         "floor_s_per_epoch": floor,
+        "fast_s_per_epoch": EPOCH_IMAGES / fast_ips,
+        "fast_images_per_s": fast_ips,
+        "fast_speedup": fast_ips / conv_ips,
+        "floor_bf16_s_per_epoch": EPOCH_IMAGES * 3 * 2 * macs / bf16_rate,
     }
 
 
@@ -129,6 +145,33 @@ def bench_inference(name: str, test: tuple[np.ndarray, np.ndarray]) -> dict:
     }
 
 
+def main_job_seconds(precision: str, threads: int) -> dict:
+    """``make train``'s command end to end (a fresh process: start-up, data, 15 epochs with their evaluations,
+    summary) into a scratch folder, timed from outside."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mnistlab-main-job-") as scratch:
+        command = [
+            sys.executable, "-m", "mnistlab", "reproduce", "--models", "model8", "--seeds", "1", "--no-tuning",
+            "--results", scratch, "--threads", str(threads), "--precision", precision, "--quiet",
+        ]  # fmt: skip
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"the main job failed: {done.stderr.strip().splitlines()[-1:]}")
+        summary = json.loads((Path(scratch) / "model8" / "seed1" / "summary.json").read_text())
+    return {
+        "command": " ".join(command[1:]).replace(scratch, "<scratch>"),
+        "precision": precision,
+        "threads": threads,
+        "wall_seconds": seconds,
+        "test_acc_last3": summary["test_acc_last3"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=12_800, help="training images timed per pipeline")
@@ -136,25 +179,34 @@ def main() -> None:
     parser.add_argument("--models", default="model8,model7")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results.json"))
+    parser.add_argument(
+        "--main-job",
+        default="",
+        help="also time `make train`'s command end to end with these precisions, e.g. auto,fp32 (each ~3-8 min)",
+    )
     args = parser.parse_args()
 
     perf.configure(args.threads)
     train, test = load_mnist("train"), load_mnist("test")
-    rate = matmul_rate()
+    rate, bf16_rate = matmul_rate(), matmul_rate(dtype=torch.bfloat16)
     print(
         f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        f"matmul 2048x2048 float32: {rate / 1e9:.0f} GFLOP/s"
+        f"matmul 2048x2048 float32: {rate / 1e9:.0f} GFLOP/s, bfloat16: {bf16_rate / 1e9:.0f} GFLOP/s "
+        f"(native bf16: {perf.native_bf16()})"
     )
-    rows = [bench_model(m, train, args.images, args.batch_size, rate) for m in args.models.split(",")]
+    rows = [bench_model(m, train, args.images, args.batch_size, rate, bf16_rate) for m in args.models.split(",")]
     inference = [bench_inference(m, test) for m in args.models.split(",")]
 
     print(f"\ntraining, batch {args.batch_size}, rotation ±7°, {args.images} images timed, per 60,000-image epoch:")
-    print(f"{'model':<8} {'conventional':>13} {'mnistlab':>10} {'speed-up':>9} {'floor':>7}  images/s (conv → ours)")
+    print(
+        f"{'model':<8} {'conventional':>13} {'mnistlab fp32':>14} {'fast (bf16)':>12} {'speed-up':>9} "
+        f"{'floor fp32':>11} {'floor bf16':>11}"
+    )
     for r in rows:
         print(
-            f"{r['model']:<8} {r['conventional_s_per_epoch']:>11.1f} s {r['mnistlab_s_per_epoch']:>8.1f} s "
-            f"{r['speedup']:>8.2f}x {r['floor_s_per_epoch']:>5.1f} s  "
-            f"{r['conventional_images_per_s']:.0f} → {r['mnistlab_images_per_s']:.0f}"
+            f"{r['model']:<8} {r['conventional_s_per_epoch']:>11.1f} s {r['mnistlab_s_per_epoch']:>12.1f} s "
+            f"{r['fast_s_per_epoch']:>10.1f} s {r['fast_speedup']:>8.2f}x {r['floor_s_per_epoch']:>9.1f} s "
+            f"{r['floor_bf16_s_per_epoch']:>9.1f} s"
         )
     print("\ninference:")
     for r in inference:
@@ -162,12 +214,20 @@ def main() -> None:
             f"{r['model']:<8} test set at batch 1000: {r['test_images_per_s_batch1000']:,.0f} images/s; "
             f"one image: {r['single_image_ms']:.2f} ms"
         )
+    jobs = [main_job_seconds(p, args.threads or torch.get_num_threads()) for p in args.main_job.split(",") if p]
+    for job in jobs:
+        print(
+            f"main job, precision {job['precision']}: {job['wall_seconds']:.0f} s end to end, last 3 {job['test_acc_last3']}"
+        )
     record = {
         "matmul_gflops": rate / 1e9,
+        "matmul_bf16_gflops": bf16_rate / 1e9,
+        "native_bf16": perf.native_bf16(),
         "batch_size": args.batch_size,
         "images_timed": args.images,
         "training": rows,
         "inference": inference,
+        "main_job": jobs,
         "provenance": provenance(torch.device("cpu")),
     }
     atomic_write_json(args.output, record)

@@ -42,7 +42,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no-onednn": ("oneDNN off: PyTorch's native convolution kernels", {"onednn": False}),
     "threads1": ("1 thread instead of 2", {"threads": 1}),
     "batch64": ("batch 64 (Model 8's recipe): the step `make train` takes", {"batch": 64}),
-    "bf16-64": ("batch 64, bfloat16 autocast on the CPU (native where AVX-512 BF16 or AMX)", {"batch": 64, "bf16": True}),
+    "bf16-64": (
+        "batch 64, bfloat16 autocast on the CPU (native where AVX-512 BF16 or AMX)",
+        {"batch": 64, "bf16": True},
+    ),
     "bf16": ("bfloat16 autocast on the CPU (native where AVX-512 BF16 or AMX)", {"bf16": True}),
 }
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from mnistlab.core.errors import MnistlabError
+from mnistlab.core.rundir import read_history
 from mnistlab.models import config_for, create_model, load_checkpoint
 from mnistlab.training.engine import fit
 from mnistlab.training.step import TrainingState, make_optimizer, make_scheduler
@@ -135,3 +137,46 @@ def test_an_empty_training_split_is_a_clear_error(tmp_path, tiny_data):
     state = TrainingState.create(create_model("model8"), tiny_config(tmp_path), steps_per_epoch=1)
     with pytest.raises(MnistlabError, match="the training split is empty"):
         train_one_epoch(state, [])
+
+
+def test_the_fast_path_is_bf16_where_the_cpu_computes_it_natively_and_recorded(tmp_path, tiny_data, monkeypatch):
+    """`--precision auto` becomes bf16 on a CPU with native bfloat16 (AVX-512 BF16, AMX) and fp32 elsewhere, when the
+    config is made; the run records it, resumes to the uninterrupted numbers, and a config without the field (every
+    recorded run) is fp32."""
+    from mnistlab.core import perf
+    from mnistlab.core.config import TrainConfig
+    from mnistlab.models import config_for
+    from mnistlab.training.engine import fit_group
+
+    monkeypatch.setattr(perf, "native_bf16", lambda: False)
+    assert config_for("model8", precision="auto").precision == "fp32"
+    monkeypatch.setattr(perf, "native_bf16", lambda: True)
+    assert config_for("model8", precision="auto").precision == "bf16"
+    assert config_for("model8", precision="auto", device="cuda").precision == "fp32"  # the GPU's captured step
+    recorded = config_for("model8").to_dict()
+    del recorded["precision"]
+    assert TrainConfig.from_dict(recorded).precision == "fp32"
+
+    def group(name):
+        values = dict(epochs=2, batch_size=64, val_size=100, device="cpu", threads=1, precision="bf16")
+        return [config_for("model8", seed=s, output_dir=str(tmp_path / name / f"s{s}"), **values) for s in (1, 2)]
+
+    quiet = dict(data=tiny_data, progress=False, log=lambda m: None)
+    whole = fit_group(group("whole"), **quiet)
+    fit_group(group("cut"), stop_after=1, **quiet)
+    resumed = fit_group(group("cut"), resume=True, **quiet)
+    assert [s["test_acc_last3"] for s in resumed] == [s["test_acc_last3"] for s in whole]
+    assert whole[0]["provenance"]["precision"] == "bf16" and "native_bf16" in whole[0]["provenance"]
+    plain = fit_group(
+        [dataclasses.replace(c, precision="fp32", output_dir=c.output_dir + "-fp32") for c in group("x")], **quiet
+    )
+    assert [s["train_seconds"] > 0 for s in plain] == [True, True]
+    assert (
+        read_history(tmp_path / "whole" / "s1")[0]["train_loss"]
+        != read_history(tmp_path / "x" / "s1-fp32")[0]["train_loss"]
+    )
+
+
+def test_reproduce_refuses_to_write_other_precisions_into_the_labs_results(mnistlab):
+    done = mnistlab("reproduce", "--models", "model8", "--seeds", "1", "--no-tuning", "--precision", "bf16")
+    assert done.returncode == 2 and "a --precision other than fp32 make runs unlike the recorded ones" in done.stderr
