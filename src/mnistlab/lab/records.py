@@ -1,6 +1,6 @@
 """The recorded results, read back: a run (its summary, history and config), a model's seeds, a study's
 candidates, and the trials of the searches stored under ``results/search/``. Data only; ``report`` renders them
-and ``studies.Study.choose`` picks a study's winner.
+and ``chosen`` applies a study's rule to pick its winner.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from mnistlab.core.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError, first_line
 from mnistlab.core.rundir import CONFIG, LAST_K, LAST_TESTS, SUMMARY, TARGET, read_config, read_history, read_summary
 from mnistlab.lab.studies import Run, Study, candidate_name
 from mnistlab.models.registry import ModelCard
@@ -202,7 +202,7 @@ def load_searches(results: Path) -> Searches:
                 study = optuna.load_study(study_name=summary.study_name, storage=storage)
                 studies.append((store, study, trial_rows(study)))
         except Exception as exc:  # noqa: BLE001  SQLAlchemy's errors for a damaged database are many kinds
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, type(exc).__name__)
             raise MnistlabError(
                 f"{store} is not a readable study database ({first}); restore it, or move it out of {store.parent}"
             ) from None

@@ -808,8 +808,8 @@ def update_readme(readme: Path, table: str) -> bool:
 
 
 def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
-    """Write the report; with ``readme``, also refresh the comparison table in the README. Everything is read and
-    rendered before either file is written."""
+    """Write the report; with ``readme``, also refresh the comparison table in the README. Every run is read and the
+    text rendered before either file is written; the figures are drawn (atomically, each) while it is rendered."""
     results, output = results.resolve(), output.resolve()  # the same bytes from any working folder
     # the lab's models (a user's, registered from outside the package in this process, have their own runs)
     model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in lab_models()]

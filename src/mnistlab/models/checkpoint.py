@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistlab.core.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError, first_line
 from mnistlab.core.fileio import atomic_write
 from mnistlab.core.rundir import CONFIG, read_config
 from mnistlab.models.external import ensure_registered
@@ -57,7 +57,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  a damaged or foreign file fails inside unpickling in many ways
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # its whole first line
+        first = first_line(exc)  # its whole first line
         first = first if isinstance(exc, (RuntimeError, OSError)) else f"{type(exc).__name__}: {first}".rstrip(": ")
         raise MnistlabError(
             f"{path} is not a readable checkpoint: it is damaged, or not a .pt file written by `mnistlab train` "

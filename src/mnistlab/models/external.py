@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from mnistlab.core.config import Recipe
-from mnistlab.core.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError, first_line
 from mnistlab.core.fileio import atomic_write_bytes
 from mnistlab.core.rundir import SOURCE_COPY, SPEC_COPY, run_status
 from mnistlab.models.layers import Net, conv, head, separable
@@ -296,7 +296,7 @@ def _checked(build: Callable[..., nn.Module], spec: str) -> tuple[Callable[..., 
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, 1, 28, 28))
     except Exception as exc:  # noqa: BLE001  a shape mismatch inside the user's layers, and the like
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         raise MnistlabError(
             f"{spec}: a [2, 1, 28, 28] batch fails in the model: {type(exc).__name__}: {first}"
         ) from None

@@ -1,4 +1,5 @@
-"""The eight models of the reference's progression, each with its Target, its design notes and its recipe.
+"""The reference's progression (Model 1 to Model 8) and our variants of its designs (``model7_rf``, ``model8_v1``,
+``model8_wide`` and their kin), each with its Target, its design notes and its recipe.
 
 Conventions from Model 2 on (the reference does not say; these are ours): convolutions have no bias and are
 followed by BatchNorm then ReLU (BatchNorm's shift makes a bias redundant); the layer that produces the

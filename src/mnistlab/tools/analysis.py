@@ -115,8 +115,14 @@ class LayerTable:
 # Tracing
 
 
-def _pair(value: Any) -> Pair:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+def conv_macs(out_elements: int, in_per_group: int, kernel: Pair) -> int:
+    """A convolution's multiply-accumulates per image: each output element sums its group's inputs over the kernel."""
+    return out_elements * in_per_group * kernel[0] * kernel[1]
+
+
+def pair(value: Any, kind: type = int) -> Any:
+    """A size given once or per axis (a kernel, a field, a centre) as (H, W) of ``kind``."""
+    return (kind(value[0]), kind(value[1])) if isinstance(value, (tuple, list)) else (kind(value), kind(value))
 
 
 def _compact(value: Pair | tuple[float, float] | None) -> Any:
@@ -349,22 +355,22 @@ def _layer(
         own = sum(p.numel() for p in module.parameters(recurse=False))
         if isinstance(module, nn.Conv2d):
             k, s, p, d = (
-                _pair(module.kernel_size),
-                _pair(module.stride),
-                _pair(module.padding),
-                _pair(module.dilation),
+                pair(module.kernel_size),
+                pair(module.stride),
+                pair(module.padding),
+                pair(module.dilation),
             )
             if isinstance(module.padding, str):
                 raise AnalysisError(f"{where}: string padding {module.padding!r} is not supported")
-            macs = out_elems * (module.in_channels // module.groups) * k[0] * k[1]
+            macs = conv_macs(out_elems, module.in_channels // module.groups, k)
             return "Conv2d", _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), own, macs
         if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
             k, s, p = (
-                _pair(module.kernel_size),
-                _pair(module.stride or module.kernel_size),
-                _pair(module.padding),
+                pair(module.kernel_size),
+                pair(module.stride or module.kernel_size),
+                pair(module.padding),
             )
-            d = _pair(getattr(module, "dilation", 1))
+            d = pair(getattr(module, "dilation", 1))
             return type(module).__name__, _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), 0, 0
         if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
             return _adaptive(type(module).__name__, field, in_size, shape, where)
@@ -390,9 +396,9 @@ def _layer(
                 raise AnalysisError(f"{where}: string padding {args['padding']!r} is not supported")
             k = (int(weight[-2]), int(weight[-1]))
             s, p, d = (
-                _pair(args.get(key, default)) for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))
+                pair(args.get(key, default)) for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))
             )
-            macs = out_elems * int(weight[1]) * k[0] * k[1]
+            macs = conv_macs(out_elems, int(weight[1]), k)
             field = _need_spatial(field, where).through(k, s, p, d)
             return "conv2d", field, (k, s, p, d), _own_params(args, params_of), macs
         if target in (F.linear, torch.nn.functional.linear):
@@ -406,10 +412,10 @@ def _layer(
             return target.__name__, _per_image(field, in_size, axes), (None, None, None, None), params, 0
         if target in _MAX_POOLS or target in _AVG_POOLS:
             args = _call_args(node, ["input", "kernel_size", "stride", "padding", "dilation"])
-            k = _pair(args["kernel_size"])
-            s = _pair(args.get("stride") or args["kernel_size"])
-            p = _pair(args.get("padding", 0))
-            d = _pair(args.get("dilation", 1)) if target in _MAX_POOLS else (1, 1)
+            k = pair(args["kernel_size"])
+            s = pair(args.get("stride") or args["kernel_size"])
+            p = pair(args.get("padding", 0))
+            d = pair(args.get("dilation", 1)) if target in _MAX_POOLS else (1, 1)
             kind = "MaxPool2d" if target in _MAX_POOLS else "AvgPool2d"
             return kind, _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), 0, 0
         if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
@@ -613,7 +619,7 @@ def _hook_macs(module: nn.Module, output: Any) -> int:
         return 0
     per_image = output[0].numel()
     if isinstance(module, nn.Conv2d):
-        return per_image * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        return conv_macs(per_image, module.in_channels // module.groups, pair(module.kernel_size))
     if isinstance(module, nn.Linear):
         return per_image * module.in_features
     return 0

@@ -17,7 +17,7 @@ from torch import nn
 
 from mnistlab.core.rundir import LAST
 from mnistlab.data.loader import normalize
-from mnistlab.tools.analysis import WRAPPED, AnalysisError, LayerRow, analyze
+from mnistlab.tools.analysis import WRAPPED, AnalysisError, LayerRow, analyze, pair
 
 IMAGE = 28  # the input's side in pixels
 
@@ -138,10 +138,6 @@ def _module_path(model: nn.Module, name: str) -> str | None:
     return None
 
 
-def _pair(value: int | float | tuple) -> tuple[float, float]:
-    return (float(value[0]), float(value[1])) if isinstance(value, tuple) else (float(value), float(value))
-
-
 @torch.inference_mode()
 def inspect_digit(model: nn.Module, digit: np.ndarray, layers: list[Block] | None = None) -> Inspection:
     """Run one 28x28 digit through ``model`` and look at every block's output."""
@@ -166,7 +162,7 @@ def inspect_digit(model: nn.Module, digit: np.ndarray, layers: list[Block] | Non
         box = size = step = None
         if block.rows and block.rows[-1].receptive_field is not None:
             last = block.rows[-1]
-            rf, jump, centre = _pair(last.receptive_field), _pair(last.jump), _pair(last.centre)
+            rf, jump, centre = (pair(v, float) for v in (last.receptive_field, last.jump, last.centre))
             # the unit's field centre: the first unit's, moved ``jump`` pixels per unit
             cy, cx = centre[0] + unit[1] * jump[0], centre[1] + unit[2] * jump[1]
             top, left = round(cy - (rf[0] - 1) / 2), round(cx - (rf[1] - 1) / 2)

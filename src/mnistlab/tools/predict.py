@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from mnistlab.core.errors import MnistlabError
+from mnistlab.core.errors import MnistlabError, first_line
 from mnistlab.data.loader import normalize
 
 MAX_PIXELS = 16_000_000  # a photo of one digit needs no more: larger is reduced in the decoder or refused
@@ -60,7 +60,7 @@ def load_image(path: str | Path) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise MnistlabError(f"{name}: an image that claims too many pixels (a decompression bomb); refused") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # PIL's decoders raise these
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         raise MnistlabError(
             f"{name}: not a readable image ({type(exc).__name__}{': ' + first if first else ''})"
         ) from None
