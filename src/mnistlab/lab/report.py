@@ -565,6 +565,8 @@ def hold_rates_section(results: Path, model_results: list[ModelResult]) -> str:
         first, worst, final = group.runs[0], group.lowest, finals.get(group.model)
         verdict = f"{final.held_count} of {len(final.runs)}" if final and final.runs else "-"
         where = first.summary["provenance"].get("gpu") or first.summary["provenance"]["machine"]
+        if first.summary["provenance"].get("precision", "fp32") != "fp32":  # the fast path's runs say so
+            where += f", {first.summary['provenance']['precision']}"
         lines.append(
             f"| `{Path(group.label).relative_to(results).as_posix()}` | `{group.model}` | {group.params:,} | "
             f"{len(first.config.get('teachers') or ())} | {len(group.runs)} | **{group.held_count} of "
