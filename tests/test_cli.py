@@ -77,7 +77,7 @@ def test_summary_formats(mnistlab):
         (["train", "--rotation", "500"], "rotation=500.0 is out of range"),
         (["evaluate", "--checkpoint", "nowhere.pt"], "does not exist"),
         (["summary", "resnet"], "unknown model"),
-        (["train", "--resume", "nowhere"], "nothing to resume"),
+        (["train", "--resume", "nowhere"], "no run had started there"),
         (["reproduce", "--study", "nope"], "unknown study 'nope'"),
         (["reproduce", "--workers", "0"], "--workers must be at least 1"),
         # a path that names a file where a folder must be: nothing is created, the file is left as it was

@@ -205,7 +205,7 @@ def test_a_full_disk_mid_run_leaves_the_last_complete_epoch_and_resumes_exactly(
 
     def fills_up(writes):
         calls.append(len(writes))
-        if len(calls) == 2:  # epoch 2: the disk fills while the second file is written
+        if len(calls) == 3:  # the configs, epoch 1, then epoch 2: the disk fills while its second file is written
 
             def full(f):
                 raise OSError(errno.ENOSPC, "No space left on device", str(writes[1][0]))

@@ -266,7 +266,8 @@ def test_a_full_disk_names_the_file_and_advises_what_the_command_can_do(tmp_path
     with pytest.raises(OSError) as caught:
         fileio.atomic_write_text(tmp_path / "found.json", "[]")
     assert caught.value.filename == str(tmp_path / "found.json")
-    cli._STOPPED[0], cli._FULL_DISK[0] = cli._STOPPED_DEFAULT, cli._FULL_DISK_DEFAULT  # a command like register
+    monkeypatch.setattr(cli, "_STOPPED", [cli._STOPPED_DEFAULT])  # a command like register, restored after
+    monkeypatch.setattr(cli, "_FULL_DISK", [cli._FULL_DISK_DEFAULT])
     said = cli._disk_fault(caught.value)
     assert (
         said
@@ -280,3 +281,16 @@ def test_a_full_disk_names_the_file_and_advises_what_the_command_can_do(tmp_path
     monkeypatch.setenv("MNISTLAB_DATA", str(tmp_path / "data"))
     readonly = cli._disk_fault(PermissionError(errno.EROFS, "Read-only file system", str(tmp_path / "data" / "x")))
     assert readonly.endswith("point the MNIST cache at a folder this user may write ($MNISTLAB_DATA, or --data-dir)")
+
+
+def test_a_hand_edited_value_of_the_right_type_says_which_fields_to_set_back(tmp_path, tiny_data):
+    from mnistlab.core.config import TrainConfig
+    from mnistlab.core.errors import MnistlabError
+
+    configs = group(tmp_path, "edited")
+    fit_group(configs, data=tiny_data, stop_after=1, **QUIET)
+    path = Path(configs[0].output_dir) / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "lr": 0.123}))
+    read = [TrainConfig.read(c.output_dir) for c in configs]
+    with pytest.raises(MnistlabError, match=r"config.json differs from the config its last.pt was trained with \(lr\)"):
+        run_all(read, stack=True, data=tiny_data, **QUIET)

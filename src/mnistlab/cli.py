@@ -197,7 +197,10 @@ def _resume(run_dir: Path, *, quiet: bool, tensorboard_dir: str | None) -> None:
     else:
         folders = sorted((p.parent for p in run_dir.glob(f"seed*/{CONFIG}")), key=lambda p: (len(p.name), p.name))
         if not folders:
-            raise MnistlabError(f"{run_dir} holds no config.json (nor seed*/config.json): nothing to resume")
+            raise MnistlabError(
+                f"{run_dir} holds no config.json (nor seed*/config.json): no run had started there; run the "
+                "`mnistlab train` command that made it again"
+            )
     configs = [TrainConfig.read(f) for f in folders]
     _stopped_hint(f"`mnistlab train --resume {run_dir}`")
     if all(run_status(f) == "done" for f in folders):

@@ -33,7 +33,7 @@ from mnistlab import __version__
 from mnistlab.core import perf
 from mnistlab.core.config import TrainConfig
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.fileio import atomic_write_all, atomic_write_json, json_text
+from mnistlab.core.fileio import atomic_write_all, json_text
 from mnistlab.core.rundir import (
     BEST,
     CONFIG,
@@ -255,11 +255,11 @@ def prepare(
     if resume:
         histories, best_scores = _restore(configs, state)
         log(f"resuming {', '.join(c.output_dir for c in configs)} after epoch {len(histories[0])}")
+    # every run's config.json as one write: a group killed here is in all its folders or in none
+    atomic_write_all([(Path(c.output_dir) / CONFIG, _json_writer(c.to_dict())) for c in configs])
     for config in configs:
-        out = Path(config.output_dir)
-        atomic_write_json(out / CONFIG, config.to_dict())
         if config.source and not resume:  # a model from outside the package: its run keeps what it was built from
-            keep_copy(config.source, out, config.source_sha256)
+            keep_copy(config.source, Path(config.output_dir), config.source_sha256)
     forward = torch.compile(state.model) if first.compile else state.model
     judged = forward if state.averaged is None else state.scored
     graphed = graphed_trainer(config=first, state=state, loader=loaders.train, seeds=_seeds(configs), device=device)
@@ -346,13 +346,12 @@ def finish(group: Group) -> list[dict[str, Any]]:
         }
         summaries.append(summary)
     # every run's summary as one write: a group is finished in all its folders or in none
-    atomic_write_all(
-        [
-            (Path(c.output_dir) / SUMMARY, lambda f, s=s: f.write(json_text(s).encode()))
-            for c, s in zip(group.configs, summaries)
-        ]
-    )
+    atomic_write_all([(Path(c.output_dir) / SUMMARY, _json_writer(s)) for c, s in zip(group.configs, summaries)])
     return summaries
+
+
+def _json_writer(value: Any) -> Callable[[Any], None]:
+    return lambda f: f.write(json_text(value).encode())
 
 
 def _seeds(configs: list[TrainConfig]) -> tuple[int, ...]:
@@ -443,7 +442,12 @@ def _restore(configs: list[TrainConfig], state: TrainingState) -> tuple[list[lis
         checkpoint = read_checkpoint(out / LAST)
         recorded = TrainConfig.from_dict(checkpoint["config"])  # fields added since get their defaults
         if _as_json(recorded.identity()) != _as_json(config.identity()):
-            raise MnistlabError(f"{out} was started with a different config; resume it with its own config.json")
+            theirs, ours = _as_json(recorded.identity()), _as_json(config.identity())
+            changed = sorted(k for k in ours if ours[k] != theirs.get(k))
+            raise MnistlabError(
+                f"{out}/{CONFIG} differs from the config its {LAST} was trained with ({', '.join(changed)}): set "
+                f"those fields back as they were to resume it, or train the changed recipe into a new folder"
+            )
         group = checkpoint.get("stacked_seeds", [c.seed for c in configs])  # older checkpoints: as asked
         trained = len(checkpoint["history"]) >= config.epochs  # all its epochs: only its summary is left to write
         if group != [c.seed for c in configs] and not trained:
