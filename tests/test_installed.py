@@ -249,3 +249,72 @@ def test_the_wheel_declares_its_dependencies_as_ranges_and_the_repository_pins_t
     pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line and not line.startswith("#")]
     assert pins == ["torch==2.13.0"]
     assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
+
+
+STRANGERS = textwrap.dedent(
+    '''
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+
+    class OwnWeight(nn.Module):
+        """A weight of its own used through F.conv2d."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(8, 1, 3, 3) * 0.3)
+            self.c2 = nn.Conv2d(8, 16, 3, stride=2)
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = F.relu(F.conv2d(x, self.weight, padding=1))
+            return self.head(F.relu(self.c2(x)).mean((2, 3)))
+
+
+    def Grouped():
+        """GroupNorm and SiLU, as modern nets write them."""
+        return nn.Sequential(nn.Conv2d(1, 8, 3), nn.GroupNorm(2, 8), nn.SiLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(8, 16, 3), nn.GroupNorm(4, 16), nn.SiLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+    def Mlp():
+        """No convolution at all."""
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+    '''
+)
+
+
+@pytest.mark.parametrize(
+    "builder, params", [("OwnWeight", 72 + 1168 + 170), ("Grouped", 80 + 16 + 1168 + 32 + 170), ("Mlp", 25120 + 330)]
+)
+def test_a_strangers_models_from_the_wheel(installed, tmp_path, builder, params):
+    """Models a student writes that the lab's own never are: each summarised (rows adding up), trained on two
+    seeds, evaluated, exported and used to predict, from the wheel in an empty folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "strangers.py").write_text(STRANGERS)
+    env = {"MNISTLAB_HOME": str(tmp_path / "home")}
+    model = f"strangers.py:{builder}"
+
+    def ok(*args):
+        result = run(installed, *args, cwd=work, env=env)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    summary = json.loads(ok("summary", model, "--format", "json"))
+    assert summary["params"] == params
+    if "rows" in summary:
+        assert sum(row["params"] for row in summary["rows"]) == params
+    if builder == "Grouped":
+        assert summary["receptive_field"] >= 28  # GroupNorm: statistics of the whole image
+    args = ["--seeds", "1,2", "--epochs", "1", "--limit", "600", "--val-size", "100", "--threads", "1", "--quiet"]
+    assert "seed 2:" in ok("train", "--model", model, *args, "--output-dir", "runs/s")
+    checkpoint = work / "runs" / "s" / "seed1" / "last.pt"
+    assert "test accuracy" in ok("evaluate", "--checkpoint", checkpoint)
+    assert ok("export", "--checkpoint", checkpoint, "--output", "s.onnx").startswith("wrote s.onnx")
+    ink = np.full((56, 56), 255, dtype=np.uint8)
+    ink[10:46, 26:30] = 0
+    Image.fromarray(ink).save(work / "one.png")
+    assert ok("predict", "one.png", "--checkpoint", checkpoint, "--top", "3").count("(p=") == 3
