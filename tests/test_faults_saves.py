@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,13 @@ def test_a_hand_edited_value_of_the_right_type_says_which_fields_to_set_back(tmp
     read = [TrainConfig.read(c.output_dir) for c in configs]
     with pytest.raises(MnistlabError, match=r"config.json differs from the config its last.pt was trained with \(lr\)"):
         run_all(read, stack=True, data=tiny_data, **QUIET)
+
+
+def test_litter_in_a_shared_cache_is_removed_only_once_it_is_stale(tmp_path):
+    from mnistlab.core.fileio import remove_litter
+
+    old, fresh = tmp_path / ".abc.pt.x1.tmp", tmp_path / ".def.pt.x2.tmp"
+    old.write_text("killed")
+    fresh.write_text("a live writer's")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert remove_litter(tmp_path, None, older_than=3600) == [old] and fresh.exists()

@@ -346,7 +346,7 @@ def _scores(summary: dict[str, Any]) -> str:
 @click.option("--data-dir", type=click.Path(), default=None)
 def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> None:
     """Test accuracy, per-class accuracy and confusion matrix; curves, confusion and mistakes as PNGs."""
-    from mnistlab.core.fileio import atomic_write_json, sha256_file
+    from mnistlab.core.fileio import atomic_write_json, remove_litter, sha256_file
     from mnistlab.core.rundir import LAST, read_history
     from mnistlab.data.mnist import load_mnist
     from mnistlab.tools.evaluation import evaluate_checkpoint, render_confusion
@@ -364,6 +364,8 @@ def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> N
     images, _ = load_mnist("test", data_dir)
     # named after the checkpoint: evaluating best.pt never overwrites what last.pt's evaluation wrote
     prefix = "" if Path(checkpoint).name == LAST else f"{Path(checkpoint).stem}-"
+    names = tuple(f"{prefix}{n}" for n in ("confusion.png", "misclassified.png", "evaluation.json", "curves.png"))
+    remove_litter(out, names)  # what an evaluation killed mid-write left
     described = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), **result.to_dict()}
     written = [
         plot_confusion(result.confusion, out / f"{prefix}confusion.png"),

@@ -91,13 +91,21 @@ def finish_commit(folder: str | Path, names: tuple[str, ...]) -> bool:
     return done
 
 
-def remove_litter(folder: str | Path, names: tuple[str, ...]) -> list[Path]:
-    """Delete the temporary files (``.NAME.*.tmp``) that writes of ``names`` cut short left in ``folder``; return
-    them. Only the files' one writer may call this: another process's write in progress looks the same."""
+def remove_litter(folder: str | Path, names: tuple[str, ...] | None, older_than: float = 0.0) -> list[Path]:
+    """Delete the temporary files (``.NAME.*.tmp``; every name with None) that writes of ``names`` cut short left in
+    ``folder``; return them. Another process's write in progress looks the same: call it as the files' one writer,
+    or with ``older_than`` (seconds since the file last changed), where writers share the folder (a cache)."""
     folder = Path(folder)
     if not folder.is_dir() or (folder / COMMIT).is_file():
         return []
-    litter = [p for name in names for p in folder.glob(f".{glob.escape(name)}.*.tmp") if p.is_file()]
+    patterns = [f".{glob.escape(name)}.*.tmp" for name in names] if names is not None else [".*.tmp"]
+    now = time.time()
+    litter = [
+        p
+        for pattern in patterns
+        for p in folder.glob(pattern)
+        if p.is_file() and (not older_than or now - p.stat().st_mtime > older_than)
+    ]
     for path in litter:
         path.unlink(missing_ok=True)
     return litter

