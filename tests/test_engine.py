@@ -71,7 +71,7 @@ def test_refuses_to_overwrite_or_resume_another_config(tmp_path, tiny_data):
     fit(config, **quiet)
     with pytest.raises(MnistlabError, match="already holds a run"):
         fit(config, **quiet)
-    with pytest.raises(MnistlabError, match="different config"):
+    with pytest.raises(MnistlabError, match=r"differs from the config its last.pt was trained with \(lr\)"):
         fit(tiny_config(tmp_path, epochs=1, lr=0.02), resume=True, **quiet)
 
 
