@@ -34,7 +34,8 @@ from mnistlab.core.fileio import atomic_write_json
 from mnistlab.data import Augment, TensorLoader, load_mnist
 from mnistlab.models import create_model, get_card
 from mnistlab.tools.analysis import analyze
-from mnistlab.training.engine import evaluate, provenance
+from mnistlab.training.engine import provenance
+from mnistlab.training.step import evaluate
 
 EPOCH_IMAGES = 60_000
 
