@@ -305,3 +305,11 @@ def test_litter_in_a_shared_cache_is_removed_only_once_it_is_stale(tmp_path):
     fresh.write_text("a live writer's")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     assert remove_litter(tmp_path, None, older_than=3600) == [old] and fresh.exists()
+
+
+def test_a_config_with_layers_as_data_reads_back():
+    """``arch`` (a searched model's builder arguments) is an object, ``data_dir`` a string or null."""
+    from mnistlab.core.config import TrainConfig
+
+    config = TrainConfig.from_dict({"model": "model8", "arch": {"stem": [5, 9]}, "data_dir": None, "limit": 300}, "x")
+    assert config.arch == {"stem": [5, 9]} and config.limit == 300

@@ -239,7 +239,7 @@ def _check_type(f: dataclasses.Field[Any], value: Any) -> None:
         ok, kind = number and math.isfinite(value), "a number"
     elif isinstance(default, int) or f.name == "limit":
         ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, str) or (default is None and "str" in str(f.type)):
+    elif isinstance(default, str) or (default is None and str(f.type).split("|")[0].strip() == "str"):
         ok, kind = isinstance(value, str), "a string"
     elif isinstance(default, tuple):
         ok, kind = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), "a list of strings"

@@ -51,7 +51,8 @@ def _check_images() -> tuple[torch.Tensor, str]:
     """The pixels the exported graph is compared with PyTorch on: the first test images when the cache holds them."""
     test = cached_split("test")
     if test is not None:
-        return torch.from_numpy(test[0][:CHECK_IMAGES]).float().div(255).unsqueeze(1), f"{CHECK_IMAGES} test images"
+        pixels = torch.tensor(test[0][:CHECK_IMAGES], dtype=torch.float32)  # a copy: the cache's arrays are read-only
+        return pixels.div(255).unsqueeze(1), f"{CHECK_IMAGES} test images"
     return torch.rand(CHECK_IMAGES, 1, 28, 28, generator=torch.Generator().manual_seed(0)), "random images"
 
 
