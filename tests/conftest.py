@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +100,20 @@ def registry_as_it_was():
     yield
     registry._REGISTRY.clear()
     registry._REGISTRY.update(before)
+
+
+# what a holder process runs once it holds its lock, indented under it (``held_by``)
+HOLD = "print('held', flush=True); __import__('time').sleep(60)"
+
+
+@contextmanager
+def held_by(code: str) -> Iterator[subprocess.Popen]:
+    """Another process that runs ``code`` (Python that takes a lock and then runs ``HOLD``), yielded once it holds
+    the lock; killed with -9 at the end of the block, as a crash would leave it."""
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

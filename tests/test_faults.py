@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from conftest import HOLD, held_by
 
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.rundir import LOCK, read_history, read_summary, run_lock
@@ -83,25 +84,11 @@ def test_a_killed_train_seeds_resumes_as_its_group_to_the_uninterrupted_numbers(
 
 def test_a_second_writer_is_refused_at_once_and_a_stale_lock_taken_over(tmp_path, tiny_data):
     folder = tmp_path / "g" / "seed1"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"from mnistlab.core.rundir import run_lock\nimport time\nwith run_lock({str(folder)!r}):\n"
-            "    print('held', flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by(f"from mnistlab.core.rundir import run_lock\nwith run_lock({str(folder)!r}):\n    {HOLD}") as holder:
         started = time.monotonic()
         with pytest.raises(MnistlabError, match=rf"is being trained by process {holder.pid}"):
             fit_group(group(tmp_path), data=tiny_data, **QUIET)
         assert time.monotonic() - started < 30 and not (folder / "config.json").exists()
-    finally:
-        holder.kill()
-        holder.wait()
     assert (folder / LOCK).read_text() == str(holder.pid)  # a kill -9 leaves its lock behind: stale now
     fit_group(group(tmp_path, epochs=1), data=tiny_data, **QUIET)
     assert not (folder / LOCK).exists() and read_summary(folder)["epochs"] == 1

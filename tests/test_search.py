@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import HOLD, held_by
 
 pytestmark = pytest.mark.real_data
 
@@ -519,32 +520,19 @@ def test_two_registrations_at_once_keep_both_names(tmp_path):
 
 
 def test_a_registration_that_waits_too_long_for_the_lock_is_one_line(tmp_path, monkeypatch):
-    import subprocess
-    import sys
 
     from mnistlab.core.errors import MnistlabError
     from mnistlab.jobs import search
 
     settings, number = finished_study(tmp_path)
     found = tmp_path / "found.json"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from mnistlab.core.fileio import exclusive\nimport time\n"
-            f"with exclusive({str(found) + '.lock'!r}, busy=None):\n    print('held', flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    lock = str(found) + ".lock"
+    with held_by(
+        f"from mnistlab.core.fileio import exclusive\nwith exclusive({lock!r}, busy=None):\n    {HOLD}"
+    ) as holder:
         monkeypatch.setattr(search, "REGISTRY_WAIT", 0.5)
         with pytest.raises(MnistlabError, match=rf"{found} is being written by process {holder.pid} for over 0 s"):
             search.register_trial(search.open_existing(settings.name, settings.storage), number, "late", found)
-    finally:
-        holder.kill()
-        holder.wait()
     assert not found.exists()
     search.register_trial(search.open_existing(settings.name, settings.storage), number, "late", found)  # stale: taken
     assert [e["name"] for e in json.loads(found.read_text())] == ["late"]
@@ -552,26 +540,16 @@ def test_a_registration_that_waits_too_long_for_the_lock_is_one_line(tmp_path, m
 
 def test_a_study_storage_locked_by_another_process_waits_then_says_so_in_one_line(tmp_path, monkeypatch):
     import sqlite3
-    import subprocess
-    import sys
 
     from mnistlab.core.errors import MnistlabError
     from mnistlab.jobs import search
 
     settings, _ = finished_study(tmp_path, "locked")
     db = settings.storage[len("sqlite:///") :]
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import sqlite3, time\nc = sqlite3.connect({db!r}, isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\n"
-            "print('held', flush=True)\ntime.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    exclusive_transaction = (
+        f"import sqlite3\nc = sqlite3.connect({db!r}, isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\n{HOLD}"
     )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by(exclusive_transaction):
         monkeypatch.setattr(search, "LOCK_WAIT", 0.5)
         space = search.Space(**{k: tuple(v) for k, v in TINY_SPACE.items()})
         with pytest.raises(MnistlabError) as caught:
@@ -579,7 +557,4 @@ def test_a_study_storage_locked_by_another_process_waits_then_says_so_in_one_lin
         message = str(caught.value)
         assert message.startswith(f"the study storage {settings.storage} is locked by another process (waited 0 s)")
         assert "\n" not in message
-    finally:
-        holder.kill()
-        holder.wait()
     assert sqlite3.connect(db).execute("select count(*) from trials").fetchone() == (1,)  # the file is intact

@@ -366,19 +366,19 @@ def load_mnist(
     """
     if split not in specs:
         raise MnistlabError(f"unknown split {split!r}; choose one of {', '.join(specs)}")
-    root = resolve_data_dir(data_dir)
-    pair = specs[split]
-    images, labels = _local(root, pair.images), _local(root, pair.labels)
-    if images is None or labels is None:
-        fetch(root, specs={split: pair}, log=lambda m: print(m, file=sys.stderr))
-        images, labels = _local(root, pair.images), _local(root, pair.labels)
-    assert images is not None and labels is not None
-    return images, labels.astype(np.int64)
+    found = cached_split(split, data_dir, specs=specs)
+    if found is None:
+        fetch(resolve_data_dir(data_dir), specs={split: specs[split]}, log=lambda m: print(m, file=sys.stderr))
+        found = cached_split(split, data_dir, specs=specs)
+    assert found is not None
+    return found
 
 
-def cached_split(split: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def cached_split(
+    split: str, data_dir: str | Path | None = None, *, specs: Mapping[str, SplitSpec] = OFFICIAL
+) -> tuple[np.ndarray, np.ndarray] | None:
     """MNIST ``split`` if the cache holds it verified already; None otherwise (nothing is fetched)."""
-    pair = OFFICIAL[split]
+    pair = specs[split]
     root = resolve_data_dir(data_dir)
     images, labels = _local(root, pair.images), _local(root, pair.labels)
     return None if images is None or labels is None else (images, labels.astype(np.int64))

@@ -24,6 +24,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from mnistlab.core.errors import MnistlabError
+from mnistlab.models.external import model_card
 from mnistlab.models.stacking import function_name
 
 Pair = tuple[int, int]
@@ -233,10 +234,8 @@ def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | 
     """Trace ``model`` on one ``input_shape`` image and return its per-layer table. ``model`` is a built network,
     or anything ``mnistlab.models.create_model`` builds (a name, a ``FILE.py:BUILDER``, a class or builder)."""
     if not isinstance(model, nn.Module):
-        from mnistlab.models import create_model, model_card
-
-        name = name or model_card(model).name
-        model = create_model(model)
+        card = model_card(model)
+        name, model = name or card.name, card.build()
     try:
         graph = trace(model)
     except Exception as exc:  # fx raises many types for untraceable control flow
@@ -252,13 +251,14 @@ def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | 
     rows: list[LayerRow] = []
     used: set[str] = set()  # the modules already called, and the model's own tensors already used
 
+    owned = {key: p.numel() for key, p in model.named_parameters()}
+
     def params_of(attr: fx.Node) -> int:
         """A ``get_attr`` tensor's parameter count at its first use (0 after, or for a buffer)."""
         if attr.op != "get_attr" or str(attr.target) in used:
             return 0
         used.add(str(attr.target))
-        owned = dict(model.named_parameters())
-        return owned[str(attr.target)].numel() if str(attr.target) in owned else 0
+        return owned.get(str(attr.target), 0)
 
     output_shape: tuple[int, ...] = ()
 
@@ -572,28 +572,15 @@ def render(table: LayerTable, markdown: bool) -> str:
     return "\n".join([table.model, rule, line, rule, *rows, rule, total]) + "\n"
 
 
-def shapes_and_params(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> str:
-    """Each leaf layer's output shape, parameters and MACs, found by running one image through forward hooks (no
-    tracing): what a summary still gives when the receptive field cannot be computed (``analyze`` failed). A
-    layer called again lists its parameters at its first call only."""
-    rows: list[list[str]] = []
-    hooks = []
-    seen: set[str] = set()
-    total_macs = 0
-    for name, module in model.named_modules():
-        if not list(module.children()):
-
-            def record(module: nn.Module, _: Any, output: Any, name: str = name) -> None:
-                nonlocal total_macs
-                shape = "x".join(map(str, output.shape[1:])) if isinstance(output, torch.Tensor) else "-"
-                params = 0 if name in seen else sum(p.numel() for p in module.parameters(recurse=False))
-                kind = type(module).__name__ + (" (reused)" if name in seen else "")
-                seen.add(name)
-                macs = _hook_macs(module, output)
-                total_macs += macs
-                rows.append([name, kind, shape, f"{params:,}", f"{macs:,}"])
-
-            hooks.append(module.register_forward_hook(record))
+def leaf_calls(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[tuple[str, nn.Module, Any]]:
+    """Every call of a leaf layer, in order, with its output, when one blank image runs through ``model`` in eval
+    mode (forward hooks, no tracing: it works where ``analyze`` cannot trace)."""
+    calls: list[tuple[str, nn.Module, Any]] = []
+    hooks = [
+        module.register_forward_hook(lambda m, _i, out, name=name: calls.append((name, m, out)))
+        for name, module in model.named_modules()
+        if name and not list(module.children())
+    ]
     was_training = model.training
     try:
         with torch.no_grad():
@@ -602,14 +589,31 @@ def shapes_and_params(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 2
         model.train(was_training)
         for hook in hooks:
             hook.remove()
+    return calls
+
+
+def shapes_and_params(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> str:
+    """Each leaf layer's output shape, parameters and MACs (``leaf_calls``): what a summary still gives when the
+    receptive field cannot be computed (``analyze`` failed). A layer called again lists its parameters at its first
+    call only."""
+    rows: list[tuple[str, str, str, int, int | None]] = []
+    seen: set[str] = set()
+    for name, module, output in leaf_calls(model, input_shape):
+        shape = "x".join(map(str, output.shape[1:])) if isinstance(output, torch.Tensor) else "-"
+        params = 0 if name in seen else sum(p.numel() for p in module.parameters(recurse=False))
+        kind = type(module).__name__ + (" (reused)" if name in seen else "")
+        seen.add(name)
+        rows.append((name, kind, shape, params, _hook_macs(module, output)))
     total = sum(p.numel() for p in model.parameters())
-    counted = sum(int(r[3].replace(",", "")) for r in rows)
+    counted = sum(row[3] for row in rows)
     if counted < total:  # weights of a container used by its own forward (F.conv2d): the rows still add up
-        rows.append(["(other parameters)", "used elsewhere", "-", f"{total - counted:,}", "-"])
+        rows.append(("(other parameters)", "used elsewhere", "-", total - counted, None))
+    total_macs = sum(row[4] or 0 for row in rows)
+    cells = [[*row[:3], f"{row[3]:,}", "-" if row[4] is None else f"{row[4]:,}"] for row in rows]
     columns = ["Layer", "Type", "Output", "Params", "MACs"]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines += ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     return "\n".join(lines) + f"\nTotal: {total:,} parameters, {total_macs:,} MACs per image (its layers')\n"
 
 

@@ -174,7 +174,7 @@ def layer_text(layer: LayerView, position: int, count: int) -> str:
         f"**Layer {position} of {count}: {layer.name}** ({layer.types}), {channels} channels of {height}×{width}.  \n"
         f"Most active unit: channel {channel} at row {row}, column {column} (activation {layer.value:.2f}).  \n"
     )
-    if layer.box is None or layer.rf is None or layer.jump is None:
+    if layer.box is None or layer.rf is None or layer.jump is None:  # unset together (insight.inspect_digit)
         return head + "Receptive field: not computed for this model (a layer the analysis does not know)."
     box, shown = layer.box, layer.box.clipped()
     size = f"{layer.rf[0]}×{layer.rf[1]} px" if layer.rf[0] != layer.rf[1] else f"{layer.rf[0]}×{layer.rf[0]} px"

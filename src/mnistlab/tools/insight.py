@@ -17,7 +17,7 @@ from torch import nn
 
 from mnistlab.core.rundir import LAST
 from mnistlab.data.loader import normalize
-from mnistlab.tools.analysis import WRAPPED, AnalysisError, LayerRow, analyze, pair
+from mnistlab.tools.analysis import WRAPPED, AnalysisError, LayerRow, analyze, leaf_calls, pair
 
 IMAGE = 28  # the input's side in pixels
 
@@ -105,26 +105,13 @@ def blocks(model: nn.Module) -> list[Block]:
 
 
 def _blocks_without_fields(model: nn.Module) -> list[Block]:
-    """Each leaf layer with a spatial output, found by running a blank image through it: blocks with no rows."""
-    spatial: list[str] = []
-    hooks = [
-        module.register_forward_hook(
-            lambda _m, _i, out, name=name: (
-                spatial.append(name)
-                if isinstance(out, torch.Tensor) and out.dim() == 4 and name not in spatial
-                else None
-            )
-        )
-        for name, module in model.named_modules()
-        if name and not list(module.children())
+    """Each leaf layer with a spatial output (``analysis.leaf_calls``): blocks with no rows."""
+    spatial = [
+        name
+        for name, _, out in leaf_calls(model, (1, IMAGE, IMAGE))
+        if isinstance(out, torch.Tensor) and out.dim() == 4
     ]
-    try:
-        with torch.inference_mode():
-            model.eval()(torch.zeros(1, 1, IMAGE, IMAGE))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return [Block(name, ()) for name in spatial]
+    return [Block(name, ()) for name in dict.fromkeys(spatial)]
 
 
 def _module_path(model: nn.Module, name: str) -> str | None:

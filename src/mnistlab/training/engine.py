@@ -441,8 +441,8 @@ def _restore(configs: list[TrainConfig], state: TrainingState) -> tuple[list[lis
         out = Path(config.output_dir)
         checkpoint = read_checkpoint(out / LAST)
         recorded = TrainConfig.from_dict(checkpoint["config"])  # fields added since get their defaults
-        if _as_json(recorded.identity()) != _as_json(config.identity()):
-            theirs, ours = _as_json(recorded.identity()), _as_json(config.identity())
+        theirs, ours = _as_json(recorded.identity()), _as_json(config.identity())
+        if theirs != ours:
             changed = sorted(k for k in ours if ours[k] != theirs.get(k))
             raise MnistlabError(
                 f"{out}/{CONFIG} differs from the config its {LAST} was trained with ({', '.join(changed)}): set "

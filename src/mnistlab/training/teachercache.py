@@ -60,7 +60,6 @@ class TeacherCache:
             "augment": asdict(first.augment),
         }
         self.hits = self.misses = 0
-        remove_litter(folder, None, older_than=STALE)  # what a killed run left; never a live writer's
 
     def key(self, epoch: int) -> str:
         return _digest({**self.identity, "epoch": epoch})
@@ -95,8 +94,6 @@ class CleanTargets:
         self.identity = {**_teachers_identity(first, data, device), "view": "clean"}
         self._table: torch.Tensor | None = None
         self.hits = self.misses = 0
-        if folder is not None:
-            remove_litter(folder, None, older_than=STALE)
 
     def key(self) -> str:
         return _digest(self.identity)
@@ -205,8 +202,11 @@ def cache_for(
     if teachers is None:
         return None
     first = configs[0]
+    kept = folder() if first.teacher_cache else None
+    if kept is not None:
+        remove_litter(kept, None, older_than=STALE)  # what a killed run left; never a live writer's
     if first.teacher_view == "clean":
-        return CleanTargets(folder() if first.teacher_cache else None, configs, data_fingerprint(data), device)
-    if not first.teacher_cache:
+        return CleanTargets(kept, configs, data_fingerprint(data), device)
+    if kept is None:
         return None
-    return TeacherCache(folder(), configs, data_fingerprint(data), device)
+    return TeacherCache(kept, configs, data_fingerprint(data), device)
