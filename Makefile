@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make train   set up, fetch and verify MNIST, train the final model (Model 8), write its results
 #   make test    set up (Chromium too, for the demo's browser test) and run every test (CI runs this)
-# For the edit-run loop: make test-fast (no real MNIST, no subprocess CLI, no browser, no Ray, no kill battery; about a minute).
+# For the edit-run loop: make test-fast (no real MNIST, no subprocess CLI, no browser, no Ray, no kill battery, no torch.compile; about two minutes).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -34,9 +34,9 @@ train: setup
 test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
-# the tiers are markers (tests/conftest.py): real_data, cli, browser, ray, kills
+# the tiers are markers (tests/conftest.py): real_data, cli, browser, ray, kills, compiles
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not real_data and not cli and not browser and not ray and not kills"
+	$(BIN)/python -m pytest -q -m "not real_data and not cli and not browser and not ray and not kills and not compiles"
 
 # the demo's browser test drives Debian's chromium (Playwright's own browser download cannot work offline)
 $(CHROMIUM):

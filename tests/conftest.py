@@ -47,6 +47,7 @@ TIERS = {
     "browser": "drives the demo page in Chromium",
     "ray": "starts a local Ray cluster",
     "kills": "kills training at every point of a save (many runs, or a process killed with -9)",
+    "compiles": "trains through torch.compile (tens of seconds of compiling)",
 }
 
 

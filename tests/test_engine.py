@@ -180,3 +180,12 @@ def test_the_fast_path_is_bf16_where_the_cpu_computes_it_natively_and_recorded(t
 def test_reproduce_refuses_to_write_other_precisions_into_the_labs_results(mnistlab):
     done = mnistlab("reproduce", "--models", "model8", "--seeds", "1", "--no-tuning", "--precision", "bf16")
     assert done.returncode == 2 and "a --precision other than fp32 make runs unlike the recorded ones" in done.stderr
+
+
+@pytest.mark.compiles
+def test_a_compiled_network_trains_on_the_cpu(tmp_path, tiny_data):
+    """`--compile` runs the step through torch.compile: it trains one epoch and records the run as any other (the
+    compiled module has no truth value, so the step must not ask it for one)."""
+    config = tiny_config(tmp_path, epochs=1, compile=True, threads=1)
+    summary = fit(config, data=tiny_data, progress=False, log=lambda m: None)
+    assert len(summary["test_acc_last3"]) == 1 and json.loads((tmp_path / "run" / "config.json").read_text())["compile"]

@@ -223,7 +223,7 @@ def train_one_epoch(
     schedule and the moving average follow every batch. ``targets``: the teachers' outputs for each batch, when
     read from their cache. Returns each slot's mean loss and accuracy (%)."""
     model = state.model
-    forward = forward or model
+    forward = model if forward is None else forward  # not `or`: a compiled module has no truth value
     forward.train()
     loss_sum = correct = None
     seen = 0
