@@ -37,7 +37,9 @@ VARIANTS = {"fp32": ("fp32", False), "bf16": ("bf16", False), "compile": ("fp32"
 
 def step_parts(state: TrainingState, batches: list) -> dict[str, float]:
     """The median milliseconds of each part of the engine's training step (``step.train_one_epoch``'s body)."""
-    parts: dict[str, list[float]] = {k: [] for k in ("forward", "loss", "zero_grad", "backward", "optimizer", "schedule")}
+    parts: dict[str, list[float]] = {
+        k: [] for k in ("forward", "loss", "zero_grad", "backward", "optimizer", "schedule")
+    }
     model = state.model
     model.train()
     for images, labels in batches:
@@ -54,7 +56,7 @@ def step_parts(state: TrainingState, batches: list) -> dict[str, float]:
         marks.append(time.perf_counter())
         state.after_batch()
         marks.append(time.perf_counter())
-        for (key, values), start, end in zip(parts.items(), marks, marks[1:]):
+        for values, start, end in zip(parts.values(), marks, marks[1:]):
             values.append(end - start)
     return {key: round(statistics.median(values) * 1e3, 3) for key, values in parts.items()}
 
@@ -101,7 +103,7 @@ def main() -> None:
             train_one_epoch(variant, chunk, device=device, forward=forward)
             times.append((time.perf_counter() - start) / len(chunk) * epoch)
     interleaved = {}
-    for name, (variant, _, times, warmup) in runs.items():
+    for name, (_, _, times, warmup) in runs.items():
         interleaved[name] = {
             "median": round(statistics.median(times), 2),
             "min": round(min(times), 2),

@@ -54,10 +54,16 @@ def test_ema_weights_are_the_ones_evaluated_and_shipped(tmp_path, tiny_data):
     from mnistlab.data.loader import make_loaders
     from mnistlab.training.step import evaluate
 
-    summary = fit(tiny_config(tmp_path, ema=0.9), data=tiny_data, progress=False, log=lambda m: None)
+    config = tiny_config(tmp_path, ema=0.9)
+    fit(config, data=tiny_data, progress=False, log=lambda m: None, stop_after=2)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     shipped, trained = state["state_dict"], state["train_state_dict"]
     assert any(not torch.equal(shipped[k], trained[k]) for k in shipped)  # the average differs from the last step
+    summary = fit(config, data=tiny_data, progress=False, log=lambda m: None, resume=True)
+    finished = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    # a finished run's last.pt keeps what evaluation and teachers read, not the state nothing will resume
+    assert not {"optimizer", "scheduler", "train_state_dict", "average"} & set(finished)
+    assert {"state_dict", "config", "epoch", "history", "best_score"} <= set(finished)
     loaders = make_loaders(*tiny_data, batch_size=32, val_size=100, seed=1)
     again = evaluate(load_checkpoint(tmp_path / "run" / "last.pt"), loaders.test)
     assert again["acc"] == pytest.approx(summary["last_test_acc"])
@@ -115,8 +121,8 @@ def test_nonsense_hyper_parameters_are_refused(tmp_path, overrides, message):
 def test_the_moving_average_moves_and_lags_the_trained_weights(tmp_path, tiny_data):
     """With ema, the shipped weights are an average of the trained ones: they left their initial values, and
     sit between them and the last step's weights (closer to the start than the trained weights are)."""
-    config = tiny_config(tmp_path, ema=0.99, epochs=2)
-    fit(config, data=tiny_data, progress=False, log=lambda m: None)
+    config = tiny_config(tmp_path, ema=0.99, epochs=3)
+    fit(config, data=tiny_data, progress=False, log=lambda m: None, stop_after=2)  # a finished run keeps no state
     torch.manual_seed(config.seed)
     initial = create_model("model8").state_dict()
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)

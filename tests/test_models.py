@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.models import ModelCard, create_model, get_card, list_models, register_model
+from mnistlab.models import ModelCard, config_for, create_model, get_card, list_models, register_model
 from mnistlab.models.registry import _REGISTRY
 
 
@@ -149,3 +149,43 @@ def test_layer_sequence_is_the_references(name):
         return first(m.kernel_size), first(m.stride), first(m.padding)
 
     assert [geometry(m) for m in layers] == REFERENCE_LAYERS[name]
+
+
+def test_a_trained_variant_is_its_architecture_under_a_tag_and_its_old_name():
+    """`sepnet3k.kd98` and the name the lab's runs record (`sepnet3k_kd98`) are one card, which builds sepnet3k's
+    network (no builder of its own) with its own recipe; architectures list apart from variants."""
+    from mnistlab.models.registry import register_variant, variants_of
+
+    assert get_card("sepnet3k.kd98") is get_card("sepnet3k_kd98")
+    variant, base = get_card("sepnet3k.kd98"), get_card("sepnet3k")
+    assert (variant.architecture, variant.tag, variant.tagged) == ("sepnet3k", "kd98", "sepnet3k.kd98")
+    assert variant.builder is base.builder and variant.recipe != base.recipe
+    built, plain = create_model("sepnet3k.kd98"), create_model("sepnet3k")
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    assert config_for("sepnet3k.kd98", teachers=()).model == "sepnet3k_kd98"  # as the lab's runs record it
+    for name in list_models():
+        card = get_card(name)
+        if card.architecture:
+            assert name in variants_of(card.architecture) and card.params == get_card(card.architecture).params
+    assert "sepnet3k_kd98" not in list_models(variants=False) and "sepnet3k" in list_models(variants=False)
+    assert list_models("sepnet3k.k*") == ["sepnet3k_kd", "sepnet3k_kd98"]
+    with pytest.raises(MnistlabError, match="sepnet3k has no variant 'kd99'; its variants: sepnet3k.first"):
+        get_card("sepnet3k.kd99")
+    card = dataclasses.replace(base, name="wrong_count", params=3_000)
+    with pytest.raises(ValueError, match="says 3,000 parameters; sepnet3k has 3,424"):
+        register_variant("sepnet3k", "wrong", card)
+    with pytest.raises(ValueError, match="itself a variant"):
+        register_variant("sepnet3k_kd98", "again", card)
+    assert "wrong_count" not in _REGISTRY
+
+
+def test_models_lists_architectures_and_with_variants_their_tags():
+    from click.testing import CliRunner
+
+    from mnistlab.cli import cli
+
+    plain = CliRunner().invoke(cli, ["models"]).output
+    assert "sepnet3k " in plain and "variants: kd, kd98" in plain and "sepnet3k.kd98" not in plain
+    tagged = CliRunner().invoke(cli, ["models", "--variants"]).output
+    assert "  sepnet3k.kd98 " in tagged and "recorded as sepnet3k_kd98" in tagged
+    assert "tied2k9.kd98" in CliRunner().invoke(cli, ["models", "--all"]).output

@@ -13,14 +13,34 @@ from mnistlab.models import config_for
 TINY = {"epochs": 3, "batch_size": 64, "val_size": 100, "device": "cpu"}
 
 
-def test_run_all_skips_done_and_resumes_partial(tmp_path, tiny_data):
-    configs = [config_for("model8", seed=s, output_dir=str(tmp_path / f"seed{s}")) for s in (1, 2)]
+def test_run_all_skips_done_resumes_partial_and_starts_todo(tmp_path, tiny_data):
+    """Three runs in three states: seed 1 done, seed 2 cut after its first epoch (a real partial run: its
+    checkpoint and one history row), seed 3 never started. One call finishes them all, and the cut run's numbers are
+    those of a run never cut."""
+    import dataclasses
+
+    from mnistlab.core.rundir import read_history
+    from mnistlab.training.engine import fit
+
+    tiny = {**TINY, "threads": 1}
+    configs = [config_for("model8", seed=s, output_dir=str(tmp_path / f"seed{s}"), **tiny) for s in (1, 2, 3)]
+    quiet = dict(progress=False, log=lambda m: None, data=tiny_data)
+    run_all(configs[:1], **quiet)
+    assert fit(configs[1], stop_after=1, **quiet) == {"stopped_after": 1}
+    assert [run_status(c.output_dir) for c in configs] == ["done", "partial", "todo"]
+    assert len(read_history(configs[1].output_dir)) == 1
+    done_before = (tmp_path / "seed1" / "last.pt").read_bytes()
     logs: list[str] = []
-    run_all(configs[:1], overrides=TINY, progress=False, log=logs.append, data=tiny_data)
-    assert [run_status(c.output_dir) for c in configs] == ["done", "todo"]
-    run_all(configs, overrides=TINY, progress=False, log=logs.append, data=tiny_data)
+    summaries = run_all(configs, progress=False, log=logs.append, data=tiny_data)
+    assert [run_status(c.output_dir) for c in configs] == ["done"] * 3
     assert any("seed1: done, skipped" in line for line in logs)
-    assert run_status(configs[1].output_dir) == "done"
+    assert (tmp_path / "seed1" / "last.pt").read_bytes() == done_before  # a finished run is not touched
+    uncut = fit(dataclasses.replace(configs[1], output_dir=str(tmp_path / "uncut")), **quiet)
+    assert summaries[1]["test_acc_last3"] == uncut["test_acc_last3"]
+    assert read_history(configs[1].output_dir) == [
+        {**row, "seconds": mine["seconds"]}
+        for row, mine in zip(read_history(tmp_path / "uncut"), read_history(configs[1].output_dir))
+    ]
 
 
 def test_parallel_runs_match_serial_ones(tmp_path, tiny_data):

@@ -485,33 +485,57 @@ def compare(paths: tuple[Path, ...], output: Path | None, skip_damaged: bool) ->
 
 
 @cli.command(name="models")
+@click.option(
+    "--variants", is_flag=True, help="also each architecture's trained variants (ARCH.TAG: its recipe or teachers)"
+)
 @click.option("--all", "show_all", is_flag=True, help="also the lab's study candidates, teachers and search family")
-def models_(show_all: bool) -> None:
-    """List the models: the reference's eight, the lab's final models and yours, with their parameter counts."""
+def models_(variants: bool, show_all: bool) -> None:
+    """List the architectures: the reference's eight, the lab's and yours, with their parameter counts; --variants
+    adds their trained variants, each named ARCH.TAG (another recipe or teachers; train it by that name)."""
     from mnistlab.lab.studies import lab_models, role
     from mnistlab.models import get_card, list_models
+    from mnistlab.models.registry import variants_of
 
-    shown = set(lab_models()) | {name for name in list_models() if get_card(name).outside}
+    chosen = set(lab_models()) | {name for name in list_models() if get_card(name).outside}
+
+    def shown(name: str) -> bool:  # chosen, or the architecture of a chosen variant
+        return show_all or name in chosen or any(v in chosen for v in variants_of(name))
+
     rows = []
-    for name in list_models():
-        card, part = get_card(name), role(name)
-        if name not in shown and not show_all:
+    for name in list_models(variants=False):
+        if not shown(name):
             continue
-        if card.outside:
-            note = f"yours: {card.source}" if card.source else "from an installed package"
-        elif part is None:
-            note = "not a student: a teacher, or the search's family"
-        else:
-            note = "a study's candidate, not chosen" if part.lost else ""
-        rows.append((name, card.title, f"{card.params:,}", note))
+        rows.append(_model_row(name, get_card(name), role(name), ""))
+        tags = [v for v in variants_of(name) if show_all or v in chosen]
+        if variants or show_all:
+            rows += [_model_row(v, get_card(v), role(v), "  ") for v in tags]
+        elif tags:
+            rows[-1] = (*rows[-1][:3], _join(rows[-1][3], f"variants: {', '.join(get_card(v).tag for v in tags)}"))
     width = [max(len(row[i]) for row in rows) for i in range(3)]
     for name, title, params, note in rows:
         line = f"{name:<{width[0]}}  {title:<{width[1]}}  {params:>{width[2]}} params"
         click.echo(f"{line}  ({note})" if note else line)
-    if not show_all:
-        click.echo(
-            f"(--all also lists {len(list_models()) - len(rows)} more: study candidates, teachers, the search family)"
-        )
+    hidden = len(list_models()) - len(rows)
+    if hidden:
+        more = "--variants: the trained variants; " if not variants else ""
+        click.echo(f"({hidden} more: {more}--all: study candidates, teachers, the search family)")
+
+
+def _model_row(name: str, card: Any, part: Any, indent: str) -> tuple[str, str, str, str]:
+    """One line of `mnistlab models`: the name to ask for, the title, the parameters and what the model is."""
+    if card.outside:
+        note = f"yours: {card.source}" if card.source else "from an installed package"
+    elif part is None:
+        note = "not a student: a teacher, or the search's family"
+    else:
+        note = "a study's candidate, not chosen" if part.lost else ""
+    if card.architecture:
+        note = _join(note, f"recorded as {name}")
+    return indent + card.tagged, card.title, f"{card.params:,}", note
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
 
 
 # -------------------------------------------------------------------------------------------------- data

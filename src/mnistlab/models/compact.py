@@ -16,7 +16,7 @@ from torch import nn
 
 from mnistlab.core.config import Augment, Recipe
 from mnistlab.models.layers import slim_net, tied_net
-from mnistlab.models.registry import ModelCard, register_model
+from mnistlab.models.registry import ModelCard, register_model, register_variant
 from mnistlab.models.zoo import MODEL8_FINAL_RECIPE, MODEL8_RECIPE
 
 # The recipe chosen on validation for Model 8's first design (before zoom) is every candidate's starting point.
@@ -76,20 +76,6 @@ def slim_sep(dropout: float = 0.0) -> nn.Module:
 
 @register_model(
     ModelCard(
-        title="Slim 3.5k, deeper separable",
-        target=("slim_sep's target; four separable blocks of 20 channels instead of three of 24.",),
-        design="Unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | GAP | 1x1 to the "
-        "classes (3,424 parameters); the first design's recipe (Model 8's, before zoom).",
-        recipe=SLIM_RECIPE,
-        params=3_424,
-    )
-)
-def slim_sep4(dropout: float = 0.0) -> nn.Module:
-    return slim_net((8, 12), (20, 20, 20, 20), padded=2, dropout=dropout, factored=True)
-
-
-@register_model(
-    ModelCard(
         title="SepNet 3.4k (record)",
         target=(
             "At least 99.4% test accuracy in each of the last 3 of 15 epochs on 3 seeds, with at most 3,500 "
@@ -105,7 +91,23 @@ def slim_sep4(dropout: float = 0.0) -> nn.Module:
     )
 )
 def sepnet3k(dropout: float = 0.0) -> nn.Module:
-    return slim_sep4(dropout)
+    return slim_net((8, 12), (20, 20, 20, 20), padded=2, dropout=dropout, factored=True)
+
+
+# The same layers with the first design's recipe: the record study's candidate before its recipe was chosen.
+register_variant(
+    "sepnet3k",
+    "first",
+    ModelCard(
+        name="slim_sep4",
+        title="Slim 3.5k, deeper separable",
+        target=("slim_sep's target; four separable blocks of 20 channels instead of three of 24.",),
+        design="Unpadded 3x3 8-12 | pool | separable 3x3 20-20 | padded separable 3x3 20-20 | GAP | 1x1 to the "
+        "classes (3,424 parameters); the first design's recipe (Model 8's, before zoom).",
+        recipe=SLIM_RECIPE,
+        params=3_424,
+    ),
+)
 
 
 def taught(recipe: Recipe, teachers: tuple[str, ...], view: str = "augmented") -> Recipe:
@@ -116,8 +118,11 @@ def taught(recipe: Recipe, teachers: tuple[str, ...], view: str = "augmented") -
 
 # The record learning from teachers, chosen on validation by the record-distill-best study (round one's
 # candidate, sep3k-kd): sepnet3k's layers and recipe with its four teachers' 60,000-image counterparts.
-@register_model(
+register_variant(
+    "sepnet3k",
+    "kd",
     ModelCard(
+        name="sepnet3k_kd",
         title="SepNet 3.4k learning from teachers (record)",
         target=(
             "At least 99.4% test accuracy in each of the last 3 of 15 epochs on 6 seeds, with at most 3,500 "
@@ -133,10 +138,8 @@ def taught(recipe: Recipe, teachers: tuple[str, ...], view: str = "augmented") -
             tuple(f"results/{model}/seed{seed}" for model in ("model8", "sepnet6k") for seed in (1, 2)),
         ),
         params=3_424,
-    )
+    ),
 )
-def sepnet3k_kd(dropout: float = 0.0) -> nn.Module:
-    return slim_sep4(dropout)
 
 
 # The ladder's winner at 3,500 parameters (the ladder-3500 study, better teachers): sepnet3k's layers and recipe
@@ -145,8 +148,11 @@ TEACHER98K_FINAL = tuple(f"results/teachers/teacher98k/seed{seed}" for seed in (
 SEPNET3K_KD98_RECIPE = taught(SEPNET3K_RECIPE, TEACHER98K_FINAL)
 
 
-@register_model(
+register_variant(
+    "sepnet3k",
+    "kd98",
     ModelCard(
+        name="sepnet3k_kd98",
         title="SepNet 3.4k learning from Teacher 98k (ladder)",
         target=(
             "The ladder's rungs at once: fewer than 6,568, at most 3,762 and at most 3,500 parameters holding at "
@@ -159,10 +165,8 @@ SEPNET3K_KD98_RECIPE = taught(SEPNET3K_RECIPE, TEACHER98K_FINAL)
         "chose it with their 55,000-image counterparts.",
         recipe=SEPNET3K_KD98_RECIPE,
         params=3_424,
-    )
+    ),
 )
-def sepnet3k_kd98(dropout: float = 0.0) -> nn.Module:
-    return slim_sep4(dropout)
 
 
 # The ladder's rung at most 3,762 parameters (the smallest public model's size): sepnet3k's shape with its spare
@@ -358,8 +362,11 @@ def _unwarped_design(layers: str, params: int) -> str:
 
 # The ladder's first rung (the ladder-6568-clean study): SepNet 4.9k's layers, the smallest candidate that held
 # 99.4% on validation in the last 3 epochs of all 8 seeds.
-@register_model(
+register_variant(
+    "sepnet4k9",
+    "kd98c",
     ModelCard(
+        name="sepnet4k9_kd98c",
         title="SepNet 4.9k learning from Teacher 98k, unwarped (ladder)",
         target=(
             "The ladder's first rung: fewer than 6,568 parameters (SepNet 6.5k, the smallest that held alone) holding "
@@ -370,16 +377,17 @@ def _unwarped_design(layers: str, params: int) -> str:
         design=_unwarped_design("4.9k", 4_936),
         recipe=SEP6K_KD98C_RECIPE,
         params=4_936,
-    )
+    ),
 )
-def sepnet4k9_kd98c(dropout: float = 0.0) -> nn.Module:
-    return _five_separable(22, dropout)
 
 
 # The ladder's first rung with a margin (the ladder-6568-margin study): SepNet 6.0k's layers; it held 99.4% on
 # validation in the last 3 epochs of all 8 seeds, mean 99.55 (lowest epoch 99.42).
-@register_model(
+register_variant(
+    "sepnet6k0",
+    "kd98c",
     ModelCard(
+        name="sepnet6k0_kd98c",
         title="SepNet 6.0k learning from Teacher 98k, unwarped (ladder)",
         target=(
             "The ladder's first rung with a margin: fewer than 6,568 parameters holding at least 99.4% test accuracy "
@@ -390,17 +398,18 @@ def sepnet4k9_kd98c(dropout: float = 0.0) -> nn.Module:
         design=_unwarped_design("6.0k", 5_992),
         recipe=SEP6K_KD98C_RECIPE,
         params=5_992,
-    )
+    ),
 )
-def sepnet6k0_kd98c(dropout: float = 0.0) -> nn.Module:
-    return _five_separable(26, dropout)
 
 
 # The ladder's first rung with a wider margin (the ladder-6568-margin2 study): SepNet 6.3k's layers; it held 99.4% on
 # validation in the last 3 epochs of all 8 seeds, mean 99.56 (lowest epoch 99.48), where SepNet 6.0k with the
 # teachers' share at 0.8 reached 99.51.
-@register_model(
+register_variant(
+    "sepnet6k3",
+    "kd98c",
     ModelCard(
+        name="sepnet6k3_kd98c",
         title="SepNet 6.3k learning from Teacher 98k, unwarped (ladder)",
         target=(
             "The ladder's first rung with a wider margin: fewer than 6,568 parameters holding at least 99.4% test "
@@ -411,10 +420,8 @@ def sepnet6k0_kd98c(dropout: float = 0.0) -> nn.Module:
         design=_unwarped_design("6.3k", 6_276),
         recipe=SEP6K_KD98C_RECIPE,
         params=6_276,
-    )
+    ),
 )
-def sepnet6k3_kd98c(dropout: float = 0.0) -> nn.Module:
-    return _five_separable(27, dropout)
 
 
 # More computation per parameter (issue: the record by a ladder): one separable block applied several times with
@@ -454,18 +461,19 @@ def tied2k9() -> nn.Module:
 
 # The ladder's candidate at 3,000 parameters (the ladder-3000 study): its validation mean (99.33 over 4 seeds) says
 # the rung does not hold, so it has no final runs; registered so that the study's winner is a model one can train.
-@register_model(
+register_variant(
+    "tied2k9",
+    "kd98",
     ModelCard(
+        name="tied2k9_kd98",
         title="TiedNet 3.0k learning from Teacher 98k",
         target=("The ladder's rung at most 3,000 parameters: TiedNet 3.0k with the ladder's better teachers.",),
         design="TiedNet 3.0k's layers (2,960 parameters) and sepnet3k's recipe, learning from the four Teacher 98k "
         "runs on 60,000 images (alpha 0.5, T 4); the study ran it with their 55,000-image counterparts.",
         recipe=SEPNET3K_KD98_RECIPE,
         params=2_960,
-    )
+    ),
 )
-def tied2k9_kd98() -> nn.Module:
-    return tied_net((8, 12), 28, 3)
 
 
 # A teacher, not a student: what the record's small models learn from (issue: the record by a ladder). Plain

@@ -1,4 +1,8 @@
-"""The model registry: builders registered by name, each with its card (Target, recipe, the reference's numbers)."""
+"""The model registry: architectures registered by name, each with its card (Target, recipe, the reference's numbers),
+and their trained variants: an architecture with another recipe or teachers, named ``architecture.tag`` (as timm
+names ``resnet50.a1_in1k``). A variant has no builder of its own; it builds its architecture. The name a variant was
+registered under before tags (``sepnet3k_kd98``) stays registered: the lab's recorded runs and checkpoints carry it,
+and ``architecture.tag`` is an alias of it, so either name reaches the same card."""
 
 from __future__ import annotations
 
@@ -48,6 +52,14 @@ class ModelCard:
     outside: bool = False
     source: str | None = None
     source_sha256: str | None = None
+    # a trained variant: the architecture it builds and its tag (``tagged``); empty for an architecture
+    architecture: str = ""
+    tag: str = ""
+
+    @property
+    def tagged(self) -> str:
+        """The name a user lists and asks for: ``architecture.tag`` for a variant, the name for an architecture."""
+        return f"{self.architecture}.{self.tag}" if self.architecture else self.name
 
     def build(self, **kwargs: Any) -> nn.Module:
         assert self.builder is not None, "a registered card has its builder"
@@ -55,6 +67,7 @@ class ModelCard:
 
 
 _REGISTRY: dict[str, ModelCard] = {}
+_ALIASES: dict[str, str] = {}  # a variant's architecture.tag -> its registered name
 
 
 def register(card: ModelCard, *, replace: bool = False) -> ModelCard:
@@ -78,22 +91,60 @@ def register_model(card: ModelCard) -> Callable[[Callable[..., nn.Module]], Call
     return decorate
 
 
-def list_models(pattern: str = "*", *, outside: bool = True) -> list[str]:
-    """Registered names matching ``pattern``; ``outside=False`` leaves out the models from outside the package (a
-    user's file or module, an installed package's)."""
-    names = (n for n, card in _REGISTRY.items() if outside or not card.outside)
-    return sorted((n for n in names if fnmatch.fnmatch(n, pattern)), key=_natural)
+def register_variant(architecture: str, tag: str, card: ModelCard) -> ModelCard:
+    """Register ``card`` (its name: the one the lab's runs record) as the variant ``architecture.tag``: it builds
+    ``architecture``'s network, whose parameter count it shares; only its recipe and words are its own."""
+    base = get_card(architecture)
+    if base.architecture:
+        raise ValueError(f"{architecture!r} is itself a variant; a variant's architecture is an architecture")
+    if not tag or not tag.replace("_", "").isalnum():
+        raise ValueError(f"a variant's tag is letters, digits and underscores, got {tag!r}")
+    if card.params != base.params:
+        raise ValueError(
+            f"variant {architecture}.{tag} says {card.params:,} parameters; {architecture} has {base.params:,}"
+        )
+    variant = dataclasses.replace(card, builder=base.builder, architecture=architecture, tag=tag)
+    register(variant)
+    if variant.tagged in _REGISTRY or variant.tagged in _ALIASES:
+        raise ValueError(f"variant {variant.tagged!r} is registered twice")
+    _ALIASES[variant.tagged] = variant.name
+    return variant
+
+
+def list_models(pattern: str = "*", *, outside: bool = True, variants: bool = True) -> list[str]:
+    """Registered names matching ``pattern`` (a variant's registered name or its ``architecture.tag``);
+    ``outside=False`` leaves out the models from outside the package (a user's file or module, an installed
+    package's), ``variants=False`` the trained variants (architectures only)."""
+    cards = [
+        card for card in _REGISTRY.values() if (outside or not card.outside) and (variants or not card.architecture)
+    ]
+    names = (c.name for c in cards if fnmatch.fnmatch(c.name, pattern) or fnmatch.fnmatch(c.tagged, pattern))
+    return sorted(names, key=_natural)
+
+
+def variants_of(architecture: str) -> list[str]:
+    """The registered names of ``architecture``'s trained variants, in registration order."""
+    return [card.name for card in _REGISTRY.values() if card.architecture == architecture]
 
 
 def is_registered(name: str) -> bool:
-    return name in _REGISTRY
+    return name in _REGISTRY or name in _ALIASES
 
 
 def get_card(name: str) -> ModelCard:
+    """The card of a registered name or of a variant's ``architecture.tag``."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[_ALIASES.get(name, name)]
     except KeyError:
-        raise MnistlabError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+        architecture, _, tag = name.partition(".")
+        if tag and architecture in _REGISTRY:
+            tags = ", ".join(_REGISTRY[v].tagged for v in variants_of(architecture)) or "none"
+            raise MnistlabError(f"{architecture} has no variant {tag!r}; its variants: {tags}") from None
+        known = ", ".join(list_models(variants=False))
+        raise MnistlabError(
+            f"unknown model {name!r}; known architectures: {known} (`mnistlab models --variants` lists their "
+            "trained variants)"
+        ) from None
 
 
 def card_of(model: str | ModelCard) -> ModelCard:
@@ -118,7 +169,7 @@ def config_for(model: str | ModelCard, *, base: Recipe | None = None, **override
                 raise
             # the card's own teachers: lab runs that live in the repository's results/, not in an installed package
             raise MnistlabError(
-                f"{exc}; {card.name}'s recipe learns from the lab's runs under its repository's results/: run it "
+                f"{exc}; {card.tagged}'s recipe learns from the lab's runs under its repository's results/: run it "
                 "from a clone of the repository, or name your own teachers with --teacher"
             ) from None
     return TrainConfig(model=card.name, **values)

@@ -394,7 +394,9 @@ def _save(
     best_key: str,
 ) -> None:
     """Each run's ``last.pt`` (all it needs to resume in its group), ``history.jsonl`` and, when it improved,
-    ``best.pt``: all of them renamed into place only once every one is written whole."""
+    ``best.pt``: all of them renamed into place only once every one is written whole. A run's last epoch writes a
+    slim ``last.pt``: what evaluation, prediction, teachers and the summary read (weights, config, history), not the
+    optimizer, schedule and moving-average state that nothing will resume."""
     slots = len(configs)
     averaged = state.averaged
     shipped = unstack(state.scored)
@@ -409,7 +411,9 @@ def _save(
         out, epoch = Path(config.output_dir), len(histories[k])
         if improved[k]:
             writes.append((out / BEST, checkpoint_writer(shipped[k], config.to_dict(), epoch=epoch)))
-        resume_state = {} if averaged is None else {"train_state_dict": trained[k], "average": average[k]}  # type: ignore[index]
+        resume_state: dict[str, Any] = {"optimizer": optimizers[k], "scheduler": scheduler}
+        if averaged is not None:
+            resume_state |= {"train_state_dict": trained[k], "average": average[k]}  # type: ignore[index]
         last = checkpoint_writer(
             shipped[k],
             config.to_dict(),
@@ -418,9 +422,7 @@ def _save(
             threads=torch.get_num_threads(),  # the count it resumes with, unless told otherwise
             history=histories[k],
             best_score=scores[k],
-            optimizer=optimizers[k],
-            scheduler=scheduler,
-            **resume_state,
+            **(resume_state if epoch < config.epochs else {}),  # a finished run resumes nothing
         )
         text = "".join(json.dumps(h) + "\n" for h in histories[k]).encode()
         writes += [(out / LAST, last), (out / HISTORY, lambda f, text=text: f.write(text))]
@@ -464,6 +466,9 @@ def _restore(configs: list[TrainConfig], state: TrainingState) -> tuple[list[lis
             f"older mnistlab); it cannot reach the group's numbers: to train it again from its first epoch, delete its "
             f"{LAST}, {HISTORY} and {BEST} and run the same command again"
         )
+    if all(len(c["history"]) >= config.epochs for c, config in zip(checkpoints, configs)):
+        # every epoch trained (a slim last.pt): only the summaries are left to write, from the histories
+        return [c["history"] for c in checkpoints], [c["best_score"] for c in checkpoints]
     averaged = state.averaged
     weights = [c["train_state_dict"] if averaged is not None else c["state_dict"] for c in checkpoints]
     state.model.load_state_dict(stack_states(weights))
