@@ -277,3 +277,32 @@ def test_the_report_is_the_same_bytes_from_any_working_folder(tmp_path, tiny_dat
     before = (lab / "REPORT.md").read_bytes()
     write_report(lab / "results", lab / "REPORT.md")
     assert (lab / "REPORT.md").read_bytes() == before
+
+
+FIXTURE = Path(__file__).parent / "fixtures"  # results/: 4 models' runs and one hold-rate run (JSON files only)
+
+
+def test_the_report_of_a_small_fixed_results_folder_is_the_golden_one(tmp_path):
+    """The whole report, rendered from a fixed slice of the lab's recorded runs (tests/fixtures/results: Model 1, 7
+    and 8 on 3 seeds, sepnet3k_kd98 on 6, one hold-rate group), is byte for byte tests/fixtures/REPORT.md: a change
+    to how the report is collected or rendered shows here as a diff. After a change meant to alter the report:
+    MNISTLAB_UPDATE_GOLDEN=1 pytest tests/test_report.py -k golden, and read the diff."""
+    import os
+    import shutil
+
+    shutil.copytree(FIXTURE / "results", tmp_path / "results")
+    write_report(tmp_path / "results", tmp_path / "REPORT.md")
+    text = (tmp_path / "REPORT.md").read_text()
+    if os.environ.get("MNISTLAB_UPDATE_GOLDEN"):
+        (FIXTURE / "REPORT.md").write_text(text)
+    assert text == (FIXTURE / "REPORT.md").read_text()
+    figures = sorted(p.name for p in (tmp_path / "results" / "figures").iterdir())
+    assert figures == [
+        "ladder-held.png",
+        "model1-curves.png",
+        "model7-curves.png",
+        "model8-curves.png",
+        "sepnet3k_kd98-curves.png",
+    ]
+    for name in figures:
+        assert f"](results/figures/{name})" in text
