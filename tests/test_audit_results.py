@@ -93,7 +93,7 @@ def test_the_record_section_names_each_search_and_every_model_taken_from_one():
     import optuna
 
     from mnistlab.lab.records import ModelResult, load_searches, model_runs
-    from mnistlab.lab.report import record_section
+    from mnistlab.lab.report import record_section, teacher_runs
     from mnistlab.lab.studies import role
     from mnistlab.models import get_card, list_models
     from mnistlab.models.found import entries
@@ -101,9 +101,8 @@ def test_the_record_section_names_each_search_and_every_model_taken_from_one():
     results = Path(__file__).resolve().parents[1] / "results"
     names = [n for n in list_models() if (part := role(n)) is not None and part.record]
     assert {f["name"] for f in entries()} <= set(names)  # every found model is a record attempt
-    section = record_section(
-        [ModelResult(get_card(n), model_runs(results, n)) for n in names], {}, load_searches(results)
-    )
+    finals = [ModelResult(get_card(n), model_runs(results, n)) for n in names]
+    section = record_section(finals, {}, load_searches(results), {r.card.name: teacher_runs(r) for r in finals})
     for store in sorted((results / "search").glob("*.db")):
         study = optuna.load_study(study_name=store.stem, storage=f"sqlite:///{store}")
         done = [t for t in study.trials if t.state.name == "COMPLETE"]

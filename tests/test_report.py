@@ -71,10 +71,10 @@ def test_hold_rates_count_the_seeds_that_held_beside_the_final_verdict(tmp_path)
     and lowest epoch, beside its 3 final seeds' verdict; no such folder, no section."""
     from mnistlab.core.rundir import LAST_TESTS
     from mnistlab.lab.records import ModelResult, model_runs
-    from mnistlab.lab.report import hold_rates_section
+    from mnistlab.lab.report import hold_rate_groups, hold_rates_section
     from mnistlab.models import get_card
 
-    assert hold_rates_section(tmp_path, []) == ""
+    assert hold_rate_groups(tmp_path) == [] and hold_rates_section([], tmp_path, []) == ""
     lasts = {1: [99.41, 99.45, 99.40], 2: [99.38, 99.50, 99.52], 3: [99.44, 99.43, 99.47], 4: [99.40, 99.40, 99.40]}
     for seed, last3 in lasts.items():
         run = tmp_path / "stacked" / "sepnet3k-4seeds" / f"seed{seed}"
@@ -85,7 +85,7 @@ def test_hold_rates_count_the_seeds_that_held_beside_the_final_verdict(tmp_path)
         (run / "config.json").write_text(json.dumps({"model": "sepnet3k", "teachers": ["a/last.pt", "b/last.pt"]}))
         (run / "history.jsonl").write_text("")
     finals = [ModelResult(get_card("sepnet3k"), model_runs(tmp_path / "stacked", "sepnet3k-4seeds")[:2])]
-    section = hold_rates_section(tmp_path, finals)
+    section = hold_rates_section(hold_rate_groups(tmp_path), tmp_path, finals)
     row = next(line for line in section.splitlines() if line.startswith("| `stacked/sepnet3k-4seeds`"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     mean_of_all = sum(a for last3 in lasts.values() for a in last3) / 12
@@ -111,12 +111,12 @@ def test_a_study_over_runs_already_listed_says_what_its_rule_chose():
     six = candidate("sep3k-kd6", 99.4, 99.3, 99.4)
     scores = {"record-distill2": [plain, taught, six]}
     scores["record-distill-best"] = scores["record-distill2"]
-    section = record_section([], scores, [])
+    section = record_section([], scores, [], {})
     assert section.count("best `sep3k-kd` (sep3k-kd why)") == 1
     listed_again = [line for line in section.splitlines() if "it chose `sep3k-kd`" in line]
     assert len(listed_again) == 1 and "sep3k-kd why" not in listed_again[0]
     scores["record-distill-best"] = [plain, taught]  # one of its candidates not recorded yet: it chooses nothing
-    waiting = [line for line in record_section([], scores, []).splitlines() if "still to record" in line]
+    waiting = [line for line in record_section([], scores, [], {}).splitlines() if "still to record" in line]
     assert len(waiting) == 1 and "it chose" not in waiting[0]
 
 
@@ -149,14 +149,17 @@ def test_the_front_lists_every_rung_with_the_best_candidates_and_the_finals_held
     from conftest import ROOT
 
     from mnistlab.lab.records import ModelResult, model_runs, tuning_scores
-    from mnistlab.lab.report import LADDER, front_section
+    from mnistlab.lab.report import LADDER, Figures, front_section
     from mnistlab.lab.studies import lab_models
     from mnistlab.models import get_card
 
     results = ROOT / "results"
     models = [ModelResult(get_card(n), model_runs(results, n)) for n in lab_models()]
     scores = {s.key: tuning_scores(results, s) for s in STUDIES}
-    section = front_section(models, scores, tmp_path / "figures", tmp_path / "REPORT.md")
+    figures = Figures(tmp_path / "figures", tmp_path / "REPORT.md")
+    section = front_section(models, scores, figures)
+    assert not (tmp_path / "figures").exists()  # asked for while rendering, drawn when written
+    figures.draw()
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| at most")]
     assert [row.split(" | ")[0] for row in rows] == [f"| {b:,}" for b in LADDER]
     assert "`sepnet3k_kd` 0 of 6" in rows[2]  # the record learning from teachers, judged on 6 seeds
@@ -169,7 +172,7 @@ def test_a_teacher_sets_time_counts_seeds_trained_stacked_once():
     from conftest import ROOT
 
     from mnistlab.lab.records import ModelResult, RecordedRun, load_run
-    from mnistlab.lab.report import teachers_note
+    from mnistlab.lab.report import teacher_runs, teachers_note
     from mnistlab.models import get_card
 
     teachers = [ROOT / f"results/teachers/teacher98k/seed{s}" for s in (1, 2, 3, 4)]
@@ -177,7 +180,8 @@ def test_a_teacher_sets_time_counts_seeds_trained_stacked_once():
     assert len(group) == 1 and all(load_run(t).summary["provenance"]["stacked"] == 4 for t in teachers)
     config = {"teachers": [str(t / "last.pt") for t in teachers], "distill_alpha": 0.5, "distill_temperature": 4.0}
     student = RecordedRun(Path("student"), {}, [], config)
-    note = teachers_note(ModelResult(get_card("sepnet3k_kd98"), [student]))
+    result = ModelResult(get_card("sepnet3k_kd98"), [student])
+    note = teachers_note(result, teacher_runs(result))
     assert note.startswith(f"4 models (4 x 98,032 parameters), trained for {group.pop() / 60:.1f} min in all")
 
 
@@ -202,7 +206,7 @@ def test_a_record_study_declared_but_not_run_is_listed_with_the_command_that_run
     from mnistlab.lab.report import record_section
 
     study = next(s for s in STUDIES if s.key == "ladder-6568")
-    section = record_section([], {}, [])  # no run of any study, no search
+    section = record_section([], {}, [], {})  # no run of any study, no search
     assert (
         f"- {study.title}: declared, not run yet (`sep4k9-kd98`, `sep5k4-kd98` on 8 seeds; "
         "`mnistlab reproduce --study ladder-6568`)." in section
@@ -249,7 +253,7 @@ def test_the_report_is_the_same_bytes_from_any_working_folder(tmp_path, tiny_dat
     """`report --results R` from another folder: every path a run recorded relative to where it was trained (a
     teacher's checkpoint) is found from the run's own folder, never from the working folder."""
     from mnistlab.lab.records import ModelResult, load_run
-    from mnistlab.lab.report import teachers_note
+    from mnistlab.lab.report import teacher_runs, teachers_note
     from mnistlab.models import get_card
 
     lab = tmp_path / "lab"
@@ -269,10 +273,11 @@ def test_the_report_is_the_same_bytes_from_any_working_folder(tmp_path, tiny_dat
         data=tiny_data,
     )
     assert student[0]["epochs"] == TINY["epochs"]
-    here = teachers_note(ModelResult(get_card("sepnet3k_kd"), [load_run(lab / "results/sepnet3k_kd/seed1")]))
+    student_run = ModelResult(get_card("sepnet3k_kd"), [load_run(lab / "results/sepnet3k_kd/seed1")])
+    here = teachers_note(student_run, teacher_runs(student_run))
     write_report(Path("results"), Path("REPORT.md"))
     monkeypatch.chdir(tmp_path)
-    there = teachers_note(ModelResult(get_card("sepnet3k_kd"), [load_run(lab / "results/sepnet3k_kd/seed1")]))
+    there = teachers_note(student_run, teacher_runs(student_run))
     assert here == there and here.startswith("2 models (2 x 7,500 parameters)")
     before = (lab / "REPORT.md").read_bytes()
     write_report(lab / "results", lab / "REPORT.md")
@@ -284,7 +289,7 @@ FIXTURE = Path(__file__).parent / "fixtures"  # results/: 4 models' runs and one
 
 def test_the_report_of_a_small_fixed_results_folder_is_the_golden_one(tmp_path):
     """The whole report, rendered from a fixed slice of the lab's recorded runs (tests/fixtures/results: Model 1, 7
-    and 8 on 3 seeds, sepnet3k_kd98 on 6, one hold-rate group), is byte for byte tests/fixtures/REPORT.md: a change
+    and 8 on 3 seeds, sepnet3k_kd98 and sepnet6k0_kd98c on 6, one hold-rate group), is byte for byte tests/fixtures/REPORT.md: a change
     to how the report is collected or rendered shows here as a diff. After a change meant to alter the report:
     MNISTLAB_UPDATE_GOLDEN=1 pytest tests/test_report.py -k golden, and read the diff."""
     import os
@@ -303,6 +308,7 @@ def test_the_report_of_a_small_fixed_results_folder_is_the_golden_one(tmp_path):
         "model7-curves.png",
         "model8-curves.png",
         "sepnet3k_kd98-curves.png",
+        "sepnet6k0_kd98c-curves.png",
     ]
     for name in figures:
         assert f"](results/figures/{name})" in text

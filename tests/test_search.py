@@ -170,11 +170,13 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     with pytest.raises(Exception, match="did not finish"):
         register_trial(open_existing(settings.name, settings.storage), 99, "other", found)
     from mnistlab.lab.records import load_searches
-    from mnistlab.lab.report import searches_section
+    from mnistlab.lab.report import Figures, searches_section
 
     (tmp_path / "search" / "tiny.db").parent.mkdir(exist_ok=True)
     (tmp_path / "s.db").rename(tmp_path / "search" / "tiny.db")  # where `mnistlab search` keeps its studies
-    section = searches_section(load_searches(tmp_path), tmp_path / "figures", tmp_path / "REPORT.md")
+    figures = Figures(tmp_path / "figures", tmp_path / "REPORT.md")
+    section = searches_section(load_searches(tmp_path), figures)
+    figures.draw()
     assert "### Search `tiny` (stored in `search/tiny.db`)" in section and "3 trials:" in section
     assert f"| {done[0].number} | {done[0].user_attrs['params']:,} | {done[0].value:.2f} |" in section
     assert (tmp_path / "figures" / "search-tiny.png").stat().st_size > 1000
@@ -253,7 +255,7 @@ def test_registering_from_a_missing_study_is_one_line(mnistlab, tmp_path):
 def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(tmp_path):
     """Optuna gives a pruned trial its last reported value: the report must not count it as a score."""
     from mnistlab.lab.records import load_searches
-    from mnistlab.lab.report import searches_section
+    from mnistlab.lab.report import Figures, searches_section
 
     (tmp_path / "search").mkdir()
     study = optuna.create_study(
@@ -268,7 +270,9 @@ def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(t
         trial.set_user_attr("arch", arch)
         trial.report(value, 1)
         study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
-    section = searches_section(load_searches(tmp_path), tmp_path / "figures", tmp_path / "REPORT.md")
+    figures = Figures(tmp_path / "figures", tmp_path / "REPORT.md")
+    section = searches_section(load_searches(tmp_path), figures)
+    figures.draw()
     assert "2 trials: 1 finished, 1 pruned by the median rule" in section
     assert "| 99.10 |" in section and "99.90" not in section
 
@@ -289,7 +293,7 @@ def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(tmp_pat
     import mnistlab.jobs.search
     from mnistlab.jobs.search import Space, search
     from mnistlab.lab.records import load_searches
-    from mnistlab.lab.report import searches_section
+    from mnistlab.lab.report import Figures, searches_section
 
     monkeypatch.setattr(mnistlab.jobs.search, "time", _Clock())
     (tmp_path / "search").mkdir()
@@ -299,7 +303,9 @@ def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(tmp_pat
     space = Space(width=(12, 12), stem1=(4, 4), stem2=(8, 8), depth=(2, 2), factored=(True,), batch_size=(32,))
     study = search(settings, space, trials=1, log=lambda m: None)
     assert [t.state.name for t in study.trials] == [state]
-    section = searches_section(load_searches(tmp_path), tmp_path / "figures", tmp_path / "REPORT.md")
+    figures = Figures(tmp_path / "figures", tmp_path / "REPORT.md")
+    section = searches_section(load_searches(tmp_path), figures)
+    figures.draw()
     if state == "FAIL":
         assert study.trials[0].user_attrs["stopped"] == "at the deadline, after epoch 1"
         assert "1 trials: 0 finished" in section and "1 stopped at a deadline (a lent machine's end)." in section

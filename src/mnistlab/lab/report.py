@@ -1,11 +1,17 @@
 """REPORT.md, written from the recorded runs under results/, the model cards and the lab's ledger. No result is
 typed by hand: every figure of a run comes from its summary or history, every sentence of analysis from those
 figures; the one outside figure, the smallest public model's size, is the ledger's ``PUBLIC_RECORD_PARAMS``.
+
+Three steps: ``collect`` reads every recorded run the report speaks of (``Collected``); ``render`` turns that into
+markdown, every table through ``table``, and names the figures it links to (``Figures``) without drawing them;
+``write_report`` draws the figures, refreshes the README's table and writes REPORT.md, after all is read.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -17,6 +23,7 @@ from mnistlab.lab.records import (
     Candidate,
     ModelResult,
     RecordedRun,
+    RunGroup,
     Searches,
     best_row,
     chosen,
@@ -36,6 +43,7 @@ from mnistlab.lab.studies import (
     STUDIES,
     TEACHER_SET,
     Role,
+    Run,
     Study,
     candidate_name,
     lab_models,
@@ -52,6 +60,35 @@ from mnistlab.tools.plots import plot_curves, plot_held_against_params, plot_sea
 # seeds stacked, beside its single runs
 HOLD_RATES = "stacked"
 SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d")
+
+
+def table(header: Sequence[str | None], rows: Iterable[Sequence[Any]]) -> str:
+    """A markdown table, a newline after its last row. A cell None is left blank (``| |``); any other cell is
+    written as ``str`` gives it, so "" keeps its two spaces (``|  |``)."""
+
+    def line(cells: Sequence[Any]) -> str:
+        return "|" + "|".join(" " if c is None else f" {c} " for c in cells) + "|"
+
+    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]) + "\n"
+
+
+@dataclass
+class Figures:
+    """The figures the report links to: each asked for while it is rendered (its file under ``folder`` and how to
+    draw it), drawn by ``draw`` when the report is written; links are relative to the report's folder."""
+
+    folder: Path
+    output: Path
+    wanted: list[tuple[Path, Callable[[Path], Any]]] = field(default_factory=list)
+
+    def link(self, name: str, draw: Callable[[Path], Any]) -> str:
+        path = self.folder / name
+        self.wanted.append((path, draw))
+        return os.path.relpath(path, self.output.parent)
+
+    def draw(self) -> None:
+        for path, draw in self.wanted:
+            draw(path)  # each written atomically by its plot function
 
 
 def _pct(value: float | None) -> str:
@@ -189,57 +226,70 @@ def recipe_table(card: ModelCard) -> str:
         ("label smoothing", r.label_smoothing),
         ("weights evaluated", f"moving average, decay {r.ema} per step" if r.ema else "as trained"),
     ]
-    return "| recipe | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+    return table(["recipe", None], rows)
+
+
+RESULTS_HEADER = (
+    "seed", "params", "best train", "best val (epoch)", "test at last epoch", "last-3 test", "last-3 mean",
+    "last-3 min", "epochs", "train time", "machine",
+)  # fmt: skip
 
 
 def results_table(result: ModelResult) -> str:
-    head = (
-        "| seed | params | best train | best val (epoch) | test at last epoch | last-3 test | last-3 mean | "
-        "last-3 min | epochs | train time | machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    lines = []
-    for run in result.runs:
-        s = run.summary
-        lines.append(
-            f"| {s['seed']} | {s['params']:,} | {_pct(s['best_train_acc'])} | {_pct(s['best_val_acc'])} "
-            f"({s['best_epoch']}) | {_pct(s['last_test_acc'])} | {', '.join(_pct(a) for a in run.last3)} | "
-            f"{_pct(s[LAST_MEAN])} | {_pct(s[LAST_MIN])} | {s['epochs']} | "
-            f"{_seconds(s['train_seconds'])} | {s['provenance']['machine']}, torch {s['provenance']['torch']} |"
-        )
+    rows: list[list[Any]] = [
+        [
+            s["seed"],
+            f"{s['params']:,}",
+            _pct(s["best_train_acc"]),
+            f"{_pct(s['best_val_acc'])} ({s['best_epoch']})",
+            _pct(s["last_test_acc"]),
+            ", ".join(_pct(a) for a in run.last3),
+            _pct(s[LAST_MEAN]),
+            _pct(s[LAST_MIN]),
+            s["epochs"],
+            _seconds(s["train_seconds"]),
+            f"{s['provenance']['machine']}, torch {s['provenance']['torch']}",
+        ]
+        for run in result.runs
+        for s in [run.summary]
+    ]
     if len(result.runs) > 1:
         values = result.last3_all
-        lines.append(
-            f"| **all {len(result.runs)} seeds** | | | | | | **{mean(values):.2f}** | **{min(values):.2f}** | | | |"
-        )
-    return head + "\n".join(lines) + "\n"
+        mean_and_min = [f"**{mean(values):.2f}**", f"**{min(values):.2f}**"]
+        rows.append([f"**all {len(result.runs)} seeds**", *[None] * 5, *mean_and_min, *[None] * 3])
+    return table(RESULTS_HEADER, rows)
+
+
+COMPARISON_HEADER = (
+    "model", "params", "reference's params", "reference's best test", "seeds", "epochs", "last epoch: mean",
+    "last epoch: min", "last-3: mean", "last-3: min", "≥99.4% in each of last 3, every seed",
+)  # fmt: skip
 
 
 def comparison_table(results: list[ModelResult]) -> str:
-    head = (
-        "| model | params | reference's params | reference's best test | seeds | epochs | last epoch: mean | "
-        "last epoch: min | last-3: mean | last-3: min | ≥99.4% in each of last 3, every seed |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    lines = []
+    rows = []
     for r in results:
         ref = r.card.reference
-        ref_cells = f"{ref.params:,} | {ref.best_test_acc:.2f}" if ref else "- | -"
+        ref_cells = [f"{ref.params:,}", f"{ref.best_test_acc:.2f}"] if ref else ["-", "-"]
+        ours: list[Any] = ["not run", *[None] * 5, ""]
         if r.runs:
-            ours = (
-                f"{len(r.runs)} | {r.runs[0].summary['epochs']} | {r.stat('last_test_acc'):.2f} | "
-                f"{r.stat('last_test_acc', min):.2f} | {mean(r.last3_all):.2f} | {min(r.last3_all):.2f} | "
-                f"{'yes' if r.held else 'no'}"
-            )
-        else:
-            ours = "not run | | | | | | "
-        lines.append(f"| {r.card.title} (`{r.card.name}`) | {r.card.params:,} | {ref_cells} | {ours} |")
+            ours = [
+                len(r.runs),
+                r.runs[0].summary["epochs"],
+                f"{r.stat('last_test_acc'):.2f}",
+                f"{r.stat('last_test_acc', min):.2f}",
+                f"{mean(r.last3_all):.2f}",
+                f"{min(r.last3_all):.2f}",
+                "yes" if r.held else "no",
+            ]
+        rows.append([f"{r.card.title} (`{r.card.name}`)", f"{r.card.params:,}", *ref_cells, *ours])
     notes = [target_line(r) for r in results if len(r.runs) > 1 and _role_of(r.card.name).aims]
     below = [line for r in results if (line := below_reference(r))]
     if below:
         notes.append(
             "Against the reference (mean over seeds of the last epoch):\n\n" + "\n".join(f"- {b}" for b in below)
         )
-    return head + "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
+    return table(COMPARISON_HEADER, rows) + "".join(f"\n{n}\n" for n in notes)
 
 
 def below_reference(result: ModelResult) -> str:
@@ -300,35 +350,45 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
             "seeds of each seed's mean over its last 3 epochs. These runs never evaluated the test set. "
             f"Device: {', '.join(devices)}{study.where}.",
             "",
-            "| candidate | what | params | val mean per seed, last 3 epochs | mean | lowest epoch | "
-            "change in mean | train time per run |",
-            "|---|---|---|---|---|---|---|---|",
         ]
-        for c in candidates:
-            change = _change(c, by_name)
-            lines.append(
-                f"| `{c.name}` | {c.declared.why} | {c.runs[0].summary['params']:,} | "
-                f"{', '.join(f'{v:.2f}' for v in c.per_seed)} | {c.score:.3f} | {_pct(c.lowest_epoch)} | "
-                f"{change} | {_seconds(mean(r.summary['train_seconds'] for r in c.runs))}{_cache_note(c.runs)} |"
-            )
+        header = ["candidate", "what", "params", "val mean per seed, last 3 epochs", "mean", "lowest epoch"]
+        header += ["change in mean", "train time per run"]
+        rows = [
+            [
+                f"`{c.name}`",
+                c.declared.why,
+                f"{c.runs[0].summary['params']:,}",
+                ", ".join(f"{v:.2f}" for v in c.per_seed),
+                f"{c.score:.3f}",
+                _pct(c.lowest_epoch),
+                _change(c, by_name),
+                _seconds(mean(r.summary["train_seconds"] for r in c.runs)) + _cache_note(c.runs),
+            ]
+            for c in candidates
+        ]
     else:
         lines += [
             "Each candidate trained on the 55,000 training images with seed 1; the 5,000 held-out validation "
             "images decide. Test accuracy is shown for information only; it chose nothing.",
             "",
-            "| candidate | what | params | val acc, last 3 epochs | val mean | change in val mean | "
-            "test at last epoch | train time |",
-            "|---|---|---|---|---|---|---|---|",
         ]
-        for c in candidates:
-            first = c.runs[0]
-            vals = [h["val_acc"] for h in first.history[-LAST_K:]]
-            change = _change(c, by_name)
-            lines.append(
-                f"| `{c.name}` | {c.declared.why} | {first.summary['params']:,} | "
-                f"{', '.join(_pct(v) for v in vals)} | {c.score:.2f} | {change} | "
-                f"{_pct(first.summary['last_test_acc'])} | {_seconds(first.summary['train_seconds'])} |"
-            )
+        header = ["candidate", "what", "params", "val acc, last 3 epochs", "val mean", "change in val mean"]
+        header += ["test at last epoch", "train time"]
+        rows = [
+            [
+                f"`{c.name}`",
+                c.declared.why,
+                f"{first.summary['params']:,}",
+                ", ".join(_pct(h["val_acc"]) for h in first.history[-LAST_K:]),
+                f"{c.score:.2f}",
+                _change(c, by_name),
+                _pct(first.summary["last_test_acc"]),
+                _seconds(first.summary["train_seconds"]),
+            ]
+            for c in candidates
+            for first in [c.runs[0]]
+        ]
+    lines += table(header, rows).splitlines()
     pending = ", ".join(f"`{name}`" for name in waiting(study, candidates))
     if pending:  # a study still running chooses nothing yet
         return (
@@ -365,7 +425,7 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def earlier_section(results: Path) -> str:
+def earlier_section(earlier: list[tuple[Run, RecordedRun]]) -> str:
     """Final runs of recipes that were replaced, with why: their last-3 test accuracy per seed."""
     lines = [
         "## Earlier attempts",
@@ -373,21 +433,20 @@ def earlier_section(results: Path) -> str:
         "Final runs of a recipe that was replaced (after it missed its target on a seed) or of a run that was "
         "shortened; kept under `results/earlier/` as the evidence.",
         "",
-        "| attempt | seed | params | last-3 test | min | held |",
-        "|---|---|---|---|---|---|",
     ]
-    found = False
-    for run in EARLIER:
-        recorded = load_run(run.path(results))
-        if recorded is None:
-            continue
-        found = True
-        lines.append(
-            f"| {run.why} (`{run.folder}`) | {run.seed} | {recorded.summary['params']:,} | "
-            f"{', '.join(_pct(a) for a in recorded.last3)} | {_pct(min(recorded.last3))} | "
-            f"{'yes' if recorded.held else 'no'} |"
-        )
-    return "\n".join(lines) + "\n" if found else ""
+    rows = [
+        [
+            f"{run.why} (`{run.folder}`)",
+            run.seed,
+            f"{recorded.summary['params']:,}",
+            ", ".join(_pct(a) for a in recorded.last3),
+            _pct(min(recorded.last3)),
+            "yes" if recorded.held else "no",
+        ]
+        for run, recorded in earlier
+    ]
+    header = ["attempt", "seed", "params", "last-3 test", "min", "held"]
+    return "\n".join(lines) + "\n" + table(header, rows) if rows else ""
 
 
 def _finals_note(study: Study) -> str:
@@ -412,7 +471,7 @@ def search_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return front
 
 
-def searches_section(studies: Searches, figures: Path, output: Path) -> str:
+def searches_section(studies: Searches, figures: Figures) -> str:
     """A section per search stored under results/search/: its trials, the parameters-against-score front as
     a plot, and the trials taken to final runs (the found models registered from it)."""
     if not studies:
@@ -437,12 +496,10 @@ def searches_section(studies: Searches, figures: Path, output: Path) -> str:
         failed = sum(r["state"] == "FAIL" for r in rows) - stopped
         budget = settings.get("max_params", max((r["params"] or 0) for r in rows))
         front = search_front(done)
-        figure = plot_search(
-            [(r["params"], r["score"]) for r in done],
-            [(r["params"], r["score"]) for r in front],
-            budget,
-            figures / f"search-{study.study_name}.png",
-            title=study.study_name,
+        points, line = [(r["params"], r["score"]) for r in done], [(r["params"], r["score"]) for r in front]
+        link = figures.link(
+            f"search-{study.study_name}.png",
+            lambda path, p=points, f=line, b=budget, t=study.study_name: plot_search(p, f, b, path, title=t),
         )
         parts += [
             f"### Search `{study.study_name}` (stored in `search/{store.name}`)",
@@ -462,16 +519,11 @@ def searches_section(studies: Searches, figures: Path, output: Path) -> str:
                 if study.user_attrs.get("commands")
                 else []
             ),
-            f"![{study.study_name}: parameters against the worst seed's validation mean]"
-            f"({os.path.relpath(figure, output.parent)})",
+            f"![{study.study_name}: parameters against the worst seed's validation mean]({link})",
             "",
         ]
         if done:
-            parts += [
-                "| trial | params | worst seed (val, last epochs) | per seed | shape | one-cycle peak | batch | "
-                "moving average | rotation, shift, zoom | on the front |",
-                "|---|---|---|---|---|---|---|---|---|---|",
-            ]
+            rows = []
             on_front = {r["trial"] for r in front}
             for r in sorted(done, key=lambda r: -r["score"])[:12]:
                 drawn, arch = r["params_drawn"], r["arch"]
@@ -479,13 +531,24 @@ def searches_section(studies: Searches, figures: Path, output: Path) -> str:
                     f"{'-'.join(map(str, arch['stem']))} \\| {len(arch['body'])}x{arch['body'][0]} "
                     f"{'sep' if arch['factored'] else 'full'}, {arch['padded']} padded"
                 )
-                per_seed = ", ".join(f"{v:.2f}" for v in r["val_per_seed"] or [])
-                parts.append(
-                    f"| {r['trial']} | {r['params']:,} | {r['score']:.2f} | {per_seed} | {shape} | "
-                    f"{drawn['lr']:.3f} | {batch_size_of(drawn)} | {drawn['ema']} | "
-                    f"{drawn['rotation']:.1f}°, {drawn['translate']:.2f}, {drawn['scale']:.2f} | "
-                    f"{'yes' if r['trial'] in on_front else ''} |"
+                rows.append(
+                    [
+                        r["trial"],
+                        f"{r['params']:,}",
+                        f"{r['score']:.2f}",
+                        ", ".join(f"{v:.2f}" for v in r["val_per_seed"] or []),
+                        shape,
+                        f"{drawn['lr']:.3f}",
+                        batch_size_of(drawn),
+                        drawn["ema"],
+                        f"{drawn['rotation']:.1f}°, {drawn['translate']:.2f}, {drawn['scale']:.2f}",
+                        "yes" if r["trial"] in on_front else "",
+                    ]
                 )
+            header = ["trial", "params", "worst seed (val, last epochs)", "per seed", "shape", "one-cycle peak"]
+            parts += table(
+                [*header, "batch", "moving average", "rotation, shift, zoom", "on the front"], rows
+            ).splitlines()
             parts.append("")
         taken = [f for f in found if f["study"] == study.study_name]
         if taken:
@@ -508,12 +571,11 @@ def searches_section(studies: Searches, figures: Path, output: Path) -> str:
     return "\n".join(parts)
 
 
-def stacked_section(results: Path) -> str:
-    """Model 8's final seeds trained stacked, beside the single runs recorded for them."""
-    three = model_runs(results / HOLD_RATES, "model8")
+def stacked_section(three: list[RecordedRun], single_runs: list[RecordedRun]) -> str:
+    """Model 8's final seeds trained stacked (``three``), beside the single runs recorded for them."""
     if not three:
         return ""
-    singles = {r.summary["seed"]: r for r in model_runs(results, "model8")}
+    singles = {r.summary["seed"]: r for r in single_runs}
     lines = [
         "## Stacked training beside single runs",
         "",
@@ -523,32 +585,37 @@ def stacked_section(results: Path) -> str:
         "seeds recorded on the CPU. Not bit-identical (other kernels, another device), the same in "
         "distribution.",
         "",
-        "| seed | single run (device): last-3 test | stacked (device): last-3 test | min single | min stacked |",
-        "|---|---|---|---|---|",
     ]
+    rows = []
     for run in three:
         seed = run.summary["seed"]
         single = singles.get(seed)
-        cells = (
-            f"{', '.join(_pct(a) for a in single.last3)} ({single.summary['provenance']['device']}) | "
-            if single
-            else "- | "
+        rows.append(
+            [
+                seed,
+                f"{', '.join(_pct(a) for a in single.last3)} ({single.summary['provenance']['device']})"
+                if single
+                else "-",
+                f"{', '.join(_pct(a) for a in run.last3)} ({run.summary['provenance']['device']})",
+                _pct(min(single.last3)) if single else "-",
+                _pct(min(run.last3)),
+            ]
         )
-        lines.append(
-            f"| {seed} | {cells}{', '.join(_pct(a) for a in run.last3)} "
-            f"({run.summary['provenance']['device']}) | {_pct(min(single.last3)) if single else '-'} | "
-            f"{_pct(min(run.last3))} |"
-        )
-    return "\n".join(lines) + "\n"
+    header = ["seed", "single run (device): last-3 test", "stacked (device): last-3 test", "min single", "min stacked"]
+    return "\n".join(lines) + "\n" + table(header, rows)
 
 
-def hold_rates_section(results: Path, model_results: list[ModelResult]) -> str:
-    """Each model's final recipe on many seeds (a folder ``<model>-<n>seeds`` under results/stacked/): on how
-    many seeds it held, its mean and lowest epoch, beside the verdict of its final seeds (its role's count)."""
+def hold_rate_groups(results: Path) -> list[RunGroup]:
+    """The runs of each final recipe on many seeds: the folders ``<model>-<n>seeds`` under results/stacked/."""
     folders = [f for f in sorted((results / HOLD_RATES).glob("*-*seeds")) if any(f.glob("seed*/summary.json"))]
-    if not folders:
+    return find_runs(folders) if folders else []  # in the order given: by folder name
+
+
+def hold_rates_section(groups: list[RunGroup], results: Path, model_results: list[ModelResult]) -> str:
+    """Each model's final recipe on many seeds (``hold_rate_groups``): on how many seeds it held, its mean and
+    lowest epoch, beside the verdict of its final seeds (its role's count)."""
+    if not groups:
         return ""
-    groups = find_runs(folders)  # in the order given: by folder name
     finals = {r.card.name: r for r in model_results}
     lines = [
         "## Hold rates: the final recipes on many seeds",
@@ -557,22 +624,30 @@ def hold_rates_section(results: Path, model_results: list[ModelResult]) -> str:
         f"seeds as one stacked network, tested at every epoch; 'held' counts the seeds with {TARGET}% or more in "
         "each of the last 3 epochs. Nothing is chosen from these runs.",
         "",
-        "| run | model | params | teachers | seeds | held | last-3 mean | lowest epoch (seed) | final runs held | "
-        "where, time for all seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for group in groups:
         first, worst, final = group.runs[0], group.lowest, finals.get(group.model)
         verdict = f"{final.held_count} of {len(final.runs)}" if final and final.runs else "-"
         where = first.summary["provenance"].get("gpu") or first.summary["provenance"]["machine"]
         if first.summary["provenance"].get("precision", "fp32") != "fp32":  # the fast path's runs say so
             where += f", {first.summary['provenance']['precision']}"
-        lines.append(
-            f"| `{Path(group.label).relative_to(results).as_posix()}` | `{group.model}` | {group.params:,} | "
-            f"{len(first.config.get('teachers') or ())} | {len(group.runs)} | **{group.held_count} of "
-            f"{len(group.runs)}** | {mean(group.last3_all):.2f} | {min(worst.last3):.2f} ({worst.summary['seed']}) | "
-            f"{verdict} | {where}, {_seconds(first.summary['wall_seconds'])} |"
+        rows.append(
+            [
+                f"`{Path(group.label).relative_to(results).as_posix()}`",
+                f"`{group.model}`",
+                f"{group.params:,}",
+                len(first.config.get("teachers") or ()),
+                len(group.runs),
+                f"**{group.held_count} of {len(group.runs)}**",
+                f"{mean(group.last3_all):.2f}",
+                f"{min(worst.last3):.2f} ({worst.summary['seed']})",
+                verdict,
+                f"{where}, {_seconds(first.summary['wall_seconds'])}",
+            ]
         )
+    header = ["run", "model", "params", "teachers", "seeds", "held", "last-3 mean", "lowest epoch (seed)"]
+    lines += table([*header, "final runs held", "where, time for all seeds"], rows).splitlines()
     lines += [
         "",
         "Made by `python benchmarks/gpu_session.py --only holdrates` on a lent GPU, or on any machine by "
@@ -582,10 +657,13 @@ def hold_rates_section(results: Path, model_results: list[ModelResult]) -> str:
 
 
 def record_section(
-    model_results: list[ModelResult], study_scores: dict[str, list[Candidate]], searches: Searches
+    model_results: list[ModelResult],
+    study_scores: dict[str, list[Candidate]],
+    searches: Searches,
+    teachers_of: dict[str, list[RecordedRun]],
 ) -> str:
     """The record in a few lines: what was tried on validation (studies and searches), and which models held
-    on every seed."""
+    on every seed; ``teachers_of``: each distilled model's teachers' runs (``teacher_runs``)."""
     by_name = {r.card.name: r for r in model_results}
     lines = [
         "## The record: 99.4% with as few parameters as possible",
@@ -650,7 +728,7 @@ def record_section(
         if not result.runs:
             lines.append(f"- {name}: not run yet (`mnistlab reproduce --models {name}`).")
             continue
-        teachers = f" Learning from {teachers_note(result)}." if result.card.recipe.teachers else ""
+        teachers = f" Learning from {teachers_note(result, teachers_of[name])}." if result.card.recipe.teachers else ""
         lines.append(f"- {target_line(result)}{teachers}")
         if result.held and len(result.runs) >= 3:
             held.append(result)
@@ -670,7 +748,7 @@ def record_section(
             f"{min(smallest.last3_all):.2f}; on more seeds, where measured: the hold rates below)"
         )
         if taught:
-            line += f"; learning from {teachers_note(smallest)}"
+            line += f"; learning from {teachers_note(smallest, teachers_of[smallest.card.name])}"
         lines.append(line + ".")
     lines += [
         "",
@@ -682,9 +760,7 @@ def record_section(
 LADDER = (6_568, 3_762, 3_500, 3_000)  # the ladder's rungs: at most this many parameters (6,568: fewer than)
 
 
-def front_section(
-    model_results: list[ModelResult], study_scores: dict[str, list[Candidate]], figures: Path, output: Path
-) -> str:
+def front_section(model_results: list[ModelResult], study_scores: dict[str, list[Candidate]], figures: Figures) -> str:
     """The record's front, rung by rung: the best declared candidate on validation with and without teachers at
     each budget, and the final seeds that held of the models taken to final runs; a figure of held seeds against
     parameters."""
@@ -701,10 +777,8 @@ def front_section(
         f"{TARGET}% in each of the last 3 epochs. The smallest public model known: {PUBLIC_RECORD_PARAMS:,} "
         "parameters, on one run.",
         "",
-        "| at most | best without teachers (validation mean) | best with teachers (validation mean) | "
-        "final runs: held (lowest epoch) |",
-        "|---|---|---|---|",
     ]
+    rows = []
     for budget in LADDER:
 
         def within(params: int, budget: int = budget) -> bool:
@@ -728,20 +802,22 @@ def front_section(
             f"`{r.card.name}` {r.held_count} of {len(r.runs)} ({min(r.last3_all):.2f})"
             for r in sorted(taken, key=lambda r: r.card.params)
         )
-        lines.append(f"| {budget:,} | {cells[0]} | {cells[1]} | {held or '-'} |")
+        rows.append([f"{budget:,}", *cells, held or "-"])
+    header = ["at most", "best without teachers (validation mean)", "best with teachers (validation mean)"]
+    lines += table([*header, "final runs: held (lowest epoch)"], rows).splitlines()
     points = [(r.card.name, r.card.params, r.held_count, len(r.runs)) for r in finals]
     if points:
-        figure = plot_held_against_params(points, PUBLIC_RECORD_PARAMS, figures / "ladder-held.png")
-        lines += ["", f"![final seeds that held against parameters]({os.path.relpath(figure, output.parent)})"]
+        link = figures.link(
+            "ladder-held.png", lambda path: plot_held_against_params(points, PUBLIC_RECORD_PARAMS, path)
+        )
+        lines += ["", f"![final seeds that held against parameters]({link})"]
     return "\n".join(lines) + "\n"
 
 
-def teacher_section(results: Path) -> str:
+def teacher_section(teachers: list[tuple[Run, RecordedRun]]) -> str:
     """The teacher set's own runs: each teacher's validation and test accuracy at its last epochs (nothing is
     chosen from them) and what it cost."""
-    rows = [(run, load_run(run.path(results))) for run in TEACHER_SET]
-    rows = [(run, recorded) for run, recorded in rows if recorded is not None]
-    if not rows:
+    if not teachers:
         return ""
     lines = [
         "## The teachers",
@@ -749,31 +825,44 @@ def teacher_section(results: Path) -> str:
         "Declared in the ledger (`TEACHER_SET`) before they ran; the 55,000-image runs teach validation studies "
         "(they never saw the 5,000 images that judge a student), the 60,000-image runs final runs.",
         "",
-        "| run | seed | params | images | last-3 validation | last-3 test | held 99.4% | time |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for run, recorded in rows:
-        vals = [h["val_acc"] for h in recorded.history[-3:] if h.get("val_acc") is not None]
-        lines.append(
-            f"| `{run.folder}` | {run.seed} | {recorded.summary['params']:,} | {recorded.summary['data']['train']:,} | "
-            f"{', '.join(_pct(v) for v in vals) or '-'} | {', '.join(_pct(a) for a in recorded.last3)} | "
-            f"{'yes' if recorded.held else 'no'} | {_seconds(recorded.summary['train_seconds'])} |"
-        )
-    return "\n".join(lines) + "\n"
+    rows = [
+        [
+            f"`{run.folder}`",
+            run.seed,
+            f"{recorded.summary['params']:,}",
+            f"{recorded.summary['data']['train']:,}",
+            ", ".join(_pct(h["val_acc"]) for h in recorded.history[-3:] if h.get("val_acc") is not None) or "-",
+            ", ".join(_pct(a) for a in recorded.last3),
+            "yes" if recorded.held else "no",
+            _seconds(recorded.summary["train_seconds"]),
+        ]
+        for run, recorded in teachers
+    ]
+    header = ["run", "seed", "params", "images", "last-3 validation", "last-3 test", "held 99.4%", "time"]
+    return "\n".join(lines) + "\n" + table(header, rows)
 
 
-def teachers_note(result: ModelResult) -> str:
-    """What a distilled model's teachers are: how many, their sizes and their own training time."""
+def teacher_runs(result: ModelResult) -> list[RecordedRun]:
+    """The recorded runs of the teachers a distilled model's first run learned from (those still recorded)."""
+    if not result.runs:
+        return []
+    found = (
+        load_run(recorded_path(result.runs[0], path).parent) for path in result.runs[0].config.get("teachers") or ()
+    )
+    return [run for run in found if run is not None]
+
+
+def teachers_note(result: ModelResult, teachers: list[RecordedRun]) -> str:
+    """What a distilled model's teachers (``teacher_runs``) are: how many, their sizes and their own training time."""
     config = result.runs[0].config
     sizes: list[int] = []
     groups: set[tuple[Path, float]] = set()
-    for path in config.get("teachers") or ():
-        run = load_run(recorded_path(result.runs[0], path).parent)
-        if run is not None:
-            sizes.append(run.summary["params"])
-            # seeds trained stacked share one process: their group's time is counted once
-            stacked = (run.summary["provenance"].get("stacked") or 1) > 1
-            groups.add((run.path.parent if stacked else run.path, run.summary["train_seconds"]))
+    for run in teachers:
+        sizes.append(run.summary["params"])
+        # seeds trained stacked share one process: their group's time is counted once
+        stacked = (run.summary["provenance"].get("stacked") or 1) > 1
+        groups.add((run.path.parent if stacked else run.path, run.summary["train_seconds"]))
     kinds = ", ".join(f"{sizes.count(p)} x {p:,}" for p in sorted(set(sizes)))
     return (
         f"{len(sizes)} models ({kinds} parameters), trained for {_seconds(sum(seconds for _, seconds in groups))} in all, "
@@ -809,93 +898,136 @@ def update_readme(readme: Path, table: str) -> bool:
     return True
 
 
-def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
-    """Write the report; with ``readme``, also refresh the comparison table in the README. Every run is read and the
-    text rendered before either file is written; the figures are drawn (atomically, each) while it is rendered."""
-    results, output = results.resolve(), output.resolve()  # the same bytes from any working folder
+@dataclass(frozen=True)
+class Collected:
+    """Everything the report speaks of, read from ``results`` before a line of it is rendered."""
+
+    results: Path
+    models: list[ModelResult]  # the lab's models with their final runs (none yet: an empty list of runs)
+    study_scores: dict[str, list[Candidate]]  # each study's candidates that have runs, by the study's key
+    searches: Searches
+    hold_rates: list[RunGroup]  # final recipes on many seeds (results/stacked/<model>-<n>seeds)
+    stacked: list[RecordedRun]  # Model 8's final seeds trained stacked (results/stacked/model8)
+    earlier: list[tuple[Run, RecordedRun]]  # replaced attempts, as the ledger declares them
+    teachers: list[tuple[Run, RecordedRun]]  # the teacher set's runs
+    taught: dict[str, list[RecordedRun]]  # each lab model's teachers' runs (none: an empty list)
+
+
+def collect(results: Path) -> Collected:
+    """Read every recorded run the report speaks of; one line, and nothing written, when there are none."""
     # the lab's models (a user's, registered from outside the package in this process, have their own runs)
-    model_results = [ModelResult(get_card(n), model_runs(results, n)) for n in lab_models()]
-    figures = results / "figures"
-    parts = [
-        "# mnistlab report",
-        "",
-        "Written by `mnistlab report` from the runs recorded under `results/` (each made by `mnistlab reproduce`; "
-        "each run folder holds its config, per-epoch history, summary with provenance, and checkpoints). "
-        "Test accuracy is recorded every epoch but never used to choose anything: best checkpoints and "
-        "hyper-parameters are chosen on a 5,000-image validation split carved from the training set. "
-        "'Last-3' is the test accuracy in each of the last three epochs. Train times are wall-clock on the "
-        "2-core machine named in each row, which was also used for development while some runs went on: "
-        "controlled timings are in `benchmarks/`.",
-        "",
-        "## All models against the reference",
-        "",
-        "The reference is the ERA V2 session-7 student project this lab re-implements; its figure is the best "
-        "test accuracy over its epochs (chosen on test), ours are the last epochs' over 3 seeds.",
-        "",
-        comparison_table(model_results),
-    ]
+    models = [ModelResult(get_card(n), model_runs(results, n)) for n in lab_models()]
     study_scores = {study.key: tuning_scores(results, study) for study in STUDIES}
-    if not any(r.runs for r in model_results) and not any(study_scores.values()):
+    if not any(r.runs for r in models) and not any(study_scores.values()):
         raise MnistlabError(
             f"no recorded runs under {results}: nothing to report (`mnistlab reproduce --results {results}` records "
             "them); no file was written"
         )
-    searches = load_searches(results)  # read once: the record section and the searches' own
-    parts += [record_section(model_results, study_scores, searches)]
-    for section in (
-        front_section(model_results, study_scores, figures, output),
-        hold_rates_section(results, model_results),
-        teacher_section(results),
-    ):
-        if section:
-            parts += [section]
+    return Collected(
+        results=results,
+        models=models,
+        study_scores=study_scores,
+        searches=load_searches(results),
+        hold_rates=hold_rate_groups(results),
+        stacked=model_runs(results / HOLD_RATES, "model8"),
+        earlier=_recorded(EARLIER, results),
+        teachers=_recorded(TEACHER_SET, results),
+        taught={r.card.name: teacher_runs(r) for r in models},
+    )
+
+
+def _recorded(runs: Iterable[Run], results: Path) -> list[tuple[Run, RecordedRun]]:
+    """The ledger's ``runs`` that are recorded under ``results``, each with its record."""
+    pairs = ((run, load_run(run.path(results))) for run in runs)
+    return [(run, recorded) for run, recorded in pairs if recorded is not None]
+
+
+INTRODUCTION = (
+    "Written by `mnistlab report` from the runs recorded under `results/` (each made by `mnistlab reproduce`; "
+    "each run folder holds its config, per-epoch history, summary with provenance, and checkpoints). "
+    "Test accuracy is recorded every epoch but never used to choose anything: best checkpoints and "
+    "hyper-parameters are chosen on a 5,000-image validation split carved from the training set. "
+    "'Last-3' is the test accuracy in each of the last three epochs. Train times are wall-clock on the "
+    "2-core machine named in each row, which was also used for development while some runs went on: "
+    "controlled timings are in `benchmarks/`."
+)
+AGAINST_THE_REFERENCE = (
+    "The reference is the ERA V2 session-7 student project this lab re-implements; its figure is the best "
+    "test accuracy over its epochs (chosen on test), ours are the last epochs' over 3 seeds."
+)
+RF_CHECKED = (
+    "Computed by `mnistlab.analysis.analyze` and checked in `tests/test_analysis.py` against an "
+    "empirical measure (the non-zero input gradient of one output unit through positive weights)."
+)
+
+
+def render(lab: Collected, figures: Figures) -> str:
+    """The report's markdown, from what ``collect`` read; the figures it links to are asked of ``figures``."""
+    model_results, study_scores = lab.models, lab.study_scores
     by_name = {c.name: c.score for candidates in study_scores.values() for c in candidates}
-    for study in STUDIES:
-        tuning = tuning_section(study, study_scores[study.key], by_name)
-        if tuning:
-            parts += [tuning]
-    for section in (
-        searches_section(searches, figures, output),
-        stacked_section(results),
-        earlier_section(results),
-    ):
-        if section:
-            parts += [section]
-    wrong_tables = []
+    sections = [
+        "\n".join(["# mnistlab report", "", INTRODUCTION, "", "## All models against the reference", ""]),
+        AGAINST_THE_REFERENCE + "\n",
+        comparison_table(model_results),
+        record_section(model_results, study_scores, lab.searches, lab.taught),
+        front_section(model_results, study_scores, figures),
+        hold_rates_section(lab.hold_rates, lab.results, model_results),
+        teacher_section(lab.teachers),
+        *(tuning_section(study, study_scores[study.key], by_name) for study in STUDIES),
+        searches_section(lab.searches, figures),
+        stacked_section(lab.stacked, next((r.runs for r in model_results if r.card.name == "model8"), [])),
+        earlier_section(lab.earlier),
+    ]
+    parts = [section for section in sections if section]
+    wrong_tables: list[tuple[str, list[str]]] = []
     previous = None
     by_model = {r.card.name: r for r in model_results}
     for result in model_results:
-        card = result.card
         # a first design or a redesign is compared with its counterpart; the others with the model before them
-        counterpart = by_model.get(_role_of(card.name).compared_with)
-        table = analyze(create_model(card.name), name=card.name)
-        parts += [f"## {card.title} (`{card.name}`)", "", "### Target", ""]
-        parts += [f"- {t}" for t in card.target]
-        parts += ["", "### Design", "", card.design, "", recipe_table(card), "### Results", ""]
-        if result.runs:
-            parts += [results_table(result)]
-            figure = plot_curves(result.runs[0].history, figures / f"{card.name}-curves.png", title=card.title)
-            parts += [f"![{card.title} curves]({os.path.relpath(figure, output.parent)})", ""]
-        parts += ["### Analysis", ""] + [f"- {s}" for s in analysis_sentences(result, counterpart or previous)] + [""]
-        parts += ["### Receptive field (computed)", "", table.render_markdown()]
-        differences = rf_comparison(card, table)
+        counterpart = by_model.get(_role_of(result.card.name).compared_with)
+        lines, differences = model_section(result, counterpart or previous, figures)
+        parts += lines
         if differences:
-            wrong_tables.append((card.title, differences))
-            parts += ["Where the reference's hand-made table differs:", ""] + [f"- {d}" for d in differences] + [""]
+            wrong_tables.append((result.card.title, differences))
         if counterpart is None:
             previous = result
     parts += ["## Where the reference's receptive-field tables were wrong", ""]
-    for title, differences in wrong_tables:
-        parts += [f"- **{title}**: " + "; ".join(differences)]
-    parts += [
-        "",
-        "Computed by `mnistlab.analysis.analyze` and checked in `tests/test_analysis.py` against an "
-        "empirical measure (the non-zero input gradient of one output unit through positive weights).",
-        "",
-    ]
-    text = "\n".join(parts)
+    parts += [f"- **{title}**: " + "; ".join(differences) for title, differences in wrong_tables]
+    parts += ["", RF_CHECKED, ""]
+    return "\n".join(parts)
+
+
+def model_section(result: ModelResult, against: ModelResult | None, figures: Figures) -> tuple[list[str], list[str]]:
+    """A model's section (Target, Design, recipe, Results, Analysis, receptive field) as lines, and where the
+    reference's hand-made receptive-field table differs from the computed one."""
+    card = result.card
+    table_ = analyze(create_model(card.name), name=card.name)
+    lines = [f"## {card.title} (`{card.name}`)", "", "### Target", ""]
+    lines += [f"- {t}" for t in card.target]
+    lines += ["", "### Design", "", card.design, "", recipe_table(card), "### Results", ""]
+    if result.runs:
+        history = result.runs[0].history
+        link = figures.link(f"{card.name}-curves.png", lambda path: plot_curves(history, path, title=card.title))
+        lines += [results_table(result), f"![{card.title} curves]({link})", ""]
+    lines += ["### Analysis", ""] + [f"- {s}" for s in analysis_sentences(result, against)] + [""]
+    lines += ["### Receptive field (computed)", "", table_.render_markdown()]
+    differences = rf_comparison(card, table_)
+    if differences:
+        lines += ["Where the reference's hand-made table differs:", ""] + [f"- {d}" for d in differences] + [""]
+    return lines, differences
+
+
+def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
+    """Write the report; with ``readme``, also refresh the comparison table in the README. Every run is read
+    (``collect``) and the text rendered (``render``) before anything is written: then the figures, the README and
+    the report, each file atomically."""
+    results, output = results.resolve(), output.resolve()  # the same bytes from any working folder
+    lab = collect(results)
+    figures = Figures(results / "figures", output)
+    text = render(lab, figures)
+    figures.draw()
     if readme is not None:
-        update_readme(readme, comparison_table(model_results))
+        update_readme(readme, comparison_table(lab.models))
     remove_litter(output.parent, (output.name,))
     return atomic_write_text(output, text)
 
