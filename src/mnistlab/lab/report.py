@@ -336,21 +336,28 @@ def _change(candidate: Candidate, by_name: dict[str, float]) -> str:
 
 
 def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str, float]) -> str:
-    """One study's table; ``by_name`` holds every study's candidate scores, for the ``against`` column."""
+    """One study's table and what it chose; ``by_name`` holds every study's candidate scores, for the ``against``
+    column."""
     if not candidates:
         return ""
-    seeded = any(len(c.runs) > 1 for c in candidates)
-    lines = [f"## {study.title}", ""]
-    if seeded:
+    lines = (
+        [f"## {study.title}", ""] + _candidates_table(study, candidates, by_name) + ["", _verdict(study, candidates)]
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _candidates_table(study: Study, candidates: list[Candidate], by_name: dict[str, float]) -> list[str]:
+    """How a study's candidates were judged, and their table: on several seeds by the mean of their validation
+    means, or on one seed with its test accuracy beside (for information)."""
+    if any(len(c.runs) > 1 for c in candidates):
         seeds = sorted({r.summary["seed"] for c in candidates for r in c.runs})
         devices = sorted({r.summary["provenance"]["device"] for c in candidates for r in c.runs})
-        lines += [
+        how = (
             f"Each candidate trained on the 55,000 training images with each of seeds "
             f"{', '.join(map(str, seeds))}; the 5,000 held-out validation images decide, by the mean over "
             "seeds of each seed's mean over its last 3 epochs. These runs never evaluated the test set. "
-            f"Device: {', '.join(devices)}{study.where}.",
-            "",
-        ]
+            f"Device: {', '.join(devices)}{study.where}."
+        )
         header = ["candidate", "what", "params", "val mean per seed, last 3 epochs", "mean", "lowest epoch"]
         header += ["change in mean", "train time per run"]
         rows = [
@@ -367,11 +374,10 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
             for c in candidates
         ]
     else:
-        lines += [
+        how = (
             "Each candidate trained on the 55,000 training images with seed 1; the 5,000 held-out validation "
-            "images decide. Test accuracy is shown for information only; it chose nothing.",
-            "",
-        ]
+            "images decide. Test accuracy is shown for information only; it chose nothing."
+        )
         header = ["candidate", "what", "params", "val acc, last 3 epochs", "val mean", "change in val mean"]
         header += ["test at last epoch", "train time"]
         rows = [
@@ -388,41 +394,29 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
             for c in candidates
             for first in [c.runs[0]]
         ]
-    lines += table(header, rows).splitlines()
+    return [how, "", *table(header, rows).splitlines()]
+
+
+def _verdict(study: Study, candidates: list[Candidate]) -> str:
+    """What a study chose by its rule, or why it chose nothing (yet)."""
     pending = ", ".join(f"`{name}`" for name in waiting(study, candidates))
     if pending:  # a study still running chooses nothing yet
-        return (
-            "\n".join(
-                lines + ["", f"Not every candidate is recorded yet ({pending}): nothing is chosen until they are."]
-            )
-            + "\n"
-        )
+        return f"Not every candidate is recorded yet ({pending}): nothing is chosen until they are."
+    at_least = study.mean_at_least
     best = chosen(study, candidates)
     if best is None:
         return (
-            "\n".join(
-                lines
-                + [
-                    "",
-                    f"No candidate held {TARGET}% on validation on every seed"
-                    + (f" with a validation mean of {study.mean_at_least:.2f}" if study.mean_at_least else "")
-                    + f", so `{study.winner}` keeps its recipe.",
-                ]
-            )
-            + "\n"
+            f"No candidate held {TARGET}% on validation on every seed"
+            + (f" with a validation mean of {at_least:.2f}" if at_least else "")
+            + f", so `{study.winner}` keeps its recipe."
         )
     rule = (
         "the highest validation mean"
         if study.rule == "mean"
         else f"the fewest parameters among those that held {TARGET}% on validation in each of the last 3 epochs "
-        "of every seed"
-        + (f" with a validation mean of {study.mean_at_least:.2f} or more" if study.mean_at_least else "")
+        "of every seed" + (f" with a validation mean of {at_least:.2f} or more" if at_least else "")
     )
-    lines += [
-        "",
-        f"Chosen by {rule}: `{best.name}` ({best.declared.why}); it became {study.outcome}. " + _finals_note(study),
-    ]
-    return "\n".join(lines) + "\n"
+    return f"Chosen by {rule}: `{best.name}` ({best.declared.why}); it became {study.outcome}. " + _finals_note(study)
 
 
 def earlier_section(earlier: list[tuple[Run, RecordedRun]]) -> str:
@@ -487,88 +481,99 @@ def searches_section(studies: Searches, figures: Figures) -> str:
         "",
     ]
     for store, study, rows in studies:
-        settings = study.user_attrs.get("settings", {})
-        done = finished(rows)
-        over = sum(r["over_budget"] for r in rows)
-        pruned = sum(r["state"] == "PRUNED" and not r["over_budget"] for r in rows)
-        running = sum(r["state"] == "RUNNING" for r in rows)
-        stopped = sum(r["state"] == "FAIL" and bool(r["stopped"]) for r in rows)
-        failed = sum(r["state"] == "FAIL" for r in rows) - stopped
-        budget = settings.get("max_params", max((r["params"] or 0) for r in rows))
-        front = search_front(done)
-        points, line = [(r["params"], r["score"]) for r in done], [(r["params"], r["score"]) for r in front]
-        link = figures.link(
-            f"search-{study.study_name}.png",
-            lambda path, p=points, f=line, b=budget, t=study.study_name: plot_search(p, f, b, path, title=t),
-        )
+        parts += _search_part(store, study, rows, found, figures)
+    return "\n".join(parts)
+
+
+def _search_part(
+    store: Path, study: Any, rows: list[dict[str, Any]], found: list[dict[str, Any]], figures: Figures
+) -> list[str]:
+    """One search's lines: its settings and counts, its front as a figure, its best trials, what was taken from it."""
+    parts: list[str] = []
+    settings = study.user_attrs.get("settings", {})
+    done = finished(rows)
+    over = sum(r["over_budget"] for r in rows)
+    pruned = sum(r["state"] == "PRUNED" and not r["over_budget"] for r in rows)
+    running = sum(r["state"] == "RUNNING" for r in rows)
+    stopped = sum(r["state"] == "FAIL" and bool(r["stopped"]) for r in rows)
+    failed = sum(r["state"] == "FAIL" for r in rows) - stopped
+    budget = settings.get("max_params", max((r["params"] or 0) for r in rows))
+    front = search_front(done)
+    points, line = [(r["params"], r["score"]) for r in done], [(r["params"], r["score"]) for r in front]
+    link = figures.link(
+        f"search-{study.study_name}.png",
+        lambda path, p=points, f=line, b=budget, t=study.study_name: plot_search(p, f, b, path, title=t),
+    )
+    parts += [
+        f"### Search `{study.study_name}` (stored in `search/{store.name}`)",
+        "",
+        f"Budget {budget:,} parameters; each trial on seeds {settings.get('seeds')}, "
+        f"{settings.get('epochs')} epochs"
+        + (f", the first {settings['limit']:,} images of each split" if settings.get("limit") else "")
+        + f". {len(rows)} trials: {len(done)} finished, {pruned} "
+        f"pruned by the median rule, {over} over the budget (not trained)"
+        + (f", {running} training or interrupted" if running else "")
+        + (f", {stopped} stopped at a deadline (a lent machine's end)" if stopped else "")
+        + (f", {failed} failed (their worker was stopped)" if failed else "")
+        + ".",
+        "",
+        *(
+            ["Made by " + "; then ".join(f"`{c}`" for c in study.user_attrs["commands"]) + ".", ""]
+            if study.user_attrs.get("commands")
+            else []
+        ),
+        f"![{study.study_name}: parameters against the worst seed's validation mean]({link})",
+        "",
+    ]
+    if done:
+        parts += [*trials_table(done, front).splitlines(), ""]
+    taken = [f for f in found if f["study"] == study.study_name]
+    if taken:
         parts += [
-            f"### Search `{study.study_name}` (stored in `search/{store.name}`)",
-            "",
-            f"Budget {budget:,} parameters; each trial on seeds {settings.get('seeds')}, "
-            f"{settings.get('epochs')} epochs"
-            + (f", the first {settings['limit']:,} images of each split" if settings.get("limit") else "")
-            + f". {len(rows)} trials: {len(done)} finished, {pruned} "
-            f"pruned by the median rule, {over} over the budget (not trained)"
-            + (f", {running} training or interrupted" if running else "")
-            + (f", {stopped} stopped at a deadline (a lent machine's end)" if stopped else "")
-            + (f", {failed} failed (their worker was stopped)" if failed else "")
+            "Taken to final runs: "
+            + ", ".join(
+                f"trial {f['trial']} as `{f['name']}` "
+                f"({f['params']:,} parameters; its final runs are in the table above)"
+                for f in taken
+            )
             + ".",
             "",
-            *(
-                ["Made by " + "; then ".join(f"`{c}`" for c in study.user_attrs["commands"]) + ".", ""]
-                if study.user_attrs.get("commands")
-                else []
-            ),
-            f"![{study.study_name}: parameters against the worst seed's validation mean]({link})",
+        ]
+    else:
+        parts += [
+            "Taken to final runs: none yet (`mnistlab register --study "
+            f"{study.study_name} --trial N --name NAME`, then `mnistlab reproduce --models NAME`).",
             "",
         ]
-        if done:
-            rows = []
-            on_front = {r["trial"] for r in front}
-            for r in sorted(done, key=lambda r: -r["score"])[:12]:
-                drawn, arch = r["params_drawn"], r["arch"]
-                shape = (
-                    f"{'-'.join(map(str, arch['stem']))} \\| {len(arch['body'])}x{arch['body'][0]} "
-                    f"{'sep' if arch['factored'] else 'full'}, {arch['padded']} padded"
-                )
-                rows.append(
-                    [
-                        r["trial"],
-                        f"{r['params']:,}",
-                        f"{r['score']:.2f}",
-                        ", ".join(f"{v:.2f}" for v in r["val_per_seed"] or []),
-                        shape,
-                        f"{drawn['lr']:.3f}",
-                        batch_size_of(drawn),
-                        drawn["ema"],
-                        f"{drawn['rotation']:.1f}°, {drawn['translate']:.2f}, {drawn['scale']:.2f}",
-                        "yes" if r["trial"] in on_front else "",
-                    ]
-                )
-            header = ["trial", "params", "worst seed (val, last epochs)", "per seed", "shape", "one-cycle peak"]
-            parts += table(
-                [*header, "batch", "moving average", "rotation, shift, zoom", "on the front"], rows
-            ).splitlines()
-            parts.append("")
-        taken = [f for f in found if f["study"] == study.study_name]
-        if taken:
-            parts += [
-                "Taken to final runs: "
-                + ", ".join(
-                    f"trial {f['trial']} as `{f['name']}` "
-                    f"({f['params']:,} parameters; its final runs are in the table above)"
-                    for f in taken
-                )
-                + ".",
-                "",
+    return parts
+
+
+def trials_table(done: list[dict[str, Any]], front: list[dict[str, Any]]) -> str:
+    """A search's 12 best finished trials: score, shape and drawn recipe, and whether each is on the front."""
+    rows = []
+    on_front = {r["trial"] for r in front}
+    for r in sorted(done, key=lambda r: -r["score"])[:12]:
+        drawn, arch = r["params_drawn"], r["arch"]
+        shape = (
+            f"{'-'.join(map(str, arch['stem']))} \\| {len(arch['body'])}x{arch['body'][0]} "
+            f"{'sep' if arch['factored'] else 'full'}, {arch['padded']} padded"
+        )
+        rows.append(
+            [
+                r["trial"],
+                f"{r['params']:,}",
+                f"{r['score']:.2f}",
+                ", ".join(f"{v:.2f}" for v in r["val_per_seed"] or []),
+                shape,
+                f"{drawn['lr']:.3f}",
+                batch_size_of(drawn),
+                drawn["ema"],
+                f"{drawn['rotation']:.1f}°, {drawn['translate']:.2f}, {drawn['scale']:.2f}",
+                "yes" if r["trial"] in on_front else "",
             ]
-        else:
-            parts += [
-                "Taken to final runs: none yet (`mnistlab register --study "
-                f"{study.study_name} --trial N --name NAME`, then `mnistlab reproduce --models NAME`).",
-                "",
-            ]
-    return "\n".join(parts)
+        )
+    header = ["trial", "params", "worst seed (val, last epochs)", "per seed", "shape", "one-cycle peak"]
+    return table([*header, "batch", "moving average", "rotation, shift, zoom", "on the front"], rows)
 
 
 def stacked_section(three: list[RecordedRun], single_runs: list[RecordedRun]) -> str:
@@ -664,7 +669,6 @@ def record_section(
 ) -> str:
     """The record in a few lines: what was tried on validation (studies and searches), and which models held
     on every seed; ``teachers_of``: each distilled model's teachers' runs (``teacher_runs``)."""
-    by_name = {r.card.name: r for r in model_results}
     lines = [
         "## The record: 99.4% with as few parameters as possible",
         "",
@@ -675,7 +679,20 @@ def record_section(
         "",
         "Tried on the validation split (each study's table below has every candidate):",
         "",
+        *_tried(study_scores, searches),
+        "",
+        "Final runs (all 60,000 training images, test accuracy in the last 3 epochs):",
+        "",
+        *_finals(model_results, teachers_of),
+        "",
+        f"For scale: the smallest public model we know of to reach {TARGET}% has {PUBLIC_RECORD_PARAMS:,} parameters, on one run.",
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _tried(study_scores: dict[str, list[Candidate]], searches: Searches) -> list[str]:
+    """A line per record study (declared, or what it reached at best) and per search."""
+    lines = []
     studies = {study.key: study for study in STUDIES}
     listed: set[str] = set()
     for key in RECORD_STUDIES:
@@ -718,8 +735,13 @@ def record_section(
                 f"{len(done)} finished; best trial {top['trial']} ({top['params']:,} parameters), worst "
                 f"seed's validation mean {top['score']:.2f} (section Searches)."
             )
-    lines += ["", "Final runs (all 60,000 training images, test accuracy in the last 3 epochs):", ""]
-    held = []
+    return lines
+
+
+def _finals(model_results: list[ModelResult], teachers_of: dict[str, list[RecordedRun]]) -> list[str]:
+    """A line per record model's final runs, smallest first, then the smallest that held alone and taught."""
+    by_name = {r.card.name: r for r in model_results}
+    lines, held = [], []
     # the record's models and those taken from the searches, smallest first
     for name in sorted((n for n in list_models() if _role_of(n).record), key=lambda n: get_card(n).params):
         result = by_name.get(name)
@@ -750,11 +772,7 @@ def record_section(
         if taught:
             line += f"; learning from {teachers_note(smallest, teachers_of[smallest.card.name])}"
         lines.append(line + ".")
-    lines += [
-        "",
-        f"For scale: the smallest public model we know of to reach {TARGET}% has {PUBLIC_RECORD_PARAMS:,} parameters, on one run.",
-    ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 LADDER = (6_568, 3_762, 3_500, 3_000)  # the ladder's rungs: at most this many parameters (6,568: fewer than)
