@@ -52,12 +52,10 @@ def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
     from statistics import mean
 
     from mnistlab.lab.records import tuning_scores
-    from mnistlab.lab.studies import MODEL8_SEEDED
-
-    runs = [run for run in MODEL8_SEEDED if run.name in ("m8/s1", "m8/s2")]
+    study = next(s for s in STUDIES if s.key == "model8-seeds")
+    runs = [run for run in study.runs if run.name in ("m8/s1", "m8/s2")]
     results = tmp_path / "results"
     train_runs(runs, results, data=tiny_data)
-    study = next(s for s in STUDIES if s.key == "model8-seeds")
     (candidate,) = tuning_scores(results, study)
     per_seed = [mean(h["val_acc"] for h in r.history[-3:]) for r in candidate.runs]
     assert candidate.name == "m8" and len(per_seed) == 2 and candidate.score == pytest.approx(mean(per_seed))

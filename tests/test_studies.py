@@ -50,3 +50,36 @@ def test_every_model_of_the_lab_has_a_role_or_says_why_not():
 def test_the_library_card_carries_no_lab_history():
     fields = {f.name for f in dataclasses.fields(registry.ModelCard)}
     assert not fields & {f.name for f in dataclasses.fields(Role)}
+
+
+def test_the_ledger_is_data_every_study_a_file_whose_candidates_make_its_runs():
+    """Each study is one file under lab/ledger/studies (its candidates, rule, margin and winner); the loader makes its
+    runs from it: one `tuning/<name>` run, or `tuning/<name>/s<seed>` on each seed without the test set; a candidate
+    taken from an earlier study is that study's, recorded once."""
+    import json
+    from importlib import resources
+
+    from mnistlab.models import get_card
+
+    folder = resources.files("mnistlab.lab").joinpath("ledger", "studies")
+    files = sorted(f.name for f in folder.iterdir() if f.name.endswith(".json"))
+    assert [f.split("-", 1)[1][:-5] for f in files] == [s.key for s in studies.STUDIES]
+    earlier: set[str] = set()
+    for name, study in zip(files, studies.STUDIES):
+        data = json.loads(folder.joinpath(name).read_text())
+        assert data["rule"] in ("mean", "smallest") and get_card(data["winner"])
+        assert study.rule == data["rule"] and study.mean_at_least == data.get("mean_at_least", 0.0)
+        names = [c["name"] for c in data["candidates"]]
+        assert list(dict.fromkeys(studies.candidate_name(r) for r in study.runs)) == names
+        for candidate in data["candidates"]:
+            if "from" in candidate:
+                assert candidate["from"] in earlier, (study.key, candidate)
+                continue
+            runs = [r for r in study.runs if studies.candidate_name(r) == candidate["name"]]
+            if candidate["seeds"] is None:
+                assert [(r.seed, r.name) for r in runs] == [(1, candidate["name"])]
+            else:
+                assert [r.seed for r in sorted(runs, key=lambda r: r.seed)] == candidate["seeds"]
+                assert all(r.overrides["test_every_epoch"] is False for r in runs)
+        earlier.add(study.key)
+    assert {r.folder for r in studies.TUNING} == {"tuning"} and len(studies.TUNING) == 245  # every validation run the ledger declares
