@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from mnistlab.core.config import NO_OPTION, PRECISIONS, Augment, TrainConfig, read_recipe_changes
+from mnistlab.core.config import CHOICES, NO_OPTION, PRECISIONS, Augment, TrainConfig, read_recipe_changes
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import check_writable
 from mnistlab.core.rundir import (
@@ -38,6 +38,22 @@ from mnistlab.core.rundir import (
 )
 
 
+def _field_option(owner: Any, name: str, help: str, default: Any = None, **extra: Any) -> Any:
+    """An option for the field ``name`` of the dataclass ``owner`` (a run's config, a search's settings): its flag,
+    type and choices come from the field, so that no command retypes them; ``default`` and ``help`` are the
+    command's (None: each run's own value)."""
+    (f,) = [f for f in dataclasses.fields(owner) if f.name == name]
+    kind = next((t for t in (bool, int, float, str) if t.__name__ in str(f.type).split(" | ")), str)
+    if name == "precision":
+        kind = click.Choice(["auto", *PRECISIONS])  # auto: resolved for this machine when the config is made
+    elif name in CHOICES:
+        kind = click.Choice(CHOICES[name])
+    show = default is not None and not isinstance(default, bool)
+    return click.option(
+        "--" + name.replace("_", "-"), name, type=kind, default=default, show_default=show, help=help, **extra
+    )
+
+
 def _config_options(command: Any) -> Any:
     """The recipe and run fields as options of ``train``, and the augmentation's ranges (``--rotation``, ...):
     built from the dataclasses and their roles, not retyped."""
@@ -53,15 +69,7 @@ def _config_options(command: Any) -> Any:
         if isinstance(default, bool):
             command = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None)(command)
         else:
-            kind = int if f.name == "limit" else type(default)
-            command = click.option(
-                flag,
-                f.name,
-                type=kind,
-                default=None,
-                show_default=False,
-                help="overrides the model's recipe or the run default",
-            )(command)
+            command = _field_option(TrainConfig, f.name, "overrides the model's recipe or the run default")(command)
     return command
 
 
@@ -111,14 +119,13 @@ def cli() -> None:
     default=None,
     help="several seeds as one stacked network, e.g. 1,2,3,4: runs <output-dir>/seed<k>",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", *PRECISIONS]),
-    default="fp32",
-    show_default=True,
-    help="the forward pass's arithmetic: auto is bf16 on a CPU that computes it natively (AVX-512 BF16, AMX), "
+@_field_option(
+    TrainConfig,
+    "precision",
+    "the forward pass's arithmetic: auto is bf16 on a CPU that computes it natively (AVX-512 BF16, AMX), "
     "fp32 elsewhere (bf16 held Model 8 on 5 of 6 seeds where fp32 held 6: benchmarks/NOTES.md); config.json "
     "records which",
+    default="fp32",
 )
 @_config_options
 def train(
@@ -596,19 +603,14 @@ def report(results: str, output: str, readme: str) -> None:
     default=True,
     help="also the validation runs behind every choice, and the earlier attempts' final runs",
 )
-@click.option("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
+@_field_option(TrainConfig, "threads", "torch CPU threads per run (0: torch's default)", default=0)
 @click.option(
     "--study",
     "studies",
     multiple=True,
     help="only this study's validation runs (repeatable; see `mnistlab report`'s tuning tables)",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
-    default=None,
-    help="where every run trains [each run's default: auto]",
-)
+@_field_option(TrainConfig, "device", "where every run trains [each run's default: auto]")
 @click.option(
     "--workers",
     type=int,
@@ -624,8 +626,8 @@ def report(results: str, output: str, readme: str) -> None:
     help="train the seeds of each recipe as one stacked network (measured as fast or faster than "
     "one process per seed on the CPU, 2.3x on a GPU); --no-stack re-makes single runs bit for bit",
 )
-@click.option("--epochs", type=int, default=None, help="every run this many epochs: a first try, not the record")
-@click.option("--limit", type=int, default=None, help="only the first N images of each split: a first try")
+@_field_option(TrainConfig, "epochs", "every run this many epochs: a first try, not the record")
+@_field_option(TrainConfig, "limit", "only the first N images of each split: a first try")
 @click.option(
     "--ray",
     "use_ray",
@@ -634,11 +636,10 @@ def report(results: str, output: str, readme: str) -> None:
     "--threads, and with --device cuda, --workers jobs share each GPU",
 )
 @click.option("--ray-address", default=None, metavar="HOST:PORT", help="join this Ray cluster (implies --ray)")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", *PRECISIONS]),
-    default=None,
-    help="every run's forward pass in this precision [each run's recorded one: fp32]; auto: bf16 on a CPU that "
+@_field_option(
+    TrainConfig,
+    "precision",
+    "every run's forward pass in this precision [each run's recorded one: fp32]; auto: bf16 on a CPU that "
     "computes it natively",
 )
 @click.option("--quiet", is_flag=True)
@@ -713,8 +714,8 @@ def reproduce(
 @click.option("--storage", default=None, help="an SQLAlchemy URL [sqlite:///<results>/search/<name>.db]")
 @click.option("--space", "space_file", type=click.Path(), default=None, help="a JSON file narrowing the space")
 @click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-@click.option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+@_field_option(TrainConfig, "device", "where each trial trains", default="auto")
+@_field_option(TrainConfig, "threads", "torch CPU threads (0: torch's default)", default=0)
 @click.option(
     "--workers",
     type=int,

@@ -25,6 +25,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "plateau")
 TEACHER_VIEWS = ("augmented", "clean")
 PRECISIONS = ("fp32", "bf16")  # a config's; "auto" is resolved when a config is made (models.config_for)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# the values a field takes, where it is one of a list: options offer them as choices (``auto`` where it is resolved
+# when a config is made)
+CHOICES = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "teacher_view": TEACHER_VIEWS, "device": DEVICES}
 # a field's roles (metadata keys; absent means no): how and where a run executes, not what it computes;
 # may differ between the runs of one stacked group; not an option of `mnistlab train` (set another way)
 EXECUTION, PER_RUN, NO_OPTION = "execution", "per_run", "no_option"
@@ -180,7 +184,7 @@ class TrainConfig(Recipe):
                 (bool(self.model), "a run needs a model: build its config with mnistlab.models.config_for(name)"),
                 (0 <= self.val_size < 60_000, f"validation size must be in [0, 60000), got {self.val_size}"),
                 (self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}"),
-                (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}"),
+                (self.device in DEVICES, f"unknown device {self.device!r}; choose {', '.join(DEVICES)}"),
                 (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
                 (self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}"),
             ]
