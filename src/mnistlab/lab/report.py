@@ -881,11 +881,12 @@ def teachers_note(result: ModelResult, teachers: list[RecordedRun]) -> str:
         # seeds trained stacked share one process: their group's time is counted once
         stacked = (run.summary["provenance"].get("stacked") or 1) > 1
         groups.add((run.path.parent if stacked else run.path, run.summary["train_seconds"]))
+    settings = f"alpha {config['distill_alpha']}, T {config['distill_temperature']}"
+    if not teachers:  # a results folder without the teachers' runs (a copy of some runs only)
+        return f"{len(config.get('teachers') or ())} models (their runs are not in these results), {settings}"
     kinds = ", ".join(f"{sizes.count(p)} x {p:,}" for p in sorted(set(sizes)))
-    return (
-        f"{len(sizes)} models ({kinds} parameters), trained for {_seconds(sum(seconds for _, seconds in groups))} in all, "
-        f"alpha {config['distill_alpha']}, T {config['distill_temperature']}"
-    )
+    seconds = sum(seconds for _, seconds in groups)
+    return f"{len(sizes)} models ({kinds} parameters), trained for {_seconds(seconds)} in all, {settings}"
 
 
 def recorded_path(run: RecordedRun, path: str) -> Path:
