@@ -19,7 +19,15 @@ from typing import Any
 
 import click
 
-from mnistlab.core.config import CHOICES, NO_OPTION, PRECISIONS, Augment, TrainConfig, read_recipe_changes
+from mnistlab.core.config import (
+    CHOICES,
+    NO_OPTION,
+    PRECISIONS,
+    Augment,
+    SearchSettings,
+    TrainConfig,
+    read_recipe_changes,
+)
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import check_writable
 from mnistlab.core.rundir import (
@@ -37,21 +45,27 @@ from mnistlab.core.rundir import (
     run_status,
 )
 
+OWN_DEFAULT = object()  # _field_option's default: the field's own
 
-def _field_option(owner: Any, name: str, help: str, default: Any = None, **extra: Any) -> Any:
+
+def _field_option(owner: Any, name: str, help: str | None = None, default: Any = None, **extra: Any) -> Any:
     """An option for the field ``name`` of the dataclass ``owner`` (a run's config, a search's settings): its flag,
-    type and choices come from the field, so that no command retypes them; ``default`` and ``help`` are the
-    command's (None: each run's own value)."""
+    type, choices and (where the field has one) help come from the field, so that no command retypes them; the
+    default is the command's (None: each run's own value; ``OWN_DEFAULT``: the field's)."""
     (f,) = [f for f in dataclasses.fields(owner) if f.name == name]
     kind = next((t for t in (bool, int, float, str) if t.__name__ in str(f.type).split(" | ")), str)
     if name == "precision":
         kind = click.Choice(["auto", *PRECISIONS])  # auto: resolved for this machine when the config is made
     elif name in CHOICES:
         kind = click.Choice(CHOICES[name])
+    kind = extra.pop("type", kind)  # a path is a str the command reads as one
+    if default is OWN_DEFAULT:
+        default = None if f.default is dataclasses.MISSING else f.default
+        extra.setdefault("required", f.default is dataclasses.MISSING)
     show = default is not None and not isinstance(default, bool)
-    return click.option(
-        "--" + name.replace("_", "-"), name, type=kind, default=default, show_default=show, help=help, **extra
-    )
+    flag = "--" + name.replace("_", "-")
+    text = help if help is not None else f.metadata.get("help")
+    return click.option(flag, name, type=kind, default=default, show_default=show, help=text, **extra)
 
 
 def _config_options(command: Any) -> Any:
@@ -705,17 +719,17 @@ def reproduce(
 
 
 @cli.command()
-@click.option("--max-params", type=int, required=True, help="hard budget: a candidate over it is never trained")
+@_field_option(SearchSettings, "max_params", default=OWN_DEFAULT)
 @click.option("--trials", type=int, default=20, show_default=True, help="trials to add to the study")
 @click.option("--seeds", default="1,2,3,4", show_default=True, help="each trial's seeds, trained stacked")
-@click.option("--epochs", type=int, default=15, show_default=True)
-@click.option("--limit", type=int, default=None, help="keep only the first N images of each split (a first try)")
+@_field_option(SearchSettings, "epochs", default=OWN_DEFAULT)
+@_field_option(SearchSettings, "limit", default=OWN_DEFAULT)
 @click.option("--name", default=None, help="the study's name [record-<max-params>]")
 @click.option("--storage", default=None, help="an SQLAlchemy URL [sqlite:///<results>/search/<name>.db]")
 @click.option("--space", "space_file", type=click.Path(), default=None, help="a JSON file narrowing the space")
-@click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
-@_field_option(TrainConfig, "device", "where each trial trains", default="auto")
-@_field_option(TrainConfig, "threads", "torch CPU threads (0: torch's default)", default=0)
+@_field_option(SearchSettings, "results", default=OWN_DEFAULT, type=click.Path())
+@_field_option(SearchSettings, "device", default=OWN_DEFAULT)
+@_field_option(SearchSettings, "threads", default=OWN_DEFAULT)
 @click.option(
     "--workers",
     type=int,

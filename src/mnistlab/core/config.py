@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.rundir import CONFIG, default_run_dir, read_config
+from mnistlab.core.rundir import CONFIG, RESULTS, default_run_dir, read_config
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "onecycle", "plateau")
@@ -290,3 +290,28 @@ def read_recipe_changes(path: str | Path) -> dict[str, Any]:
 def recipe_values(recipe: Recipe) -> dict[str, Any]:
     """The recipe's fields as keyword arguments (for a TrainConfig built on it)."""
     return {f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe)}
+
+
+def _help(default: Any, text: str) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """One search (``mnistlab search``, ``jobs.search``): where its study is stored and how each trial trains. A
+    field with help is an option of ``mnistlab search`` of the same name."""
+
+    name: str
+    storage: str
+    max_params: int = field(metadata={"help": "hard budget: a candidate over it is never trained"})
+    seeds: tuple[int, ...] = (1, 2, 3, 4)
+    epochs: int = _help(15, "epochs of every trial")
+    limit: int | None = _help(None, "keep only the first N images of each split (a first try)")
+    results: str = _help(RESULTS, "where the study (search/<name>.db) and its scratch folders live")
+    device: str = _help("auto", "where each trial trains")
+    threads: int = _help(0, "torch CPU threads (0: torch's default)")
+    sampler_seed: int = 0  # the sampler's draws follow it: a study re-made from scratch draws the same trials
+    command: str = ""  # the command line that ran it, kept in the study (every one, in order) for the report
+    stop_at: float | None = None  # a wall-clock time (time.time()) after which a trial in flight is stopped
+    cuda_graph: bool = True  # on CUDA, the captured-graph training step (TrainConfig's)
+    teachers: tuple[str, ...] = ()  # the study's teachers' checkpoints (fixed for the study; search --teacher)

@@ -26,10 +26,10 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from mnistlab.core.config import Augment, TrainConfig, recipe_values
+from mnistlab.core.config import Augment, SearchSettings, TrainConfig, recipe_values
 from mnistlab.core.errors import MnistlabError, first_line
 from mnistlab.core.fileio import atomic_write_json, exclusive
-from mnistlab.core.rundir import LAST_K, RESULTS, check_folder, process_alive, read_history
+from mnistlab.core.rundir import LAST_K, check_folder, process_alive, read_history
 from mnistlab.jobs.distributed import run_tasks
 from mnistlab.jobs.workers import in_processes
 from mnistlab.models import config_for, create_model, get_card, list_models
@@ -38,6 +38,7 @@ from mnistlab.models.found import entries
 from mnistlab.training.engine import fit_group
 
 MODEL = SEARCHED  # the family every trial draws a shape of
+Settings = SearchSettings  # one search's settings: a leaf of core.config, so that the command line builds its options
 SQLITE = "sqlite:///"  # the start of an SQLite storage URL; the file's path follows
 
 
@@ -199,26 +200,6 @@ def smallest_params(space: Space) -> int:
         )
         for f in space.factored
     )
-
-
-@dataclass(frozen=True)
-class Settings:
-    """One search: where it is stored and how each trial trains."""
-
-    name: str
-    storage: str
-    max_params: int
-    seeds: tuple[int, ...] = (1, 2, 3, 4)
-    epochs: int = 15
-    limit: int | None = None
-    results: str = RESULTS
-    device: str = "auto"
-    threads: int = 0
-    sampler_seed: int = 0  # the sampler's draws follow it: a study re-made from scratch draws the same trials
-    command: str = ""  # the command line that ran it, kept in the study (every one, in order) for the report
-    stop_at: float | None = None  # a wall-clock time (time.time()) after which a trial in flight is stopped
-    cuda_graph: bool = True  # on CUDA, the captured-graph training step (TrainConfig's)
-    teachers: tuple[str, ...] = ()  # the study's teachers' checkpoints (fixed for the study; search --teacher)
 
 
 def open_study(settings: Settings) -> Any:
