@@ -189,3 +189,40 @@ def test_models_lists_architectures_and_with_variants_their_tags():
     tagged = CliRunner().invoke(cli, ["models", "--variants"]).output
     assert "  sepnet3k.kd98 " in tagged and "recorded as sepnet3k_kd98" in tagged
     assert "tied2k9.kd98" in CliRunner().invoke(cli, ["models", "--all"]).output
+
+
+def test_the_labs_recorded_checkpoints_of_a_variant_load_under_either_name():
+    """A run recorded before tags names its model `sepnet3k_kd98`; it loads, and its card is sepnet3k.kd98's."""
+    from pathlib import Path
+
+    from mnistlab.models import load_checkpoint
+    from mnistlab.models.checkpoint import read_checkpoint
+
+    path = Path(__file__).resolve().parents[1] / "results" / "sepnet3k_kd98" / "seed1" / "last.pt"
+    payload = read_checkpoint(path)
+    assert payload["model"] == "sepnet3k_kd98" and get_card(payload["model"]).tagged == "sepnet3k.kd98"
+    model = load_checkpoint(path)
+    assert sum(p.numel() for p in model.parameters()) == get_card("sepnet3k").params
+
+
+def test_a_user_registers_a_variant_of_their_own_architecture():
+    from mnistlab.models import register_variant
+
+    card = ModelCard(title="Tiny", target=("test",), design="one conv", recipe=get_card("model8").recipe, params=10)
+
+    @register_model(card)
+    def tiny_arch() -> torch.nn.Module:
+        return torch.nn.Conv2d(1, 1, 3)
+
+    try:
+        slow = dataclasses.replace(card, name="tiny_arch_slow", recipe=dataclasses.replace(card.recipe, lr=0.001))
+        register_variant("tiny_arch", "slow", slow)
+        assert config_for("tiny_arch.slow").lr == 0.001 and config_for("tiny_arch.slow").model == "tiny_arch_slow"
+        assert isinstance(create_model("tiny_arch.slow"), torch.nn.Conv2d)
+        assert list_models("tiny_arch*", variants=False) == ["tiny_arch"]
+    finally:
+        from mnistlab.models.registry import _ALIASES
+
+        for name in ("tiny_arch", "tiny_arch_slow"):
+            _REGISTRY.pop(name, None)
+        _ALIASES.pop("tiny_arch.slow", None)

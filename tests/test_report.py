@@ -52,6 +52,7 @@ def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
     from statistics import mean
 
     from mnistlab.lab.records import tuning_scores
+
     study = next(s for s in STUDIES if s.key == "model8-seeds")
     runs = [run for run in study.runs if run.name in ("m8/s1", "m8/s2")]
     results = tmp_path / "results"

@@ -82,4 +82,6 @@ def test_the_ledger_is_data_every_study_a_file_whose_candidates_make_its_runs():
                 assert [r.seed for r in sorted(runs, key=lambda r: r.seed)] == candidate["seeds"]
                 assert all(r.overrides["test_every_epoch"] is False for r in runs)
         earlier.add(study.key)
-    assert {r.folder for r in studies.TUNING} == {"tuning"} and len(studies.TUNING) == 245  # every validation run the ledger declares
+    assert {r.folder for r in studies.TUNING} == {"tuning"} and len(
+        studies.TUNING
+    ) == 245  # every validation run the ledger declares

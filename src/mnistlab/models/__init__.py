@@ -12,7 +12,7 @@ from mnistlab.models import registry as _registry
 from mnistlab.models import zoo as _zoo  # noqa: F401  (registers the models)
 from mnistlab.models.checkpoint import load_checkpoint, save_checkpoint
 from mnistlab.models.external import load_entry_points, model_card, resolve
-from mnistlab.models.registry import ModelCard, Reference, get_card, list_models, register_model
+from mnistlab.models.registry import ModelCard, Reference, get_card, list_models, register_model, register_variant
 
 
 def config_for(model: Any, *, base: Recipe | None = None, **overrides: Any) -> TrainConfig:
@@ -37,6 +37,7 @@ __all__ = [
     "load_checkpoint",
     "model_card",
     "register_model",
+    "register_variant",
     "resolve",
     "save_checkpoint",
 ]
