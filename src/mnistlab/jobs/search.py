@@ -33,13 +33,18 @@ from mnistlab.core.rundir import LAST_K, check_folder, process_alive, read_histo
 from mnistlab.jobs.distributed import run_tasks
 from mnistlab.jobs.workers import in_processes
 from mnistlab.models import config_for, create_model, get_card, list_models
-from mnistlab.models.compact import SEARCHED, batch_size_of
+from mnistlab.models.compact import SEARCHED
 from mnistlab.models.found import entries
 from mnistlab.training.engine import fit_group
 
 MODEL = SEARCHED  # the family every trial draws a shape of
 Settings = SearchSettings  # one search's settings: a leaf of core.config, so that the command line builds its options
 SQLITE = "sqlite:///"  # the start of an SQLite storage URL; the file's path follows
+
+
+def batch_size_of(drawn: dict[str, Any]) -> int:
+    """A search trial's batch size: drawn, or the family's for a trial of a study from before it was drawn."""
+    return int(drawn.get("batch_size", get_card(MODEL).recipe.batch_size))
 
 
 @dataclass(frozen=True)

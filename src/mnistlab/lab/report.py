@@ -19,6 +19,7 @@ from typing import Any
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write_text, remove_litter
 from mnistlab.core.rundir import LAST_K, LAST_MEAN, LAST_MIN, RESULTS, TARGET
+from mnistlab.jobs.search import batch_size_of
 from mnistlab.lab.records import (
     Candidate,
     ModelResult,
@@ -50,7 +51,6 @@ from mnistlab.lab.studies import (
     role,
 )
 from mnistlab.models import create_model, get_card, list_models
-from mnistlab.models.compact import batch_size_of
 from mnistlab.models.found import entries
 from mnistlab.models.registry import ModelCard
 from mnistlab.tools.analysis import LayerTable, analyze

@@ -10,7 +10,6 @@ validation split.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from torch import nn
 
@@ -496,11 +495,6 @@ def teacher98k(dropout: float = 0.0) -> nn.Module:
 
 
 SEARCHED = "searched"  # the family of shapes a search draws from (below): a trial's layers are its `arch`
-
-
-def batch_size_of(drawn: dict[str, Any]) -> int:
-    """A search trial's batch size: drawn, or the family's for a trial of a study from before it was drawn."""
-    return int(drawn.get("batch_size", SLIM_RECIPE.batch_size))
 
 
 @register_model(
