@@ -236,6 +236,26 @@ def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | 
     if not isinstance(model, nn.Module):
         card = model_card(model)
         name, model = name or card.name, card.build()
+    graph = _traced(model, input_shape)
+    rows, output_shape = _rows(graph, dict(model.named_parameters()))
+    params = sum(p.numel() for p in model.parameters())
+    counted = sum(row.params for row in rows)
+    if counted < params:  # weights used by an operation that is no layer (x * self.scale): the rows still add up
+        none = (None,) * 4
+        rows.append(LayerRow("(other parameters)", "used elsewhere", *none, (), None, None, None, params - counted, 0))
+    return LayerTable(
+        model=name or type(model).__name__,
+        input_shape=tuple(input_shape),
+        output_shape=output_shape,
+        rows=tuple(rows),
+        params=params,
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        macs=sum(r.macs for r in rows),
+    )
+
+
+def _traced(model: nn.Module, input_shape: tuple[int, ...]) -> fx.GraphModule:
+    """``model``'s graph, each node with its output's shape for one ``input_shape`` image (in eval mode)."""
     try:
         graph = trace(model)
     except Exception as exc:  # fx raises many types for untraceable control flow
@@ -246,22 +266,25 @@ def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | 
         ShapeProp(graph).propagate(torch.zeros(1, *input_shape))
     finally:
         model.train(was_training)
+    return graph
+
+
+def _rows(graph: fx.GraphModule, parameters: dict[str, nn.Parameter]) -> tuple[list[LayerRow], tuple[int, ...]]:
+    """A row per layer of ``graph``, in order, each with the field it gives; and the network's output shape. A
+    module or tensor of the model used again (tied weights) has its parameters counted at its first use."""
     modules = dict(graph.named_modules())
     field_of: dict[fx.Node, Field] = {}
     rows: list[LayerRow] = []
     used: set[str] = set()  # the modules already called, and the model's own tensors already used
-
-    owned = {key: p.numel() for key, p in model.named_parameters()}
 
     def params_of(attr: fx.Node) -> int:
         """A ``get_attr`` tensor's parameter count at its first use (0 after, or for a buffer)."""
         if attr.op != "get_attr" or str(attr.target) in used:
             return 0
         used.add(str(attr.target))
-        return owned.get(str(attr.target), 0)
+        return parameters[str(attr.target)].numel() if str(attr.target) in parameters else 0
 
     output_shape: tuple[int, ...] = ()
-
     for node in graph.graph.nodes:
         meta = node.meta.get("tensor_meta")
         shape = tuple(meta.shape)[1:] if meta is not None and hasattr(meta, "shape") else ()
@@ -304,34 +327,7 @@ def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | 
                 macs=macs,
             )
         )
-    params = sum(p.numel() for p in model.parameters())
-    counted = sum(row.params for row in rows)
-    if counted < params:  # weights used by an operation that is no layer (x * self.scale): the rows still add up
-        rows.append(
-            LayerRow(
-                "(other parameters)",
-                "used elsewhere",
-                None,
-                None,
-                None,
-                None,
-                (),
-                None,
-                None,
-                None,
-                params - counted,
-                0,
-            )
-        )
-    return LayerTable(
-        model=name or type(model).__name__,
-        input_shape=tuple(input_shape),
-        output_shape=output_shape,
-        rows=tuple(rows),
-        params=params,
-        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        macs=sum(r.macs for r in rows),
-    )
+    return rows, output_shape
 
 
 Geometry = tuple[Pair | None, Pair | None, Pair | None, Pair | None]
