@@ -331,6 +331,7 @@ def _rows(graph: fx.GraphModule, parameters: dict[str, nn.Parameter]) -> tuple[l
 
 
 Geometry = tuple[Pair | None, Pair | None, Pair | None, Pair | None]
+Layer = tuple[str, Field, Geometry, int, int]  # type, field after, geometry, params, MACs
 
 
 def _layer(
@@ -341,99 +342,123 @@ def _layer(
     shape: tuple[int, ...],
     where: str,
     params_of: Callable[[fx.Node], int],
-) -> tuple[str, Field, Geometry, int, int] | None:
+) -> Layer | None:
     """(type, field after, geometry, params, MACs) for a node that does work; None for a neutral node."""
     out_elems = 1
     for s in shape:
         out_elems *= int(s)
     if node.op == "call_module":
-        module = modules[str(node.target)]
-        own = sum(p.numel() for p in module.parameters(recurse=False))
-        if isinstance(module, nn.Conv2d):
-            k, s, p, d = (
-                pair(module.kernel_size),
-                pair(module.stride),
-                pair(module.padding),
-                pair(module.dilation),
-            )
-            if isinstance(module.padding, str):
-                raise AnalysisError(f"{where}: string padding {module.padding!r} is not supported")
-            macs = conv_macs(out_elems, module.in_channels // module.groups, k)
-            return "Conv2d", _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), own, macs
-        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-            k, s, p = (
-                pair(module.kernel_size),
-                pair(module.stride or module.kernel_size),
-                pair(module.padding),
-            )
-            d = pair(getattr(module, "dilation", 1))
-            return type(module).__name__, _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), 0, 0
-        if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            return _adaptive(type(module).__name__, field, in_size, shape, where)
-        if isinstance(module, nn.Linear):
-            return "Linear", field, (None, None, None, None), own, module.in_features * module.out_features
-        if isinstance(module, nn.Flatten):
-            return _flatten(field, in_size)
-        if isinstance(module, (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)):
-            if not (isinstance(module, nn.modules.instancenorm._InstanceNorm) and module.track_running_stats):
-                axes = _normalised_axes(module, shape)
-                return type(module).__name__, _per_image(field, in_size, axes), (None, None, None, None), own, 0
-        if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.InstanceNorm2d)):
-            return type(module).__name__, field, (None, None, None, None), own, 0
-        if isinstance(module, _NEUTRAL_MODULES):
-            return None
-        raise AnalysisError(f"{where}: unknown module type; its receptive field cannot be computed")
+        return _module_layer(modules[str(node.target)], field, in_size, shape, out_elems, where)
     if node.op == "call_function":
-        target = node.target
-        if target in (F.conv2d, torch.conv2d):  # a convolution with weights of the model's own (nn.Parameter)
-            args = _call_args(node, ["input", "weight", "bias", "stride", "padding", "dilation", "groups"])
-            weight = _meta_shape(args["weight"])
-            if isinstance(args.get("padding"), str):
-                raise AnalysisError(f"{where}: string padding {args['padding']!r} is not supported")
-            k = (int(weight[-2]), int(weight[-1]))
-            s, p, d = (
-                pair(args.get(key, default)) for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))
-            )
-            macs = conv_macs(out_elems, int(weight[1]), k)
-            field = _need_spatial(field, where).through(k, s, p, d)
-            return "conv2d", field, (k, s, p, d), _own_params(args, params_of), macs
-        if target in (F.linear, torch.nn.functional.linear):
-            args = _call_args(node, ["input", "weight", "bias"])
-            weight = _meta_shape(args["weight"])
-            macs = out_elems * int(weight[1])
-            return "linear", field, (None, None, None, None), _own_params(args, params_of), macs
-        if target in (F.group_norm, F.layer_norm, F.instance_norm):  # statistics of each image: it sees it all
-            axes = (0, 1) if target is not F.layer_norm else _normalised_axes(node, shape)
-            params = _own_params(_call_args(node, ["input", "x", "weight", "bias"]), params_of)
-            return target.__name__, _per_image(field, in_size, axes), (None, None, None, None), params, 0
-        if target in _MAX_POOLS or target in _AVG_POOLS:
-            args = _call_args(node, ["input", "kernel_size", "stride", "padding", "dilation"])
-            k = pair(args["kernel_size"])
-            s = pair(args.get("stride") or args["kernel_size"])
-            p = pair(args.get("padding", 0))
-            d = pair(args.get("dilation", 1)) if target in _MAX_POOLS else (1, 1)
-            kind = "MaxPool2d" if target in _MAX_POOLS else "AvgPool2d"
-            return kind, _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), 0, 0
-        if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
-            kind = "AdaptiveAvgPool2d" if target is F.adaptive_avg_pool2d else "AdaptiveMaxPool2d"
-            return _adaptive(kind, field, in_size, shape, where)
-        if target is torch.flatten:
-            return _flatten(field, in_size)
-        if target in _NEUTRAL_FUNCTIONS:
-            return None
-        raise AnalysisError(f"{where}: unknown function; its receptive field cannot be computed")
+        return _function_layer(node, field, in_size, shape, out_elems, where, params_of)
     if node.op == "call_method":
-        method = str(node.target)
-        if method in ("view", "reshape", "flatten"):
-            return _flatten(field, in_size) if in_size is not None and len(shape) < 3 else None
-        if method == "mean":
-            dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            if in_size is not None and dims is not None and set(_dims(dims)) >= {2, 3}:
-                return _global("GlobalAvgPool", field, in_size)
-        if method in _NEUTRAL_METHODS:
-            return None
-        raise AnalysisError(f"{where}: unknown method; its receptive field cannot be computed")
+        return _method_layer(node, field, in_size, shape, where)
     raise AnalysisError(f"{where}: unsupported graph operation {node.op}")
+
+
+def _module_layer(
+    module: nn.Module, field: Field, in_size: Pair | None, shape: tuple[int, ...], out_elems: int, where: str
+) -> Layer | None:
+    """A layer module's row: a convolution, pool, linear layer or normalisation; None for a neutral one."""
+    own = sum(p.numel() for p in module.parameters(recurse=False))
+    if isinstance(module, nn.Conv2d):
+        k, s, p, d = (
+            pair(module.kernel_size),
+            pair(module.stride),
+            pair(module.padding),
+            pair(module.dilation),
+        )
+        if isinstance(module.padding, str):
+            raise AnalysisError(f"{where}: string padding {module.padding!r} is not supported")
+        macs = conv_macs(out_elems, module.in_channels // module.groups, k)
+        return "Conv2d", _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), own, macs
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        k, s, p = (
+            pair(module.kernel_size),
+            pair(module.stride or module.kernel_size),
+            pair(module.padding),
+        )
+        d = pair(getattr(module, "dilation", 1))
+        return type(module).__name__, _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), 0, 0
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        return _adaptive(type(module).__name__, field, in_size, shape, where)
+    if isinstance(module, nn.Linear):
+        return "Linear", field, (None, None, None, None), own, module.in_features * module.out_features
+    if isinstance(module, nn.Flatten):
+        return _flatten(field, in_size)
+    if isinstance(module, (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)):
+        if not (isinstance(module, nn.modules.instancenorm._InstanceNorm) and module.track_running_stats):
+            axes = _normalised_axes(module, shape)
+            return type(module).__name__, _per_image(field, in_size, axes), (None, None, None, None), own, 0
+    if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.InstanceNorm2d)):
+        return type(module).__name__, field, (None, None, None, None), own, 0
+    if isinstance(module, _NEUTRAL_MODULES):
+        return None
+    raise AnalysisError(f"{where}: unknown module type; its receptive field cannot be computed")
+
+
+def _function_layer(
+    node: fx.Node,
+    field: Field,
+    in_size: Pair | None,
+    shape: tuple[int, ...],
+    out_elems: int,
+    where: str,
+    params_of: Callable[[fx.Node], int],
+) -> Layer | None:
+    """A functional call's row (``F.conv2d`` with the model's own weights, pools, norms...); None for a neutral one."""
+    target = node.target
+    if target in (F.conv2d, torch.conv2d):  # a convolution with weights of the model's own (nn.Parameter)
+        args = _call_args(node, ["input", "weight", "bias", "stride", "padding", "dilation", "groups"])
+        weight = _meta_shape(args["weight"])
+        if isinstance(args.get("padding"), str):
+            raise AnalysisError(f"{where}: string padding {args['padding']!r} is not supported")
+        k = (int(weight[-2]), int(weight[-1]))
+        s, p, d = (pair(args.get(key, default)) for key, default in (("stride", 1), ("padding", 0), ("dilation", 1)))
+        macs = conv_macs(out_elems, int(weight[1]), k)
+        field = _need_spatial(field, where).through(k, s, p, d)
+        return "conv2d", field, (k, s, p, d), _own_params(args, params_of), macs
+    if target in (F.linear, torch.nn.functional.linear):
+        args = _call_args(node, ["input", "weight", "bias"])
+        weight = _meta_shape(args["weight"])
+        macs = out_elems * int(weight[1])
+        return "linear", field, (None, None, None, None), _own_params(args, params_of), macs
+    if target in (F.group_norm, F.layer_norm, F.instance_norm):  # statistics of each image: it sees it all
+        axes = (0, 1) if target is not F.layer_norm else _normalised_axes(node, shape)
+        params = _own_params(_call_args(node, ["input", "x", "weight", "bias"]), params_of)
+        return target.__name__, _per_image(field, in_size, axes), (None, None, None, None), params, 0
+    if target in _MAX_POOLS or target in _AVG_POOLS:
+        args = _call_args(node, ["input", "kernel_size", "stride", "padding", "dilation"])
+        k = pair(args["kernel_size"])
+        s = pair(args.get("stride") or args["kernel_size"])
+        p = pair(args.get("padding", 0))
+        d = pair(args.get("dilation", 1)) if target in _MAX_POOLS else (1, 1)
+        kind = "MaxPool2d" if target in _MAX_POOLS else "AvgPool2d"
+        return kind, _need_spatial(field, where).through(k, s, p, d), (k, s, p, d), 0, 0
+    if target in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
+        kind = "AdaptiveAvgPool2d" if target is F.adaptive_avg_pool2d else "AdaptiveMaxPool2d"
+        return _adaptive(kind, field, in_size, shape, where)
+    if target is torch.flatten:
+        return _flatten(field, in_size)
+    if target in _NEUTRAL_FUNCTIONS:
+        return None
+    raise AnalysisError(f"{where}: unknown function; its receptive field cannot be computed")
+
+
+def _method_layer(
+    node: fx.Node, field: Field, in_size: Pair | None, shape: tuple[int, ...], where: str
+) -> Layer | None:
+    """A tensor method's row: a flatten or a global mean; None for a neutral method."""
+    method = str(node.target)
+    if method in ("view", "reshape", "flatten"):
+        return _flatten(field, in_size) if in_size is not None and len(shape) < 3 else None
+    if method == "mean":
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if in_size is not None and dims is not None and set(_dims(dims)) >= {2, 3}:
+            return _global("GlobalAvgPool", field, in_size)
+    if method in _NEUTRAL_METHODS:
+        return None
+    raise AnalysisError(f"{where}: unknown method; its receptive field cannot be computed")
 
 
 def _meta_shape(node: Any) -> tuple[int, ...]:
