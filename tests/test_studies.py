@@ -85,3 +85,34 @@ def test_the_ledger_is_data_every_study_a_file_whose_candidates_make_its_runs():
     assert {r.folder for r in studies.TUNING} == {"tuning"} and len(
         studies.TUNING
     ) == 245  # every validation run the ledger declares
+
+
+def test_a_study_file_edited_wrong_is_one_line_naming_it(tmp_path):
+    """The ledger is data a person edits: a study file that is not JSON, lacks a field, takes a candidate from no
+    earlier study or names no recipe stops the loading in one line that names the file."""
+    import json
+    import shutil
+
+    import pytest
+
+    from mnistlab.core.errors import MnistlabError
+    from mnistlab.lab.studies import LEDGER, RECIPES, _studies
+
+    folder = tmp_path / "studies"
+    shutil.copytree(str(LEDGER.joinpath("studies")), folder)
+    assert [s.key for s in _studies(RECIPES, folder)] == [s.key for s in studies.STUDIES]
+    target = folder / "07-record-distill.json"
+    good = json.loads(target.read_text())
+    broken = [
+        ("{not json", "cannot be read"),
+        (json.dumps({**good, "rule": "largest"}), "its rule is mean or smallest"),
+        (json.dumps({k: v for k, v in good.items() if k != "winner"}), "a study needs the fields"),
+        (json.dumps({**good, "candidates": [{"from": "ladder-3000", "name": "x"}]}), "taken from 'ladder-3000'"),
+        (json.dumps({**good, "candidates": [{**good["candidates"][1], "base": "model9-first"}]}), "no recipe"),
+        (json.dumps({**good, "candidates": [{**good["candidates"][1], "seeds": [0]}]}), "list of positive seeds"),
+    ]
+    for text, message in broken:
+        target.write_text(text)
+        with pytest.raises(MnistlabError, match=message) as caught:
+            _studies(RECIPES, folder)
+        assert "07-record-distill.json" in str(caught.value) and "\n" not in str(caught.value)

@@ -83,8 +83,17 @@ def candidate_name(run: Run) -> str:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def _read(name: str) -> Any:
-    return json.loads(resources.files("mnistlab.lab").joinpath("ledger", name).read_text(encoding="utf-8"))
+LEDGER = resources.files("mnistlab.lab").joinpath("ledger")
+STUDY_FIELDS = {"key", "title", "winner", "outcome", "rule", "candidates"}  # and mean_at_least, where, superseded
+CANDIDATE_FIELDS = {"name", "model", "seeds"}  # and overrides, why, against, base
+
+
+def _read(file: Any) -> Any:
+    """A ledger file's JSON; a damaged one is one line naming it (the ledger is data a person edits)."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MnistlabError(f"the lab's ledger {file} cannot be read ({exc}); restore it from the repository") from None
 
 
 def _frozen(values: dict[str, Any]) -> dict[str, Any]:
@@ -130,19 +139,18 @@ def _candidate_runs(candidate: dict[str, Any], recipes: dict[str, Recipe]) -> li
     ]
 
 
-def _studies(recipes: dict[str, Recipe]) -> tuple[Study, ...]:
-    """Every study, in the order of its file's number. A candidate ``{"from": KEY, "name": NAME}`` is another
-    study's, recorded once; a study's seeded runs come seed by seed (every candidate's first seeds before any one's
-    last), its one-seed runs in the order declared."""
+def _studies(recipes: dict[str, Recipe], folder: Any) -> tuple[Study, ...]:
+    """Every study of ``folder``, in the order of its file's number. A candidate ``{"from": KEY, "name": NAME}`` is
+    another study's, recorded once; a study's seeded runs come seed by seed (every candidate's first seeds before any
+    one's last), its one-seed runs in the order declared. A file that is not a study says so in one line."""
     studies: list[Study] = []
     defined: dict[tuple[str, str], dict[str, Any]] = {}
-    folder = resources.files("mnistlab.lab").joinpath("ledger", "studies")
     for entry in sorted(folder.iterdir(), key=lambda f: f.name):
         if not entry.name.endswith(".json"):
             continue
-        data = json.loads(entry.read_text(encoding="utf-8"))
+        data = _read(entry)
         candidates = []
-        for candidate in data["candidates"]:
+        for candidate in _checked_study(data, entry, recipes, {key for key, _ in defined}):
             if "from" in candidate:
                 candidate = defined[(candidate["from"], candidate["name"])]
             defined[(data["key"], candidate["name"])] = candidate
@@ -165,7 +173,37 @@ def _studies(recipes: dict[str, Recipe]) -> tuple[Study, ...]:
     return tuple(studies)
 
 
-_LEDGER = _read("ledger.json")
+def _checked_study(data: Any, file: Any, recipes: dict[str, Recipe], earlier: set[str]) -> list[dict[str, Any]]:
+    """A study file's candidates, once its fields are there and of their kinds."""
+
+    def wrong(what: str) -> MnistlabError:
+        return MnistlabError(f"the lab's ledger {file}: {what}; restore it from the repository")
+
+    if not isinstance(data, dict) or not STUDY_FIELDS <= set(data):
+        raise wrong(f"a study needs the fields {', '.join(sorted(STUDY_FIELDS))}")
+    if data["rule"] not in ("mean", "smallest") or not isinstance(data["candidates"], list):
+        raise wrong("its rule is mean or smallest, its candidates a list")
+    for candidate in data["candidates"]:
+        if not isinstance(candidate, dict):
+            raise wrong("a candidate is an object")
+        if "from" in candidate:
+            if candidate["from"] not in earlier:
+                raise wrong(
+                    f"candidate {candidate.get('name')!r} is taken from {candidate['from']!r}, no earlier study"
+                )
+            continue
+        missing = sorted(CANDIDATE_FIELDS - set(candidate))
+        if missing:
+            raise wrong(f"candidate {candidate.get('name')!r} lacks {', '.join(missing)}")
+        seeds = candidate["seeds"]
+        if seeds is not None and not (isinstance(seeds, list) and all(isinstance(x, int) and x > 0 for x in seeds)):
+            raise wrong(f"candidate {candidate['name']!r}: seeds is null (one run) or a list of positive seeds")
+        if candidate.get("base") is not None and candidate["base"] not in recipes:
+            raise wrong(f"candidate {candidate['name']!r}: no recipe {candidate['base']!r} in ledger.json")
+    return data["candidates"]
+
+
+_LEDGER = _read(LEDGER.joinpath("ledger.json"))
 RECORD_BUDGET: int = _LEDGER["record_budget"]  # the record: the fewest parameters that hold, at most this many
 # the smallest public model known to hold 99.4%: one run, its test set watched every epoch
 PUBLIC_RECORD_PARAMS: int = _LEDGER["public_record_params"]
@@ -176,7 +214,7 @@ ROLES: dict[str, Role] = {name: Role(**values) for name, values in _LEDGER["role
 FINAL = Role()
 FOUND_ROLE = Role(**_LEDGER["found_role"])  # a model registered from one of our searches: chosen on validation
 TEACHER_MODELS: tuple[str, ...] = tuple(_LEDGER["teacher_models"])  # teachers, not students (TEACHER_SET's runs)
-STUDIES = _studies(RECIPES)
+STUDIES = _studies(RECIPES, LEDGER.joinpath("studies"))
 RECORD_STUDIES: tuple[str, ...] = tuple(_LEDGER["record_studies"])  # the record section sums them up
 EARLIER = tuple(_run(r, RECIPES) for r in _LEDGER["earlier"])  # final runs of recipes later replaced, as evidence
 TEACHER_SET = tuple(_run(r, RECIPES) for r in _LEDGER["teacher_set"])  # the teachers' own runs
