@@ -115,6 +115,7 @@ def test_every_command_works_from_the_wheel_in_an_empty_folder(installed, tmp_pa
         return result.stdout
 
     assert "model8" in ok("models")
+    assert "sepnet3k.kd98" in ok("models", "--variants")  # the ledger and the variants come with the wheel
     table = ok("summary", model)
     assert "Total:" in table and "(reused)" in table  # the convolution used twice counts its weights once
     trained = ok(
