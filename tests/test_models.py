@@ -177,6 +177,9 @@ def test_a_trained_variant_is_its_architecture_under_a_tag_and_its_old_name():
     with pytest.raises(ValueError, match="itself a variant"):
         register_variant("sepnet3k_kd98", "again", card)
     assert "wrong_count" not in _REGISTRY
+    with pytest.raises(ValueError, match="'sepnet3k.kd98' is registered twice"):
+        register_variant("sepnet3k", "kd98", dataclasses.replace(base, name="twice"))
+    assert "twice" not in _REGISTRY  # a refused variant leaves nothing registered
 
 
 def test_models_lists_architectures_and_with_variants_their_tags():

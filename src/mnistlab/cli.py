@@ -22,7 +22,6 @@ import click
 from mnistlab.core.config import (
     CHOICES,
     NO_OPTION,
-    PRECISIONS,
     Augment,
     SearchSettings,
     TrainConfig,
@@ -54,9 +53,7 @@ def _field_option(owner: Any, name: str, help: str | None = None, default: Any =
     default is the command's (None: each run's own value; ``OWN_DEFAULT``: the field's)."""
     (f,) = [f for f in dataclasses.fields(owner) if f.name == name]
     kind = next((t for t in (bool, int, float, str) if t.__name__ in str(f.type).split(" | ")), str)
-    if name == "precision":
-        kind = click.Choice(["auto", *PRECISIONS])  # auto: resolved for this machine when the config is made
-    elif name in CHOICES:
+    if name in CHOICES:
         kind = click.Choice(CHOICES[name])
     kind = extra.pop("type", kind)  # a path is a str the command reads as one
     if default is OWN_DEFAULT:
@@ -526,12 +523,12 @@ def models_(variants: bool, show_all: bool) -> None:
     for name in list_models(variants=False):
         if not shown(name):
             continue
-        rows.append(_model_row(name, get_card(name), role(name), ""))
         tags = [v for v in variants_of(name) if show_all or v in chosen]
-        if variants or show_all:
+        listed = variants or show_all
+        named = "" if listed or not tags else f"variants: {', '.join(get_card(v).tag for v in tags)}"
+        rows.append(_model_row(name, get_card(name), role(name), "", named))
+        if listed:
             rows += [_model_row(v, get_card(v), role(v), "  ") for v in tags]
-        elif tags:
-            rows[-1] = (*rows[-1][:3], _join(rows[-1][3], f"variants: {', '.join(get_card(v).tag for v in tags)}"))
     width = [max(len(row[i]) for row in rows) for i in range(3)]
     for name, title, params, note in rows:
         line = f"{name:<{width[0]}}  {title:<{width[1]}}  {params:>{width[2]}} params"
@@ -542,8 +539,9 @@ def models_(variants: bool, show_all: bool) -> None:
         click.echo(f"({hidden} more: {more}--all: study candidates, teachers, the search family)")
 
 
-def _model_row(name: str, card: Any, part: Any, indent: str) -> tuple[str, str, str, str]:
-    """One line of `mnistlab models`: the name to ask for, the title, the parameters and what the model is."""
+def _model_row(name: str, card: Any, part: Any, indent: str, more: str = "") -> tuple[str, str, str, str]:
+    """One line of `mnistlab models`: the name to ask for, the title, the parameters and what the model is
+    (``more``: its variants, when they are not listed under it)."""
     if card.outside:
         note = f"yours: {card.source}" if card.source else "from an installed package"
     elif part is None:
@@ -552,7 +550,7 @@ def _model_row(name: str, card: Any, part: Any, indent: str) -> tuple[str, str, 
         note = "a study's candidate, not chosen" if part.lost else ""
     if card.architecture:
         note = _join(note, f"recorded as {name}")
-    return indent + card.tagged, card.title, f"{card.params:,}", note
+    return indent + card.tagged, card.title, f"{card.params:,}", _join(note, more)
 
 
 def _join(*notes: str) -> str:

@@ -26,9 +26,15 @@ SCHEDULERS = ("none", "step", "onecycle", "plateau")
 TEACHER_VIEWS = ("augmented", "clean")
 PRECISIONS = ("fp32", "bf16")  # a config's; "auto" is resolved when a config is made (models.config_for)
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# the values a field takes, where it is one of a list: options offer them as choices (``auto`` where it is resolved
-# when a config is made)
-CHOICES = {"optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "teacher_view": TEACHER_VIEWS, "device": DEVICES}
+# the values a field takes, where it is one of a list: options offer them as choices (a precision's ``auto`` is
+# resolved for the machine when a config is made)
+CHOICES = {
+    "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+    "teacher_view": TEACHER_VIEWS,
+    "device": DEVICES,
+    "precision": ("auto", *PRECISIONS),
+}
 # a field's roles (metadata keys; absent means no): how and where a run executes, not what it computes;
 # may differ between the runs of one stacked group; not an option of `mnistlab train` (set another way)
 EXECUTION, PER_RUN, NO_OPTION = "execution", "per_run", "no_option"

@@ -6,7 +6,7 @@ and ``chosen`` applies a study's rule to pick its winner.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -134,13 +134,16 @@ def chosen(study: Study, candidates: list[Candidate]) -> Candidate | None:
     return max(candidates, key=lambda c: c.score)
 
 
+def recorded_runs(runs: Iterable[Run], results: Path) -> list[tuple[Run, RecordedRun]]:
+    """The ledger's ``runs`` that are recorded (finished) under ``results``, each with its record, in order."""
+    pairs = ((run, load_run(run.path(results))) for run in runs)
+    return [(run, recorded) for run, recorded in pairs if recorded is not None]
+
+
 def tuning_scores(results: Path, study: Study) -> list[Candidate]:
     """Each candidate of ``study`` with at least one finished run, in the order declared."""
     grouped: dict[str, Candidate] = {}
-    for run in study.runs:
-        recorded = load_run(run.path(results))
-        if recorded is None:
-            continue
+    for run, recorded in recorded_runs(study.runs, results):
         name = candidate_name(run)
         grouped.setdefault(name, Candidate(name, run, [])).runs.append(recorded)
     return list(grouped.values())

@@ -33,6 +33,7 @@ from mnistlab.lab.records import (
     load_run,
     load_searches,
     model_runs,
+    recorded_runs,
     tuning_scores,
     waiting,
 )
@@ -949,16 +950,10 @@ def collect(results: Path) -> Collected:
         searches=load_searches(results),
         hold_rates=hold_rate_groups(results),
         stacked=model_runs(results / HOLD_RATES, "model8"),
-        earlier=_recorded(EARLIER, results),
-        teachers=_recorded(TEACHER_SET, results),
+        earlier=recorded_runs(EARLIER, results),
+        teachers=recorded_runs(TEACHER_SET, results),
         taught={r.card.name: teacher_runs(r) for r in models},
     )
-
-
-def _recorded(runs: Iterable[Run], results: Path) -> list[tuple[Run, RecordedRun]]:
-    """The ledger's ``runs`` that are recorded under ``results``, each with its record."""
-    pairs = ((run, load_run(run.path(results))) for run in runs)
-    return [(run, recorded) for run, recorded in pairs if recorded is not None]
 
 
 INTRODUCTION = (

@@ -158,13 +158,12 @@ def _studies(recipes: dict[str, Recipe], folder: Any) -> tuple[Study, ...]:
         runs = [_candidate_runs(c, recipes) for c in candidates]
         single = [run for group in runs for run in group if "/" not in run.name]
         seeded = [run for group in runs for run in group if "/" in run.name]
-        order = {id(run): (run.seed, i) for i, run in enumerate(seeded)}
         fields = ("where", "superseded", "rule", "mean_at_least")
         studies.append(
             Study(
                 data["key"],
                 data["title"],
-                tuple(single + sorted(seeded, key=lambda run: order[id(run)])),
+                tuple(single + sorted(seeded, key=lambda run: run.seed)),  # stable: candidates in order per seed
                 data["outcome"],
                 data["winner"],
                 **{k: data[k] for k in fields if k in data},

@@ -104,9 +104,9 @@ def register_variant(architecture: str, tag: str, card: ModelCard) -> ModelCard:
             f"variant {architecture}.{tag} says {card.params:,} parameters; {architecture} has {base.params:,}"
         )
     variant = dataclasses.replace(card, builder=base.builder, architecture=architecture, tag=tag)
-    register(variant)
-    if variant.tagged in _REGISTRY or variant.tagged in _ALIASES:
+    if variant.tagged in _REGISTRY or variant.tagged in _ALIASES:  # before registering: a refusal leaves nothing
         raise ValueError(f"variant {variant.tagged!r} is registered twice")
+    register(variant)
     _ALIASES[variant.tagged] = variant.name
     return variant
 
