@@ -7,9 +7,9 @@ from conftest import ROOT
 from test_external import QUIET, TINY, student
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.lab.compare import write
-from mnistlab.lab.records import find_runs
 from mnistlab.models import config_for, resolve
+from mnistlab.tools.compare import write
+from mnistlab.tools.runs import find_runs
 from mnistlab.training.engine import fit_group
 
 

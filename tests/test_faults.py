@@ -16,8 +16,8 @@ from conftest import HOLD, held_by
 
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.rundir import LOCK, read_history, read_summary, run_lock
-from mnistlab.lab.records import load_run
 from mnistlab.models import config_for
+from mnistlab.tools.runs import load_run
 from mnistlab.training.engine import fit_group
 
 QUIET = dict(progress=False, log=lambda m: None)

@@ -236,7 +236,8 @@ def test_resume_of_a_hand_edited_config_is_one_line_and_no_traceback(mnistlab, t
 
 @pytest.mark.parametrize("content", ["99999999999999999999999999", "-5", "garbage\x00", ""])
 def test_a_lock_file_holding_anything_is_read_defensively(tmp_path, tiny_data, content):
-    from mnistlab.core.rundir import LOCK, process_alive
+    from mnistlab.core.fileio import process_alive
+    from mnistlab.core.rundir import LOCK
 
     folder = tmp_path / "g" / "seed1"
     folder.mkdir(parents=True)

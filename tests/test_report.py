@@ -170,13 +170,13 @@ def test_a_teacher_sets_time_counts_seeds_trained_stacked_once():
     """Four Teacher 98k seeds trained as one stacked process took that process's time, not four times it."""
     from conftest import ROOT
 
-    from mnistlab.lab.records import ModelResult, RecordedRun, load_run
+    from mnistlab.lab.records import ModelResult, RecordedRun, read_run
     from mnistlab.lab.report import teacher_runs, teachers_note
     from mnistlab.models import get_card
 
     teachers = [ROOT / f"results/teachers/teacher98k/seed{s}" for s in (1, 2, 3, 4)]
-    group = {load_run(t).summary["train_seconds"] for t in teachers}
-    assert len(group) == 1 and all(load_run(t).summary["provenance"]["stacked"] == 4 for t in teachers)
+    group = {read_run(t).summary["train_seconds"] for t in teachers}
+    assert len(group) == 1 and all(read_run(t).summary["provenance"]["stacked"] == 4 for t in teachers)
     config = {"teachers": [str(t / "last.pt") for t in teachers], "distill_alpha": 0.5, "distill_temperature": 4.0}
     student = RecordedRun(Path("student"), {}, [], config)
     result = ModelResult(get_card("sepnet3k_kd98"), [student])
@@ -251,7 +251,7 @@ def test_a_study_with_a_margin_names_it_in_its_rule():
 def test_the_report_is_the_same_bytes_from_any_working_folder(tmp_path, tiny_data, monkeypatch):
     """`report --results R` from another folder: every path a run recorded relative to where it was trained (a
     teacher's checkpoint) is found from the run's own folder, never from the working folder."""
-    from mnistlab.lab.records import ModelResult, load_run
+    from mnistlab.lab.records import ModelResult, read_run
     from mnistlab.lab.report import teacher_runs, teachers_note
     from mnistlab.models import get_card
 
@@ -272,7 +272,7 @@ def test_the_report_is_the_same_bytes_from_any_working_folder(tmp_path, tiny_dat
         data=tiny_data,
     )
     assert student[0]["epochs"] == TINY["epochs"]
-    student_run = ModelResult(get_card("sepnet3k_kd"), [load_run(lab / "results/sepnet3k_kd/seed1")])
+    student_run = ModelResult(get_card("sepnet3k_kd"), [read_run(lab / "results/sepnet3k_kd/seed1")])
     here = teachers_note(student_run, teacher_runs(student_run))
     write_report(Path("results"), Path("REPORT.md"))
     monkeypatch.chdir(tmp_path)

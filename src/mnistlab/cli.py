@@ -105,7 +105,12 @@ def cli() -> None:
     "--recipe", "recipe_file", type=click.Path(), default=None, help="a JSON object of recipe fields to change"
 )
 @click.option("--output-dir", type=click.Path(), default=None, help="run directory [runs/<model>]")
-@click.option("--data-dir", type=click.Path(), default=None, help="MNIST cache [$MNISTLAB_DATA or ~/.cache/mnistlab]")
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="MNIST cache [$MNISTLAB_DATA or the user cache folder: ~/.cache/mnistlab on Linux]",
+)
 @click.option("--resume", "resume_dir", type=click.Path(), default=None, help="continue the run in this directory")
 @click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
@@ -492,8 +497,8 @@ def summary(model_name: str, fmt: str) -> None:
 def compare(paths: tuple[Path, ...], output: Path | None, skip_damaged: bool) -> None:
     """Compare runs: a table (params, MACs, field, last epochs over seeds, the 99.4% verdict) and, with
     --output, test accuracy per epoch with the seeds as a band and accuracy against parameters."""
-    from mnistlab.lab.compare import write
-    from mnistlab.lab.records import find_runs
+    from mnistlab.tools.compare import write
+    from mnistlab.tools.runs import find_runs
 
     if output is not None:
         check_folder(output, "--output")

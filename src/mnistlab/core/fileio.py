@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
+import ctypes
 import glob
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.core.errors import MnistlabError
+
+# The lock's back end, by what the platform offers: flock (Linux, macOS), byte-range locking (Windows), else a lock
+# file created exclusively (taken over when the process named in it has ended).
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+try:
+    import msvcrt
+except ImportError:  # everywhere else
+    msvcrt = None  # type: ignore[assignment]
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -172,32 +184,113 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 @contextmanager
 def exclusive(path: str | Path, *, busy: Callable[[int | None], MnistlabError], wait: float = 0.0) -> Iterator[None]:
     """Hold the lock ``path`` (a file made for it): one holder at a time on this machine, waiting up to ``wait``
-    seconds for another, then ``busy(its pid)`` is raised (None when the file does not say). The kernel releases the
-    lock when its holder ends however it ends, so a lock never goes stale; the file holds the holder's pid, for
-    messages only, and is removed on release."""
+    seconds for another, then ``busy(its pid)`` is raised (None when the file does not say). With flock (Linux,
+    macOS) or byte-range locks (Windows) the system releases the lock when its holder ends however it ends, so a lock
+    never goes stale; elsewhere the file is created exclusively and taken over once the process it names has ended.
+    The file holds the holder's pid, for messages, and is removed on release."""
     path = Path(path)
     deadline = time.monotonic() + wait
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _pid_in(os.pread(fd, 32, 0))
-            os.close(fd)
-            if time.monotonic() >= deadline:
-                raise busy(owner) from None
-            time.sleep(0.05)
-            continue
-        if _same_file(fd, path):  # not removed by its last holder between our open and our lock
+        fd, owner = _acquire(path)
+        if fd is not None:
             break
-        os.close(fd)
+        if time.monotonic() >= deadline:
+            raise busy(owner)
+        time.sleep(0.05)
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(os.getpid()).encode())
         yield
     finally:
-        path.unlink(missing_ok=True)  # still held: a process that opened this file sees it gone and opens anew
+        _release(fd, path)
+
+
+_WINDOWS_BYTE = 1 << 20  # the byte locked on Windows, past the pid, so that others can read the pid
+
+
+def _acquire(path: Path) -> tuple[int | None, int | None]:
+    """One try at the lock: (its open file, None), or (None, the holder's pid if the file says)."""
+    if fcntl is None and msvcrt is None:
+        return _acquire_exclusive(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            os.lseek(fd, _WINDOWS_BYTE, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:  # held by another (BlockingIOError; PermissionError on Windows)
+        owner = _pid_in(_read_start(fd))
         os.close(fd)
+        return None, owner
+    if not _same_file(fd, path):  # removed by its last holder between our open and our lock: open it anew
+        os.close(fd)
+        return _acquire(path)
+    return fd, None
+
+
+def _acquire_exclusive(path: Path) -> tuple[int | None, int | None]:
+    """The lock where the platform offers no system locks: the file created exclusively; one that names an ended
+    process is stale and removed."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), None
+    except FileExistsError:
+        pass
+    try:
+        owner = _pid_in(path.read_bytes()[:32])
+    except OSError:
+        owner = None
+    if owner is not None and not process_alive(owner):
+        path.unlink(missing_ok=True)
+        return _acquire_exclusive(path)
+    return None, owner
+
+
+def _release(fd: int, path: Path) -> None:
+    if msvcrt is not None and fcntl is None:
+        # Windows: unlock, close, then remove the file unless another process has it open (then it stays, and is
+        # the next holder's lock file)
+        os.lseek(fd, _WINDOWS_BYTE, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        os.close(fd)
+        try:
+            path.unlink(missing_ok=True)
+        except PermissionError:
+            pass
+        return
+    path.unlink(missing_ok=True)  # still held: a process that opened this file sees it gone and opens anew
+    os.close(fd)
+
+
+def _read_start(fd: int) -> bytes:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 32)
+    except OSError:  # Windows: the holder's region is locked
+        return b""
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    if not 0 < pid < 2**31:
+        return False
+    if sys.platform == "win32":  # os.kill(pid, 0) would end the process there
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _same_file(fd: int, path: Path) -> bool:

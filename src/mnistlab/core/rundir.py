@@ -6,7 +6,6 @@ Imports nothing heavy, so the CLI, the runner and the report can ask about runs 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,16 +159,3 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     with exclusive(path, busy=busy):
         finish_commit(run_dir, RUN_FILES)
         yield
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine."""
-    if not 0 < pid < 2**31:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True

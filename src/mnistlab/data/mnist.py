@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import platformdirs
 from tqdm import tqdm
 
 from mnistlab.core.errors import MnistlabError
@@ -106,9 +107,12 @@ OFFICIAL: Mapping[str, SplitSpec] = {
 
 
 def resolve_data_dir(path: str | Path | None = None) -> Path:
-    """The data directory: the argument, else $MNISTLAB_DATA, else ~/.cache/mnistlab (refused if it is a file)."""
+    """The data directory: the argument, else $MNISTLAB_DATA, else the platform's user cache folder
+    (``~/.cache/mnistlab`` on Linux, ``~/Library/Caches/mnistlab`` on macOS, ``%LOCALAPPDATA%\\mnistlab\\Cache`` on
+    Windows); refused if it is a file."""
     env = os.environ.get("MNISTLAB_DATA")
-    root = Path(path if path is not None else env or Path.home() / ".cache" / "mnistlab").expanduser()
+    root = Path(path if path is not None else env or platformdirs.user_cache_dir("mnistlab", appauthor=False))
+    root = root.expanduser()
     check_folder(root, "the MNIST folder (--data-dir or $MNISTLAB_DATA)")
     return root
 

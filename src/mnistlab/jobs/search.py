@@ -28,8 +28,8 @@ from typing import Any
 
 from mnistlab.core.config import Augment, SearchSettings, TrainConfig, recipe_values
 from mnistlab.core.errors import MnistlabError, first_line
-from mnistlab.core.fileio import atomic_write_json, exclusive
-from mnistlab.core.rundir import LAST_K, check_folder, process_alive, read_history
+from mnistlab.core.fileio import atomic_write_json, exclusive, process_alive
+from mnistlab.core.rundir import LAST_K, check_folder, read_history
 from mnistlab.jobs.distributed import run_tasks
 from mnistlab.jobs.workers import in_processes
 from mnistlab.models import config_for, create_model, get_card, list_models

@@ -1,4 +1,4 @@
-"""The recorded results, read back: a run (its summary, history and config), a model's seeds, a study's
+"""The lab's recorded results, read back (a run folder itself is read by ``tools.runs``): a run (its summary, history and config), a model's seeds, a study's
 candidates, and the trials of the searches stored under ``results/search/``. Data only; ``report`` renders them
 and ``chosen`` applies a study's rule to pick its winner.
 """
@@ -6,65 +6,23 @@ and ``chosen`` applies a study's rule to pick its winner.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
 from mnistlab.core.errors import MnistlabError, first_line
-from mnistlab.core.rundir import CONFIG, LAST_K, LAST_TESTS, SUMMARY, TARGET, read_config, read_history, read_summary
+from mnistlab.core.rundir import LAST_K, TARGET
 from mnistlab.lab.studies import Run, Study, candidate_name
 from mnistlab.models.registry import ModelCard
-
-
-@dataclass(frozen=True)
-class RecordedRun:
-    path: Path
-    summary: dict[str, Any]
-    history: list[dict[str, Any]]
-    config: dict[str, Any]
-
-    @property
-    def last3(self) -> list[float]:
-        return self.summary[LAST_TESTS]
-
-    @property
-    def held(self) -> bool:
-        """The target held in each of the last 3 epochs of this run."""
-        return len(self.last3) == LAST_K and min(self.last3) >= TARGET
-
-
-def load_run(path: Path) -> RecordedRun | None:
-    if not (path / SUMMARY).is_file():
-        return None
-    return RecordedRun(path, read_summary(path), read_history(path), read_config(path))
+from mnistlab.tools.runs import RecordedRun, Seeds, read_run
 
 
 def model_runs(results: Path, name: str) -> list[RecordedRun]:
     folder = results / name
-    runs = [load_run(p) for p in sorted(folder.glob("seed*"))] if folder.is_dir() else []
+    runs = [read_run(p) for p in sorted(folder.glob("seed*"))] if folder.is_dir() else []
     return [r for r in runs if r is not None]
-
-
-class Seeds:
-    """What every view of one recipe's seeds (``runs``) counts: their last epochs, and on how many it held."""
-
-    runs: list[RecordedRun]
-
-    @property
-    def last3_all(self) -> list[float]:
-        return [a for r in self.runs for a in r.last3]
-
-    @property
-    def held_count(self) -> int:
-        """On how many seeds the target held in each of the last epochs."""
-        return sum(r.held for r in self.runs)
-
-    @property
-    def lowest(self) -> RecordedRun:
-        """The seed with the lowest of the last epochs."""
-        return min(self.runs, key=lambda r: min(r.last3, default=0.0))
 
 
 @dataclass(frozen=True)
@@ -136,7 +94,7 @@ def chosen(study: Study, candidates: list[Candidate]) -> Candidate | None:
 
 def recorded_runs(runs: Iterable[Run], results: Path) -> list[tuple[Run, RecordedRun]]:
     """The ledger's ``runs`` that are recorded (finished) under ``results``, each with its record, in order."""
-    pairs = ((run, load_run(run.path(results))) for run in runs)
+    pairs = ((run, read_run(run.path(results))) for run in runs)
     return [(run, recorded) for run, recorded in pairs if recorded is not None]
 
 
@@ -210,49 +168,3 @@ def load_searches(results: Path) -> Searches:
                 f"{store} is not a readable study database ({first}); restore it, or move it out of {store.parent}"
             ) from None
     return studies
-
-
-# ----------------------------------------------------------------------------------------- any runs, grouped
-
-
-@dataclass(frozen=True)
-class RunGroup(Seeds):
-    """Runs of one model under one folder (``runs/my_net/seed1``, ``seed2``, ...): its seeds, compared as one."""
-
-    label: str  # the folder that holds the seeds (or the run folder itself, for a lone run)
-    model: str
-    runs: list[RecordedRun]
-
-    @property
-    def params(self) -> int:
-        return self.runs[0].summary["params"]
-
-
-def find_runs(paths: list[Path], skipped: Callable[[str], None] | None = None) -> list[RunGroup]:
-    """The finished runs in ``paths`` (run folders, or folders holding them at any depth), grouped by the folder
-    that holds each model's seeds, in the order given. A damaged run stops it in one line, or with ``skipped`` is
-    left out, and ``skipped`` hears why."""
-    groups: dict[tuple[str, str], list[RecordedRun]] = {}
-    for path in paths:
-        if not path.exists():
-            raise MnistlabError(f"{path} does not exist")
-        folders = [path] if (path / SUMMARY).is_file() else sorted(p.parent for p in path.rglob(SUMMARY))
-        for folder in folders:
-            try:
-                run = load_run(folder)
-            except MnistlabError as exc:
-                if skipped is None:
-                    raise
-                skipped(f"skipped {folder}: {exc}")
-                continue
-            if run is None or not (folder / CONFIG).is_file():
-                continue
-            holder = folder.parent if folder.name.startswith("seed") else folder
-            groups.setdefault((str(holder), run.config["model"]), []).append(run)
-    if not groups:
-        raise MnistlabError(
-            f"no finished runs (a folder with {SUMMARY}) in {', '.join(map(str, paths))}; train one with `mnistlab train`"
-        )
-    return [
-        RunGroup(label, model, sorted(runs, key=lambda r: r.summary["seed"])) for (label, model), runs in groups.items()
-    ]

@@ -24,15 +24,13 @@ from mnistlab.lab.records import (
     Candidate,
     ModelResult,
     RecordedRun,
-    RunGroup,
     Searches,
     best_row,
     chosen,
-    find_runs,
     finished,
-    load_run,
     load_searches,
     model_runs,
+    read_run,
     recorded_runs,
     tuning_scores,
     waiting,
@@ -56,6 +54,7 @@ from mnistlab.models.found import entries
 from mnistlab.models.registry import ModelCard
 from mnistlab.tools.analysis import LayerTable, analyze
 from mnistlab.tools.plots import plot_curves, plot_held_against_params, plot_search
+from mnistlab.tools.runs import RunGroup, find_runs
 
 # results/stacked/<model>-<n>seeds: one final recipe on many seeds at once; results/stacked/model8: Model 8's final
 # seeds stacked, beside its single runs
@@ -867,7 +866,7 @@ def teacher_runs(result: ModelResult) -> list[RecordedRun]:
     if not result.runs:
         return []
     found = (
-        load_run(recorded_path(result.runs[0], path).parent) for path in result.runs[0].config.get("teachers") or ()
+        read_run(recorded_path(result.runs[0], path).parent) for path in result.runs[0].config.get("teachers") or ()
     )
     return [run for run in found if run is not None]
 

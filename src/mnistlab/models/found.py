@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 from torch import nn
 
 from mnistlab.core.config import Recipe
@@ -29,11 +29,7 @@ def user_home() -> Path:
     """The user's mnistlab folder: ``$MNISTLAB_HOME``, else the platform's user data folder."""
     if os.environ.get("MNISTLAB_HOME"):
         return Path(os.environ["MNISTLAB_HOME"]).expanduser()
-    if sys.platform == "win32":
-        return Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming") / "mnistlab"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "mnistlab"
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mnistlab"
+    return Path(platformdirs.user_data_dir("mnistlab", appauthor=False, roaming=True))
 
 
 def user_found() -> Path:

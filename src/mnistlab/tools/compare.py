@@ -9,11 +9,11 @@ from statistics import mean
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write_text
 from mnistlab.core.rundir import LAST_K, TARGET
-from mnistlab.lab.records import RunGroup
 from mnistlab.models.external import ensure_registered
 from mnistlab.models.registry import build_model, get_card
 from mnistlab.tools.analysis import analyze
 from mnistlab.tools.plots import plot_accuracy_against_params, plot_seed_bands
+from mnistlab.tools.runs import RunGroup
 
 HEAD = (
     f"| model | runs in | params | MACs | field at the head | seeds | epochs | last epoch: mean | last-{LAST_K}: mean | "
