@@ -13,7 +13,6 @@ import shlex
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,12 @@ from mnistlab.core.config import (
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import check_writable
 from mnistlab.core.rundir import (
-    CONFIG,
     LAST_MEAN,
     LAST_MIN,
     LAST_TESTS,
     RESULTS,
     check_folder,
-    check_run_dir,
     default_run_dir,
-    read_json,
-    refuse_existing_run,
-    remove_run_files,
     run_status,
 )
 
@@ -160,140 +154,52 @@ def train(
     **fields: Any,
 ) -> None:
     """Train a model; write config, history, summary and checkpoints to its run directory."""
+    from mnistlab import api
     from mnistlab.models import resolve
 
-    augment = {f.name: fields.pop(f.name) for f in dataclasses.fields(Augment)}
     if seed_list is not None and (resume_dir is not None or dry_run):
         raise MnistlabError("--seeds trains new runs: it does not combine with --resume or --dry-run")
+    events = None if tensorboard_dir is None else (lambda group: _events(tensorboard_dir, group))
+    common = {"progress": _bars(quiet), "log": click.echo, "after_epoch": events}
     if resume_dir is not None:  # a resumed run's model and recipe come from its own folder
-        _resume(Path(resume_dir), quiet=quiet, tensorboard_dir=tensorboard_dir)
+        _stopped_hint(f"`mnistlab train --resume {resume_dir}`")
+        done = api.fit(resume=resume_dir, **common)
+        for run in done if isinstance(done, list) else [done]:
+            _done(run)
         return
     card = resolve(model_name)
+    ranges = {f.name: fields.pop(f.name) for f in dataclasses.fields(Augment)}
     changes = {**(read_recipe_changes(recipe_file) if recipe_file else {}), **_given(fields), "precision": precision}
     if teachers:
         changes["teachers"] = teachers
-    request = _NewRun(
-        card=card,
-        changes=changes,
-        augment=augment,
-        output_dir=output_dir,
-        data_dir=data_dir,
-        overwrite=overwrite,
-        quiet=quiet,
-        tensorboard_dir=tensorboard_dir,
-    )
+    if any(v is not None for v in ranges.values()):
+        changes["augment"] = {k: v for k, v in ranges.items() if v is not None}
     if seed_list is not None:
-        _train_stacked(request, _parse_seeds(seed_list))
-    else:
-        _train_one(request, dry_run=dry_run)
-
-
-@dataclass(frozen=True)
-class _NewRun:
-    """What ``train`` was asked for a new run: the model, the recipe's changes and ranges given, where, how."""
-
-    card: Any
-    changes: dict[str, Any]
-    augment: dict[str, float | None]
-    output_dir: str | None
-    data_dir: str | None
-    overwrite: bool
-    quiet: bool
-    tensorboard_dir: str | None
-
-    def config(self, **run: Any) -> TrainConfig:
-        """The run's config: the card's recipe, the changes, ``run``'s fields (seed, output folder), the ranges."""
-        from mnistlab.models import config_for
-
-        changes = {**self.changes, **run}
-        return _with_augment(config_for(self.card, data_dir=self.data_dir, **changes), self.augment)
-
-
-def _resume(run_dir: Path, *, quiet: bool, tensorboard_dir: str | None) -> None:
-    """``train --resume DIR``: continue the run in DIR in place, with its own config; a folder of seeds trained
-    stacked (``train --seeds``) resumes as the group it was. The runner's path (``jobs.runner``), as ``reproduce``:
-    a run that saved no epoch starts again, an interrupted group resumes as one, a finished run is kept."""
-    from mnistlab.jobs.runner import run_all
-
-    check_folder(run_dir, "the run folder")
-    if (run_dir / CONFIG).is_file():
-        folders = [run_dir]
-    else:
-        folders = sorted((p.parent for p in run_dir.glob(f"seed*/{CONFIG}")), key=lambda p: (len(p.name), p.name))
-        if not folders:
-            raise MnistlabError(
-                f"{run_dir} holds no config.json (nor seed*/config.json): no run had started there; run the "
-                "`mnistlab train` command that made it again"
-            )
-    configs = [TrainConfig.read(f) for f in folders]
-    _stopped_hint(f"`mnistlab train --resume {run_dir}`")
-    if all(run_status(f) == "done" for f in folders):
-        click.echo(f"{run_dir} is finished; nothing to resume (its summary is left as it was)")
-    events = None if tensorboard_dir is None else (lambda group: _events(tensorboard_dir, group))
-    summaries = run_all(configs, stack=True, progress=_bars(quiet), log=click.echo, after_epoch=events)
-    for config, summary in zip(configs, summaries):
-        _done(summary, config)
-
-
-def _train_one(request: _NewRun, *, dry_run: bool) -> None:
-    """``train``: one new run."""
-    from mnistlab.training.engine import fit
-
-    config = request.config(output_dir=request.output_dir)
-    if dry_run:
-        scratch = default_run_dir(f"{request.card.name}-dry-run")  # a dry run's own folder, replaced by the next
-        config = dataclasses.replace(
-            config,
-            epochs=1,
-            limit=config.limit or 512,
-            val_size=min(config.val_size, 256),
-            output_dir=request.output_dir or scratch,
-        )
-    out = Path(config.output_dir)
-    verb = "a dry run never replaces it" if dry_run else "pass --overwrite to replace it"
-    _clear_previous_run(out, request.overwrite or (dry_run and request.output_dir is None), verb)
-    click.echo(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {out}")
+        seeds = _parse_seeds(seed_list)
+        base = output_dir or default_run_dir(card.name)
+        _stopped_hint(f"`mnistlab train --resume {base}`")
+        runs = api.fit(card, seeds=seeds, output_dir=base, overwrite=overwrite, data_dir=data_dir, **common, **changes)
+        for run in runs:
+            click.echo(f"seed {run.summary['seed']}: {_scores(run.summary)}; results in {run.path}")
+        return
+    if dry_run:  # a few batches of one epoch in a folder of its own, replaced by the next dry run
+        scratch = output_dir is None
+        output_dir = output_dir or default_run_dir(f"{card.name}-dry-run")
+        val_size = changes.get("val_size", TrainConfig.__dataclass_fields__["val_size"].default)
+        changes.update(epochs=1, limit=changes.get("limit") or 512, val_size=min(val_size, 256))
+        overwrite = overwrite or scratch
+    out = output_dir or default_run_dir(card.name)
     _stopped_hint(f"`mnistlab train --resume {out}`")
-    events = _events(request.tensorboard_dir, [config])
-    summary = fit(config, progress=_bars(request.quiet), log=click.echo, after_epoch=events)
-    _done(summary, config)
+    run = api.fit(card, output_dir=out, overwrite=overwrite, data_dir=data_dir, **common, **changes)
+    _done(run)
 
 
-def _done(summary: dict[str, Any], config: TrainConfig) -> None:
+def _done(run: Any) -> None:
+    summary = run.summary
     click.echo(
         f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, {_scores(summary)}; "
-        f"results in {config.output_dir}"
+        f"results in {run.path}"
     )
-
-
-def _train_stacked(request: _NewRun, seeds: tuple[int, ...]) -> None:
-    """``train --seeds``: the seeds of one recipe as one stacked network, a run directory per seed (the runner's
-    path: a recipe that cannot stack trains its seeds one after another)."""
-    from mnistlab.jobs.runner import run_all
-    from mnistlab.training.engine import recipe_unstackable
-
-    base = Path(request.output_dir or default_run_dir(request.card.name))
-    configs = [request.config(output_dir=str(base / f"seed{s}"), seed=s) for s in seeds]
-    others = sorted(
-        f.parent.name
-        for f in base.glob(f"seed*/{CONFIG}")
-        if f.parent.name not in {f"seed{s}" for s in seeds} and read_json(f).get("model") != configs[0].model
-    )
-    if others:  # `train --resume` on the folder would take them as one group
-        raise MnistlabError(
-            f"{base} holds runs of another model ({', '.join(others)}); a folder of seeds holds one model's: choose "
-            "another --output-dir"
-        )
-    for config in configs:
-        _clear_previous_run(Path(config.output_dir), request.overwrite, "pass --overwrite to replace it")
-    reason = recipe_unstackable(configs[0]) if len(configs) > 1 else None
-    how = f"one after another ({reason})" if reason else "stacked"
-    click.echo(f"training {request.card.name} on seeds {', '.join(map(str, seeds))}, {how}, into {base}/seed<k>")
-    _stopped_hint(f"`mnistlab train --resume {base}`")
-    events = None if request.tensorboard_dir is None else (lambda group: _events(request.tensorboard_dir, group))
-    done = run_all(configs, stack=True, progress=_bars(request.quiet), log=click.echo, after_epoch=events)
-    for config, summary in zip(configs, done):
-        click.echo(f"seed {config.seed}: {_scores(summary)}; results in {config.output_dir}")
 
 
 def _events(folder: str | None, configs: list[TrainConfig]) -> Any:
@@ -308,24 +214,6 @@ def _events(folder: str | None, configs: list[TrainConfig]) -> Any:
 def _given(fields: dict[str, Any]) -> dict[str, Any]:
     """The options given on the command line (None: not given)."""
     return {k: v for k, v in fields.items() if v is not None}
-
-
-def _with_augment(config: Any, changes: dict[str, float | None]) -> Any:
-    """``config`` with the augmentation ranges given on the command line (None: the recipe's)."""
-    given = {k: v for k, v in changes.items() if v is not None}
-    return dataclasses.replace(config, augment=dataclasses.replace(config.augment, **given)) if given else config
-
-
-def _clear_previous_run(out: Path, replace: bool, verb: str) -> None:
-    """Refuse to train over a run in ``out`` unless asked to replace it; then delete the run's own files only
-    (anything else the folder holds stays)."""
-    check_run_dir(out)
-    if run_status(out) == "todo":
-        return
-    if not replace:
-        refuse_existing_run(out, verb)
-    removed = remove_run_files(out)
-    click.echo(f"removed the previous run's {len(removed)} files from {out}")
 
 
 def _parse_seeds(text: str) -> tuple[int, ...]:

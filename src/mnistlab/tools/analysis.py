@@ -232,7 +232,15 @@ WRAPPED = "features.model."  # a model from outside is held in a Net (its log-so
 
 def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None) -> LayerTable:
     """Trace ``model`` on one ``input_shape`` image and return its per-layer table. ``model`` is a built network,
-    or anything ``mnistlab.models.create_model`` builds (a name, a ``FILE.py:BUILDER``, a class or builder)."""
+    or anything ``mnistlab.models.create_model`` builds (a name, a ``FILE.py:BUILDER``, a class or builder);
+    ``name`` titles the table. The table has ``.rows`` (each layer's output shape, receptive field, jump, start,
+    parameters and MACs), ``.params``, ``.macs``, ``.receptive_field``, and renders with ``print`` (text),
+    ``.render_table()``, ``.render_markdown()`` or ``.to_json()``.
+
+    >>> table = analyze("model8")                  # doctest: +SKIP
+    >>> table.params, table.receptive_field         # doctest: +SKIP
+    (7500, 36)
+    """
     if not isinstance(model, nn.Module):
         card = model_card(model)
         name, model = name or card.name, card.build()

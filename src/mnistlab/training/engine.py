@@ -45,6 +45,7 @@ from mnistlab.core.rundir import (
     LAST_TESTS,
     SUMMARY,
     check_run_dir,
+    read_summary,
     refuse_existing_run,
     run_lock,
     run_status,
@@ -185,6 +186,11 @@ def fit_group(
     with ExitStack() as locks:  # one writer per run folder, released however this ends
         for config in configs:
             locks.enter_context(run_lock(config.output_dir))
+        if resume and all(run_status(c.output_dir) == "done" for c in configs):
+            log(
+                f"{', '.join(c.output_dir for c in configs)}: finished; nothing to resume (its summary is left as it was)"
+            )
+            return [read_summary(Path(c.output_dir)) for c in configs]
         group = prepare(configs, data=data, resume=resume, log=log)
         for epoch in range(len(group.histories[0]) + 1, group.epochs + 1):
             rows = train_epoch(group, epoch, progress=progress)

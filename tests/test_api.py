@@ -1,0 +1,109 @@
+"""The public API (``mnistlab.fit``, ``load_run``, ``evaluate``, ``predict``, ``compare``, ``plot_curves``): what
+the notebook and the README use, on tiny data the tests make."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from torch import nn
+
+import mnistlab
+from mnistlab.core.errors import MnistlabError
+
+TINY = {"epochs": 2, "val_size": 100, "batch_size": 64, "log": lambda m: None}
+
+
+def test_the_public_names_are_importable_from_the_package_and_documented():
+    for name in ("fit", "load_run", "evaluate", "predict", "compare", "plot_curves", "analyze"):
+        function = getattr(mnistlab, name)
+        assert function.__doc__ and ">>>" in function.__doc__, name
+    for field in ("epochs", "lr", "limit", "threads", "seed", "augment", "teachers"):
+        assert f"``{field}``" in mnistlab.fit.__doc__, field
+
+
+def test_fit_by_name_gives_the_run_back_and_a_resume_of_it_says_it_is_finished(tmp_path, tiny_data):
+    run = mnistlab.fit("model8", output_dir=tmp_path / "m8", data=tiny_data, **TINY)
+    assert run.summary["params"] == 7500 and len(run.history) == 2 and run.config["model"] == "model8"
+    assert run.train_config.epochs == 2
+    assert isinstance(run.model(), nn.Module)
+    before = (tmp_path / "m8" / "history.jsonl").read_bytes()
+    said: list[str] = []
+    again = mnistlab.fit(resume=tmp_path / "m8", data=tiny_data, log=said.append)
+    assert any("is finished; nothing to resume" in line for line in said), said
+    assert again.history == run.history and (tmp_path / "m8" / "history.jsonl").read_bytes() == before
+    with pytest.raises(MnistlabError, match="already holds a run"):
+        mnistlab.fit("model8", output_dir=tmp_path / "m8", data=tiny_data, **TINY)
+
+
+def test_fit_group_resumed_on_a_finished_run_says_so_and_trains_nothing(tmp_path, tiny_data):
+    config = mnistlab.config_for("model1", epochs=1, val_size=100, output_dir=str(tmp_path / "m1"))
+    first = mnistlab.fit_group([config], data=tiny_data, progress=False, log=lambda m: None)
+    said: list[str] = []
+    again = mnistlab.fit_group([config], data=tiny_data, progress=False, log=said.append, resume=True)
+    assert again == first and any("finished; nothing to resume" in line for line in said), said
+    assert not any("resuming" in line for line in said)
+
+
+def test_fit_stacks_seeds_and_takes_a_class_defined_here(tmp_path, tiny_data):
+    class Little(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, stride=2)
+            self.head = nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.head(self.conv(x).relu().mean((2, 3)))
+
+    runs = mnistlab.fit(Little, seeds=[1, 2], output_dir=tmp_path / "little", data=tiny_data, **TINY)
+    assert [r.summary["seed"] for r in runs] == [1, 2] and runs[0].path == tmp_path / "little" / "seed1"
+    assert runs[0].summary["provenance"]["stacked"] == 2
+    resumed = mnistlab.fit(resume=tmp_path / "little", data=tiny_data, log=lambda m: None)
+    assert [r.history for r in resumed] == [r.history for r in runs]
+
+
+def test_fit_takes_augmentation_ranges_as_a_dict_over_the_models_own(tmp_path, tiny_data):
+    run = mnistlab.fit("model8", output_dir=tmp_path / "a", data=tiny_data, augment={"rotation": 3.0}, **TINY)
+    own = mnistlab.config_for("model8").augment
+    assert run.train_config.augment.rotation == 3.0 and run.train_config.augment.translate == own.translate
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"epoch": 1}, r"fit\(\) has no field epoch; the fields are: epochs"),
+        ({"augment": {"spin": 1.0}}, "augment has no range spin"),
+        ({"seeds": [1, 1]}, "seeds must be distinct"),
+        ({"resume": "x", "epochs": 1}, "give it alone"),
+    ],
+)
+def test_a_wrong_argument_to_fit_is_one_line(tmp_path, kwargs, says):
+    with pytest.raises(MnistlabError, match=says) as caught:
+        mnistlab.fit("model8", output_dir=tmp_path / "x", **kwargs)
+    assert "\n" not in str(caught.value)
+
+
+def test_load_run_of_a_folder_without_a_finished_run_says_what_to_do(tmp_path, tiny_data):
+    with pytest.raises(MnistlabError, match="holds no run"):
+        mnistlab.load_run(tmp_path)
+    config = mnistlab.config_for("model1", epochs=2, val_size=100, output_dir=str(tmp_path / "cut"))
+    mnistlab.fit_group([config], data=tiny_data, progress=False, log=lambda m: None, stop_after=1)
+    with pytest.raises(MnistlabError, match=r"is not finished .*resume"):
+        mnistlab.load_run(tmp_path / "cut")
+
+
+def test_predict_compare_and_plot_curves_on_a_run(tmp_path, tiny_data):
+    run = mnistlab.fit("model1", output_dir=tmp_path / "runs" / "m1", data=tiny_data, **TINY)
+    (images, labels) = tiny_data[1]
+    found = mnistlab.predict(run, [images[k] / 255.0 for k in range(5)])
+    assert len(found) == 5 and all(0 <= p.digit <= 9 and len(p.probabilities) == 10 for p in found)
+    assert [p.digit for p in mnistlab.predict(tmp_path / "runs" / "m1", [images[0] / 255.0])] == [found[0].digit]
+    table = mnistlab.compare(tmp_path / "runs")
+    assert "`model1`" in table and "| 1 |" in table
+    picture = mnistlab.plot_curves(run)
+    assert picture == run.path / "curves.png" and picture.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(MnistlabError, match="does not exist"):
+        mnistlab.predict(tmp_path / "nowhere.pt", [images[0] / 255.0])
+    assert json.loads((run.path / "config.json").read_text())["model"] == "model1"
+    assert np.isfinite(run.summary["last_val_acc"])
