@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine:
-#   make train   set up, fetch and verify MNIST, train the final model (Model 8), write its results
-#   make test    set up (Chromium too, for the demo's browser test) and run every test (CI runs this)
+#   make train   set up (the package and its core dependencies only), fetch and verify MNIST, train the final model
+#                (Model 8), write its results
+#   make test    set up the dev extra (Chromium too, for the demo's browser test) and run every test (CI runs this)
+# make notebook re-runs notebooks/main.ipynb in place (the full recipe), so that its committed outputs are a real run's.
 # For the edit-run loop: make test-fast (no real MNIST, no subprocess CLI, no browser, no Ray, no kill battery, no torch.compile; about two minutes).
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,18 +18,24 @@ TRAIN_RESULTS ?= runs
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: train test test-fast setup lint bench report reproduce clean
+.PHONY: train test test-fast setup setup-core notebook lint bench report reproduce clean
 
 setup: $(VENV)/.installed
+setup-core: $(VENV)/.core
 
 # the package declares torch as a range; constraints.txt pins this repository's own environment
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.core: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e .
+	touch $@
+
+# every extra: what the tests, the notebook, the demo, search, Ray and export need
+$(VENV)/.installed: $(VENV)/.core
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 # the recorded recipe of the final model, into runs/<model>/seed<seed>/ (a finished run is kept, not redone)
-train: setup
+train: setup-core
 	$(BIN)/mnistlab reproduce --models $(MODEL) --seeds $(SEED) --no-tuning --results $(TRAIN_RESULTS) \
 		--threads $(THREADS) --precision $(PRECISION)
 
@@ -42,6 +50,12 @@ test-fast: setup
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+# the notebook executed in place, its outputs from a real run of the full recipe (runs/notebook-model8)
+notebook: setup
+	$(BIN)/python -c "import nbformat, nbclient; nb = nbformat.read('notebooks/main.ipynb', 4); \
+	nbclient.NotebookClient(nb, timeout=7200, kernel_name='python3', resources={'metadata': {'path': '.'}}).execute(); \
+	nbformat.write(nb, 'notebooks/main.ipynb')"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -9,7 +9,8 @@ first used (the command line starts without torch):
 - ``fit``: train a model (a name, a file, a class or builder; ``seeds=`` to stack; ``resume=`` a folder);
 - ``load_run``, ``evaluate``, ``predict``, ``compare``, ``plot_curves``: a finished run read back and used;
 - ``analyze``: a model's layers, receptive field, parameters and MACs, before any training;
-- ``get_dataloaders``, ``create_model``, ``list_models``, ``config_for``, ``load_checkpoint``; ``fit_group``,
+- ``get_dataloaders``, ``create_model``, ``list_models``, ``get_card`` (a model's title, target, design and
+  recipe), ``config_for``, ``load_checkpoint``; ``fit_group``,
   ``stack``, ``unstack`` for the engine itself.
 
 Each has a docstring listing what it takes, with an example: ``help(mnistlab.fit)``.
@@ -27,6 +28,7 @@ _PUBLIC = {
     "create_model": "mnistlab.models",
     "list_models": "mnistlab.models",
     "config_for": "mnistlab.models",
+    "get_card": "mnistlab.models",
     "load_checkpoint": "mnistlab.models",
     "fit": "mnistlab.api",
     "load_run": "mnistlab.api",

@@ -24,17 +24,21 @@ from torch import nn
 
 from mnistlab.core.config import Augment, TrainConfig
 from mnistlab.core.errors import MnistlabError
+from mnistlab.core.fileio import atomic_write_json, check_writable, remove_litter, sha256_file
 from mnistlab.core.rundir import (
     CONFIG,
+    HISTORY,
     LAST,
     check_folder,
     check_run_dir,
     default_run_dir,
+    read_history,
     read_json,
     refuse_existing_run,
     remove_run_files,
     run_status,
 )
+from mnistlab.data.mnist import load_mnist
 from mnistlab.jobs.runner import run_all
 from mnistlab.models import config_for, load_checkpoint
 from mnistlab.models.external import model_card
@@ -201,16 +205,39 @@ def _seed_list(seeds: Sequence[int]) -> tuple[int, ...]:
 # ------------------------------------------------------------------------------------------- after training
 
 
-def evaluate(run: str | Path | RecordedRun, *, data_dir: str | Path | None = None) -> EvalResult:
+def evaluate(
+    run: str | Path | RecordedRun, *, output_dir: str | Path | None = None, data_dir: str | Path | None = None
+) -> EvalResult:
     """Accuracy on the official 10,000 test images of a run (its ``last.pt``) or a checkpoint file:
     ``.accuracy`` (percent), ``.loss``, ``.per_class`` (percent per digit), ``.confusion`` (10x10 counts, row =
-    true digit), ``.predictions``, ``.labels``, ``.mistakes`` (indices). ``data_dir``: the MNIST cache.
+    true digit), ``.predictions``, ``.labels``, ``.mistakes`` (indices); ``print`` shows all three tables. With
+    ``output_dir``, also ``confusion.png``, ``misclassified.png``, ``evaluation.json`` and the run's
+    ``curves.png`` there (``.written``). ``data_dir``: the MNIST cache.
 
-    >>> result = evaluate("runs/model8")             # doctest: +SKIP
-    >>> result.accuracy, len(result.mistakes)         # doctest: +SKIP
+    >>> result = evaluate("runs/model8", output_dir="runs/model8")   # doctest: +SKIP
+    >>> result.accuracy, len(result.mistakes), result.written         # doctest: +SKIP
     """
-    path = _checkpoint_of(run)
-    return evaluate_checkpoint(path, data_dir)
+    checkpoint = _checkpoint_of(run)
+    if output_dir is not None:
+        check_writable(Path(output_dir), "the evaluation's figures")  # before the work, not after it
+    result = evaluate_checkpoint(checkpoint, data_dir)
+    if output_dir is None:
+        return result
+    out = Path(output_dir)
+    # named after the checkpoint: evaluating best.pt never overwrites what last.pt's evaluation wrote
+    prefix = "" if checkpoint.name == LAST else f"{checkpoint.stem}-"
+    names = tuple(f"{prefix}{n}" for n in ("confusion.png", "misclassified.png", "evaluation.json", "curves.png"))
+    remove_litter(out, names)  # what an evaluation killed mid-write left
+    described = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), **result.to_dict()}
+    images, _ = load_mnist("test", data_dir)
+    written = [
+        plots.plot_confusion(result.confusion, out / f"{prefix}confusion.png"),
+        plots.plot_misclassified(images, result.labels, result.predictions, out / f"{prefix}misclassified.png"),
+        atomic_write_json(out / f"{prefix}evaluation.json", described),
+    ]
+    if (checkpoint.parent / HISTORY).is_file():
+        written.append(plots.plot_curves(read_history(checkpoint.parent), out / "curves.png"))
+    return dataclasses.replace(result, written=tuple(written))
 
 
 def predict(model: str | Path | RecordedRun | nn.Module, images: Sequence[str | Path | np.ndarray]) -> list[Prediction]:

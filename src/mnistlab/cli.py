@@ -258,36 +258,11 @@ def _scores(summary: dict[str, Any]) -> str:
 @click.option("--data-dir", type=click.Path(), default=None)
 def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> None:
     """Test accuracy, per-class accuracy and confusion matrix; curves, confusion and mistakes as PNGs."""
-    from mnistlab.core.fileio import atomic_write_json, remove_litter, sha256_file
-    from mnistlab.core.rundir import LAST, read_history
-    from mnistlab.data.mnist import load_mnist
-    from mnistlab.tools.evaluation import evaluate_checkpoint, render_confusion
-    from mnistlab.tools.plots import plot_confusion, plot_curves, plot_misclassified
+    from mnistlab import api
 
-    out = Path(output_dir) if output_dir else Path(checkpoint).parent
-    check_writable(out, "the evaluation's figures")  # before the work, not after it
-    result = evaluate_checkpoint(checkpoint, data_dir)
-    click.echo(
-        f"test accuracy {result.accuracy:.2f}% ({len(result.mistakes)} errors of {len(result.labels)}), "
-        f"loss {result.loss:.4f}"
-    )
-    click.echo("per class: " + "  ".join(f"{d}:{a:.2f}" for d, a in enumerate(result.per_class)))
-    click.echo(render_confusion(result.confusion))
-    images, _ = load_mnist("test", data_dir)
-    # named after the checkpoint: evaluating best.pt never overwrites what last.pt's evaluation wrote
-    prefix = "" if Path(checkpoint).name == LAST else f"{Path(checkpoint).stem}-"
-    names = tuple(f"{prefix}{n}" for n in ("confusion.png", "misclassified.png", "evaluation.json", "curves.png"))
-    remove_litter(out, names)  # what an evaluation killed mid-write left
-    described = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), **result.to_dict()}
-    written = [
-        plot_confusion(result.confusion, out / f"{prefix}confusion.png"),
-        plot_misclassified(images, result.labels, result.predictions, out / f"{prefix}misclassified.png"),
-        atomic_write_json(out / f"{prefix}evaluation.json", described),
-    ]
-    run_dir = Path(checkpoint).parent
-    if (run_dir / "history.jsonl").is_file():
-        written.append(plot_curves(read_history(run_dir), out / "curves.png"))
-    click.echo("wrote " + ", ".join(str(p) for p in written))
+    result = api.evaluate(checkpoint, output_dir=output_dir or Path(checkpoint).parent, data_dir=data_dir)
+    click.echo(str(result))
+    click.echo("wrote " + ", ".join(str(p) for p in result.written))
 
 
 # ----------------------------------------------------------------------------------------------- predict

@@ -22,6 +22,10 @@ class EvalResult:
     confusion: np.ndarray  # [10, 10] counts: row = true digit, column = predicted
     predictions: np.ndarray  # [N]
     labels: np.ndarray  # [N]
+    written: tuple[Path, ...] = ()  # the figures and evaluation.json, when asked for (``mnistlab.evaluate``)
+
+    def __str__(self) -> str:  # print(evaluate(run)): accuracy, per digit, confusion
+        return summary_lines(self)
 
     @property
     def mistakes(self) -> np.ndarray:
@@ -52,6 +56,18 @@ def evaluate_model(model: torch.nn.Module, images: np.ndarray, labels: np.ndarra
 def evaluate_checkpoint(path: str | Path, data_dir: str | Path | None = None) -> EvalResult:
     images, labels = load_mnist("test", data_dir)
     return evaluate_model(load_checkpoint(path), images, labels)
+
+
+def summary_lines(result: EvalResult) -> str:
+    """What ``mnistlab evaluate`` prints: accuracy and errors, per-digit accuracy, the confusion matrix."""
+    return "\n".join(
+        [
+            f"test accuracy {result.accuracy:.2f}% ({len(result.mistakes)} errors of {len(result.labels)}), "
+            f"loss {result.loss:.4f}",
+            "per class: " + "  ".join(f"{d}:{a:.2f}" for d, a in enumerate(result.per_class)),
+            render_confusion(result.confusion),
+        ]
+    )
 
 
 def render_confusion(confusion: np.ndarray) -> str:

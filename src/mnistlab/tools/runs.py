@@ -51,13 +51,15 @@ class RecordedRun:
         """config.json as the frozen config it was made from (checked field by field)."""
         return TrainConfig.read(self.path)
 
-    def model(self, checkpoint: str = LAST) -> nn.Module:
-        """The run's network from ``last.pt`` (or ``best.pt``), in eval mode: [N, 1, 28, 28] normalised images
-        in, log-probabilities out. A model from outside the package is rebuilt from the copy its run keeps."""
-        if checkpoint not in (LAST, BEST):
-            raise MnistlabError(f"a run's checkpoint is {LAST} or {BEST}, not {checkpoint!r}")
+    def model(self, checkpoint: str = "last") -> nn.Module:
+        """The run's network from ``last.pt`` (or ``"best"``: ``best.pt``), in eval mode: [N, 1, 28, 28]
+        normalised images in, log-probabilities out. A model from outside the package is rebuilt from the copy
+        its run keeps."""
+        files = {"last": LAST, "best": BEST, LAST: LAST, BEST: BEST}
+        if checkpoint not in files:
+            raise MnistlabError(f"a run's checkpoint is 'last' or 'best', not {checkpoint!r}")
         ensure_registered(self.config, self.path)
-        return load_checkpoint(self.path / checkpoint)
+        return load_checkpoint(self.path / files[checkpoint])
 
 
 def read_run(path: Path) -> RecordedRun | None:
