@@ -726,10 +726,9 @@ def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
 
 
 def _need_optuna() -> None:
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise MnistlabError("mnistlab search needs Optuna: pip install 'mnistlab[search]'") from None
+    from mnistlab.core.errors import optional
+
+    optional("optuna", "search", "mnistlab search")
 
 
 def _default_storage(results: str, name: str) -> str:

@@ -27,7 +27,7 @@ from statistics import mean
 from typing import Any
 
 from mnistlab.core.config import Augment, SearchSettings, TrainConfig, recipe_values
-from mnistlab.core.errors import MnistlabError, first_line
+from mnistlab.core.errors import MnistlabError, first_line, optional
 from mnistlab.core.fileio import atomic_write_json, exclusive, process_alive
 from mnistlab.core.rundir import LAST_K, check_folder, read_history
 from mnistlab.jobs.distributed import run_tasks
@@ -209,7 +209,7 @@ def smallest_params(space: Space) -> int:
 
 def open_study(settings: Settings) -> Any:
     """The study, created where it does not exist yet (an SQLite file's folder too)."""
-    import optuna
+    optuna = optional("optuna", "search", "a search")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if settings.storage.startswith(SQLITE) and settings.storage != SQLITE + ":memory:":
@@ -263,7 +263,7 @@ def open_study(settings: Settings) -> Any:
 def fail_orphans(study: Any) -> list[int]:
     """Mark failed the trials still "running" whose worker, on this machine, is gone (a search killed with -9 or
     its terminal closed): at once, not after the heartbeat's grace period. Return their numbers."""
-    import optuna
+    optuna = optional("optuna", "search", "a search")
 
     orphans = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -306,7 +306,7 @@ def storage_errors(storage: str) -> Iterator[None]:
 
 def open_existing(name: str, storage: str) -> Any:
     """The study ``name`` that must exist already in ``storage`` (registering a trial): one line if it does not."""
-    import optuna
+    optuna = optional("optuna", "search", "a search")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage.startswith(SQLITE) and not Path(storage[len(SQLITE) :]).is_file():
@@ -323,7 +323,7 @@ def open_existing(name: str, storage: str) -> Any:
 
 def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str], None]) -> float:
     """Train one candidate on every seed (stacked); its score is the worst seed's last-epochs validation mean."""
-    import optuna
+    optuna = optional("optuna", "search", "a search")
 
     arch, recipe = sample(trial, space, bool(settings.teachers))
     params = count_params(arch)

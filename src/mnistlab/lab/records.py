@@ -12,7 +12,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from mnistlab.core.errors import MnistlabError, first_line
+from mnistlab.core.errors import MnistlabError, first_line, optional
 from mnistlab.core.rundir import LAST_K, TARGET
 from mnistlab.lab.studies import Run, Study, candidate_name
 from mnistlab.models.registry import ModelCard
@@ -152,7 +152,7 @@ def load_searches(results: Path) -> Searches:
     stores = sorted((results / "search").glob("*.db"))
     if not stores:
         return []
-    import optuna  # an optional extra: only a results folder with searches needs it
+    optuna = optional("optuna", "search", "the report of a results folder with searches")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = []
