@@ -1,5 +1,5 @@
 """Models from outside the package: a file's builder, a layer spec, an entry point; their runs rebuilt from the
-copy each run folder keeps; `mnistlab compare`; and the README's walk-through, run as written."""
+copy each run folder keeps; `mnistlab compare`; and docs/your-model.md's walk-through, run as written."""
 
 from __future__ import annotations
 
@@ -179,8 +179,8 @@ def test_an_installed_package_registers_models_through_entry_points(tmp_path, mo
 
 
 def readme_walkthrough() -> tuple[str, list[str]]:
-    """The README's 'Design your own model' file and commands, as written there."""
-    text = (ROOT / "README.md").read_text()
+    """docs/your-model.md's file and commands, as written there."""
+    text = (ROOT / "docs" / "your-model.md").read_text()
     block = text.split("<!-- your-model:start -->")[1].split("<!-- your-model:end -->")[0]
     python = re.search(r"```python\n(.*?)```", block, re.S).group(1)
     bash = re.search(r"```bash\n(.*?)```", block, re.S).group(1)
