@@ -36,3 +36,19 @@ def test_main_notebook_runs(tmp_path):
 
     model = load_checkpoint(mine / "last.pt")
     assert sum(p.numel() for p in model.parameters()) == 1418
+
+
+def test_the_committed_notebook_shows_a_real_run_and_uses_only_the_public_api():
+    """On a code host a student sees the outputs without running anything: the committed notebook carries those
+    of `make notebook` (Model 8's full recipe), and it calls only what `import mnistlab` offers."""
+    import re
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.outputs for cell in code), "run `make notebook` and commit its outputs"
+    pictures = [o for cell in code for o in cell.outputs if "image/png" in o.get("data", {})]
+    assert len(pictures) >= 2  # the curves and the misclassified digits
+    text = "".join(o.get("text", "") for cell in code for o in cell.outputs)
+    assert "epoch 15" in text and "Total: 7,500 parameters" in text
+    sources = "\n".join(cell.source for cell in code)
+    assert not re.search(r"from mnistlab\.|import mnistlab\.", sources), "the notebook uses the public API only"
