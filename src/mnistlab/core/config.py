@@ -113,14 +113,17 @@ class Recipe:
         return [
             (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
             (self.batch_size > 0, f"batch size must be positive, got {self.batch_size}"),
-            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (0 < self.lr <= MAX_LR, f"learning rate must be in (0, {MAX_LR}], got {self.lr}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.weight_decay < 1, f"weight decay must be in [0, 1), got {self.weight_decay}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.ema < 1, f"ema decay must be in [0, 1), got {self.ema}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.distill_alpha <= 1, f"distill alpha must be in [0, 1], got {self.distill_alpha}"),
-            (self.distill_temperature > 0, f"distill temperature must be positive, got {self.distill_temperature}"),
+            (
+                0 < self.distill_temperature <= 100,
+                f"distill temperature must be in (0, 100], got {self.distill_temperature}",
+            ),
             (
                 self.teacher_view in TEACHER_VIEWS,
                 f"unknown teacher view {self.teacher_view!r}; choose {', '.join(TEACHER_VIEWS)}",
@@ -137,6 +140,9 @@ class Recipe:
             (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (0 < self.pct_start < 1, f"pct_start must be in (0, 1), got {self.pct_start}"),
         ]
+
+
+MAX_LR = 10.0  # far above any rate that trains these networks: a larger one is a typo, and only diverges
 
 
 def _check(checks: list[tuple[bool, str]]) -> None:
@@ -188,6 +194,7 @@ class TrainConfig(Recipe):
         _check(
             [
                 (bool(self.model), "a run needs a model: build its config with mnistlab.models.config_for(name)"),
+                (self.seed >= 0, f"seed must be 0 or more, got {self.seed}"),
                 (0 <= self.val_size < 60_000, f"validation size must be in [0, 60000), got {self.val_size}"),
                 (self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}"),
                 (self.device in DEVICES, f"unknown device {self.device!r}; choose {', '.join(DEVICES)}"),

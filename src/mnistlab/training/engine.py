@@ -316,6 +316,12 @@ def record_epoch(group: Group, rows: list[dict[str, Any]], *, log: Callable[[str
     """Each run's epoch into its checkpoints and history, every file of the group as one write: a write that
     fails (a full disk) leaves the group at its last complete epoch, its history never ahead of its checkpoint."""
     stacked = len(group.configs) > 1
+    for config, row in zip(group.configs, rows):
+        if not math.isfinite(row["train_loss"]):  # diverged: saving this epoch would only make a resume diverge too
+            raise MnistlabError(
+                f"{config.output_dir}: the training loss is not finite at epoch {row['epoch']} (lr {config.lr}: "
+                "too high?); the run stopped at its last finite epoch: train it again with a lower rate"
+            )
     for config, history, row in zip(group.configs, group.histories, rows):
         history.append(row)
         log(_epoch_line(row, config.epochs) + (f"  [seed {config.seed}]" if stacked else ""))
