@@ -31,7 +31,22 @@ CASES = {
     "report": ("optuna", ["report", "--results", "r", "--output", "R.md", "--readme", "README.md"]),
     "demo": ("gradio", ["demo", "--checkpoint", str(SHIPPED), "--port", "0"]),
     "onnx": ("onnx", ["export", "--checkpoint", str(SHIPPED), "--output", "m.onnx"]),
-    "ray": ("ray", ["reproduce", "--ray", "--models", "model1", "--no-tuning", "--results", "fresh", "--epochs", "1", "--limit", "100"]),
+    "ray": (
+        "ray",
+        [
+            "reproduce",
+            "--ray",
+            "--models",
+            "model1",
+            "--no-tuning",
+            "--results",
+            "fresh",
+            "--epochs",
+            "1",
+            "--limit",
+            "100",
+        ],
+    ),
     "tensorboard": ("tensorboard", ["train", "--model", "model1", "--dry-run", "--tensorboard", "tb"]),
 }
 

@@ -170,3 +170,20 @@ def test_export_checks_probabilities_and_predictions_with_a_relative_tolerance(t
         export.export_onnx(checkpoint, tmp_path / "strict.onnx", tolerance=1e-12)
     assert not (tmp_path / "strict.onnx").exists()
     assert np.isfinite(difference)
+
+
+def test_a_16_bit_photo_on_grey_paper_reads_as_its_8_bit_twin(tmp_path):
+    """A 16-bit greyscale scan (dark ink on grey paper) is read over its own range of values, as the 8-bit image
+    of the same photo is, not clipped to white and refused as blank."""
+    from PIL import Image
+
+    from mnistlab.tools.predict import load_image, to_mnist
+
+    paper = np.full((60, 60), 40000, dtype=np.uint16)
+    paper[10:50, 27:33] = 9000  # a stroke: a 1
+    Image.fromarray(paper).save(tmp_path / "deep.png")
+    Image.fromarray((paper / 257).round().astype(np.uint8)).save(tmp_path / "flat.png")
+    deep, flat = load_image(tmp_path / "deep.png"), load_image(tmp_path / "flat.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    assert np.abs(deep - flat).max() < 2 / 255
+    assert np.abs(to_mnist(deep) - to_mnist(flat)).max() < 0.02

@@ -311,3 +311,20 @@ def test_the_report_of_a_small_fixed_results_folder_is_the_golden_one(tmp_path):
     ]
     for name in figures:
         assert f"](results/figures/{name})" in text
+
+
+def test_a_report_killed_while_it_drew_leaves_no_litter_after_the_next(tmp_path):
+    """Temporary figure files that a killed report left in results/figures/ are removed by the next report; a
+    file of the user's there is not."""
+    import shutil
+
+    shutil.copytree(FIXTURE / "results", tmp_path / "results")
+    figures = tmp_path / "results" / "figures"
+    figures.mkdir(exist_ok=True)
+    litter = figures / ".model8-curves.png.k1ll3d.tmp"
+    litter.write_bytes(b"half a png")
+    mine = figures / "my-notes.txt"
+    mine.write_text("mine")
+    write_report(tmp_path / "results", tmp_path / "REPORT.md")
+    assert not litter.exists() and mine.read_text() == "mine"
+    assert (figures / "model8-curves.png").read_bytes()[:4] == b"\x89PNG"

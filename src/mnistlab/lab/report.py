@@ -87,6 +87,9 @@ class Figures:
         return os.path.relpath(path, self.output.parent)
 
     def draw(self) -> None:
+        folders = {path.parent for path, _ in self.wanted}
+        for folder in folders:  # what a report killed while it drew left (the report is the figures' one writer)
+            remove_litter(folder, tuple(path.name for path, _ in self.wanted if path.parent == folder))
         for path, draw in self.wanted:
             draw(path)  # each written atomically by its plot function
 

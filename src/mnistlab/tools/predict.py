@@ -52,6 +52,8 @@ def load_image(path: str | Path) -> np.ndarray:
                         f"{MAX_PIXELS // 1_000_000} megapixels); crop or shrink it"
                     )
                 image.load()
+                if image.mode in DEEP_MODES:  # 16-bit or float grey: over its own range, not clipped to 8 bits
+                    return _deep_gray(image)
                 gray = _on_white(image)
     except MnistlabError:
         raise
@@ -65,6 +67,18 @@ def load_image(path: str | Path) -> np.ndarray:
             f"{name}: not a readable image ({type(exc).__name__}{': ' + first if first else ''})"
         ) from None
     return np.asarray(gray, dtype=np.float32) / 255.0
+
+
+DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # greyscale deeper than 8 bits
+
+
+def _deep_gray(image: Image.Image) -> np.ndarray:
+    """A 16-bit (or 32-bit, or float) greyscale image as floats in [0, 1] over its format's range: 65,535 is white
+    (a float image already in [0, 1] stays; an integer one whose values fit 8 bits is read as 8 bits)."""
+    values = np.asarray(image, dtype=np.float64)
+    top = float(values.max(initial=0.0))
+    full = 1.0 if image.mode == "F" and top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+    return np.clip(values / full, 0.0, 1.0).astype(np.float32)
 
 
 def _on_white(image: Image.Image) -> Image.Image:
