@@ -107,3 +107,58 @@ def test_predict_compare_and_plot_curves_on_a_run(tmp_path, tiny_data):
         mnistlab.predict(tmp_path / "nowhere.pt", [images[0] / 255.0])
     assert json.loads((run.path / "config.json").read_text())["model"] == "model1"
     assert np.isfinite(run.summary["last_val_acc"])
+
+
+def numbers(runs):
+    """Every epoch's losses and accuracies of ``runs``: what an interrupted run must reach (timings aside)."""
+    return [[{k: v for k, v in row.items() if k != "seconds"} for row in r.history] for r in runs]
+
+
+class Stop(KeyboardInterrupt):
+    """What Ctrl-C (or a kill) does to the process, raised where a test chooses."""
+
+
+def test_a_group_trained_seed_after_seed_killed_in_its_first_seed_resumes_to_its_last(tmp_path, tiny_data):
+    """Seeds that cannot stack (a plateau schedule) train one after another: killed during the first, a resume
+    of the folder finishes every seed, each to the numbers of an uninterrupted run."""
+    recipe = {**TINY, "scheduler": "plateau", "data": tiny_data}
+    whole = mnistlab.fit("model1", seeds=[1, 2], output_dir=tmp_path / "whole", **recipe)
+
+    def kill_after_first_epoch(configs):
+        def hook(epoch, histories):
+            if epoch == 1:
+                raise Stop()
+
+        return hook
+
+    with pytest.raises(Stop):
+        mnistlab.fit("model1", seeds=[1, 2], output_dir=tmp_path / "cut", after_epoch=kill_after_first_epoch, **recipe)
+    assert (tmp_path / "cut" / "seed2" / "config.json").is_file()  # the group was known from its first write
+    resumed = mnistlab.fit(resume=tmp_path / "cut", data=tiny_data, log=lambda m: None)
+    assert [r.summary["seed"] for r in resumed] == [1, 2]
+    assert numbers(resumed) == numbers(whole)
+
+
+def test_a_stacked_group_killed_at_the_rename_of_its_second_config_resumes_as_the_group(
+    tmp_path, tiny_data, monkeypatch
+):
+    """The first write of a group (every seed's config.json) cut between its renames: a resume completes it and
+    trains both seeds as one stacked group, to the uninterrupted run's numbers."""
+    from mnistlab.core import fileio
+
+    whole = mnistlab.fit("model1", seeds=[1, 2], output_dir=tmp_path / "whole", data=tiny_data, **TINY)
+    real = fileio.os.replace
+
+    def replace(source, target):
+        if str(target).endswith("config.json") and "seed2" in str(target):
+            raise Stop()
+        return real(source, target)
+
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    with pytest.raises(Stop):
+        mnistlab.fit("model1", seeds=[1, 2], output_dir=tmp_path / "cut", data=tiny_data, **TINY)
+    monkeypatch.setattr(fileio.os, "replace", real)
+    assert not (tmp_path / "cut" / "seed2" / "config.json").exists()
+    resumed = mnistlab.fit(resume=tmp_path / "cut", data=tiny_data, log=lambda m: None)
+    assert [r.summary["seed"] for r in resumed] == [1, 2] and numbers(resumed) == numbers(whole)
+    assert resumed[1].summary["provenance"]["stacked"] == 2

@@ -24,7 +24,14 @@ from torch import nn
 
 from mnistlab.core.config import Augment, TrainConfig
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.fileio import atomic_write_json, check_writable, remove_litter, sha256_file
+from mnistlab.core.fileio import (
+    atomic_write_all,
+    atomic_write_json,
+    check_writable,
+    json_text,
+    remove_litter,
+    sha256_file,
+)
 from mnistlab.core.rundir import (
     CONFIG,
     HISTORY,
@@ -39,7 +46,7 @@ from mnistlab.core.rundir import (
     run_status,
 )
 from mnistlab.data.mnist import load_mnist
-from mnistlab.jobs.runner import run_all
+from mnistlab.jobs.runner import run_all, settle
 from mnistlab.models import config_for, load_checkpoint
 from mnistlab.models.external import model_card
 from mnistlab.tools import plots
@@ -115,6 +122,9 @@ def fit(
     configs = _seed_configs(card, _seed_list(seeds), output_dir, recipe)
     for config in configs:
         _clear_previous_run(Path(config.output_dir), overwrite, log)
+    # the group is known from the first byte it writes: every seed's config.json, as one write, before any trains
+    # (a group whose seeds train one after another, killed in its first, resumes to its last seed)
+    atomic_write_all([(Path(c.output_dir) / CONFIG, _text_writer(json_text(c.to_dict()))) for c in configs], mode="w")
     reason = recipe_unstackable(configs[0]) if len(configs) > 1 else None
     how = f"one after another ({reason})" if reason else "stacked"
     log(
@@ -154,6 +164,8 @@ def _resume(
     """Continue the run in ``folder`` in place, with its own config; a folder of seeds trained together resumes
     as the group it was (the runner's path, as ``reproduce``: a run that saved no epoch starts again)."""
     check_folder(folder, "the run folder")
+    for seed_folder in sorted(p for p in folder.glob("seed*") if p.is_dir()):
+        settle(str(seed_folder))  # a group's first write cut short is completed first: every seed is found
     if (folder / CONFIG).is_file():
         folders = [folder]
     else:
@@ -168,6 +180,10 @@ def _resume(
     run_all(configs, stack=True, progress=progress, log=log, after_epoch=after_epoch, data=data)
     runs = [load_run(f) for f in folders]
     return runs[0] if folders == [folder] else runs
+
+
+def _text_writer(text: str) -> Callable[[Any], None]:
+    return lambda f: f.write(text)
 
 
 def _clear_previous_run(out: Path, replace: bool, log: Callable[[str], None]) -> None:
