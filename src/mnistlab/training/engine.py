@@ -186,7 +186,7 @@ def fit_group(
     with ExitStack() as locks:  # one writer per run folder, released however this ends
         for config in configs:
             locks.enter_context(run_lock(config.output_dir))
-        if resume and all(run_status(c.output_dir) == "done" for c in configs):
+        if resume and all(_finished_as(c) for c in configs):
             log(
                 f"{', '.join(c.output_dir for c in configs)}: finished; nothing to resume (its summary is left as it was)"
             )
@@ -200,6 +200,13 @@ def fit_group(
             if stop_after is not None and epoch >= stop_after and epoch < group.epochs:
                 return [{"stopped_after": epoch} for _ in configs]
         return finish(group)
+
+
+def _finished_as(config: TrainConfig) -> bool:
+    """Whether ``config``'s run is finished, and with this very config (another is refused where it is restored)."""
+    if run_status(config.output_dir) != "done":
+        return False
+    return TrainConfig.read(config.output_dir).identity() == config.identity()
 
 
 @dataclass
