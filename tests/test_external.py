@@ -408,3 +408,35 @@ def test_small_things_a_student_meets(mnistlab, tmp_path):
     finally:
         os.chdir(here)
     assert card.source == f"{tmp_path / 'studentabs.py'}:StudentAbs" and spec_card.source == str(spec_file)
+
+
+DECODER = (
+    "from torch import nn\n\n\ndef Decoder():\n"
+    "    return nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),\n"
+    "                         nn.ConvTranspose2d(16, 8, 2, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),\n"
+    "                         nn.Flatten(), nn.Linear(8, 10))\n"
+)
+
+
+@pytest.mark.parametrize("fmt", ["json", "markdown", "table"])
+def test_every_summary_format_carries_every_layer_where_the_field_is_not_computed(tmp_path, fmt):
+    """A transpose-convolution decoder head: each format lists every layer with its shape, parameters and MACs
+    (the transpose convolution's counted: 14x14 inputs x 16 x 8 x 2x2 = 100,352), the field said to be missing."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mnistlab.cli import cli
+
+    (tmp_path / "decoder.py").write_text(DECODER)
+    result = CliRunner().invoke(cli, ["summary", f"{tmp_path / 'decoder.py'}:Decoder", "--format", fmt])
+    assert result.exit_code == 0, result.output
+    if fmt == "json":
+        data = json.loads(result.output)
+        assert data["receptive_field"] is None and data["why"]
+        assert [row["type"] for row in data["rows"]][:3] == ["Conv2d", "ReLU", "ConvTranspose2d"]
+        assert data["rows"][2]["macs"] == 100_352 and data["rows"][2]["output_shape"] == [8, 28, 28]
+        assert data["params"] == sum(row["params"] for row in data["rows"]) and data["macs"] == 28_224 + 100_352 + 80
+    else:
+        assert "receptive field not computed" in result.output and "100,352" in result.output
+        assert ("| Layer | Type |" in result.output) == (fmt == "markdown")

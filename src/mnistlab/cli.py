@@ -327,18 +327,22 @@ def summary(model_name: str, fmt: str) -> None:
     """Per-layer shapes, receptive field, jump, parameters and MACs of a model (registered, or MODEL as
     FILE.py:BUILDER, MODULE:BUILDER or SPEC.json)."""
     from mnistlab.models import resolve
-    from mnistlab.tools.analysis import MAC_MEANING, AnalysisError, analyze, shapes_and_params
+    from mnistlab.tools.analysis import MAC_MEANING, AnalysisError, analyze, shape_rows, shapes_and_params
 
     card = resolve(model_name)
     name, model = card.name, card.build()
     try:
         result = analyze(model, name=name)
     except AnalysisError as exc:  # still the shapes, parameters and MACs, and why the field is missing
-        if fmt == "json":  # the format asked for, whatever the model
+        if fmt == "json":  # the format asked for, whatever the model: every layer's row, the field null
+            rows = shape_rows(model)
             params = sum(p.numel() for p in model.parameters())
-            click.echo(json.dumps({"model": name, "params": params, "receptive_field": None, "why": str(exc)}))
+            macs = sum(row["macs"] or 0 for row in rows)
+            described = {"model": name, "params": params, "macs": macs, "receptive_field": None, "why": str(exc)}
+            click.echo(json.dumps({**described, "rows": rows}, indent=2))
             return
-        click.echo(f"{name}: receptive field not computed ({exc})\n{shapes_and_params(model)}", nl=False)
+        table = shapes_and_params(model, markdown=fmt == "markdown")
+        click.echo(f"{name}: receptive field not computed ({exc})\n\n{table}", nl=False)
         click.echo(MAC_MEANING)
         return
     click.echo({"table": result.render_table, "markdown": result.render_markdown, "json": result.to_json}[fmt]())

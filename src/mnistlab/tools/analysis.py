@@ -621,29 +621,60 @@ def leaf_calls(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> 
     return calls
 
 
-def shapes_and_params(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> str:
-    """Each leaf layer's output shape, parameters and MACs (``leaf_calls``): what a summary still gives when the
-    receptive field cannot be computed (``analyze`` failed). A layer called again lists its parameters at its first
-    call only."""
-    rows: list[tuple[str, str, str, int, int | None]] = []
+def shape_rows(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28)) -> list[dict[str, Any]]:
+    """Each leaf layer's name, type, output shape, parameters and MACs (``leaf_calls``): what a summary still gives
+    when the receptive field cannot be computed (``analyze`` failed). A layer called again lists its parameters at
+    its first call only; weights used outside any layer are one row of their own, so that the rows add up."""
+    rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for name, module, output in leaf_calls(model, input_shape):
-        shape = "x".join(map(str, output.shape[1:])) if isinstance(output, torch.Tensor) else "-"
+        shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else None
         params = 0 if name in seen else sum(p.numel() for p in module.parameters(recurse=False))
         kind = type(module).__name__ + (" (reused)" if name in seen else "")
         seen.add(name)
-        rows.append((name, kind, shape, params, _hook_macs(module, output)))
+        rows.append(
+            {"name": name, "type": kind, "output_shape": shape, "params": params, "macs": _hook_macs(module, output)}
+        )
     total = sum(p.numel() for p in model.parameters())
-    counted = sum(row[3] for row in rows)
+    counted = sum(row["params"] for row in rows)
     if counted < total:  # weights of a container used by its own forward (F.conv2d): the rows still add up
-        rows.append(("(other parameters)", "used elsewhere", "-", total - counted, None))
-    total_macs = sum(row[4] or 0 for row in rows)
-    cells = [[*row[:3], f"{row[3]:,}", "-" if row[4] is None else f"{row[4]:,}"] for row in rows]
+        rows.append(
+            {
+                "name": "(other parameters)",
+                "type": "used elsewhere",
+                "output_shape": None,
+                "params": total - counted,
+                "macs": None,
+            }
+        )
+    return rows
+
+
+def shapes_and_params(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), markdown: bool = False) -> str:
+    """``shape_rows`` as a table (text, or Markdown) with the totals under it."""
+    rows = shape_rows(model, input_shape)
+    total = sum(p.numel() for p in model.parameters())
+    total_macs = sum(row["macs"] or 0 for row in rows)
+    cells = [
+        [
+            row["name"],
+            row["type"],
+            "-" if row["output_shape"] is None else "x".join(map(str, row["output_shape"])),
+            f"{row['params']:,}",
+            "-" if row["macs"] is None else f"{row['macs']:,}",
+        ]
+        for row in rows
+    ]
     columns = ["Layer", "Type", "Output", "Params", "MACs"]
+    foot = f"Total: {total:,} parameters, {total_macs:,} MACs per image (its layers')\n"
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(r)) + " |" for r in cells]
+        return "\n".join(lines) + "\n\n" + foot
     widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
-    return "\n".join(lines) + f"\nTotal: {total:,} parameters, {total_macs:,} MACs per image (its layers')\n"
+    return "\n".join(lines) + "\n" + foot
 
 
 def _hook_macs(module: nn.Module, output: Any) -> int:
@@ -653,6 +684,13 @@ def _hook_macs(module: nn.Module, output: Any) -> int:
     per_image = output[0].numel()
     if isinstance(module, nn.Conv2d):
         return conv_macs(per_image, module.in_channels // module.groups, pair(module.kernel_size))
+    if isinstance(module, nn.ConvTranspose2d) and output.dim() == 4:
+        # every input element meets every weight of its group once: the input's size from the output's
+        (kh, kw), (sh, sw), (ph, pw) = pair(module.kernel_size), pair(module.stride), pair(module.padding)
+        (dh, dw), (oh, ow) = pair(module.dilation), pair(module.output_padding)
+        height = (output.shape[2] + 2 * ph - dh * (kh - 1) - oh - 1) // sh + 1
+        width = (output.shape[3] + 2 * pw - dw * (kw - 1) - ow - 1) // sw + 1
+        return height * width * module.in_channels * (module.out_channels // module.groups) * kh * kw
     if isinstance(module, nn.Linear):
         return per_image * module.in_features
     return 0
