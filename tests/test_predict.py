@@ -187,3 +187,64 @@ def test_a_16_bit_photo_on_grey_paper_reads_as_its_8_bit_twin(tmp_path):
     assert Image.open(tmp_path / "deep.png").mode.startswith("I")
     assert np.abs(deep - flat).max() < 2 / 255
     assert np.abs(to_mnist(deep) - to_mnist(flat)).max() < 0.02
+
+
+BRANCHY = """import torch
+from torch import nn
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 10, 28)
+        self.b = nn.Conv2d(1, 10, 28)
+
+    def forward(self, x):
+        if x.mean() > 0:
+            return self.a(x).flatten(1)
+        return self.b(x).flatten(1)
+"""
+
+
+def test_export_of_a_model_that_branches_on_data_is_one_line_naming_the_line(tmp_path, capfd):
+    from mnistlab.core.errors import MnistlabError
+    from mnistlab.models import config_for, model_card, save_checkpoint
+    from mnistlab.tools import export
+
+    (tmp_path / "branchy.py").write_text(BRANCHY)
+    card = model_card(f"{tmp_path / 'branchy.py'}:Branchy")
+    checkpoint = tmp_path / "b.pt"
+    save_checkpoint(checkpoint, card.build(), config_for(card).to_dict())
+    with pytest.raises(MnistlabError, match=r"branches on a tensor's value .* at branchy.py:12; ") as caught:
+        export.export_onnx(checkpoint, tmp_path / "b.onnx")
+    assert "\n" not in str(caught.value) and not (tmp_path / "b.onnx").exists()
+    assert capfd.readouterr().err == ""  # the exporter's own warnings stay off the terminal
+
+
+def test_export_default_tolerance_passes_float32_reordering_and_refuses_what_is_more(tmp_path, monkeypatch):
+    """onnxruntime's kernels sum in another order: a looped model's probabilities move by about 1e-4 of themselves
+    (LoopNet read 1.2e-4, every prediction the same). The default passes that; it refuses 1e-2."""
+    import onnxruntime
+
+    from mnistlab.core.errors import MnistlabError
+    from mnistlab.models import config_for, model_card, save_checkpoint
+    from mnistlab.tools import export
+
+    card = model_card("model2")
+    checkpoint = tmp_path / "m.pt"
+    save_checkpoint(checkpoint, card.build(), config_for(card).to_dict())
+    real = onnxruntime.InferenceSession
+
+    def drifting(relative):
+        class Session(real):
+            def run(self, *args, **kwargs):
+                out = super().run(*args, **kwargs)
+                return [out[0] * (1 + relative)]  # every log-probability off by ``relative`` of itself
+
+        return Session
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", drifting(2e-4))
+    assert 1e-4 < export.export_onnx(checkpoint, tmp_path / "m.onnx") < export.TOLERANCE
+    monkeypatch.setattr(onnxruntime, "InferenceSession", drifting(1e-2))
+    with pytest.raises(MnistlabError, match="relative difference"):
+        export.export_onnx(checkpoint, tmp_path / "far.onnx")
