@@ -440,3 +440,29 @@ def test_every_summary_format_carries_every_layer_where_the_field_is_not_compute
     else:
         assert "receptive field not computed" in result.output and "100,352" in result.output
         assert ("| Layer | Type |" in result.output) == (fmt == "markdown")
+
+
+def test_a_runs_checkpoint_loads_its_own_model_when_another_of_that_name_is_registered(tmp_path, tiny_data):
+    """Two files each define a LogitNet: a run of the first loads from its own copy even after the second was
+    registered in the same process (the run's model_source.py is what it trained)."""
+    import mnistlab
+    from mnistlab.models import load_checkpoint, model_card
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    net = "from torch import nn\n\n\ndef LogitNet():\n    return nn.Sequential(nn.Conv2d(1, {c}, 28), nn.Flatten(), nn.Linear({c}, 10))\n"
+    (first / "net.py").write_text(net.format(c=4))
+    (second / "net.py").write_text(net.format(c=6))
+    run = mnistlab.fit(f"{first / 'net.py'}:LogitNet", epochs=1, val_size=100, output_dir=tmp_path / "run",
+                       data=tiny_data, log=lambda m: None)  # fmt: skip
+    from mnistlab.models import registry
+
+    registry._REGISTRY.pop("LogitNet")  # as in a fresh process where the user works with the other LogitNet
+    assert model_card(f"{second / 'net.py'}:LogitNet").params == 6 * 28 * 28 + 6 + 6 * 10 + 10
+    loaded = load_checkpoint(run.path / "last.pt")
+    assert sum(p.numel() for p in loaded.parameters()) == run.summary["params"] == 4 * 28 * 28 + 4 + 4 * 10 + 10
+    third = tmp_path / "c"
+    third.mkdir()
+    (third / "net.py").write_text(net.format(c=8))
+    with pytest.raises(MnistlabError, match="is taken"):  # naming a new one is still refused: only a run takes over
+        model_card(f"{third / 'net.py'}:LogitNet")

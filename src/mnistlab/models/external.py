@@ -222,7 +222,9 @@ class Source:
             design = _first_paragraph(build)
         if is_registered(name):
             card = get_card(name)
-            if card.source != self.spec:
+            # a run rebuilt from its own copy (``replace``) takes the name over from another model from outside: what
+            # a run trained is what its checkpoints load; a model of the package's own is never replaced
+            if card.source != self.spec and not (replace and card.outside):
                 raise MnistlabError(
                     f"model name {name!r} is taken by a registered model; rename your builder (or the spec's name)"
                 )
