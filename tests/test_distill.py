@@ -159,6 +159,15 @@ def test_cached_teacher_outputs_give_the_uncached_run_bit_for_bit(tmp_path, tiny
     fit_group(group("flipped"), data=tiny_data, **QUIET)
     assert read_summary(tmp_path / "flipped" / "s1")["provenance"]["teacher_cache"] == {"hits": 1, "misses": 1}
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / "flipped" / "s2")] == plain
+    payload = torch.load(cached[0], weights_only=True)  # a one-seed group's targets under this two-seed key
+    payload["targets"] = [t[:, :1].clone() for t in payload["targets"]]
+    from mnistlab.training.teachercache import content_digest
+
+    payload["sha256"] = content_digest(payload["targets"])  # forged: the digest recomputed, the shape wrong
+    torch.save(payload, cached[0])
+    fit_group(group("forged"), data=tiny_data, **QUIET)
+    assert read_summary(tmp_path / "forged" / "s1")["provenance"]["teacher_cache"] == {"hits": 1, "misses": 1}
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in read_history(tmp_path / "forged" / "s2")] == plain
     other = group("other", distill_temperature=2.0)  # other teachers' settings: another key
     fit_group(other, data=tiny_data, **QUIET)
     assert len(list((tmp_path / "data" / "teacher-outputs").glob("*.pt"))) == 2 * TINY["epochs"]

@@ -68,7 +68,8 @@ class TeacherCache:
         """Epoch ``epoch``'s targets, one [B, K, 10] tensor per batch of ``loader`` (set to that epoch)."""
         key = self.key(epoch)
         path = self.folder / f"{key}.pt"
-        stored = _read(path, key, lambda t: _is_epoch(t, len(loader)))
+        sizes = _batch_sizes(len(loader.labels), loader.batch_size)
+        stored = _read(path, key, lambda t: _is_epoch(t, sizes, len(self.identity["seeds"])))
         if stored is not None:
             self.hits += 1
             return [t.to(device) for t in stored]
@@ -157,10 +158,20 @@ def _is_table(targets: object, images: int) -> bool:
     return torch.is_tensor(targets) and targets.shape == (images, 10) and bool(torch.isfinite(targets).all())
 
 
-def _is_epoch(targets: object, batches: int) -> bool:
-    if not isinstance(targets, list) or len(targets) != batches:
+def _batch_sizes(images: int, batch_size: int) -> list[int]:
+    full, rest = divmod(images, batch_size)
+    return [batch_size] * full + ([rest] if rest else [])
+
+
+def _is_epoch(targets: object, sizes: list[int], seeds: int) -> bool:
+    """An epoch's targets for this group: a [B, K, 10] tensor per batch, B each batch's size and K the group's seeds
+    (a file of another group's shape under this key, its digest recomputed, is not this group's)."""
+    if not isinstance(targets, list) or len(targets) != len(sizes):
         return False
-    return all(torch.is_tensor(t) and t.dim() == 3 and bool(torch.isfinite(t).all()) for t in targets)
+    return all(
+        torch.is_tensor(t) and tuple(t.shape) == (b, seeds, 10) and bool(torch.isfinite(t).all())
+        for t, b in zip(targets, sizes)
+    )
 
 
 def _read(path: Path, key: str, whole: Callable[[object], bool]) -> Any:
