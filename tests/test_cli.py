@@ -73,7 +73,7 @@ def test_summary_formats(mnistlab):
     [
         (["train", "--model", "model99"], "unknown model 'model99'"),
         (["train", "--epochs", "0"], "epochs must be positive"),
-        (["train", "--lr", "-0.1"], "learning rate must be positive"),
+        (["train", "--lr", "-0.1"], "learning rate must be in"),
         (["train", "--rotation", "500"], "rotation=500.0 is out of range"),
         (["evaluate", "--checkpoint", "nowhere.pt"], "does not exist"),
         (["summary", "resnet"], "unknown model"),

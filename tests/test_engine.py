@@ -106,7 +106,7 @@ def test_schedulers_step_as_configured(tmp_path):
     "overrides, message",
     [
         ({"epochs": 0}, "epochs must be positive"),
-        ({"lr": 0.0}, "learning rate must be positive"),
+        ({"lr": 0.0}, "learning rate must be in"),
         ({"batch_size": -1}, "batch size must be positive"),
         ({"optimizer": "rmsprop"}, "unknown optimizer"),
         ({"dropout": 1.5}, "dropout"),
