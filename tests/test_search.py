@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -564,3 +565,42 @@ def test_a_study_storage_locked_by_another_process_waits_then_says_so_in_one_lin
         assert message.startswith(f"the study storage {settings.storage} is locked by another process (waited 0 s)")
         assert "\n" not in message
     assert sqlite3.connect(db).execute("select count(*) from trials").fetchone() == (1,)  # the file is intact
+
+
+@pytest.mark.parametrize("to_the_group", [True, False])
+def test_ctrl_c_during_a_search_with_two_workers_stops_them_all_in_one_line(mnistlab, tmp_path, to_the_group):
+    """Ctrl-C in a terminal reaches the whole process group; `kill -INT` the parent alone. Either way every worker
+    stops within seconds, no trial begins after the signal, and one line says how to continue."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["search", "--max-params", "40000", "--trials", "8", "--workers", "2", "--epochs", "15", "--limit", "9000",
+            "--seeds", "1", "--name", "stop", "--results", str(tmp_path), "--threads", "1"]  # fmt: skip
+    search = subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal gives it
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(tmp_path.rglob("history.jsonl"))) < 2:
+        time.sleep(0.5)  # both workers are training a trial (each has saved an epoch)
+    assert search.poll() is None, search.communicate()
+    if to_the_group:
+        os.killpg(search.pid, signal.SIGINT)
+    else:
+        search.send_signal(signal.SIGINT)
+    out, err = search.communicate(timeout=60)
+    assert search.returncode == 130, (out, err)
+    assert err.strip().splitlines() == [
+        "stopped; every finished trial is kept in the study: the same `mnistlab search` command adds the rest"
+    ], err
+    begun = [line for line in out.splitlines() if "trial" in line and "parameters" in line]
+    assert len(begun) <= 2 + out.count("over the budget"), out  # nothing began after the signal
+    time.sleep(2)
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert not left, f"workers left running: {left}"

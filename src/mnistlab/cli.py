@@ -687,6 +687,7 @@ def search(
         stop_at=stop_at,
         teachers=teacher_files(teachers)[0] if teachers else (),
     )
+    _STOPPED[0] = "every finished trial is kept in the study: the same `mnistlab search` command adds the rest"
     study = run_search(settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout)
     best = best_row(trial_rows(study))
     if best:
