@@ -276,3 +276,35 @@ def test_a_norm_of_each_images_statistics_sees_the_whole_image_as_the_gradient_s
     assert row.receptive_field >= 28 and table.rows[-1].receptive_field >= 28
     batch = analyze(nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 10, 3)))
     assert batch.rows[-1].receptive_field == 5  # BatchNorm in eval: running statistics, nothing per image
+
+
+class Gated(nn.Module):
+    """A squeeze-excite gate: a vector pooled over the whole map multiplies it, then a convolution follows."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, stride=2)
+        self.squeeze = nn.Linear(8, 4)
+        self.excite = nn.Linear(4, 8)
+        self.after = nn.Conv2d(8, 8, 3)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        # no sigmoid: the probe's positive weights would saturate it to exactly 1.0 and hide the gate's gradient
+        gate = self.excite(torch.relu(self.squeeze(x.mean((2, 3)))))
+        x = self.after(x * gate[:, :, None, None])
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_squeeze_excite_gate_makes_every_units_field_all_the_gate_pooled_over():
+    """The gate's vector carries every pixel the map read (27 of 28 rows: the stride-2 convolution reads rows
+    0-26), so after it each unit's field is that whole window, checked against the gradient probe."""
+    model = Gated()
+    summary = analyze(model)
+    rows = {row.name: row for row in summary.rows}
+    assert summary.receptive_field in (27, (27, 27))
+    after = rows["after"]
+    assert after.receptive_field in (27, (27, 27))
+    check_extent(measured_extent(model, "after"), expected_window(after, spatial_hw(after)))
+    check_extent(measured_extent(model, "conv"), expected_window(rows["conv"], spatial_hw(rows["conv"])))

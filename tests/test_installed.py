@@ -283,12 +283,58 @@ STRANGERS = textwrap.dedent(
     def Mlp():
         """No convolution at all."""
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+    class SqueezeExcite(nn.Module):
+        """A squeeze-excite gate: a global pooled gate multiplies the map."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3, stride=2)
+            self.squeeze = nn.Linear(8, 4)
+            self.excite = nn.Linear(4, 8)
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = F.relu(self.conv(x))
+            gate = torch.sigmoid(self.excite(F.relu(self.squeeze(x.mean((2, 3))))))
+            x = x * gate[:, :, None, None]
+            return self.head(x.mean((2, 3)))
+
+
+    def Decoder():
+        """A transpose-convolution head: down by 2, up by 2, then classified."""
+        return nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
+                             nn.ConvTranspose2d(16, 8, 2, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 10))
+
+
+    class Branchy(nn.Module):
+        """Data-dependent control flow: which head depends on the image."""
+
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 10, 28)
+            self.b = nn.Conv2d(1, 10, 28)
+
+        def forward(self, x):
+            if x.mean() > 0:
+                return self.a(x).flatten(1)
+            return self.b(x).flatten(1)
     '''
 )
 
 
 @pytest.mark.parametrize(
-    "builder, params", [("OwnWeight", 72 + 1168 + 170), ("Grouped", 80 + 16 + 1168 + 32 + 170), ("Mlp", 25120 + 330)]
+    "builder, params",
+    [
+        ("OwnWeight", 72 + 1168 + 170),
+        ("Grouped", 80 + 16 + 1168 + 32 + 170),
+        ("Mlp", 25120 + 330),
+        ("SqueezeExcite", 80 + 36 + 40 + 90),
+        ("Decoder", 160 + 520 + 90),
+        ("Branchy", 2 * 7850),
+    ],
 )
 def test_a_strangers_models_from_the_wheel(installed, tmp_path, builder, params):
     """Models a student writes that the lab's own never are: each summarised (rows adding up), trained on two
@@ -314,7 +360,12 @@ def test_a_strangers_models_from_the_wheel(installed, tmp_path, builder, params)
     assert "seed 2:" in ok("train", "--model", model, *args, "--output-dir", "runs/s")
     checkpoint = work / "runs" / "s" / "seed1" / "last.pt"
     assert "test accuracy" in ok("evaluate", "--checkpoint", checkpoint)
-    assert ok("export", "--checkpoint", checkpoint, "--output", "s.onnx").startswith("wrote s.onnx")
+    if builder == "Branchy":  # an `if` on the image's values: no graph holds it, said in one line naming the line
+        refused = run(installed, "export", "--checkpoint", checkpoint, "--output", "s.onnx", cwd=work, env=env)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "branches on a tensor's value" in refused.stderr and "strangers.py:" in refused.stderr
+    else:
+        assert ok("export", "--checkpoint", checkpoint, "--output", "s.onnx").startswith("wrote s.onnx")
     ink = np.full((56, 56), 255, dtype=np.uint8)
     ink[10:46, 26:30] = 0
     Image.fromarray(ink).save(work / "one.png")

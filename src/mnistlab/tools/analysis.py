@@ -202,9 +202,12 @@ def _spatial(meta: Any) -> Pair | None:
 
 
 def _merge(fields_: list[Field], where: str) -> Field:
-    """The field of an elementwise combination: the union of its inputs' fields."""
-    first = fields_[0]
-    if any(f.jump != first.jump for f in fields_):
+    """The field of an elementwise combination: the union of its inputs' fields. An input that is no map any more
+    (pooled to a vector: a squeeze-excite gate) is broadcast over the map: it sets no stride, and its field, all it
+    pooled over, joins every unit's."""
+    maps = [f for f in fields_ if f.spatial] or fields_
+    first = maps[0]
+    if any(f.jump != first.jump for f in maps):
         raise AnalysisError(f"{where}: combines maps of different strides; its receptive field is ambiguous")
     lows = [tuple(f.centre[a] - (f.rf[a] - 1) / 2 for a in range(2)) for f in fields_]
     highs = [tuple(f.centre[a] + (f.rf[a] - 1) / 2 for a in range(2)) for f in fields_]
@@ -212,6 +215,10 @@ def _merge(fields_: list[Field], where: str) -> Field:
     high = tuple(max(v[a] for v in highs) for a in range(2))
     rf = tuple(high[a] - low[a] + 1 for a in range(2))
     centre = tuple((high[a] + low[a]) / 2 for a in range(2))
+    if len(maps) < len(fields_) and any(f.spatial for f in fields_):
+        # a map gated by a vector: every unit's field is all the vector pooled over, the same for each (it no longer
+        # moves from unit to unit: jump 0, and no later layer widens it)
+        return Field(rf, (0, 0), centre)  # type: ignore[arg-type]
     return Field(rf, first.jump, centre, spatial=all(f.spatial for f in fields_))  # type: ignore[arg-type]
 
 
@@ -463,7 +470,10 @@ def _method_layer(
     if method == "mean":
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         if in_size is not None and dims is not None and set(_dims(dims)) >= {2, 3}:
-            return _global("GlobalAvgPool", field, in_size)
+            kind, whole, geometry, params, macs = _global("GlobalAvgPool", field, in_size)
+            if len(shape) < 3:  # pooled to a vector: broadcast when it meets a map again (a squeeze-excite gate)
+                whole = Field(whole.rf, whole.jump, whole.centre, spatial=False)
+            return kind, whole, geometry, params, macs
     if method in _NEUTRAL_METHODS:
         return None
     raise AnalysisError(f"{where}: unknown method; its receptive field cannot be computed")
