@@ -308,3 +308,56 @@ def test_a_squeeze_excite_gate_makes_every_units_field_all_the_gate_pooled_over(
     assert after.receptive_field in (27, (27, 27))
     check_extent(measured_extent(model, "after"), expected_window(after, spatial_hw(after)))
     check_extent(measured_extent(model, "conv"), expected_window(rows["conv"], spatial_hw(rows["conv"])))
+
+
+class MatNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=2)
+        self.w = nn.Parameter(torch.randn(4 * 13 * 13, 16) * 0.01)
+        self.v = nn.Parameter(torch.randn(16, 10) * 0.1)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).flatten(1) @ self.w
+        return torch.einsum("bi,ij->bj", h, self.v)
+
+
+class Grow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 64)
+        self.unflat = nn.Unflatten(1, (1, 8, 8))
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.head = nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x):
+        return self.head(self.conv(self.unflat(self.fc(x.flatten(1)))).flatten(1))
+
+
+class Up(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.head = nn.Linear(4 * 28 * 28, 10)
+
+    def forward(self, x):
+        return self.head(self.up(self.conv(x)).flatten(1))
+
+
+def test_functional_products_unflatten_and_the_layers_without_one_field():
+    """A vector multiplied by the model's own weights (`@`, einsum) keeps what the vector saw, its parameters and
+    MACs counted; a vector unflattened to a map gives every unit all of it (checked against the gradient probe); a
+    transposed convolution is refused with the layer's own name."""
+    table = analyze(MatNet())
+    rows = {row.name: row for row in table.rows}
+    assert (rows["matmul"].params, rows["matmul"].macs) == (676 * 16, 676 * 16)
+    assert (rows["einsum"].params, rows["einsum"].macs) == (160, 160)
+    assert table.params == sum(p.numel() for p in MatNet().parameters()) and table.receptive_field in (27, (27, 27))
+    grow = Grow()
+    table = analyze(grow)
+    conv = {row.name: row for row in table.rows}["conv"]
+    assert conv.receptive_field in (28, (28, 28))
+    check_extent(measured_extent(grow, "conv"), expected_window(conv, spatial_hw(conv)))
+    with pytest.raises(AnalysisError, match=r"layer 'up' \(ConvTranspose2d\): after a ConvTranspose2d the units"):
+        analyze(Up())

@@ -237,6 +237,11 @@ def trace(model: nn.Module) -> fx.GraphModule:
 WRAPPED = "features.model."  # a model from outside is held in a Net (its log-softmax): its layers keep their own names
 
 
+def _layer_name(node: fx.Node) -> str:
+    """A layer's name as its model names it (``up``, ``features.2``), not the graph's (``features_model_up``)."""
+    return (str(node.target) if node.op == "call_module" else node.name).removeprefix(WRAPPED)
+
+
 def analyze(model: Any, input_shape: tuple[int, ...] = (1, 28, 28), name: str | None = None) -> LayerTable:
     """Trace ``model`` on one ``input_shape`` image and return its per-layer table. ``model`` is a built network,
     or anything ``mnistlab.models.create_model`` builds (a name, a ``FILE.py:BUILDER``, a class or builder);
@@ -312,7 +317,7 @@ def _rows(graph: fx.GraphModule, parameters: dict[str, nn.Parameter]) -> tuple[l
             continue
         if node.op == "get_attr" or not parents:
             continue
-        where = f"layer {node.name!r} ({operation_name(node, modules)})"
+        where = f"layer {_layer_name(node)!r} ({operation_name(node, modules)})"
         field = parents[0] if len(parents) == 1 else _merge(parents, where)
         in_size = _spatial(node.all_input_nodes[0].meta.get("tensor_meta"))
         layer = _layer(node, modules, field, in_size, shape, where, params_of)
@@ -328,7 +333,7 @@ def _rows(graph: fx.GraphModule, parameters: dict[str, nn.Parameter]) -> tuple[l
         kernel, stride, padding, dilation = geometry
         rows.append(
             LayerRow(
-                name=(str(node.target) if node.op == "call_module" else node.name).removeprefix(WRAPPED),
+                name=_layer_name(node),
                 type=kind,
                 kernel=_compact(kernel),
                 stride=_compact(stride),
@@ -401,6 +406,12 @@ def _module_layer(
         return "Linear", field, (None, None, None, None), own, module.in_features * module.out_features
     if isinstance(module, nn.Flatten):
         return _flatten(field, in_size)
+    if isinstance(module, nn.Unflatten):  # a vector laid out as a map: each unit sees all the vector saw
+        if field.spatial:
+            return None if len(shape) < 3 else _not_uniform("an unflatten of a map", where)
+        return "Unflatten", Field(field.rf, (0.0, 0.0), field.centre), (None, None, None, None), 0, 0
+    if isinstance(module, (nn.ConvTranspose2d, nn.PixelShuffle, nn.PixelUnshuffle, nn.Upsample)):
+        return _not_uniform(f"a {type(module).__name__}", where)
     if isinstance(module, (nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)):
         if not (isinstance(module, nn.modules.instancenorm._InstanceNorm) and module.track_running_stats):
             axes = _normalised_axes(module, shape)
@@ -455,9 +466,40 @@ def _function_layer(
         return _adaptive(kind, field, in_size, shape, where)
     if target is torch.flatten:
         return _flatten(field, in_size)
+    if target in (torch.matmul, operator.matmul, torch.einsum, torch.mm, torch.bmm) and not field.spatial:
+        # a linear map of vectors by the model's own weights: every output sees what the vectors saw
+        params = sum(params_of(a) for a in node.all_input_nodes if a.op == "get_attr")
+        return target.__name__, field, (None, None, None, None), params, _product_macs(node, target)
     if target in _NEUTRAL_FUNCTIONS:
         return None
     raise AnalysisError(f"{where}: unknown function; its receptive field cannot be computed")
+
+
+def _product_macs(node: fx.Node, target: Any) -> int:
+    """A vector-by-matrix product's multiply-accumulates per image: [N, in] @ [in, out] is in x out; an einsum's
+    is the product of the sizes of every index it names but the batch's."""
+    shapes = [_meta_shape(a) for a in node.all_input_nodes]
+    if target is torch.einsum:
+        sizes: dict[str, int] = {}
+        letters = str(node.args[0]).replace(" ", "").split("->")[0].split(",")
+        for term, shape in zip(letters, shapes):
+            sizes.update({letter: int(n) for letter, n in zip(term, shape)})
+        batch = letters[0][0] if letters and letters[0] else ""
+        total = 1
+        for letter, n in sizes.items():
+            total *= 1 if letter == batch else n
+        return total
+    if len(shapes) == 2 and len(shapes[1]) == 2:
+        return int(shapes[1][0]) * int(shapes[1][1])
+    return 0
+
+
+def _not_uniform(what: str, where: str) -> Layer:
+    """Refuse, naming the layer, an operation after which units do not share one field (it shifts by the unit's
+    phase: a transposed convolution with stride, a pixel shuffle, an upsampling)."""
+    raise AnalysisError(
+        f"{where}: after {what} the units' fields differ by their position (no one size and jump describes them)"
+    )
 
 
 def _method_layer(
