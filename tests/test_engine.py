@@ -195,3 +195,24 @@ def test_a_compiled_network_trains_on_the_cpu(tmp_path, tiny_data):
     config = tiny_config(tmp_path, epochs=1, compile=True, threads=1)
     summary = fit(config, data=tiny_data, progress=False, log=lambda m: None)
     assert len(summary["test_acc_last3"]) == 1 and json.loads((tmp_path / "run" / "config.json").read_text())["compile"]
+
+
+def test_provenance_records_the_commit_of_this_packages_own_checkout_only(tmp_path, monkeypatch):
+    """From this repository's src/ the commit is recorded; installed inside a user's own git repository (a virtual
+    environment in their project), the user's commit is not ours and nothing is recorded."""
+    import subprocess
+
+    import mnistlab.training.engine as engine
+
+    assert engine.provenance(torch.device("cpu"))["git_commit"]  # this checkout's
+    user = tmp_path / "project"
+    user.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=user, check=True)
+    subprocess.run(["git", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=user, check=True)  # fmt: skip
+    installed = user / ".venv" / "lib" / "python3.11" / "site-packages" / "mnistlab" / "training" / "engine.py"
+    installed.parent.mkdir(parents=True)
+    installed.write_text("")
+    monkeypatch.setattr(engine, "__file__", str(installed))
+    made = engine.provenance(torch.device("cpu"))
+    assert made["git_commit"] is None and made["git_dirty"] is None

@@ -66,23 +66,8 @@ TEACHER_OUTPUTS = "teacher-outputs"  # under the data folder: the teachers' cach
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
-    """Where and with what a run was made (the commit of this code's checkout, wherever the run's folder is)."""
-    source = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True, cwd=source
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=source,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
+    """Where and with what a run was made (the commit of this code's own checkout, wherever the run's folder is)."""
+    commit, dirty = _own_checkout_commit()
     return {
         "git_commit": commit,
         "git_dirty": dirty,
@@ -94,6 +79,28 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "threads": torch.get_num_threads(),
     }
+
+
+def _own_checkout_commit() -> tuple[str | None, bool | None]:
+    """The commit and state of the checkout this package runs from (``<checkout>/src/mnistlab``), or (None, None):
+    an installed package inside someone else's repository (a virtual environment in a user's project) is not
+    that repository's code, so its commit is not recorded."""
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parents[1]
+    if package.parent.name != "src" or not (checkout / "pyproject.toml").is_file():
+        return None, None
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=5, check=True, cwd=checkout
+        ).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != checkout.resolve():
+            return None, None
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None, None
 
 
 def _cpu_name() -> str:
