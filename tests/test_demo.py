@@ -213,3 +213,32 @@ def test_port_0_serves_on_a_free_port_and_prints_its_url(tmp_path):
     finally:
         demo.terminate()
         demo.wait(timeout=30)
+
+
+def test_a_module_used_twice_is_shown_at_each_use_in_order_and_a_sequentials_layers_by_name():
+    """A block called before and after a pool: both uses, in the order they run, each with its own map size;
+    a Sequential's layers are "layer 0", not "0"."""
+    from torch import nn
+
+    from mnistlab.tools.insight import inspect_digit
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 4, 3, padding=1)
+            self.block = nn.Conv2d(4, 4, 3, padding=1)
+            self.pool = nn.MaxPool2d(2)
+            self.head = nn.Sequential(nn.Conv2d(4, 10, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+        def forward(self, x):
+            x = self.pool(self.block(self.stem(x)))
+            return self.head(self.block(x)).log_softmax(1)
+
+    seen = inspect_digit(Twice(), np.zeros((28, 28), dtype=np.float32))
+    names = [view.name for view in seen.layers]
+    assert names.index("block") < names.index("pool") < names.index("block (use 2)"), names
+    sizes = {view.name: view.maps.shape[1:] for view in seen.layers}
+    assert sizes["block"] == (28, 28) and sizes["block (use 2)"] == (14, 14)
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    labels = [view.name for view in inspect_digit(plain, np.zeros((28, 28), dtype=np.float32)).layers]
+    assert labels[0] == "layer 0" and "0" not in labels, labels

@@ -82,6 +82,14 @@ class Block:
 
     path: str
     rows: tuple[LayerRow, ...]
+    call: int = 0  # which call of the module at ``path`` (a module used twice is two blocks, each shown)
+
+    @property
+    def label(self) -> str:
+        """What the page calls it: the module's own name (a Sequential's index as "layer 2"), and which use."""
+        last = self.path.removeprefix(WRAPPED).split(".")[-1]
+        name = f"layer {last}" if last.isdigit() else last
+        return name if self.call == 0 else f"{name} (use {self.call + 1})"
 
 
 def blocks(model: nn.Module) -> list[Block]:
@@ -98,20 +106,29 @@ def blocks(model: nn.Module) -> list[Block]:
     common = 0
     while all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
         common += 1
-    grouped: dict[str, list[LayerRow]] = {}
+    grouped: list[tuple[str, list[LayerRow]]] = []  # in the order the rows run: a module used again is a new block
     for row, p in zip(rows, parts):
-        grouped.setdefault(".".join(p[: common + 1]), []).append(row)
-    return [Block(path, tuple(members)) for path, members in grouped.items()]
+        key = ".".join(p[: common + 1])
+        if grouped and grouped[-1][0] == key:
+            grouped[-1][1].append(row)
+        else:
+            grouped.append((key, [row]))
+    calls: dict[str, int] = {}
+    found_blocks = []
+    for path, members in grouped:
+        found_blocks.append(Block(path, tuple(members), calls.get(path, 0)))
+        calls[path] = calls.get(path, 0) + 1
+    return found_blocks
 
 
 def _blocks_without_fields(model: nn.Module) -> list[Block]:
     """Each leaf layer with a spatial output (``analysis.leaf_calls``): blocks with no rows."""
-    spatial = [
-        name
-        for name, _, out in leaf_calls(model, (1, IMAGE, IMAGE))
-        if isinstance(out, torch.Tensor) and out.dim() == 4
-    ]
-    return [Block(name, ()) for name in dict.fromkeys(spatial)]
+    found, calls = [], {}
+    for name, _, out in leaf_calls(model, (1, IMAGE, IMAGE)):
+        if isinstance(out, torch.Tensor) and out.dim() == 4:
+            found.append(Block(name, (), calls.get(name, 0)))
+            calls[name] = calls.get(name, 0) + 1
+    return found
 
 
 def _module_path(model: nn.Module, name: str) -> str | None:
@@ -129,12 +146,12 @@ def _module_path(model: nn.Module, name: str) -> str | None:
 def inspect_digit(model: nn.Module, digit: np.ndarray, layers: list[Block] | None = None) -> Inspection:
     """Run one 28x28 digit through ``model`` and look at every block's output."""
     layers = blocks(model) if layers is None else layers
-    outputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, list[torch.Tensor]] = {}
     handles = [
-        model.get_submodule(block.path).register_forward_hook(
-            lambda _m, _i, out, path=block.path: outputs.__setitem__(path, out.detach())
+        model.get_submodule(path).register_forward_hook(
+            lambda _m, _i, out, path=path: outputs.setdefault(path, []).append(out.detach())
         )
-        for block in layers
+        for path in dict.fromkeys(block.path for block in layers)
     ]
     try:
         batch = normalize(torch.from_numpy(np.asarray(digit, dtype=np.float32))[None, None])
@@ -143,8 +160,12 @@ def inspect_digit(model: nn.Module, digit: np.ndarray, layers: list[Block] | Non
         for handle in handles:
             handle.remove()
     views = []
+    uses = {path: sum(b.path == path for b in layers) for path in outputs}
     for block in layers:
-        maps = outputs[block.path][0].float().numpy()
+        seen = outputs[block.path]  # one output per call; a block applied twice in a row is one block: its last
+        maps = (seen[block.call] if len(seen) == uses[block.path] else seen[-1])[0].float().numpy()
+        if maps.ndim != 3:  # a block that ends in a vector (its own flatten): no map to show
+            continue
         unit = tuple(int(i) for i in np.unravel_index(int(np.argmax(maps)), maps.shape))
         box = size = step = None
         if block.rows and block.rows[-1].receptive_field is not None:
@@ -157,7 +178,7 @@ def inspect_digit(model: nn.Module, digit: np.ndarray, layers: list[Block] | Non
             size, step = (int(rf[0]), int(rf[1])), (int(jump[0]), int(jump[1]))
         module = model.get_submodule(block.path)
         types = ", ".join(dict.fromkeys(row.type for row in block.rows)) or type(module).__name__
-        views.append(LayerView(block.path.split(".")[-1], types, maps, unit, size, step, box))  # type: ignore[arg-type]
+        views.append(LayerView(block.label, types, maps, unit, size, step, box))  # type: ignore[arg-type]
     return Inspection(np.asarray(digit, dtype=np.float32), tuple(float(p) for p in probabilities), tuple(views))
 
 
