@@ -114,6 +114,24 @@ def numbers(runs):
     return [[{k: v for k, v in row.items() if k != "seconds"} for row in r.history] for r in runs]
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The uninterrupted group of two seeds (stacked, or one after another), made once for the kill tests."""
+    from conftest import tiny_digits
+
+    made: dict[bool, list] = {}
+
+    def group(unstackable: bool) -> list:
+        if unstackable not in made:
+            data = (tiny_digits(600, seed=0), tiny_digits(200, seed=1))
+            recipe = {**TINY, "data": data, **({"scheduler": "plateau"} if unstackable else {})}
+            folder = tmp_path_factory.mktemp("whole")
+            made[unstackable] = mnistlab.fit("model1", seeds=[1, 2], output_dir=folder, **recipe)
+        return made[unstackable]
+
+    return group
+
+
 class Stop(KeyboardInterrupt):
     """What Ctrl-C (or a kill) does to the process, raised where a test chooses."""
 
@@ -139,26 +157,35 @@ def test_a_group_trained_seed_after_seed_killed_in_its_first_seed_resumes_to_its
     assert numbers(resumed) == numbers(whole)
 
 
-def test_a_stacked_group_killed_at_the_rename_of_its_second_config_resumes_as_the_group(
-    tmp_path, tiny_data, monkeypatch
+@pytest.mark.kills
+@pytest.mark.parametrize("unstackable", [False, True])
+@pytest.mark.parametrize("at", [1, 2, 3, 4])
+def test_a_group_killed_at_each_rename_of_its_first_save_resumes_as_the_group(
+    tmp_path, tiny_data, monkeypatch, at, unstackable, uninterrupted
 ):
-    """The first write of a group (every seed's config.json) cut between its renames: a resume completes it and
-    trains both seeds as one stacked group, to the uninterrupted run's numbers."""
+    """The first write of a group (every seed's config.json, with a commit record in each folder) cut at each of its
+    renames (the two records, the two configs): a resume completes or discards it, finds every seed, and trains them
+    as the group they were (stacked, or one after another), to the uninterrupted run's numbers."""
     from mnistlab.core import fileio
 
-    whole = mnistlab.fit("model1", seeds=[1, 2], output_dir=tmp_path / "whole", data=tiny_data, **TINY)
-    real = fileio.os.replace
+    recipe = {**TINY, "data": tiny_data, **({"scheduler": "plateau"} if unstackable else {})}
+    whole = uninterrupted(unstackable)
+    real, calls = fileio.os.replace, {"n": 0}
 
     def replace(source, target):
-        if str(target).endswith("config.json") and "seed2" in str(target):
+        calls["n"] += 1
+        if calls["n"] == at:
             raise Stop()
         return real(source, target)
 
     monkeypatch.setattr(fileio.os, "replace", replace)
     with pytest.raises(Stop):
-        mnistlab.fit("model1", seeds=[1, 2], output_dir=tmp_path / "cut", data=tiny_data, **TINY)
+        mnistlab.fit("model1", seeds=[1, 2], output_dir=tmp_path / "cut", **recipe)
     monkeypatch.setattr(fileio.os, "replace", real)
-    assert not (tmp_path / "cut" / "seed2" / "config.json").exists()
-    resumed = mnistlab.fit(resume=tmp_path / "cut", data=tiny_data, log=lambda m: None)
+    if at >= 3:  # cut among the configs' renames, its records written: resumable as the group
+        resumed = mnistlab.fit(resume=tmp_path / "cut", data=tiny_data, log=lambda m: None)
+    else:  # cut before every record was written: no config stands, the same command starts it again
+        assert not list((tmp_path / "cut").glob("seed*/config.json"))
+        resumed = mnistlab.fit("model1", seeds=[1, 2], output_dir=tmp_path / "cut", **recipe)
     assert [r.summary["seed"] for r in resumed] == [1, 2] and numbers(resumed) == numbers(whole)
-    assert resumed[1].summary["provenance"]["stacked"] == 2
+    assert resumed[1].summary["provenance"]["stacked"] == (1 if unstackable else 2)
