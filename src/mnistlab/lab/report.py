@@ -346,7 +346,16 @@ def tuning_section(study: Study, candidates: list[Candidate], by_name: dict[str,
     lines = (
         [f"## {study.title}", ""] + _candidates_table(study, candidates, by_name) + ["", _verdict(study, candidates)]
     )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _predictions(study)) + "\n"
+
+
+def _predictions(study: Study) -> list[str]:
+    """What the ledger said the study would show, written before its runs: beside what it showed."""
+    if not study.prediction and not study.predicted:
+        return []
+    said = [f"the study: {study.prediction}"] if study.prediction else []
+    said += [f"`{name}`: {text}" for name, text in study.predicted]
+    return ["", "Predicted in the ledger before the runs: " + "; ".join(said) + "."]
 
 
 def _candidates_table(study: Study, candidates: list[Candidate], by_name: dict[str, float]) -> list[str]:

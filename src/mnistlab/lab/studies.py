@@ -73,6 +73,8 @@ class Study:
     superseded: str = ""  # the study that started from this one's winner and changed it
     rule: str = "mean"  # mean: the highest validation mean wins; smallest: the smallest that held on validation
     mean_at_least: float = 0.0  # rule "smallest": the validation mean over seeds it must reach as well (a margin)
+    prediction: str = ""  # what the study was expected to show, written in the ledger before its runs
+    predicted: tuple[tuple[str, str], ...] = ()  # (candidate, its prediction), written before its runs
 
 
 def candidate_name(run: Run) -> str:
@@ -158,7 +160,8 @@ def _studies(recipes: dict[str, Recipe], folder: Any) -> tuple[Study, ...]:
         runs = [_candidate_runs(c, recipes) for c in candidates]
         single = [run for group in runs for run in group if "/" not in run.name]
         seeded = [run for group in runs for run in group if "/" in run.name]
-        fields = ("where", "superseded", "rule", "mean_at_least")
+        fields = ("where", "superseded", "rule", "mean_at_least", "prediction")
+        predicted = tuple((c["name"], c["prediction"]) for c in data["candidates"] if "prediction" in c)
         studies.append(
             Study(
                 data["key"],
@@ -167,6 +170,7 @@ def _studies(recipes: dict[str, Recipe], folder: Any) -> tuple[Study, ...]:
                 data["outcome"],
                 data["winner"],
                 **{k: data[k] for k in fields if k in data},
+                predicted=predicted,
             )
         )
     return tuple(studies)
