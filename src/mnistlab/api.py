@@ -112,25 +112,37 @@ def fit(
         raise MnistlabError(f"fit() has no field {', '.join(unknown)}; the fields are: {', '.join(RECIPE_FIELDS)}")
     card = model_card(model)
     recipe = _with_augment(card, recipe)
+    how = {"progress": progress, "log": log, "after_epoch": after_epoch, "data": data}
     if seeds is None:
-        config = config_for(card, output_dir=str(output_dir or default_run_dir(card.name)), **recipe)
-        _clear_previous_run(Path(config.output_dir), overwrite, log)
-        log(f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {config.output_dir}")
-        events = after_epoch([config]) if after_epoch is not None else None
-        fit_group([config], progress=progress, log=log, after_epoch=events, data=data)
-        return load_run(config.output_dir)
-    configs = _seed_configs(card, _seed_list(seeds), output_dir, recipe)
+        return _fit_one(
+            config_for(card, output_dir=str(output_dir or default_run_dir(card.name)), **recipe), overwrite, how
+        )
+    return _fit_group(_seed_configs(card, _seed_list(seeds), output_dir, recipe), overwrite, how)
+
+
+def _fit_one(config: TrainConfig, overwrite: bool, how: dict[str, Any]) -> RecordedRun:
+    """One new run (``how``: progress, log, after_epoch, data)."""
+    _clear_previous_run(Path(config.output_dir), overwrite, how["log"])
+    how["log"](f"training {config.model} ({config.epochs} epochs, seed {config.seed}) into {config.output_dir}")
+    events = how["after_epoch"]([config]) if how["after_epoch"] is not None else None
+    fit_group([config], progress=how["progress"], log=how["log"], after_epoch=events, data=how["data"])
+    return load_run(config.output_dir)
+
+
+def _fit_group(configs: list[TrainConfig], overwrite: bool, how: dict[str, Any]) -> list[RecordedRun]:
+    """New runs of one recipe's seeds, stacked where the recipe allows (the runner's path), else one by one."""
     for config in configs:
-        _clear_previous_run(Path(config.output_dir), overwrite, log)
+        _clear_previous_run(Path(config.output_dir), overwrite, how["log"])
     # the group is known from the first byte it writes: every seed's config.json, as one write, before any trains
     # (a group whose seeds train one after another, killed in its first, resumes to its last seed)
     atomic_write_all([(Path(c.output_dir) / CONFIG, _text_writer(json_text(c.to_dict()))) for c in configs], mode="w")
     reason = recipe_unstackable(configs[0]) if len(configs) > 1 else None
-    how = f"one after another ({reason})" if reason else "stacked"
-    log(
-        f"training {card.name} on seeds {', '.join(str(c.seed) for c in configs)}, {how}, into {Path(configs[0].output_dir).parent}/seed<k>"
+    order = f"one after another ({reason})" if reason else "stacked"
+    seeds = ", ".join(str(c.seed) for c in configs)
+    how["log"](
+        f"training {configs[0].model} on seeds {seeds}, {order}, into {Path(configs[0].output_dir).parent}/seed<k>"
     )
-    run_all(configs, stack=True, progress=progress, log=log, after_epoch=after_epoch, data=data)
+    run_all(configs, stack=True, **how)
     return [load_run(c.output_dir) for c in configs]
 
 
