@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from mnistlab.core.config import Augment, TrainConfig
+from mnistlab.core.config import Augment, TrainConfig, check_seeds
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import (
     atomic_write_all,
@@ -117,7 +117,7 @@ def fit(
         return _fit_one(
             config_for(card, output_dir=str(output_dir or default_run_dir(card.name)), **recipe), overwrite, how
         )
-    return _fit_group(_seed_configs(card, _seed_list(seeds), output_dir, recipe), overwrite, how)
+    return _fit_group(_seed_configs(card, check_seeds(seeds, str(list(seeds))), output_dir, recipe), overwrite, how)
 
 
 def _fit_one(config: TrainConfig, overwrite: bool, how: dict[str, Any]) -> RecordedRun:
@@ -221,13 +221,6 @@ def _with_augment(card: Any, recipe: dict[str, Any]) -> dict[str, Any]:
             f"augment has no range {', '.join(sorted(set(given) - known))}; the ranges are: {', '.join(sorted(known))}"
         )
     return {**recipe, "augment": dataclasses.replace(card.recipe.augment, **given)}
-
-
-def _seed_list(seeds: Sequence[int]) -> tuple[int, ...]:
-    values = tuple(seeds)
-    if not values or len(set(values)) < len(values) or not all(isinstance(s, int) and s >= 0 for s in values):
-        raise MnistlabError(f"seeds must be distinct integers of 0 or more, got {list(values)}")
-    return values
 
 
 # ------------------------------------------------------------------------------------------- after training

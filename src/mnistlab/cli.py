@@ -24,6 +24,7 @@ from mnistlab.core.config import (
     Augment,
     SearchSettings,
     TrainConfig,
+    check_seeds,
     read_recipe_changes,
 )
 from mnistlab.core.errors import MnistlabError
@@ -221,9 +222,7 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise MnistlabError(f"seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) < len(seeds) or min(seeds) < 0:
-        raise MnistlabError(f"seeds must be distinct integers of 0 or more, got {text!r}")
-    return seeds
+    return check_seeds(seeds, repr(text))
 
 
 def _bars(quiet: bool) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,14 @@ class Recipe:
 
 
 MAX_LR = 10.0  # far above any rate that trains these networks: a larger one is a typo, and only diverges
+
+
+def check_seeds(seeds: Sequence[Any], shown: str) -> tuple[int, ...]:
+    """A group's seeds: distinct integers of 0 or more, or one line saying so (``shown``: the seeds as given)."""
+    values = tuple(seeds)
+    if not values or len(set(values)) < len(values) or not all(isinstance(s, int) and s >= 0 for s in values):
+        raise MnistlabError(f"seeds must be distinct integers of 0 or more, got {shown}")
+    return values
 
 
 def _check(checks: list[tuple[bool, str]]) -> None:

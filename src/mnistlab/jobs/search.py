@@ -207,9 +207,14 @@ def smallest_params(space: Space) -> int:
     )
 
 
+def _optuna() -> Any:
+    """Optuna, an optional extra: one line naming it where it is missing."""
+    return optional("optuna", "search", "a search")
+
+
 def open_study(settings: Settings) -> Any:
     """The study, created where it does not exist yet (an SQLite file's folder too)."""
-    optuna = optional("optuna", "search", "a search")
+    optuna = _optuna()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if settings.storage.startswith(SQLITE) and settings.storage != SQLITE + ":memory:":
@@ -263,7 +268,7 @@ def open_study(settings: Settings) -> Any:
 def fail_orphans(study: Any) -> list[int]:
     """Mark failed the trials still "running" whose worker, on this machine, is gone (a search killed with -9 or
     its terminal closed): at once, not after the heartbeat's grace period. Return their numbers."""
-    optuna = optional("optuna", "search", "a search")
+    optuna = _optuna()
 
     orphans = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -306,7 +311,7 @@ def storage_errors(storage: str) -> Iterator[None]:
 
 def open_existing(name: str, storage: str) -> Any:
     """The study ``name`` that must exist already in ``storage`` (registering a trial): one line if it does not."""
-    optuna = optional("optuna", "search", "a search")
+    optuna = _optuna()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage.startswith(SQLITE) and not Path(storage[len(SQLITE) :]).is_file():
@@ -323,7 +328,7 @@ def open_existing(name: str, storage: str) -> Any:
 
 def run_trial(trial: Any, settings: Settings, space: Space, log: Callable[[str], None]) -> float:
     """Train one candidate on every seed (stacked); its score is the worst seed's last-epochs validation mean."""
-    optuna = optional("optuna", "search", "a search")
+    optuna = _optuna()
 
     arch, recipe = sample(trial, space, bool(settings.teachers))
     params = count_params(arch)

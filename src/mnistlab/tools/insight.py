@@ -113,21 +113,22 @@ def blocks(model: nn.Module) -> list[Block]:
             grouped[-1][1].append(row)
         else:
             grouped.append((key, [row]))
-    calls: dict[str, int] = {}
-    found_blocks = []
-    for path, members in grouped:
-        found_blocks.append(Block(path, tuple(members), calls.get(path, 0)))
-        calls[path] = calls.get(path, 0) + 1
-    return found_blocks
+    return _numbered([(path, tuple(members)) for path, members in grouped])
 
 
 def _blocks_without_fields(model: nn.Module) -> list[Block]:
     """Each leaf layer with a spatial output (``analysis.leaf_calls``): blocks with no rows."""
-    found, calls = [], {}
-    for name, _, out in leaf_calls(model, (1, IMAGE, IMAGE)):
-        if isinstance(out, torch.Tensor) and out.dim() == 4:
-            found.append(Block(name, (), calls.get(name, 0)))
-            calls[name] = calls.get(name, 0) + 1
+    calls = leaf_calls(model, (1, IMAGE, IMAGE))
+    return _numbered([(name, ()) for name, _, out in calls if isinstance(out, torch.Tensor) and out.dim() == 4])
+
+
+def _numbered(uses: list[tuple[str, tuple[LayerRow, ...]]]) -> list[Block]:
+    """Blocks in the order they run, each numbered among the uses of its module (0 for the first)."""
+    seen: dict[str, int] = {}
+    found = []
+    for path, rows in uses:
+        found.append(Block(path, rows, seen.get(path, 0)))
+        seen[path] = seen.get(path, 0) + 1
     return found
 
 
