@@ -23,10 +23,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: $(VENV)/.installed
 setup-core: $(VENV)/.core
 
-# the package declares torch as a range; constraints.txt pins this repository's own environment
-$(VENV)/.core: pyproject.toml constraints.txt
+# the package declares torch as a range; constraints.txt pins this repository's own environment. The lab (lab/:
+# its studies, report, reproduce and models) is the repository's, installed beside the package, never in its wheel
+$(VENV)/.core: pyproject.toml lab/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e .
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e . -e ./lab
 	touch $@
 
 # every extra: what the tests, the notebook, the demo, search, Ray and export need

@@ -51,8 +51,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the lab (its models, studies and `reproduce`) from the source tree: a lent machine runs without installing it
+LAB = Path(__file__).resolve().parents[1] / "lab"
+sys.path.insert(0, str(LAB))
 
-
+import mnistlab_lab.models  # noqa: E402, F401  (registers the lab's models)
 from mnistlab.core.rundir import LAST_TESTS  # noqa: E402
 from mnistlab.models import config_for  # noqa: E402
 from mnistlab.training.engine import fit, fit_group  # noqa: E402
@@ -296,8 +299,7 @@ def record(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     ``record-<budget>-kd`` and draws distillation's alpha and T per trial."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mnistlab.jobs.search import Settings, Space, search
-    from mnistlab.lab.records import best_row, finished, trial_rows
+    from mnistlab.jobs.search import Settings, Space, best_row, finished, search, trial_rows
     from mnistlab.models.registry import teacher_files
 
     teachers = teacher_files([t for t in args.search_teachers.split(",") if t])[0]
@@ -360,7 +362,8 @@ def finals(device: str, args: argparse.Namespace, tiny: dict) -> dict:
     ``--out``."""
     import os
 
-    from mnistlab.models.found import LAB_FOUND, entries
+    from mnistlab.models.found import entries
+    from mnistlab_lab.models import FOUND as LAB_FOUND
 
     # a try-out registers beside its results, never into the package's found.json
     found_file = (args.results / "found.json").resolve() if tiny else LAB_FOUND
@@ -421,11 +424,14 @@ def finals(device: str, args: argparse.Namespace, tiny: dict) -> dict:
 
 def mnistlab(argv: list[str], env: dict) -> None:
     """A mnistlab command as a user types it, its output in this log; a failure stops the stage."""
+    import os
     import subprocess
 
     print("$ mnistlab " + " ".join(argv), flush=True)
     left = RECORD["end"] - time.time() - 5 if RECORD["end"] else None
-    subprocess.run([sys.executable, "-m", "mnistlab", *argv], env=env, check=True, timeout=left)
+    path = os.pathsep.join(p for p in (str(LAB), env.get("PYTHONPATH", "")) if p)
+    command = [sys.executable, "-m", "mnistlab_lab", *argv]  # mnistlab with the lab loaded, installed or not
+    subprocess.run(command, env={**env, "PYTHONPATH": path}, check=True, timeout=left)
 
 
 if __name__ == "__main__":

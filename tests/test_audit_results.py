@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mnistlab.core.config import Recipe, TrainConfig
-from mnistlab.lab.studies import STUDIES
+from mnistlab_lab.studies import STUDIES
 
 RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 DISTILL_FIELDS = {"teachers", "distill_alpha", "distill_temperature", "teacher_view"}
@@ -32,8 +32,8 @@ def _teachers(checkpoints, val_size: int = 0) -> list[str]:
 @pytest.mark.parametrize("study", STUDIES, ids=lambda study: study.key)
 def test_each_study_winner_is_the_registered_model(study):
     """The model a study produced must be its best-validation candidate: same recipe, same layers."""
-    from mnistlab.lab.records import chosen, tuning_scores, waiting
     from mnistlab.models import config_for, create_model
+    from mnistlab_lab.records import chosen, tuning_scores, waiting
 
     results = Path(__file__).resolve().parent.parent / "results"
     scores = tuning_scores(results, study)
@@ -70,7 +70,7 @@ def test_each_study_winner_is_the_registered_model(study):
 def test_every_recorded_tuning_run_is_its_declared_config():
     """`mnistlab reproduce --tuning` must re-make exactly the recorded validation runs."""
     from mnistlab.core.config import EXECUTION, TrainConfig, fields_with
-    from mnistlab.lab.studies import EARLIER, TUNING
+    from mnistlab_lab.studies import EARLIER, TUNING
 
     results = Path(__file__).resolve().parent.parent / "results"
     checked = 0
@@ -92,15 +92,16 @@ def test_the_record_section_names_each_search_and_every_model_taken_from_one():
     found model beside the hand-made ones, smallest first."""
     import optuna
 
-    from mnistlab.lab.records import ModelResult, load_searches, model_runs
-    from mnistlab.lab.report import record_section, teacher_runs
-    from mnistlab.lab.studies import role
     from mnistlab.models import get_card, list_models
     from mnistlab.models.found import entries
+    from mnistlab_lab.models import FOUND
+    from mnistlab_lab.records import ModelResult, load_searches, model_runs
+    from mnistlab_lab.report import record_section, teacher_runs
+    from mnistlab_lab.studies import role
 
     results = Path(__file__).resolve().parents[1] / "results"
     names = [n for n in list_models() if (part := role(n)) is not None and part.record]
-    assert {f["name"] for f in entries()} <= set(names)  # every found model is a record attempt
+    assert {f["name"] for f in entries(FOUND)} <= set(names)  # every found model is a record attempt
     finals = [ModelResult(get_card(n), model_runs(results, n)) for n in names]
     section = record_section(finals, {}, load_searches(results), {r.card.name: teacher_runs(r) for r in finals})
     for store in sorted((results / "search").glob("*.db")):
@@ -120,3 +121,19 @@ def test_the_record_section_names_each_search_and_every_model_taken_from_one():
     assert positions == sorted(positions)
     for name in set(by_size) - set(ran):  # declared, its final runs not made yet: said so, with the command
         assert f"- {name}: not run yet (`mnistlab reproduce --models {name}`)." in finals
+
+
+def test_every_recorded_history_row_and_summary_is_the_typed_record():
+    """What the readers take on trust: every recorded run's history.jsonl and summary.json under results/ hold the
+    keys of ``core.rundir.HistoryRow`` and ``Summary`` in their order; provenance only keys ``Provenance`` names."""
+    from mnistlab.core.rundir import HISTORY_KEYS, SUMMARY_KEYS, Provenance
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    summaries = sorted(results.rglob("summary.json"))
+    assert len(summaries) > 300
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        assert tuple(summary) == SUMMARY_KEYS, path
+        assert set(summary["provenance"]) <= set(Provenance.__annotations__), path
+        rows = [json.loads(line) for line in (path.parent / "history.jsonl").read_text().splitlines() if line]
+        assert rows and all(tuple(row) == HISTORY_KEYS for row in rows), path

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from mnistlab.core.errors import MnistlabError
+from mnistlab.models import create_model
 from mnistlab.models.checkpoint import load_checkpoint
-from mnistlab.models.registry import create_model
 from mnistlab.tools.demo import build, choices, digit_from_file, digit_from_sketch, layer_text, sketch_to_gray, view
 from mnistlab.tools.insight import Box, blocks, inspect_digit
 

@@ -15,7 +15,7 @@ from mnistlab.core.errors import MnistlabError
 from mnistlab.core.rundir import read_history, run_status
 from mnistlab.jobs.distributed import Cluster, connect, pack, unpack
 from mnistlab.jobs.runner import run_all
-from mnistlab.lab.studies import Run
+from mnistlab_lab.studies import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"epochs": 2, "batch_size": 64, "val_size": 100, "device": "cpu", "threads": 1}

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.rundir import read_history
+from mnistlab.core.rundir import (
+    HISTORY_KEYS,
+    LAST_MEAN,
+    LAST_MIN,
+    LAST_TESTS,
+    SUMMARY_KEYS,
+    Provenance,
+    read_history,
+)
 from mnistlab.models import config_for, create_model, load_checkpoint
 from mnistlab.training.engine import fit
 from mnistlab.training.step import TrainingState, make_optimizer, make_scheduler
@@ -33,6 +41,11 @@ def test_short_fit_learns_and_writes_the_run_directory(tmp_path, tiny_data):
     for name in ("config.json", "summary.json", "last.pt", "best.pt"):
         assert (run / name).is_file()
     assert not list(run.glob("*.tmp"))
+    # the files are exactly the typed records every reader uses (core.rundir), keys in order
+    assert all(tuple(row) == HISTORY_KEYS for row in history)
+    written = json.loads((run / "summary.json").read_text())
+    assert tuple(written) == SUMMARY_KEYS and set(written["provenance"]) <= set(Provenance.__annotations__)
+    assert {LAST_TESTS, LAST_MEAN, LAST_MIN} <= set(SUMMARY_KEYS)
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.9])

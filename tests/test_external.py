@@ -172,7 +172,7 @@ def test_an_installed_package_registers_models_through_entry_points(tmp_path, mo
     assert load_entry_points() == ["lesson1"]
     assert "lesson1" in list_models() and get_card("lesson1").params > 0
     assert config_for("lesson1").model == "lesson1"
-    from mnistlab.lab.studies import final_models
+    from mnistlab_lab.studies import final_models
 
     # the lab's report and default final runs are of its own models, not of those from outside
     assert "lesson1" not in list_models(outside=False) and "lesson1" not in final_models()

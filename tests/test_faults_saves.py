@@ -268,15 +268,14 @@ def test_a_full_disk_names_the_file_and_advises_what_the_command_can_do(tmp_path
     with pytest.raises(OSError) as caught:
         fileio.atomic_write_text(tmp_path / "found.json", "[]")
     assert caught.value.filename == str(tmp_path / "found.json")
-    monkeypatch.setattr(cli, "_STOPPED", [cli._STOPPED_DEFAULT])  # a command like register, restored after
-    monkeypatch.setattr(cli, "_FULL_DISK", [cli._FULL_DISK_DEFAULT])
+    monkeypatch.setattr(cli, "HINTS", cli.Hints())  # a command like register, restored after
     said = cli._disk_fault(caught.value)
     assert (
         said
         == f"{tmp_path}/found.json: No space left on device; free some space, then run the same command again (what was written stays whole)"
     )
     assert "--resume" not in said
-    cli._stopped_hint(f"`mnistlab train --resume {tmp_path}`")  # train says how to continue
+    cli.stopped_hint(f"`mnistlab train --resume {tmp_path}`")  # train says how to continue
     assert cli._disk_fault(caught.value).endswith(
         f"then `mnistlab train --resume {tmp_path}` continues from the last complete epoch"
     )

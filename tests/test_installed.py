@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -55,8 +56,14 @@ SPACE = {"width": [12, 12], "stem1": [4, 4], "stem2": [8, 8], "depth": [2, 2], "
 def installed(tmp_path_factory):
     """``mnistlab`` and ``python`` of a fresh virtual environment that holds only the wheel and its extras."""
     root = tmp_path_factory.mktemp("installed")
+    # from a copy of what the wheel is made of: a checkout's build/ (setuptools' cache of earlier builds) may
+    # still hold files the package no longer has
+    source = root / "source"
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", root],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", root],
         capture_output=True,
         text=True,
     )
@@ -114,8 +121,25 @@ def test_every_command_works_from_the_wheel_in_an_empty_folder(installed, tmp_pa
         assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stdout, result.stderr)
         return result.stdout
 
-    assert "model8" in ok("models")
-    assert "sepnet3k.kd98" in ok("models", "--variants")  # the ledger and the variants come with the wheel
+    listed = ok("models")
+    assert [line.split()[0] for line in listed.splitlines() if line.startswith("model")] == [
+        f"model{k}" for k in range(1, 9)
+    ]
+    # the reference's eight and the search's family: no study history, no teacher, no path into the lab's results/
+    every = ok("models", "--all", "--variants")
+    assert [line.split()[0] for line in every.splitlines()] == [f"model{k}" for k in range(1, 9)] + ["searched"]
+    cards = subprocess.run(
+        [
+            installed / "python",
+            "-c",
+            "from mnistlab.models import get_card, list_models; print([repr(get_card(n)) for n in list_models()])",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env={**os.environ, **env},
+    )
+    assert cards.returncode == 0 and "results/" not in cards.stdout, cards.stderr
     table = ok("summary", model)
     assert "Total:" in table and "(reused)" in table  # the convolution used twice counts its weights once
     trained = ok(
@@ -193,8 +217,10 @@ def test_every_command_works_from_the_wheel_in_an_empty_folder(installed, tmp_pa
     ok("register", "--study", "tiny", "--trial", "0", "--name", "mine", "--results", "res")
     assert [e["name"] for e in json.loads((tmp_path / "home" / "found.json").read_text())] == ["mine"]
     assert "mine" in ok("models")
-    refused = run(installed, "report", cwd=work, env=env)
-    assert refused.returncode == 2 and "no recorded runs" in refused.stderr and refused.stderr.count("\n") == 1
+    for lab_command in ("report", "reproduce"):  # the repository's lab's, not the wheel's: one line says where
+        refused = run(installed, lab_command, cwd=work, env=env)
+        assert refused.returncode == 2 and "the lab's command" in refused.stderr, refused.stderr
+        assert refused.stderr.count("\n") == 1
     assert sorted(p.name for p in work.iterdir()) == [
         "branchy.onnx",
         "branchy.py",
@@ -233,6 +259,18 @@ def test_the_demo_serves_the_packages_model_from_an_empty_folder(installed, tmp_
     finally:
         demo.terminate()
         demo.wait(30)
+
+
+def test_the_wheel_holds_the_library_not_the_lab(installed):
+    """The lab (its studies, ledger, report, reproduce and models) is the repository's: the wheel ships the library,
+    the reference's models and the shipped Model 8, and no file of the lab."""
+    import zipfile
+
+    (wheel,) = installed.parent.parent.glob("mnistlab-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "mnistlab/models/shipped/model8-seed1.pt" in names and "mnistlab/api.py" in names
+    lab = [n for n in names if n.startswith(("mnistlab_lab", "mnistlab/lab/")) or "ledger" in n or n.endswith(".json")]
+    assert lab == [] and "mnistlab/models/compact.py" not in names, lab
 
 
 def test_the_wheel_declares_its_dependencies_as_ranges_and_the_repository_pins_torch(installed):

@@ -16,7 +16,7 @@ from mnistlab.core.errors import MnistlabError
 @pytest.mark.parametrize(
     ("field", "value", "says"),
     [
-        ("lr", 1e9, "learning rate must be in (0, 10.0], got 1000000000.0"),
+        ("lr", 1e9, "learning rate must be in (0, 10], got 1000000000.0"),
         ("lr", 0.0, "learning rate must be in"),
         ("seed", -1, "seed must be 0 or more, got -1"),
         ("epochs", 0, "epochs must be positive"),
@@ -24,7 +24,7 @@ from mnistlab.core.errors import MnistlabError
         ("weight_decay", 5.0, "weight decay must be in [0, 1)"),
         ("distill_temperature", 1e6, "distill temperature must be in (0, 100]"),
         ("limit", 0, "limit must be positive"),
-        ("threads", -1, "threads must be >= 0"),
+        ("threads", -1, "threads must be 0 or more"),
     ],
 )
 def test_an_impossible_value_edited_into_config_json_is_one_line_naming_file_and_field(tmp_path, field, value, says):

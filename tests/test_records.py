@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnistlab.lab.records import Candidate, RecordedRun, chosen
-from mnistlab.lab.studies import Run, Study
+from mnistlab_lab.records import Candidate, RecordedRun, chosen
+from mnistlab_lab.studies import Run, Study
 
 
 def test_smallest_rule_takes_the_smallest_that_held_on_every_seed():

@@ -10,8 +10,8 @@ import pytest
 
 from mnistlab.core.config import Recipe
 from mnistlab.jobs.runner import run_all
-from mnistlab.lab.report import write_report
-from mnistlab.lab.studies import STUDIES, Run
+from mnistlab_lab.report import write_report
+from mnistlab_lab.studies import STUDIES, Run
 
 RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 
@@ -51,7 +51,7 @@ def test_report_is_written_from_the_records(tmp_path, tiny_data):
 def test_seeded_study_is_scored_over_its_seeds(tmp_path, tiny_data):
     from statistics import mean
 
-    from mnistlab.lab.records import tuning_scores
+    from mnistlab_lab.records import tuning_scores
 
     study = next(s for s in STUDIES if s.key == "model8-seeds")
     runs = [run for run in study.runs if run.name in ("m8/s1", "m8/s2")]
@@ -69,9 +69,9 @@ def test_hold_rates_count_the_seeds_that_held_beside_the_final_verdict(tmp_path)
     """A recipe on many seeds (results/stacked/<model>-<n>seeds) is reported as held on k of n, with its mean
     and lowest epoch, beside its 3 final seeds' verdict; no such folder, no section."""
     from mnistlab.core.rundir import LAST_TESTS
-    from mnistlab.lab.records import ModelResult, model_runs
-    from mnistlab.lab.report import hold_rate_groups, hold_rates_section
     from mnistlab.models import get_card
+    from mnistlab_lab.records import ModelResult, model_runs
+    from mnistlab_lab.report import hold_rate_groups, hold_rates_section
 
     assert hold_rate_groups(tmp_path) == [] and hold_rates_section([], tmp_path, []) == ""
     lasts = {1: [99.41, 99.45, 99.40], 2: [99.38, 99.50, 99.52], 3: [99.44, 99.43, 99.47], 4: [99.40, 99.40, 99.40]}
@@ -97,8 +97,8 @@ def test_hold_rates_count_the_seeds_that_held_beside_the_final_verdict(tmp_path)
 def test_a_study_over_runs_already_listed_says_what_its_rule_chose():
     """The record section lists each candidate once: a later study that applies another rule to the same
     recorded runs (record-distill-best) says which it chose instead of listing them again."""
-    from mnistlab.lab.records import Candidate, RecordedRun
-    from mnistlab.lab.report import record_section
+    from mnistlab_lab.records import Candidate, RecordedRun
+    from mnistlab_lab.report import record_section
 
     def candidate(name: str, *vals: float) -> Candidate:  # recorded on each of its 4 declared seeds
         runs = [
@@ -135,7 +135,7 @@ def test_report_refuses_an_empty_or_damaged_results_folder_and_writes_nothing(tm
 
 def test_a_damaged_study_database_is_one_line_naming_it(tmp_path):
     from mnistlab.core.errors import MnistlabError
-    from mnistlab.lab.records import load_searches
+    from mnistlab_lab.records import load_searches
 
     (tmp_path / "search").mkdir()
     (tmp_path / "search" / "record-3500.db").write_bytes(b"SQLite format 3\0" + b"\x07" * 4000)
@@ -147,10 +147,10 @@ def test_a_damaged_study_database_is_one_line_naming_it(tmp_path):
 def test_the_front_lists_every_rung_with_the_best_candidates_and_the_finals_held(tmp_path):
     from conftest import ROOT
 
-    from mnistlab.lab.records import ModelResult, model_runs, tuning_scores
-    from mnistlab.lab.report import LADDER, Figures, front_section
-    from mnistlab.lab.studies import lab_models
     from mnistlab.models import get_card
+    from mnistlab_lab.records import ModelResult, model_runs, tuning_scores
+    from mnistlab_lab.report import LADDER, Figures, front_section
+    from mnistlab_lab.studies import lab_models
 
     results = ROOT / "results"
     models = [ModelResult(get_card(n), model_runs(results, n)) for n in lab_models()]
@@ -170,9 +170,9 @@ def test_a_teacher_sets_time_counts_seeds_trained_stacked_once():
     """Four Teacher 98k seeds trained as one stacked process took that process's time, not four times it."""
     from conftest import ROOT
 
-    from mnistlab.lab.records import ModelResult, RecordedRun, read_run
-    from mnistlab.lab.report import teacher_runs, teachers_note
     from mnistlab.models import get_card
+    from mnistlab_lab.records import ModelResult, RecordedRun, read_run
+    from mnistlab_lab.report import teacher_runs, teachers_note
 
     teachers = [ROOT / f"results/teachers/teacher98k/seed{s}" for s in (1, 2, 3, 4)]
     group = {read_run(t).summary["train_seconds"] for t in teachers}
@@ -188,8 +188,8 @@ def test_a_studys_time_says_whether_the_teachers_outputs_were_computed_or_read_f
     """The ladder's first candidate computed the Teacher 98k outputs and kept them; the next ones read them."""
     from conftest import ROOT
 
-    from mnistlab.lab.records import tuning_scores
-    from mnistlab.lab.report import tuning_section
+    from mnistlab_lab.records import tuning_scores
+    from mnistlab_lab.report import tuning_section
 
     study = next(s for s in STUDIES if s.key == "ladder-3500")
     candidates = tuning_scores(ROOT / "results", study)
@@ -202,7 +202,7 @@ def test_a_studys_time_says_whether_the_teachers_outputs_were_computed_or_read_f
 
 def test_a_record_study_declared_but_not_run_is_listed_with_the_command_that_runs_it():
     """A study committed before its runs shows in the record section as declared, never as a result."""
-    from mnistlab.lab.report import record_section
+    from mnistlab_lab.report import record_section
 
     study = next(s for s in STUDIES if s.key == "ladder-6568")
     section = record_section([], {}, [], {})  # no run of any study, no search
@@ -216,8 +216,8 @@ def test_a_study_whose_teachers_saw_the_unwarped_images_says_so():
     """ladder-6568-clean's candidates learned from one table of the teachers' outputs, computed once."""
     from conftest import ROOT
 
-    from mnistlab.lab.records import tuning_scores
-    from mnistlab.lab.report import tuning_section
+    from mnistlab_lab.records import tuning_scores
+    from mnistlab_lab.report import tuning_section
 
     study = next(s for s in STUDIES if s.key == "ladder-6568-clean")
     candidates = tuning_scores(ROOT / "results", study)
@@ -236,8 +236,8 @@ def test_a_study_with_a_margin_names_it_in_its_rule():
 
     from conftest import ROOT
 
-    from mnistlab.lab.records import tuning_scores
-    from mnistlab.lab.report import tuning_section
+    from mnistlab_lab.records import tuning_scores
+    from mnistlab_lab.report import tuning_section
 
     clean = next(s for s in STUDIES if s.key == "ladder-6568-clean")
     candidates = tuning_scores(ROOT / "results", clean)  # validation means 99.48 and 99.52
@@ -251,9 +251,9 @@ def test_a_study_with_a_margin_names_it_in_its_rule():
 def test_the_report_is_the_same_bytes_from_any_working_folder(tmp_path, tiny_data, monkeypatch):
     """`report --results R` from another folder: every path a run recorded relative to where it was trained (a
     teacher's checkpoint) is found from the run's own folder, never from the working folder."""
-    from mnistlab.lab.records import ModelResult, read_run
-    from mnistlab.lab.report import teacher_runs, teachers_note
     from mnistlab.models import get_card
+    from mnistlab_lab.records import ModelResult, read_run
+    from mnistlab_lab.report import teacher_runs, teachers_note
 
     lab = tmp_path / "lab"
     lab.mkdir()

@@ -150,7 +150,7 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     from mnistlab.core.config import TrainConfig
     from mnistlab.jobs.search import Space, open_existing, register_trial, search
     from mnistlab.models import config_for, create_model, get_card
-    from mnistlab.models.found import load_user
+    from mnistlab.models.found import register_entries
 
     settings = tiny_settings(tmp_path, "tiny", tmp_path / "s.db", max_params=3500, seeds=(1, 2), epochs=1)
     study = search(
@@ -170,8 +170,8 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
         register_trial(open_existing(settings.name, settings.storage), done[0].number, "Tiny Found", found)
     with pytest.raises(Exception, match="did not finish"):
         register_trial(open_existing(settings.name, settings.storage), 99, "other", found)
-    from mnistlab.lab.records import load_searches
-    from mnistlab.lab.report import Figures, searches_section
+    from mnistlab_lab.records import load_searches
+    from mnistlab_lab.report import Figures, searches_section
 
     (tmp_path / "search" / "tiny.db").parent.mkdir(exist_ok=True)
     (tmp_path / "s.db").rename(tmp_path / "search" / "tiny.db")  # where `mnistlab search` keeps its studies
@@ -182,7 +182,7 @@ def test_two_local_workers_share_one_study_and_a_trial_becomes_a_model(tmp_path)
     assert f"| {done[0].number} | {done[0].user_attrs['params']:,} | {done[0].value:.2f} |" in section
     assert (tmp_path / "figures" / "search-tiny.png").stat().st_size > 1000
     assert f"3 trials: {len(done)} finished" in section  # a pruned trial's last value is not a score
-    load_user(found)  # what importing mnistlab.models does with the user's found.json
+    register_entries(found)  # what importing mnistlab.models does with the user's found.json
     card = get_card("tiny_found")
     assert sum(p.numel() for p in create_model("tiny_found").parameters()) == entry["params"] == card.params
     trained = TrainConfig.from_dict(
@@ -255,8 +255,8 @@ def test_registering_from_a_missing_study_is_one_line(mnistlab, tmp_path):
 
 def test_a_trial_pruned_by_the_median_rule_is_not_a_finished_one_in_the_report(tmp_path):
     """Optuna gives a pruned trial its last reported value: the report must not count it as a score."""
-    from mnistlab.lab.records import load_searches
-    from mnistlab.lab.report import Figures, searches_section
+    from mnistlab_lab.records import load_searches
+    from mnistlab_lab.report import Figures, searches_section
 
     (tmp_path / "search").mkdir()
     study = optuna.create_study(
@@ -293,8 +293,8 @@ class _Clock:
 def test_a_deadline_stops_a_trial_in_flight_but_not_after_its_last_epoch(tmp_path, monkeypatch, epochs, state):
     import mnistlab.jobs.search
     from mnistlab.jobs.search import Space, search
-    from mnistlab.lab.records import load_searches
-    from mnistlab.lab.report import Figures, searches_section
+    from mnistlab_lab.records import load_searches
+    from mnistlab_lab.report import Figures, searches_section
 
     monkeypatch.setattr(mnistlab.jobs.search, "time", _Clock())
     (tmp_path / "search").mkdir()
@@ -329,7 +329,7 @@ def test_no_trial_starts_once_the_deadline_has_passed(tmp_path):
 
 
 def test_a_try_out_registers_into_the_file_mnistlab_found_names_not_the_packages(mnistlab, tmp_path):
-    from mnistlab.models.found import LAB_FOUND
+    from mnistlab_lab.models import FOUND as LAB_FOUND
 
     shipped = LAB_FOUND.read_bytes()
     (tmp_path / "space.json").write_text(json.dumps(TINY_SPACE))
@@ -369,7 +369,7 @@ def test_a_try_out_registers_into_the_file_mnistlab_found_names_not_the_packages
 
 
 def test_the_trial_taken_to_final_runs_is_the_best_score_then_the_smallest():
-    from mnistlab.lab.records import best_row
+    from mnistlab.jobs.search import best_row
 
     def row(trial, params, score, state="COMPLETE"):
         return {"trial": trial, "params": params, "score": score, "state": state}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from mnistlab.lab import studies
-from mnistlab.lab.studies import EARLIER, ROLES, TUNING, Role, planned_runs, role
 from mnistlab.models import list_models, registry
+from mnistlab_lab import studies
+from mnistlab_lab.studies import EARLIER, ROLES, TUNING, Role, planned_runs, role
 
 
 def test_editing_a_card_does_not_change_what_a_recorded_run_meant(monkeypatch):
@@ -57,11 +57,10 @@ def test_the_ledger_is_data_every_study_a_file_whose_candidates_make_its_runs():
     runs from it: one `tuning/<name>` run, or `tuning/<name>/s<seed>` on each seed without the test set; a candidate
     taken from an earlier study is that study's, recorded once."""
     import json
-    from importlib import resources
 
     from mnistlab.models import get_card
 
-    folder = resources.files("mnistlab.lab").joinpath("ledger", "studies")
+    folder = studies.LEDGER.joinpath("studies")
     files = sorted(f.name for f in folder.iterdir() if f.name.endswith(".json"))
     assert [f.split("-", 1)[1][:-5] for f in files] == [s.key for s in studies.STUDIES]
     earlier: set[str] = set()
@@ -96,7 +95,7 @@ def test_a_study_file_edited_wrong_is_one_line_naming_it(tmp_path):
     import pytest
 
     from mnistlab.core.errors import MnistlabError
-    from mnistlab.lab.studies import LEDGER, RECIPES, _studies
+    from mnistlab_lab.studies import LEDGER, RECIPES, _studies
 
     folder = tmp_path / "studies"
     shutil.copytree(str(LEDGER.joinpath("studies")), folder)

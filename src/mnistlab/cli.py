@@ -1,5 +1,5 @@
-"""The command line: ``mnistlab train | evaluate | predict | export | summary | compare | models | data | report |
-reproduce | search | register | demo``.
+"""The command line: ``mnistlab train | evaluate | predict | export | summary | compare | models | data | search |
+register | demo``, and the commands installed packages add (the repository's lab: ``report``, ``reproduce``).
 
 User errors (bad options, missing or foreign files) end in one line on stderr and exit status 2.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import importlib.metadata
 import json
 import shlex
 import signal
@@ -19,12 +20,12 @@ from typing import Any
 import click
 
 from mnistlab.core.config import (
-    CHOICES,
     NO_OPTION,
     Augment,
     SearchSettings,
     TrainConfig,
     check_seeds,
+    field_specs,
     read_recipe_changes,
 )
 from mnistlab.core.errors import MnistlabError
@@ -34,22 +35,23 @@ from mnistlab.core.rundir import (
     LAST_MIN,
     LAST_TESTS,
     RESULTS,
+    Summary,
     check_folder,
     default_run_dir,
-    run_status,
 )
 
-OWN_DEFAULT = object()  # _field_option's default: the field's own
+OWN_DEFAULT = object()  # field_option's default: the field's own
 
 
-def _field_option(owner: Any, name: str, help: str | None = None, default: Any = None, **extra: Any) -> Any:
+def field_option(owner: Any, name: str, help: str | None = None, default: Any = None, **extra: Any) -> Any:
     """An option for the field ``name`` of the dataclass ``owner`` (a run's config, a search's settings): its flag,
     type, choices and (where the field has one) help come from the field, so that no command retypes them; the
     default is the command's (None: each run's own value; ``OWN_DEFAULT``: the field's)."""
     (f,) = [f for f in dataclasses.fields(owner) if f.name == name]
-    kind = next((t for t in (bool, int, float, str) if t.__name__ in str(f.type).split(" | ")), str)
-    if name in CHOICES:
-        kind = click.Choice(CHOICES[name])
+    spec = field_specs(owner)[name]
+    kind: Any = spec.kind if spec.kind in (bool, int, float) else str
+    if spec.choices:
+        kind = click.Choice(spec.also + spec.choices)
     kind = extra.pop("type", kind)  # a path is a str the command reads as one
     if default is OWN_DEFAULT:
         default = None if f.default is dataclasses.MISSING else f.default
@@ -75,11 +77,45 @@ def _config_options(command: Any) -> Any:
         if isinstance(default, bool):
             command = click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None)(command)
         else:
-            command = _field_option(TrainConfig, f.name, "overrides the model's recipe or the run default")(command)
+            command = field_option(TrainConfig, f.name, "overrides the model's recipe or the run default")(command)
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# the options several commands share, declared once
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="MNIST cache [$MNISTLAB_DATA or the user cache folder: ~/.cache/mnistlab on Linux]",
+)
+quiet_option = click.option("--quiet", is_flag=True, help="no progress bars")
+
+
+def results_option(help: str | None = None) -> Any:
+    """``--results``: where recorded runs (and a search's study) are."""
+    return click.option("--results", type=click.Path(), default=RESULTS, show_default=True, help=help)
+
+
+def workers_option(help: str) -> Any:
+    """``--workers``: how many jobs at once."""
+    return click.option("--workers", type=int, default=1, show_default=True, help=help)
+
+
+class Shell(click.Group):
+    """``mnistlab``'s commands; the lab's, asked for where the lab is not installed, are one line saying where
+    they are."""
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in LAB_COMMANDS:
+            raise MnistlabError(
+                f"`mnistlab {name}` is the lab's command, not the package's: run it in a clone of the repository "
+                "(`make setup` installs its lab/)"
+            )
+        return command
+
+
+@click.group(cls=Shell, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mnistlab")
 def cli() -> None:
     """Design, train and analyse tiny CNNs on MNIST."""
@@ -100,16 +136,11 @@ def cli() -> None:
     "--recipe", "recipe_file", type=click.Path(), default=None, help="a JSON object of recipe fields to change"
 )
 @click.option("--output-dir", type=click.Path(), default=None, help="run directory [runs/<model>]")
-@click.option(
-    "--data-dir",
-    type=click.Path(),
-    default=None,
-    help="MNIST cache [$MNISTLAB_DATA or the user cache folder: ~/.cache/mnistlab on Linux]",
-)
+@data_dir_option
 @click.option("--resume", "resume_dir", type=click.Path(), default=None, help="continue the run in this directory")
 @click.option("--dry-run", is_flag=True, help="a few batches of one epoch, for smoke tests")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --output-dir")
-@click.option("--quiet", is_flag=True, help="no progress bars")
+@quiet_option
 @click.option(
     "--teacher",
     "teachers",
@@ -130,7 +161,7 @@ def cli() -> None:
     default=None,
     help="several seeds as one stacked network, e.g. 1,2,3,4: runs <output-dir>/seed<k>",
 )
-@_field_option(
+@field_option(
     TrainConfig,
     "precision",
     "the forward pass's arithmetic: auto is bf16 on a CPU that computes it natively (AVX-512 BF16, AMX), "
@@ -161,9 +192,9 @@ def train(
     if seed_list is not None and (resume_dir is not None or dry_run):
         raise MnistlabError("--seeds trains new runs: it does not combine with --resume or --dry-run")
     events = None if tensorboard_dir is None else (lambda group: _events(tensorboard_dir, group))
-    common = {"progress": _bars(quiet), "log": click.echo, "after_epoch": events}
+    common = {"progress": progress_bars(quiet), "log": click.echo, "after_epoch": events}
     if resume_dir is not None:  # a resumed run's model and recipe come from its own folder
-        _stopped_hint(f"`mnistlab train --resume {resume_dir}`")
+        stopped_hint(f"`mnistlab train --resume {resume_dir}`")
         done = api.fit(resume=resume_dir, **common)
         for run in done if isinstance(done, list) else [done]:
             _done(run)
@@ -176,12 +207,12 @@ def train(
     if any(v is not None for v in ranges.values()):
         changes["augment"] = {k: v for k, v in ranges.items() if v is not None}
     if seed_list is not None:
-        seeds = _parse_seeds(seed_list)
+        seeds = parse_seeds(seed_list)
         base = output_dir or default_run_dir(card.name)
-        _stopped_hint(f"`mnistlab train --resume {base}`")
+        stopped_hint(f"`mnistlab train --resume {base}`")
         runs = api.fit(card, seeds=seeds, output_dir=base, overwrite=overwrite, data_dir=data_dir, **common, **changes)
         for run in runs:
-            click.echo(f"seed {run.summary['seed']}: {_scores(run.summary)}; results in {run.path}")
+            click.echo(f"seed {run.summary['seed']}: {scores_line(run.summary)}; results in {run.path}")
         return
     if dry_run:  # a few batches of one epoch in a folder of its own, replaced by the next dry run
         scratch = output_dir is None
@@ -190,7 +221,7 @@ def train(
         changes.update(epochs=1, limit=changes.get("limit") or 512, val_size=min(val_size, 256))
         overwrite = overwrite or scratch
     out = output_dir or default_run_dir(card.name)
-    _stopped_hint(f"`mnistlab train --resume {out}`")
+    stopped_hint(f"`mnistlab train --resume {out}`")
     run = api.fit(card, output_dir=out, overwrite=overwrite, data_dir=data_dir, **common, **changes)
     _done(run)
 
@@ -198,7 +229,7 @@ def train(
 def _done(run: Any) -> None:
     summary = run.summary
     click.echo(
-        f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, {_scores(summary)}; "
+        f"done in {summary['wall_seconds']:.1f}s: params {summary['params']:,}, {scores_line(summary)}; "
         f"results in {run.path}"
     )
 
@@ -217,7 +248,7 @@ def _given(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _parse_seeds(text: str) -> tuple[int, ...]:
+def parse_seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
@@ -225,7 +256,7 @@ def _parse_seeds(text: str) -> tuple[int, ...]:
     return check_seeds(seeds, repr(text))
 
 
-def _bars(quiet: bool) -> bool:
+def progress_bars(quiet: bool) -> bool:
     """Progress bars only on a terminal: a log file gets one line per epoch, not thousands of updates."""
     return not quiet and sys.stderr.isatty()
 
@@ -233,7 +264,7 @@ def _bars(quiet: bool) -> bool:
 TEST_IMAGES = 10_000  # MNIST's test set: a run on fewer (--limit) says so
 
 
-def _scores(summary: dict[str, Any]) -> str:
+def scores_line(summary: Summary) -> str:
     """The run's headline: test accuracy in its last epochs, or validation when test was never evaluated."""
     tail = summary[LAST_TESTS]
     if tail:
@@ -254,7 +285,7 @@ def _scores(summary: dict[str, Any]) -> str:
 @cli.command()
 @click.option("--checkpoint", type=click.Path(), required=True, help="a .pt file written by train")
 @click.option("--output-dir", type=click.Path(), default=None, help="where to write the PNGs [the checkpoint's folder]")
-@click.option("--data-dir", type=click.Path(), default=None)
+@data_dir_option
 def evaluate(checkpoint: str, output_dir: str | None, data_dir: str | None) -> None:
     """Test accuracy, per-class accuracy and confusion matrix; curves, confusion and mistakes as PNGs."""
     from mnistlab import api
@@ -378,29 +409,29 @@ def compare(paths: tuple[Path, ...], output: Path | None, skip_damaged: bool) ->
 @click.option(
     "--variants", is_flag=True, help="also each architecture's trained variants (ARCH.TAG: its recipe or teachers)"
 )
-@click.option("--all", "show_all", is_flag=True, help="also the lab's study candidates, teachers and search family")
+@click.option(
+    "--all", "show_all", is_flag=True, help="also the search's family and, in the repository, the lab's other models"
+)
 def models_(variants: bool, show_all: bool) -> None:
-    """List the architectures: the reference's eight, the lab's and yours, with their parameter counts; --variants
-    adds their trained variants, each named ARCH.TAG (another recipe or teachers; train it by that name)."""
-    from mnistlab.lab.studies import lab_models, role
+    """List the architectures: the reference's eight, yours (and in a clone of the repository, the lab's), with their
+    parameter counts; --variants adds their trained variants, each named ARCH.TAG (another recipe or teachers; train
+    it by that name)."""
     from mnistlab.models import get_card, list_models
     from mnistlab.models.registry import variants_of
 
-    chosen = set(lab_models()) | {name for name in list_models() if get_card(name).outside}
-
-    def shown(name: str) -> bool:  # chosen, or the architecture of a chosen variant
-        return show_all or name in chosen or any(v in chosen for v in variants_of(name))
+    def shown(name: str) -> bool:  # listed, or the architecture of a listed variant
+        return show_all or get_card(name).listed or any(get_card(v).listed for v in variants_of(name))
 
     rows = []
     for name in list_models(variants=False):
         if not shown(name):
             continue
-        tags = [v for v in variants_of(name) if show_all or v in chosen]
+        tags = [v for v in variants_of(name) if show_all or get_card(v).listed]
         listed = variants or show_all
         named = "" if listed or not tags else f"variants: {', '.join(get_card(v).tag for v in tags)}"
-        rows.append(_model_row(name, get_card(name), role(name), "", named))
+        rows.append(_model_row(name, get_card(name), "", named))
         if listed:
-            rows += [_model_row(v, get_card(v), role(v), "  ") for v in tags]
+            rows += [_model_row(v, get_card(v), "  ") for v in tags]
     width = [max(len(row[i]) for row in rows) for i in range(3)]
     for name, title, params, note in rows:
         line = f"{name:<{width[0]}}  {title:<{width[1]}}  {params:>{width[2]}} params"
@@ -408,18 +439,16 @@ def models_(variants: bool, show_all: bool) -> None:
     hidden = len(list_models()) - len(rows)
     if hidden:
         more = "--variants: the trained variants; " if not variants else ""
-        click.echo(f"({hidden} more: {more}--all: study candidates, teachers, the search family)")
+        click.echo(f"({hidden} more: {more}--all: the search's family and the models not listed)")
 
 
-def _model_row(name: str, card: Any, part: Any, indent: str, more: str = "") -> tuple[str, str, str, str]:
+def _model_row(name: str, card: Any, indent: str, more: str = "") -> tuple[str, str, str, str]:
     """One line of `mnistlab models`: the name to ask for, the title, the parameters and what the model is
     (``more``: its variants, when they are not listed under it)."""
     if card.outside:
         note = f"yours: {card.source}" if card.source else "from an installed package"
-    elif part is None:
-        note = "not a student: a teacher, or the search's family"
     else:
-        note = "a study's candidate, not chosen" if part.lost else ""
+        note = card.note
     if card.architecture:
         note = _join(note, f"recorded as {name}")
     return indent + card.tagged, card.title, f"{card.params:,}", _join(note, more)
@@ -438,7 +467,7 @@ def data() -> None:
 
 
 @data.command()
-@click.option("--data-dir", type=click.Path(), default=None)
+@data_dir_option
 def fetch(data_dir: str | None) -> None:
     """Fetch and verify MNIST into the cache; say where each file came from."""
     from mnistlab.data.mnist import fetch as fetch_files
@@ -449,164 +478,22 @@ def fetch(data_dir: str | None) -> None:
         click.echo(f"{result.path.name}: {result.source} (sha256 verified)")
 
 
-# ------------------------------------------------------------------------------------- report, reproduce
-
-
-@cli.command()
-@click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
-@click.option("--output", type=click.Path(), default="REPORT.md", show_default=True)
-@click.option(
-    "--readme",
-    type=click.Path(),
-    default="README.md",
-    show_default=True,
-    help="README whose results table (between its markers) is refreshed",
-)
-def report(results: str, output: str, readme: str) -> None:
-    """Write REPORT.md from the recorded runs under results/, and the README's results table."""
-    from mnistlab.lab.report import write_report
-
-    path = write_report(Path(results), Path(output), Path(readme))
-    click.echo(f"wrote {path}")
-
-
-@cli.command()
-@click.option(
-    "--models",
-    default=None,
-    help="comma-separated [every model with final runs, not a study's losing candidates; cheapest first]",
-)
-@click.option(
-    "--seeds",
-    default=None,
-    help="the final runs' seeds, for every model [each model's own: 1 to its final_seeds in the lab's ledger, 3 for most]",
-)
-@click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
-@click.option(
-    "--tuning/--no-tuning",
-    default=True,
-    help="also the validation runs behind every choice, and the earlier attempts' final runs",
-)
-@_field_option(TrainConfig, "threads", "torch CPU threads per run (0: torch's default)", default=0)
-@click.option(
-    "--study",
-    "studies",
-    multiple=True,
-    help="only this study's validation runs (repeatable; see `mnistlab report`'s tuning tables)",
-)
-@_field_option(TrainConfig, "device", "where every run trains [each run's default: auto]")
-@click.option(
-    "--workers",
-    type=int,
-    default=1,
-    show_default=True,
-    help="runs trained at once, each in its own process (a GPU fits many small runs)",
-)
-@click.option(
-    "--stack/--no-stack",
-    "stack",
-    default=True,
-    show_default=True,
-    help="train the seeds of each recipe as one stacked network (measured as fast or faster than "
-    "one process per seed on the CPU, 2.3x on a GPU); --no-stack re-makes single runs bit for bit",
-)
-@_field_option(TrainConfig, "epochs", "every run this many epochs: a first try, not the record")
-@_field_option(TrainConfig, "limit", "only the first N images of each split: a first try")
-@click.option(
-    "--ray",
-    "use_ray",
-    is_flag=True,
-    help="send each job to Ray (a local cluster; pip install 'mnistlab[ray]'): one thread per job unless "
-    "--threads, and with --device cuda, --workers jobs share each GPU",
-)
-@click.option("--ray-address", default=None, metavar="HOST:PORT", help="join this Ray cluster (implies --ray)")
-@_field_option(
-    TrainConfig,
-    "precision",
-    "every run's forward pass in this precision [each run's recorded one: fp32]; auto: bf16 on a CPU that "
-    "computes it natively",
-)
-@click.option("--quiet", is_flag=True)
-def reproduce(
-    models: str,
-    seeds: str | None,
-    results: str,
-    tuning: bool,
-    threads: int,
-    studies: tuple[str, ...],
-    device: str | None,
-    workers: int,
-    stack: bool,
-    epochs: int | None,
-    limit: int | None,
-    use_ray: bool,
-    ray_address: str | None,
-    precision: str | None,
-    quiet: bool,
-) -> None:
-    """Re-run every recorded experiment that is missing; resume the interrupted ones."""
-    from mnistlab.jobs.runner import run_all
-    from mnistlab.lab.studies import planned_runs
-    from mnistlab.models import resolve
-
-    if workers < 1:
-        raise MnistlabError(f"--workers must be at least 1, got {workers}")
-    unlike = epochs is not None or limit is not None or precision not in (None, "fp32")
-    if unlike and Path(results).resolve() == Path(RESULTS).resolve():
-        raise MnistlabError(
-            "--epochs, --limit and a --precision other than fp32 make runs unlike the recorded ones: write them "
-            "elsewhere with --results DIR"
-        )
-    names = [resolve(m.strip()).name for m in models.split(",") if m.strip()] if models else None
-    runs = planned_runs(names, _parse_seeds(seeds) if seeds else None, tuning, studies)
-    configs = [run.config(Path(results)) for run in runs]
-    todo = [c for c in configs if run_status(c.output_dir) != "done"]
-    click.echo(f"{len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run")
-    _stopped_hint("the same `mnistlab reproduce` command")
-    cluster = _cluster(use_ray, ray_address, gpus_per_job=1.0 / workers)
-    if cluster is not None:
-        threads = threads or 1
-    if precision == "auto":
-        from mnistlab.core.perf import resolve_precision
-
-        precision = resolve_precision(precision, device or "auto")
-    pairs = (("threads", threads), ("device", device), ("epochs", epochs), ("limit", limit), ("precision", precision))
-    overrides = {key: value for key, value in pairs if value is not None and value != 0}
-    summaries = run_all(
-        configs,
-        overrides=overrides or None,
-        log=click.echo,
-        progress=_bars(quiet),
-        workers=workers,
-        stack=stack,
-        cluster=cluster,
-    )
-    for run, summary in zip(runs, summaries):
-        click.echo(f"{run.folder}/{run.name}: params {summary['params']:,}, {_scores(summary)}")
-
-
 # ------------------------------------------------------------------------------------------------- search
 
 
 @cli.command()
-@_field_option(SearchSettings, "max_params", default=OWN_DEFAULT)
+@field_option(SearchSettings, "max_params", default=OWN_DEFAULT)
 @click.option("--trials", type=int, default=20, show_default=True, help="trials to add to the study")
 @click.option("--seeds", default="1,2,3,4", show_default=True, help="each trial's seeds, trained stacked")
-@_field_option(SearchSettings, "epochs", default=OWN_DEFAULT)
-@_field_option(SearchSettings, "limit", default=OWN_DEFAULT)
+@field_option(SearchSettings, "epochs", default=OWN_DEFAULT)
+@field_option(SearchSettings, "limit", default=OWN_DEFAULT)
 @click.option("--name", default=None, help="the study's name [record-<max-params>]")
 @click.option("--storage", default=None, help="an SQLAlchemy URL [sqlite:///<results>/search/<name>.db]")
 @click.option("--space", "space_file", type=click.Path(), default=None, help="a JSON file narrowing the space")
-@_field_option(SearchSettings, "results", default=OWN_DEFAULT, type=click.Path())
-@_field_option(SearchSettings, "device", default=OWN_DEFAULT)
-@_field_option(SearchSettings, "threads", default=OWN_DEFAULT)
-@click.option(
-    "--workers",
-    type=int,
-    default=1,
-    show_default=True,
-    help="trials at once, each worker in its own process (or Ray task) sharing the study",
-)
+@field_option(SearchSettings, "results", default=OWN_DEFAULT, type=click.Path())
+@field_option(SearchSettings, "device", default=OWN_DEFAULT)
+@field_option(SearchSettings, "threads", default=OWN_DEFAULT)
+@workers_option("trials at once, each worker in its own process (or Ray task) sharing the study")
 @click.option("--ray", "use_ray", is_flag=True, help="the workers as Ray tasks (a local cluster)")
 @click.option(
     "--ray-address",
@@ -656,9 +543,8 @@ def search(
 ) -> None:
     """Search shapes and recipes under a parameter budget, scored on validation (worst seed); resumable."""
     _need_optuna()
-    from mnistlab.jobs.search import Settings, Space
+    from mnistlab.jobs.search import Settings, Space, best_row, trial_rows
     from mnistlab.jobs.search import search as run_search
-    from mnistlab.lab.records import best_row, trial_rows
     from mnistlab.models.registry import teacher_files
 
     if trials < 1 or epochs < 1 or workers < 1:
@@ -669,14 +555,14 @@ def search(
     if storage is None:
         storage = _default_storage(results, name)
     space = Space.from_file(space_file) if space_file else Space()
-    cluster = _cluster(use_ray, ray_address)
+    cluster = cluster_for(use_ray, ray_address)
     command = "mnistlab " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     stop_at = time.time() + deadline if deadline is not None else None
     settings = Settings(
         name=name,
         storage=storage,
         max_params=max_params,
-        seeds=_parse_seeds(seeds),
+        seeds=parse_seeds(seeds),
         epochs=epochs,
         limit=limit,
         results=results,
@@ -686,7 +572,7 @@ def search(
         stop_at=stop_at,
         teachers=teacher_files(teachers)[0] if teachers else (),
     )
-    _STOPPED[0] = "every finished trial is kept in the study: the same `mnistlab search` command adds the rest"
+    HINTS.stopped = "every finished trial is kept in the study: the same `mnistlab search` command adds the rest"
     study = run_search(settings, space, trials, log=click.echo, workers=workers, cluster=cluster, timeout=timeout)
     best = best_row(trial_rows(study))
     if best:
@@ -705,21 +591,19 @@ def search(
     help="a checkpoint to show first [the final runs under --results, Model 8 seed 1 first; without any, the "
     "Model 8 the package ships]",
 )
-@click.option(
-    "--results", type=click.Path(), default=RESULTS, show_default=True, help="where the shipped final runs are"
-)
+@results_option("where the shipped final runs are")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="0: a free port")
 def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
     """Serve a page: draw a digit, see what the model is given, its prediction, and each layer's view."""
-    from mnistlab.lab.studies import lab_models
     from mnistlab.models import get_card, list_models
     from mnistlab.models.checkpoint import SHIPPED
     from mnistlab.tools.demo import build, choices, free_port, launch, load
 
-    # the picker: the lab's final runs, then those of models from outside the package; outside a checkout of the
-    # lab (an installed package), the model the package ships
-    models = lab_models() + [name for name in list_models() if get_card(name).outside]
+    # the picker: the final runs of the listed models (the lab's first, in a clone of the repository), then those of
+    # models from outside the package; without any run under --results, the model the package ships
+    models = [name for name in list_models() if get_card(name).listed and not get_card(name).outside]
+    models += [name for name in list_models() if get_card(name).outside]
     if checkpoint is None and not choices(results, None, models):
         checkpoint = str(SHIPPED)
     if checkpoint is not None:
@@ -741,7 +625,7 @@ def _default_storage(results: str, name: str) -> str:
     return f"sqlite:///{Path(results, 'search', name + '.db')}"
 
 
-def _cluster(use_ray: bool, address: str | None, **settings: Any) -> Any:
+def cluster_for(use_ray: bool, address: str | None, **settings: Any) -> Any:
     """The Ray cluster to run on (``--ray``, or ``--ray-address``, which implies it), or None."""
     if not (use_ray or address):
         return None
@@ -755,7 +639,7 @@ def _cluster(use_ray: bool, address: str | None, **settings: Any) -> Any:
 @click.option("--trial", type=int, required=True, help="the finished trial to register")
 @click.option("--name", required=True, help="the new model's name (lower case, e.g. found3k5)")
 @click.option("--storage", default=None, help="the study's SQLAlchemy URL [sqlite:///<results>/search/<study>.db]")
-@click.option("--results", type=click.Path(), default=RESULTS, show_default=True)
+@results_option()
 def register(study_name: str, trial: int, name: str, storage: str | None, results: str) -> None:
     """Register a search trial as a model (layers and recipe as data) in your found.json ($MNISTLAB_FOUND, else
     $MNISTLAB_HOME, else your user data folder)."""
@@ -769,12 +653,28 @@ def register(study_name: str, trial: int, name: str, storage: str | None, result
         entry = register_trial(study, trial, name, user_found())
     click.echo(
         f"registered {name}: trial {trial} of {study_name}, {entry['params']:,} parameters, worst-seed "
-        f"validation mean {entry['score']:.2f}; train it with `mnistlab reproduce --models {name}`"
+        f"validation mean {entry['score']:.2f}; train it with `mnistlab train --model {name}`"
     )
 
 
+COMMANDS = "mnistlab.commands"  # the entry-point group of commands installed packages add (the repository's lab)
+LAB_COMMANDS = ("report", "reproduce")  # the lab's: a clone of the repository has them
+
+
+def _add_installed_commands() -> None:
+    """Add the commands installed packages offer (group ``mnistlab.commands``); one that fails to load is skipped
+    with a line on stderr."""
+    for entry in importlib.metadata.entry_points(group=COMMANDS):
+        if entry.name in cli.commands:
+            continue
+        try:
+            cli.add_command(entry.load(), entry.name)
+        except Exception as exc:  # noqa: BLE001  an installed package's problem must not stop the others
+            click.echo(f"warning: command {entry.name} from {entry.value} not loaded: {exc}", err=True)
+
+
 def main() -> None:
-    _STOPPED[0], _FULL_DISK[0] = _STOPPED_DEFAULT, _FULL_DISK_DEFAULT  # each command says its own
+    HINTS.__init__()  # each command says its own
     signal.signal(signal.SIGTERM, _terminated)  # `kill` ends a run as Ctrl-C does: its last epoch is kept
     try:
         cli.main(standalone_mode=False)
@@ -785,7 +685,7 @@ def main() -> None:
         click.echo(f"error: {_disk_fault(exc)}", err=True)
         sys.exit(1)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
-        click.echo(f"stopped; {_STOPPED[0]}", err=True)
+        click.echo(f"stopped; {HINTS.stopped}", err=True)
         terminated = isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated)  # click wraps it in Abort
         sys.exit(143 if terminated else 130)  # the shell's codes for SIGTERM and SIGINT
     except click.ClickException as exc:
@@ -799,7 +699,7 @@ def _disk_fault(exc: OSError) -> str:
     where = Path(where).parent if Path(str(where)).name.startswith(".") else where  # a temporary file: its folder
     cause = exc.strerror or type(exc).__name__
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        todo = f"free some space, then {_FULL_DISK[0]}"
+        todo = f"free some space, then {HINTS.full_disk}"
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and _in_data_folder(Path(str(where))):
         todo = "point the MNIST cache at a folder this user may write ($MNISTLAB_DATA, or --data-dir)"
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
@@ -826,20 +726,26 @@ def _terminated(signum: int, frame: Any) -> None:
     raise Terminated
 
 
-# what the stop message says: the command that continues the work under way
-_STOPPED_DEFAULT = "nothing was left half written"
-_STOPPED = [_STOPPED_DEFAULT]
+@dataclasses.dataclass
+class Hints:
+    """What the stop message and a full disk's message advise: the command that continues the work under way (by
+    default, the same command: it changed nothing half way). Each command sets its own."""
+
+    stopped: str = "nothing was left half written"
+    full_disk: str = "run the same command again (what was written stays whole)"
 
 
-# what a full disk's message advises: by default, the same command (it changed nothing half way)
-_FULL_DISK_DEFAULT = "run the same command again (what was written stays whole)"
-_FULL_DISK = [_FULL_DISK_DEFAULT]
+HINTS = Hints()
 
 
-def _stopped_hint(command: str) -> None:
-    _STOPPED[0] = f"every finished epoch is saved: {command} continues from it"
-    _FULL_DISK[0] = f"{command} continues from the last complete epoch"
+def stopped_hint(command: str, stopped: str | None = None) -> None:
+    """Say, if the command is stopped or the disk fills, that ``command`` continues it (``stopped``: another
+    stop message)."""
+    HINTS.stopped = stopped or f"every finished epoch is saved: {command} continues from it"
+    HINTS.full_disk = f"{command} continues from the last complete epoch"
 
+
+_add_installed_commands()
 
 if __name__ == "__main__":
     main()

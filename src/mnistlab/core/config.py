@@ -4,45 +4,107 @@ All frozen, all checked when made, and a leaf: nothing here imports torch or the
 build its options and parse a config without loading either. A model's own recipe is looked up with
 ``mnistlab.models.config_for(name, **overrides)``.
 
-Each field of a run's config has its roles written on it, once (``dataclasses.field`` metadata): whether it
-only says how and where the run executes (it may change on resume), whether it may differ between the runs
-of one stacked group, and whether ``mnistlab train`` offers it as an option of its own.
+Each field is declared once, and everything about it is written there: its type (a ``Literal`` for a field that takes
+one of a list: its choices), its range (``within="(0, 10]"``) and its name in messages, read back by the checks of a
+config made in code or read from JSON and by the CLI's options (``field_spec``); and its roles (``dataclasses.field``
+metadata): whether it only says how and where the run executes (it may change on resume), whether it may differ
+between the runs of one stacked group, and whether ``mnistlab train`` offers it as an option of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.rundir import CONFIG, RESULTS, default_run_dir, read_config
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("none", "step", "onecycle", "plateau")
-TEACHER_VIEWS = ("augmented", "clean")
-PRECISIONS = ("fp32", "bf16")  # a config's; "auto" is resolved when a config is made (models.config_for)
-DEVICES = ("auto", "cpu", "cuda", "mps")
-# the values a field takes, where it is one of a list: options offer them as choices (a precision's ``auto`` is
-# resolved for the machine when a config is made)
-CHOICES = {
-    "optimizer": OPTIMIZERS,
-    "scheduler": SCHEDULERS,
-    "teacher_view": TEACHER_VIEWS,
-    "device": DEVICES,
-    "precision": ("auto", *PRECISIONS),
-}
+Device = Literal["auto", "cpu", "cuda", "mps"]
 # a field's roles (metadata keys; absent means no): how and where a run executes, not what it computes;
 # may differ between the runs of one stacked group; not an option of `mnistlab train` (set another way)
 EXECUTION, PER_RUN, NO_OPTION = "execution", "per_run", "no_option"
 
 
-def _role(default: Any, *roles: str) -> Any:
-    return field(default=default, metadata=dict.fromkeys(roles, True))
+def _field(
+    default: Any, *roles: str, within: str | None = None, what: str | None = None, also: tuple[str, ...] = ()
+) -> Any:
+    """A config field with its roles, its range ``within`` (an interval, "(0, 10]", "[0, inf)"), its name in
+    messages ``what`` (the field's name with spaces by default) and ``also``: values an option takes beyond the
+    field's choices (precision's "auto", resolved when a config is made)."""
+    meta: dict[str, Any] = dict.fromkeys(roles, True)
+    meta.update({k: v for k, v in (("within", within), ("what", what), ("also", also)) if v})
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a field's declaration says of its values: its type, choices (a ``Literal``'s), whether None is allowed,
+    its range, and its name in messages."""
+
+    name: str
+    kind: Any  # bool, int, float, str, tuple, dict, Augment
+    choices: tuple[str, ...]
+    optional: bool
+    within: str | None
+    what: str
+    also: tuple[str, ...]
+
+    def check(self, value: Any) -> None:
+        """One line if ``value`` is out of the field's choices or range (None passes where it is allowed)."""
+        if value is None and self.optional:
+            return
+        if self.choices and value not in self.choices:
+            raise MnistlabError(f"unknown {self.what} {value!r}; choose {', '.join(self.choices)}")
+        if self.within and not _inside(value, self.within):
+            if self.within == "(0, inf)":
+                rule = "must be positive"
+            elif self.within == "[0, inf)":
+                rule = "must be 0 or more"
+            else:
+                rule = f"must be in {self.within}"
+            raise MnistlabError(f"{self.what} {rule}, got {value}")
+
+
+def _inside(value: float, interval: str) -> bool:
+    low_side, high_side = (part.strip() for part in interval.split(","))
+    low, high = float(low_side[1:]), float(high_side[:-1])
+    above = value > low if low_side[0] == "(" else value >= low
+    below = value < high if high_side[-1] == ")" else value <= high
+    return above and below
+
+
+@functools.cache
+def field_specs(owner: type) -> dict[str, FieldSpec]:
+    """Each field of the dataclass ``owner`` as its declaration says (``FieldSpec``), from its annotation, read
+    back with ``typing.get_type_hints``, and its metadata."""
+    hints = typing.get_type_hints(owner)
+    specs = {}
+    for f in dataclasses.fields(owner):
+        hint, optional = hints[f.name], False
+        args = typing.get_args(hint)
+        if type(None) in args:  # X | None
+            optional, hint = True, next(a for a in args if a is not type(None))
+        choices: tuple[str, ...] = ()
+        if typing.get_origin(hint) is Literal:
+            choices, hint = typing.get_args(hint), str
+        kind = typing.get_origin(hint) or hint
+        what = f.metadata.get("what", f.name.replace("_", " "))
+        specs[f.name] = FieldSpec(
+            f.name, kind, choices, optional, f.metadata.get("within"), what, f.metadata.get("also", ())
+        )
+    return specs
+
+
+def _check_fields(config: Any) -> None:
+    for spec in field_specs(type(config)).values():
+        spec.check(getattr(config, spec.name))
 
 
 @dataclass(frozen=True)
@@ -75,75 +137,42 @@ class Augment:
 class Recipe:
     """How a model is trained. Each model in the zoo carries one; any field can be overridden per run."""
 
-    epochs: int = 15
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.01  # the starting rate (for onecycle: the peak, max_lr)
-    momentum: float = 0.9  # SGD only
+    epochs: int = _field(15, within="(0, inf)")
+    batch_size: int = _field(128, within="(0, inf)")
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    # the starting rate (for onecycle: the peak, max_lr); above 10 is a typo, which would only diverge
+    lr: float = _field(0.01, within="(0, 10]", what="learning rate")
+    momentum: float = _field(0.9, within="[0, 1)")  # SGD only
     nesterov: bool = False  # SGD only
-    weight_decay: float = 0.0
-    scheduler: str = "none"  # none | step | onecycle | plateau
-    step_size: int = 6  # step: epochs between decays
-    gamma: float = 0.1  # step and plateau: the decay factor
-    pct_start: float = 0.3  # onecycle: fraction of the steps spent warming up
+    weight_decay: float = _field(0.0, within="[0, 1)")
+    scheduler: Literal["none", "step", "onecycle", "plateau"] = "none"
+    step_size: int = _field(6, within="(0, inf)")  # step: epochs between decays
+    gamma: float = _field(0.1, within="(0, 1]")  # step and plateau: the decay factor
+    pct_start: float = _field(0.3, within="(0, 1)", what="pct_start")  # onecycle: the warm-up's share of the steps
     div_factor: float = 10.0  # onecycle: initial lr = lr / div_factor
     final_div_factor: float = 100.0  # onecycle: final lr = initial lr / final_div_factor
     patience: int = 1  # plateau: epochs without improvement before decaying
-    augment: Augment = _role(Augment(), NO_OPTION)  # train has an option per range instead (--rotation, ...)
-    dropout: float = 0.0  # passed to the model's builder
-    label_smoothing: float = 0.0
-    ema: float = 0.0  # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
+    augment: Augment = _field(Augment(), NO_OPTION)  # train has an option per range instead (--rotation, ...)
+    dropout: float = _field(0.0, within="[0, 1)")  # passed to the model's builder
+    label_smoothing: float = _field(0.0, within="[0, 1)")
+    # decay of an exponential moving average of the weights, per step (0: off); it is evaluated
+    ema: float = _field(0.0, within="[0, 1)", what="ema decay")
     # learning from bigger models (knowledge distillation): frozen teachers' checkpoints (train --teacher PATH; a
     # run folder means each of its seeds' last.pt); the student learns from the mean of their probabilities at
     # temperature T as well as from the labels: loss = (1 - alpha) CE + alpha T^2 KL(teachers || student)
-    teachers: tuple[str, ...] = _role((), NO_OPTION)
-    distill_alpha: float = 0.5  # the teachers' share of the loss (with teachers only)
-    distill_temperature: float = 4.0  # softens both distributions in the teachers' term
+    teachers: tuple[str, ...] = _field((), NO_OPTION)
+    distill_alpha: float = _field(0.5, within="[0, 1]")  # the teachers' share of the loss (with teachers only)
+    distill_temperature: float = _field(4.0, within="(0, 100]")  # softens both distributions in the teachers' term
     # what the teachers are shown: "augmented", the student's own warped batch (each epoch's, computed then or read
     # from the teacher cache); "clean", each training image as it is, computed once for the split and gathered
     # into every batch (the student still sees its warp: the teachers' cost no longer grows with seeds or epochs)
-    teacher_view: str = "augmented"
+    teacher_view: Literal["augmented", "clean"] = "augmented"
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):  # from JSON or a run's overrides: the one place dicts become Augment
             object.__setattr__(self, "augment", Augment(**self.augment))
         object.__setattr__(self, "teachers", tuple(self.teachers))  # from JSON: a list
-        _check(self._checks())
-
-    def _checks(self) -> list[tuple[bool, str]]:
-        return [
-            (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),
-            (self.batch_size > 0, f"batch size must be positive, got {self.batch_size}"),
-            (0 < self.lr <= MAX_LR, f"learning rate must be in (0, {MAX_LR}], got {self.lr}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (0 <= self.weight_decay < 1, f"weight decay must be in [0, 1), got {self.weight_decay}"),
-            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
-            (0 <= self.ema < 1, f"ema decay must be in [0, 1), got {self.ema}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (0 <= self.distill_alpha <= 1, f"distill alpha must be in [0, 1], got {self.distill_alpha}"),
-            (
-                0 < self.distill_temperature <= 100,
-                f"distill temperature must be in (0, 100], got {self.distill_temperature}",
-            ),
-            (
-                self.teacher_view in TEACHER_VIEWS,
-                f"unknown teacher view {self.teacher_view!r}; choose {', '.join(TEACHER_VIEWS)}",
-            ),
-            (
-                self.optimizer in OPTIMIZERS,
-                f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}",
-            ),
-            (
-                self.scheduler in SCHEDULERS,
-                f"unknown scheduler {self.scheduler!r}; choose {', '.join(SCHEDULERS)}",
-            ),
-            (self.step_size > 0, f"step size must be positive, got {self.step_size}"),
-            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
-            (0 < self.pct_start < 1, f"pct_start must be in (0, 1), got {self.pct_start}"),
-        ]
-
-
-MAX_LR = 10.0  # far above any rate that trains these networks: a larger one is a typo, and only diverges
+        _check_fields(self)
 
 
 def check_seeds(seeds: Sequence[Any], shown: str) -> tuple[int, ...]:
@@ -154,12 +183,6 @@ def check_seeds(seeds: Sequence[Any], shown: str) -> tuple[int, ...]:
     return values
 
 
-def _check(checks: list[tuple[bool, str]]) -> None:
-    for ok, message in checks:
-        if not ok:
-            raise MnistlabError(message)
-
-
 @dataclass(frozen=True)
 class TrainConfig(Recipe):
     """One run: a model, its recipe (possibly overridden) and where and how to run it.
@@ -168,49 +191,41 @@ class TrainConfig(Recipe):
     the recipe fields' defaults here are generic, not any model's.
     """
 
-    model: str = _role("", NO_OPTION)  # a registered model name (required)
+    model: str = _field("", NO_OPTION)  # a registered model name (required)
     # layers as data, for a model built from them: its builder's arguments
-    arch: dict[str, Any] | None = _role(None, NO_OPTION)
-    seed: int = _role(1, PER_RUN)  # weights, batch order and augmentation all follow it
-    val_size: int = 5000  # images held out of training for model selection (0: none)
-    limit: int | None = None  # keep only the first N images of each split (tiny runs, tests)
-    device: str = _role("auto", EXECUTION)  # auto | cpu | cuda | mps
-    threads: int = _role(0, EXECUTION)  # torch CPU threads (0: leave torch's default)
-    compile: bool = _role(False, EXECUTION)  # torch.compile the model
+    arch: dict[str, Any] | None = _field(None, NO_OPTION)
+    seed: int = _field(1, PER_RUN, within="[0, inf)")  # weights, batch order and augmentation all follow it
+    # images held out of training for model selection (0: none)
+    val_size: int = _field(5000, within="[0, 60000)", what="validation size")
+    limit: int | None = _field(None, within="(0, inf)")  # keep only the first N images of each split (tiny runs, tests)
+    device: Device = _field("auto", EXECUTION)
+    threads: int = _field(0, EXECUTION, within="[0, inf)")  # torch CPU threads (0: leave torch's default)
+    compile: bool = _field(False, EXECUTION)  # torch.compile the model
     # on CUDA, replay each full batch's training step as one captured graph (SGD)
-    cuda_graph: bool = _role(True, EXECUTION)
+    cuda_graph: bool = _field(True, EXECUTION)
     # the forward pass's arithmetic: "fp32", or "bf16" (bfloat16 autocast; the weights, the loss and the
     # evaluation stay float32). A new run's "auto" becomes bf16 on a CPU that computes it natively (core.perf),
     # fp32 elsewhere, when its config is made: what decided the numbers is what config.json records
-    precision: str = _role("fp32", NO_OPTION)
+    precision: Literal["fp32", "bf16"] = _field("fp32", NO_OPTION, also=("auto",))
     # with teachers, keep their outputs for each epoch's batches under the data folder (teacher-outputs/) and read
     # them back when another run sees the same images with the same teachers: the same numbers, bit for bit
-    teacher_cache: bool = _role(True, EXECUTION)
-    output_dir: str = _role("", EXECUTION, PER_RUN, NO_OPTION)  # the run directory ("": runs/<model>)
-    data_dir: str | None = _role(None, EXECUTION, NO_OPTION)  # the MNIST cache (train has its own --data-dir)
+    teacher_cache: bool = _field(True, EXECUTION)
+    output_dir: str = _field("", EXECUTION, PER_RUN, NO_OPTION)  # the run directory ("": runs/<model>)
+    data_dir: str | None = _field(None, EXECUTION, NO_OPTION)  # the MNIST cache (train has its own --data-dir)
     # record test accuracy per epoch (reported, never used for selection)
-    test_every_epoch: bool = _role(True, NO_OPTION)
+    test_every_epoch: bool = _field(True, NO_OPTION)
     # a model from outside the package: as the user named it (FILE.py:BUILDER, MODULE:BUILDER or SPEC.json), and
     # the sha256 of what it was built from (its run folder keeps a copy: models.external)
-    source: str | None = _role(None, NO_OPTION)
-    source_sha256: str | None = _role(None, NO_OPTION)
+    source: str | None = _field(None, NO_OPTION)
+    source_sha256: str | None = _field(None, NO_OPTION)
     # each teacher checkpoint's sha256, in the order of ``teachers``: a run refuses a teacher that changed
-    teacher_sha256: tuple[str, ...] = _role((), NO_OPTION)
+    teacher_sha256: tuple[str, ...] = _field((), NO_OPTION)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "teacher_sha256", tuple(self.teacher_sha256))
-        _check(
-            [
-                (bool(self.model), "a run needs a model: build its config with mnistlab.models.config_for(name)"),
-                (self.seed >= 0, f"seed must be 0 or more, got {self.seed}"),
-                (0 <= self.val_size < 60_000, f"validation size must be in [0, 60000), got {self.val_size}"),
-                (self.limit is None or self.limit > 0, f"limit must be positive, got {self.limit}"),
-                (self.device in DEVICES, f"unknown device {self.device!r}; choose {', '.join(DEVICES)}"),
-                (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
-                (self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}"),
-            ]
-        )
+        if not self.model:
+            raise MnistlabError("a run needs a model: build its config with mnistlab.models.config_for(name)")
         if not self.output_dir:
             object.__setattr__(self, "output_dir", default_run_dir(self.model))
 
@@ -219,7 +234,7 @@ class TrainConfig(Recipe):
         """A config from its JSON form; fields it does not know (from older or newer versions) are dropped. Each
         field's type is checked, then its range; with ``where`` (the file it was read from) a wrong one is one line
         naming the file and the field."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
+        known = field_specs(cls)
         kept = {k: v for k, v in values.items() if k in known}
         try:
             for name, value in kept.items():
@@ -250,26 +265,24 @@ class TrainConfig(Recipe):
         return {k: v for k, v in self.to_dict().items() if k not in fields_with(PER_RUN)}
 
 
-def _check_type(f: dataclasses.Field[Any], value: Any) -> None:
-    """A config field's value as its JSON form must hold it, by the field's default and annotation."""
-    declared = str(f.type)  # the annotation as written ("int | None"): its first type is the field's
+def _check_type(spec: FieldSpec, value: Any) -> None:
+    """A config field's value as its JSON form must hold it, by the field's declared type."""
     if value is None:
-        if "None" in declared:
+        if spec.optional:
             return
-        raise MnistlabError(f"field {f.name!r} must not be null")
-    base = declared.split("|")[0].strip()
+        raise MnistlabError(f"field {spec.name!r} must not be null")
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if base == "bool":
+    if spec.kind is bool:
         ok, kind = isinstance(value, bool), "true or false"
-    elif base == "float":
+    elif spec.kind is float:
         ok, kind = number and math.isfinite(value), "a number"
-    elif base == "int":
+    elif spec.kind is int:
         ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif base == "str":
+    elif spec.kind is str:
         ok, kind = isinstance(value, str), "a string"
-    elif base.startswith("tuple"):
+    elif spec.kind is tuple:
         ok, kind = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), "a list of strings"
-    elif base == "Augment":
+    elif spec.kind is Augment:
         names = {a.name for a in dataclasses.fields(Augment)}
         ok = isinstance(value, (dict, Augment))
         if isinstance(value, dict):
@@ -280,7 +293,7 @@ def _check_type(f: dataclasses.Field[Any], value: Any) -> None:
     else:  # arch: a builder's arguments
         ok, kind = isinstance(value, dict), "an object"
     if not ok:
-        raise MnistlabError(f"field {f.name!r} must be {kind}, got {json.dumps(value)[:60]}")
+        raise MnistlabError(f"field {spec.name!r} must be {kind}, got {json.dumps(value)[:60]}")
 
 
 def fields_with(role: str) -> tuple[str, ...]:
@@ -330,7 +343,7 @@ class SearchSettings:
     epochs: int = _help(15, "epochs of every trial")
     limit: int | None = _help(None, "keep only the first N images of each split (a first try)")
     results: str = _help(RESULTS, "where the study (search/<name>.db) and its scratch folders live")
-    device: str = _help("auto", "where each trial trains")
+    device: Device = _help("auto", "where each trial trains")
     threads: int = _help(0, "torch CPU threads (0: torch's default)")
     sampler_seed: int = 0  # the sampler's draws follow it: a study re-made from scratch draws the same trials
     command: str = ""  # the command line that ran it, kept in the study (every one, in order) for the report

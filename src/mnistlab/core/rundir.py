@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import exclusive, finish_commit
@@ -31,6 +31,81 @@ TARGET = 99.4  # the course's goal: test accuracy (%) in each of the last LAST_K
 LAST_TESTS = f"test_acc_last{LAST_K}"
 LAST_MEAN = f"{LAST_TESTS}_mean"
 LAST_MIN = f"{LAST_TESTS}_min"
+
+
+# ------------------------------------------------------------------------------------- what a run writes
+# One definition of each record a run writes, for its writer (``training.engine``) and every reader (the CLI, the
+# runner, ``tools.runs``, the plots, the lab's report). TypedDicts, not classes: the files stay the JSON they are.
+
+
+class HistoryRow(TypedDict):
+    """One line of ``history.jsonl``: an epoch's losses and accuracies (%), None where a split was not evaluated."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float | None
+    val_acc: float | None
+    test_loss: float | None
+    test_acc: float | None
+    lr: float  # the rate at the epoch's end
+    seconds: float  # the epoch's wall time, evaluation included
+
+
+class DataSizes(TypedDict):
+    """The images each split had (``--limit`` and ``val_size`` change them; val 0: trained on all 60,000)."""
+
+    train: int
+    val: int
+    test: int
+
+
+class Provenance(TypedDict, total=False):
+    """Where and how a run was made (keys added over the lab's history: older runs lack the later ones)."""
+
+    git_commit: str | None
+    git_dirty: bool | None
+    mnistlab: str
+    torch: str
+    python: str
+    machine: str
+    device: str
+    gpu: str | None
+    threads: int
+    stacked: int
+    cuda_graph: bool
+    precision: str
+    native_bf16: bool
+    teacher_cache: dict[str, int]
+
+
+class Summary(TypedDict):
+    """``summary.json``, written last: the run's headline numbers (``training.engine.summarize_history``), its data
+    and its provenance. The keys of the last LAST_K epochs are LAST_TESTS, LAST_MEAN and LAST_MIN (tested)."""
+
+    model: str
+    params: int
+    seed: int
+    epochs: int
+    best_train_acc: float
+    best_val_acc: float | None
+    best_epoch: int
+    selected_by: str  # "val_acc", or "train_acc" for a run without a validation split
+    test_acc_at_best: float | None
+    last_test_acc: float | None
+    last_val_acc: float | None
+    test_acc_last3: list[float]
+    test_acc_last3_mean: float | None
+    test_acc_last3_min: float | None
+    train_seconds: float
+    wall_seconds: float
+    data: DataSizes
+    provenance: Provenance
+
+
+HISTORY_KEYS = tuple(HistoryRow.__annotations__)
+SUMMARY_KEYS = tuple(Summary.__annotations__)
+
 
 RUNS = "runs"  # where a run trained by hand goes: runs/<model>
 RESULTS = "results"  # the recorded runs: results/<model>/seed<k>, results/tuning/..., results/search/...
@@ -121,11 +196,11 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     return read_json(Path(run_dir) / CONFIG, f"{run_dir} holds no run to read (no config.json)")
 
 
-def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    return read_json(Path(run_dir) / SUMMARY, "the run has not finished")
+def read_summary(run_dir: str | Path) -> Summary:
+    return cast(Summary, read_json(Path(run_dir) / SUMMARY, "the run has not finished"))
 
 
-def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+def read_history(run_dir: str | Path) -> list[HistoryRow]:
     """The per-epoch records of a run directory, as ``fit`` wrote them to ``history.jsonl``, each line checked."""
     path = Path(run_dir) / HISTORY
     try:
@@ -137,7 +212,7 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
         raise MnistlabError(f"{path} is damaged ({reason}); restore it, or re-train the run") from None
     if not all(isinstance(row, dict) and "epoch" in row for row in rows):
         raise MnistlabError(f"{path} is damaged (a line is not an epoch's record); restore it, or re-train the run")
-    return rows
+    return cast(list[HistoryRow], rows)
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from typing import Any
 from mnistlab.core.config import TrainConfig
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write_bytes, json_text
-from mnistlab.core.rundir import CONFIG, RUN_FILES, SUMMARY
+from mnistlab.core.rundir import CONFIG, RUN_FILES, SUMMARY, Summary
 from mnistlab.jobs.workers import fit_logged
 
 INSTALL = "Ray is not installed: pip install 'mnistlab[ray]'"
@@ -125,7 +125,7 @@ def unpack(files: dict[str, bytes], run_dir: str | Path) -> None:
 
 def train_job(
     configs: list[dict[str, Any]], resume: bool, sent: list[dict[str, bytes]], data: Any
-) -> tuple[list[dict[str, Any]], list[dict[str, bytes]]]:
+) -> tuple[list[Summary], list[dict[str, bytes]]]:
     """The body of a Ray task: train the job in a scratch folder under the same relative paths the driver
     uses (so that every file, config.json included, is what a local run writes), and return the summaries
     and the run files."""
@@ -179,7 +179,7 @@ def result(ray: Any, refs: Any, where: str = "") -> Any:
 def run_jobs(
     jobs: Iterable[Any],
     cluster: Cluster,
-    on_done: Callable[[Any, list[dict[str, Any]]], None],
+    on_done: Callable[[Any, list[Summary]], None],
     data: Any = None,
 ) -> None:
     """Send every job (``runner.Job``) to Ray; as each ends, write its runs' files where the driver keeps them

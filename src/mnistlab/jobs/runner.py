@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.core.config import TrainConfig
-from mnistlab.core.rundir import read_summary, run_lock, run_status
+from mnistlab.core.rundir import Summary, read_summary, run_lock, run_status
 from mnistlab.jobs.distributed import run_jobs
 from mnistlab.jobs.workers import fit_logged, in_processes
 from mnistlab.models.external import ensure_registered
@@ -62,6 +62,16 @@ def settle(run_dir: str) -> None:
             pass
 
 
+def _done_already(configs: list[TrainConfig], states: list[str], log: Callable[[str], None]) -> dict[int, Summary]:
+    """The summaries of the runs already done, by their position in ``configs``."""
+    summaries: dict[int, Summary] = {}
+    for index, (config, state) in enumerate(zip(configs, states)):
+        if state == "done":
+            log(f"[{index + 1}/{len(configs)}] {config.output_dir}: done, skipped")
+            summaries[index] = read_summary(Path(config.output_dir))
+    return summaries
+
+
 def run_all(
     configs: list[TrainConfig],
     *,
@@ -74,7 +84,7 @@ def run_all(
     after_each: Callable[[], None] | None = None,
     cluster: Any = None,
     after_epoch: Callable[[list[TrainConfig]], Any] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Summary]:
     """Train the runs of ``configs`` (each into its ``output_dir``) that are not done yet, resuming what was
     interrupted; return every run's summary.
 
@@ -92,14 +102,10 @@ def run_all(
         settle(config.output_dir)
         ensure_registered(config.to_dict(), Path(config.output_dir), log)  # a model from outside: plan_jobs asks it
     states = [run_status(config.output_dir) for config in configs]
-    summaries: dict[int, dict[str, Any]] = {}
-    for index, (config, state) in enumerate(zip(configs, states)):
-        if state == "done":
-            log(f"[{index + 1}/{len(configs)}] {config.output_dir}: done, skipped")
-            summaries[index] = read_summary(Path(config.output_dir))
+    summaries = _done_already(configs, states, log)
     jobs = plan_jobs(configs, states, stack)
 
-    def finished(job: Job, done: list[dict[str, Any]]) -> None:
+    def finished(job: Job, done: list[Summary]) -> None:
         summaries.update(zip(job.positions, done))
         log(f"{job.head}: finished, val {[s['last_val_acc'] for s in done]}, {done[0]['wall_seconds']:.0f} s")
         if after_each is not None:

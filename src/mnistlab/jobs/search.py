@@ -1,6 +1,6 @@
 """``mnistlab search``: Optuna over a declared space of small CNNs, under a hard parameter budget.
 
-Each trial draws a shape of the zoo's family (``models.compact.searched``: stem widths, body width and depth,
+Each trial draws a shape of the zoo's family (``models.families.searched``: stem widths, body width and depth,
 separable or full 3x3 blocks, how many keep their size) and a recipe (one-cycle peak, augmentation ranges,
 moving average), counts its parameters and, if it is over the budget, is pruned without training. Otherwise
 its seeds train as one stacked network on the 55,000 training images, and it is scored on the 5,000
@@ -33,7 +33,7 @@ from mnistlab.core.rundir import LAST_K, check_folder, read_history
 from mnistlab.jobs.distributed import run_tasks
 from mnistlab.jobs.workers import in_processes
 from mnistlab.models import config_for, create_model, get_card, list_models
-from mnistlab.models.compact import SEARCHED
+from mnistlab.models.families import SEARCHED
 from mnistlab.models.found import entries
 from mnistlab.training.engine import fit_group
 
@@ -515,3 +515,40 @@ def register_trial(study: Any, number: int, name: str, path: str | Path) -> dict
 
 
 REGISTRY_WAIT = 60.0  # seconds a registration waits for another process writing the user's found models
+
+
+# ------------------------------------------------------------------------------------------- trials as data
+
+
+def trial_rows(study: Any) -> list[dict[str, Any]]:
+    """Every trial of an Optuna study as data: its number, state, parameters, score (worst seed's validation
+    mean), shape."""
+    rows = []
+    for t in study.trials:
+        score = t.value if t.value is not None and not math.isnan(t.value) else None
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "params": t.user_attrs.get("params"),
+                "over_budget": t.user_attrs.get("over_budget", False),
+                "score": score,
+                "arch": t.user_attrs.get("arch"),
+                "params_drawn": t.params,
+                "val_per_seed": t.user_attrs.get("val_per_seed"),
+                "stopped": t.user_attrs.get("stopped"),
+            }
+        )
+    return rows
+
+
+def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials of ``trial_rows`` with a score (a pruned one's last reported value is not one)."""
+    return [r for r in rows if r["state"] == "COMPLETE" and r["score"] is not None]
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trial to take to final runs: the best worst-seed score; of equal scores (to 1e-6), the fewest
+    parameters, since the record is about size; then the earliest."""
+    done = finished(rows)
+    return min(done, key=lambda r: (-round(r["score"], 6), r["params"], r["trial"])) if done else None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.core.config import TrainConfig
-from mnistlab.core.rundir import LOG
+from mnistlab.core.rundir import LOG, Summary
 from mnistlab.training.engine import fit_group
 
 
@@ -61,7 +61,7 @@ def stop(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=10)
 
 
-def fit_logged(configs: tuple[TrainConfig, ...], resume: bool, data: Any) -> list[dict[str, Any]]:
+def fit_logged(configs: tuple[TrainConfig, ...], resume: bool, data: Any) -> list[Summary]:
     """One job (a run, or stacked seeds), each run's log lines appended to ``train.log`` in its folder."""
     handles = []
     for config in configs:

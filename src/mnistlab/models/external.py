@@ -464,13 +464,17 @@ def ensure_registered(config: dict[str, Any], run_dir: Path | None, log: Callabl
 
 def load_entry_points() -> list[str]:
     """Register the builders installed packages offer in the ``mnistlab.models`` group (each entry point's name
-    is the model's); return their names. One that fails to load is skipped with a line on stderr."""
+    is the model's); return their names. An entry point that names a module, not a builder, is imported: it
+    registers its own models (the repository's lab does: ``lab = "mnistlab_lab.models"``). One that fails to load
+    is skipped with a line on stderr."""
     names = []
     for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
         if is_registered(entry.name):
             continue
         try:
             build = entry.load()
+            if not entry.attr:  # a module: importing it registered its models
+                continue
             builder, params = _checked(build, f"{entry.value} (entry point {entry.name})")
         except Exception as exc:  # noqa: BLE001  an installed package's problem must not stop the lab
             print(f"warning: model {entry.name} from {entry.value} not loaded: {exc}", file=sys.stderr)

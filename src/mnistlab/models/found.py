@@ -2,9 +2,9 @@
 recipe are data (the search's ``searched`` family), so a found model trains, reloads and reports like the zoo's,
 and its entry says which study and trial it came from.
 
-Two lists: the lab's, ``found.json`` beside this file (read-only: part of the package), and the user's,
-``found.json`` in the user's own folder (``$MNISTLAB_FOUND``, else ``$MNISTLAB_HOME/found.json``, else the
-platform's user data folder), which ``mnistlab register`` writes and every command reads."""
+The user's list is ``found.json`` in the user's own folder (``$MNISTLAB_FOUND``, else
+``$MNISTLAB_HOME/found.json``, else the platform's user data folder), which ``mnistlab register`` writes and every
+command reads; the repository's lab registers its own list (``register_entries``) through its entry point."""
 
 from __future__ import annotations
 
@@ -19,10 +19,8 @@ from torch import nn
 
 from mnistlab.core.config import Recipe
 from mnistlab.core.errors import MnistlabError
-from mnistlab.models.compact import searched
-from mnistlab.models.registry import ModelCard, register_model
-
-LAB_FOUND = Path(__file__).with_name("found.json")  # the lab's: commit an entry made with MNISTLAB_FOUND set to it
+from mnistlab.models.families import searched
+from mnistlab.models.registry import ModelCard, register
 
 
 def user_home() -> Path:
@@ -37,7 +35,7 @@ def user_found() -> Path:
     return Path(os.environ.get("MNISTLAB_FOUND") or user_home() / "found.json")
 
 
-def _register(entry: dict[str, Any], outside: bool) -> None:
+def _register(entry: dict[str, Any], outside: bool, replace: bool) -> None:
     arch = entry["arch"]
     shape = (
         f"stem {'-'.join(map(str, arch['stem']))} | pool | {len(arch['body'])} "
@@ -59,12 +57,12 @@ def _register(entry: dict[str, Any], outside: bool) -> None:
         recipe=Recipe(**{k: v for k, v in entry["recipe"].items()}),
         params=entry["params"],
     )
-    register_model(dataclasses.replace(card, outside=outside))(build)
+    register(dataclasses.replace(card, name=entry["name"], builder=build, outside=outside), replace=replace)
 
 
-def entries(path: Path = LAB_FOUND) -> list[dict[str, Any]]:
-    """The found models of ``path`` (the lab's by default) as ``mnistlab register`` wrote them (none when the file
-    is absent; a damaged file is one line naming it)."""
+def entries(path: Path) -> list[dict[str, Any]]:
+    """The found models of ``path`` as ``mnistlab register`` wrote them (none when the file is absent; a damaged
+    file is one line naming it)."""
     if not path.is_file():
         return []
     try:
@@ -76,22 +74,14 @@ def entries(path: Path = LAB_FOUND) -> list[dict[str, Any]]:
     return found
 
 
-def load() -> list[dict[str, Any]]:
-    """Register the lab's found models and the user's; return them all."""
-    lab = entries(LAB_FOUND)
-    for entry in lab:
-        _register(entry, outside=False)
-    mine = user_found()
-    return lab + ([] if mine.resolve() == LAB_FOUND.resolve() else load_user(mine))
-
-
-def load_user(path: Path) -> list[dict[str, Any]]:
-    """Register the found models of the user's file ``path`` (not the lab's: ``list_models(outside=False)`` leaves
-    them out); return them."""
+def register_entries(path: Path, *, outside: bool = True, replace: bool = False) -> list[dict[str, Any]]:
+    """Register the found models of ``path`` (``outside``: the user's, which ``list_models(outside=False)`` leaves
+    out; the lab registers its own list as not outside, ``replace``-ing them when the user's file is the lab's);
+    return them."""
     found = entries(path)
     for entry in found:
-        _register(entry, outside=True)
+        _register(entry, outside=outside, replace=replace)
     return found
 
 
-load()
+register_entries(user_found())

@@ -55,6 +55,10 @@ class ModelCard:
     # a trained variant: the architecture it builds and its tag (``tagged``); empty for an architecture
     architecture: str = ""
     tag: str = ""
+    # where `mnistlab models` and the demo list it: unlisted ones (the search's family, a lab's teacher or losing
+    # candidate) only with --all; ``note`` says what it is there
+    listed: bool = True
+    note: str = ""
 
     @property
     def tagged(self) -> str:
@@ -79,6 +83,12 @@ def register(card: ModelCard, *, replace: bool = False) -> ModelCard:
         raise ValueError(f"model {card.name!r} is registered twice")
     _REGISTRY[card.name] = card
     return card
+
+
+def annotate(name: str, *, listed: bool, note: str) -> None:
+    """Set where ``name`` is listed and what its line says (a lab decides it from its studies once it has
+    registered its models)."""
+    _REGISTRY[name] = dataclasses.replace(_REGISTRY[name], listed=listed, note=note)
 
 
 def register_model(card: ModelCard) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -152,9 +162,9 @@ def card_of(model: str | ModelCard) -> ModelCard:
     return model if isinstance(model, ModelCard) else get_card(model)
 
 
-def config_for(model: str | ModelCard, *, base: Recipe | None = None, **overrides: Any) -> TrainConfig:
-    """The one way a run's config is made (``mnistlab train``, the lab's studies, a search's trials): the model's
-    recipe, or the named frozen recipe ``base``, with ``overrides`` (None values ignored) on top. A model from
+def card_config(model: str | ModelCard, *, base: Recipe | None = None, **overrides: Any) -> TrainConfig:
+    """The one way a run's config is made (``models.config_for``: ``mnistlab train``, the lab's studies, a search's
+    trials): the model's recipe, or the named frozen recipe ``base``, with ``overrides`` (None values ignored) on top. A model from
     outside the package records where it came from; each teacher is named by its checkpoints and their sha256."""
     card = card_of(model)
     values = {**recipe_values(base or card.recipe), "source": card.source, "source_sha256": card.source_sha256}
@@ -200,11 +210,6 @@ def build_model(card: ModelCard, config: dict[str, Any]) -> nn.Module:
         raise MnistlabError(f"{card.name}'s builder takes no {', '.join(unknown)} (the run's arch)")
     values = {key: config[key] for key in BUILDER_FIELDS if key in config and key in accepted}
     return card.build(**values, **arch)
-
-
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model. Keyword arguments go to its builder (e.g. ``dropout``)."""
-    return get_card(name).build(**kwargs)
 
 
 def _natural(name: str) -> tuple[int, str, int]:

@@ -1,5 +1,5 @@
-"""The reference's progression (Model 1 to Model 8) and our variants of its designs (``model7_rf``, ``model8_v1``,
-``model8_wide`` and their kin), each with its Target, its design notes and its recipe.
+"""The reference's progression (Model 1 to Model 8), each with its Target, its design notes and its recipe (our
+variants of its designs, ``model7_rf``, ``model8_v1`` and their kin, are the lab's: the repository's ``lab/``).
 
 Conventions from Model 2 on (the reference does not say; these are ours): convolutions have no bias and are
 followed by BatchNorm then ReLU (BatchNorm's shift makes a bias redundant); the layer that produces the
@@ -119,7 +119,7 @@ def model3(dropout: float = 0.1) -> nn.Module:
     # fmt: on
 
 
-def _gap_net(widths: tuple[int, ...], dropout: float, *, adaptive: bool = False) -> Net:
+def gap_net(widths: tuple[int, ...], dropout: float, *, adaptive: bool = False) -> Net:
     """Models 4-6: conv-conv | 1x1 | pool | conv-conv-conv-conv(padded) | GAP 6x6 | 1x1 to the classes.
 
     ``adaptive`` pools with AdaptiveAvgPool2d(1) (Model 7's ingredient): the same numbers on 28x28 inputs."""
@@ -157,7 +157,7 @@ def _gap_net(widths: tuple[int, ...], dropout: float, *, adaptive: bool = False)
     )
 )
 def model4(dropout: float = 0.1) -> nn.Module:
-    return _gap_net((20, 20, 10, 14, 16, 16, 10), dropout)
+    return gap_net((20, 20, 10, 14, 16, 16, 10), dropout)
 
 
 @register_model(
@@ -176,7 +176,7 @@ def model4(dropout: float = 0.1) -> nn.Module:
     )
 )
 def model5(dropout: float = 0.05) -> nn.Module:
-    return _gap_net((8, 16, 12, 12, 16, 16, 16), dropout)
+    return gap_net((8, 16, 12, 12, 16, 16, 16), dropout)
 
 
 @register_model(
@@ -196,7 +196,7 @@ def model5(dropout: float = 0.05) -> nn.Module:
     )
 )
 def model6(dropout: float = 0.05) -> nn.Module:
-    return _gap_net((8, 16, 12, 16, 16, 12, 16), dropout)
+    return gap_net((8, 16, 12, 16, 16, 12, 16), dropout)
 
 
 # Model 7's recipe as its rounds one and two chose it on the validation split (its layers are the reference's)
@@ -248,45 +248,6 @@ def model7(dropout: float = 0.05) -> nn.Module:
     # fmt: on
 
 
-# Model 7's round three: the reference's field ends at 14 pixels of a 28-pixel digit. Two deeper, narrower
-# layouts (Model 6's shape, whose field covers the image, with adaptive pooling) at fewer than 7,568 parameters;
-# the narrow stem won: our redesign of Model 7, beside the reference's.
-M7_RF = "Model 7's round-two recipe (rate 0.05, batch 64, no dropout, shifts), plateau on the validation loss"
-
-
-@register_model(
-    ModelCard(
-        title="Model 7 redesigned (field 32)",
-        target=(
-            "Our redesign of Model 7: its targets, with a receptive field that covers the digit (the reference's "
-            "layers see 14 pixels), under the reference's 7,568 parameters.",
-        ),
-        design="Unpadded 3x3 convolutions 8-12 | 1x1 to 8 | pool | 12-16-12 | padded 3x3 to 16 | "
-        "AdaptiveAvgPool2d(1) | 1x1 to the classes (7,408 parameters): Model 6's layout narrowed, whose field covers "
-        "the digit (32 pixels). " + M7_RF + "; the layers chosen on the validation split in round three, on 4 seeds "
-        "(see Model 7's studies).",
-        recipe=MODEL7_RECIPE,
-        params=7_408,
-    )
-)
-def model7_rf(dropout: float = 0.0) -> nn.Module:
-    return _gap_net((8, 12, 8, 12, 16, 12, 16), dropout, adaptive=True)
-
-
-@register_model(
-    ModelCard(
-        title="Model 7 (receptive field 32, wide stem)",
-        target=("Model 7's target with a field that covers the digit, keeping Model 7's 16 channels at 24x24.",),
-        design="Unpadded 3x3 convolutions 8-16 | 1x1 to 8 | pool | 16-12-12 | padded 3x3 to 14 | "
-        "AdaptiveAvgPool2d(1) | 1x1 to the classes (7,352 parameters); " + M7_RF + ".",
-        recipe=MODEL7_RECIPE,
-        params=7_352,
-    )
-)
-def model7_rf_wide(dropout: float = 0.0) -> nn.Module:
-    return _gap_net((8, 16, 8, 16, 12, 12, 14), dropout, adaptive=True)
-
-
 # Model 8's first design's recipe, chosen on validation; the redesigned Model 8 adds zoom to it, and the record's
 # candidates start from it
 MODEL8_RECIPE = Recipe(
@@ -331,92 +292,3 @@ MODEL8_FINAL_RECIPE = dataclasses.replace(
 )
 def model8(dropout: float = 0.0) -> nn.Module:
     return slim_net((8, 16), (36, 36, 36, 36), padded=2, dropout=dropout, factored=True)
-
-
-@register_model(
-    ModelCard(
-        title="Model 8 (deeper)",
-        target=(
-            "Model 8's target with more margin: five separable blocks of 32 channels after the pool instead of four of 36.",
-        ),
-        design="Unpadded 3x3 convolutions 8-16 | pool | separable 3x3 32-32 | padded separable 3x3 32-32-32 | "
-        "GAP | 1x1 to the classes (7,816 parameters); the first design's recipe (Model 8's, before zoom).",
-        recipe=MODEL8_RECIPE,
-        params=7_816,
-    )
-)
-def model8_deep(dropout: float = 0.0) -> nn.Module:
-    return slim_net((8, 16), (32, 32, 32, 32, 32), padded=3, dropout=dropout, factored=True)
-
-
-@register_model(
-    ModelCard(
-        title="Model 8 (first design)",
-        target=(
-            "Model 8's target: at least 99.4% in every one of the last 3 of 15 epochs, on every seed, with "
-            "fewer than 8,000 parameters.",
-            "Spend the parameters after the first pool, where the receptive field grows fastest, and train "
-            "with a one-cycle schedule and mild rotation.",
-        ),
-        design="Unpadded 3x3 convolutions 8-16 | 1x1 to 8 | pool | 16-16 | padded 3x3 16 | GAP | 1x1 to the "
-        "classes; receptive field 32 at the GAP. SGD with OneCycleLR (peak 0.05) at batch 64, rotation "
-        "+-7 degrees and shifts up to 10%, no dropout: each choice made on the validation split (see the "
-        "tuning table). It held the target on 2 of 3 seeds, so Model 8 was redesigned.",
-        recipe=MODEL8_RECIPE,
-        params=7_432,
-    )
-)
-def model8_v1(dropout: float = 0.0) -> nn.Module:
-    return _model8_net((8, 16, 8), dropout)
-
-
-def _model8_net(widths: tuple[int, int, int], dropout: float) -> Net:
-    """Model 8's layers; ``widths`` are the first conv, the second conv and the 1x1 transition."""
-    c1, c2, c3 = widths
-    # fmt: off
-    return Net(OrderedDict(
-        conv1=conv(1, c1, dropout=dropout),              # 26
-        conv2=conv(c1, c2, dropout=dropout),             # 24
-        trans1=conv(c2, c3, kernel=1),                   # 24
-        pool1=nn.MaxPool2d(2),                           # 12
-        conv3=conv(c3, 16, dropout=dropout),             # 10
-        conv4=conv(16, 16, dropout=dropout),             # 8
-        conv5=conv(16, 16, padding=1, dropout=dropout),  # 8
-        gap=nn.AdaptiveAvgPool2d(1),                     # 1
-        out=head(16),                                    # 1
-    ))
-    # fmt: on
-
-
-@register_model(
-    ModelCard(
-        title="Model 8 (wide)",
-        target=(
-            "Model 8's target with more margin: the first design's layers, the parameter budget spent up to 8,000.",
-        ),
-        design="Model 8's first design with 10 channels in the first convolution and the 1x1 transition and 15 in the second "
-        "(10-15 | 1x1 to 10 | pool | 16-16 | padded 3x3 16 | GAP | 1x1); the first design's recipe, which was chosen "
-        "on the validation split.",
-        recipe=MODEL8_RECIPE,
-        params=7_964,
-    )
-)
-def model8_wide(dropout: float = 0.0) -> nn.Module:
-    return _model8_net((10, 15, 10), dropout)
-
-
-@register_model(
-    ModelCard(
-        title="Model 8 (wider stem)",
-        target=(
-            "Model 8's target with more margin: the 310 parameters left under 8,000 spent on the first "
-            "convolution, 10 channels instead of 8.",
-        ),
-        design="Unpadded 3x3 convolutions 10-16 | pool | separable 3x3 36-36 | padded separable 3x3 36-36 | GAP | "
-        "1x1 to the classes (7,810 parameters); Model 8's round-two recipe (one-cycle peak 0.05).",
-        recipe=dataclasses.replace(MODEL8_RECIPE, augment=Augment(rotation=7.0, translate=0.1, scale=0.1)),
-        params=7_810,
-    )
-)
-def model8_stem10(dropout: float = 0.0) -> nn.Module:
-    return slim_net((10, 16), (36, 36, 36, 36), padded=2, dropout=dropout, factored=True)

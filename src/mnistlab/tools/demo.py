@@ -256,6 +256,29 @@ def build(results: str | Path = RESULTS, checkpoint: str | Path | None = None, m
     if not options:
         raise MnistlabError(f"no checkpoint to show: none under {results}/<model>/seed<k>/ and no --checkpoint")
     first = str(checkpoint) if checkpoint is not None else (DEFAULT if DEFAULT in options else next(iter(options)))
+    respond, from_source = _handlers(gr, options)
+    theme = gr.themes.Default(
+        font=["system-ui", "Helvetica", "Arial", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    with gr.Blocks(title="mnistlab: what the model sees", analytics_enabled=False) as app:
+        app.theme_for_launch = theme  # Gradio 6 takes the theme at launch (see ``launch``)
+        page = _page(gr, options, first)
+        outputs = [page[name] for name in OUTPUTS]
+        inputs = [page["model"], page["layer"]]
+        page["sketch"].change(from_source(digit_from_sketch), [page["sketch"], *inputs], outputs)
+        page["upload"].upload(from_source(digit_from_file), [page["upload"], *inputs], outputs)
+        page["model"].input(respond, [page["digit"], *inputs], outputs)
+        page["layer"].input(respond, [page["digit"], *inputs], outputs)
+    return app
+
+
+# what every handler returns, in order: the page's components it updates
+OUTPUTS = ("digit", "message", "given", "prediction", "probabilities", "layer", "field", "maps", "text")
+
+
+def _handlers(gr: Any, options: dict[str, Any]) -> tuple[Any, Any]:
+    """The page's handlers: ``respond`` (a digit, a checkpoint and a layer to what the page shows, ``OUTPUTS``) and
+    ``from_source`` (a reader of the sketch or the upload, then ``respond``)."""
     blank = (None, "", None, gr.update(), None, None, "")
 
     def respond(digit: np.ndarray | None, label: str, layer: str | None) -> tuple:
@@ -291,56 +314,60 @@ def build(results: str | Path = RESULTS, checkpoint: str | Path | None = None, m
 
         return handler
 
-    theme = gr.themes.Default(
-        font=["system-ui", "Helvetica", "Arial", "sans-serif"], font_mono=["ui-monospace", "monospace"]
-    )
-    with gr.Blocks(title="mnistlab: what the model sees", analytics_enabled=False) as app:
-        app.theme_for_launch = theme  # Gradio 6 takes the theme at launch (see ``launch``)
-        gr.Markdown(
-            "# What the model sees\nDraw a digit (or upload a picture of one). The model is given the "
-            "28×28 image below; pick a layer to see its feature maps and, on the input, the receptive "
-            "field of its most active unit."
-        )
-        digit = gr.State(None)
-        with gr.Row():
-            with gr.Column(scale=1):
-                model = gr.Dropdown(list(options), value=first, label="Checkpoint", elem_id="checkpoint")
-                with gr.Tab("Draw"):
-                    sketch = gr.Sketchpad(
-                        label="Draw a digit",
-                        canvas_size=(280, 280),
-                        fixed_canvas=True,
-                        image_mode="RGBA",
-                        brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"),
-                        layers=False,
-                        transforms=(),
-                        elem_id="sketch",
-                    )
-                with gr.Tab("Upload"):
-                    upload = gr.File(label="An image of one digit", type="filepath", elem_id="upload")
-                message = gr.Markdown("Draw a digit on the canvas, or upload an image.", elem_id="message")
-            with gr.Column(scale=1):
-                given = gr.Image(
-                    label="What the model is given (28×28)", type="pil", interactive=False, elem_id="given"
-                )
-                prediction = gr.Markdown(elem_id="prediction")
-                probabilities = gr.Image(label="Probabilities", type="pil", interactive=False, elem_id="probabilities")
-        layer = gr.Radio([], label="Layer", elem_id="layer")
-        with gr.Row():
-            field = gr.Image(
-                label="Receptive field of the most active unit", type="pil", interactive=False, elem_id="field"
-            )
-            maps = gr.Image(
-                label="Feature maps (the unit's channel framed)", type="pil", interactive=False, elem_id="maps"
-            )
-        text = gr.Markdown(elem_id="layer-text")
+    return respond, from_source
 
-        outputs = [digit, message, given, prediction, probabilities, layer, field, maps, text]
-        sketch.change(from_source(digit_from_sketch), [sketch, model, layer], outputs)
-        upload.upload(from_source(digit_from_file), [upload, model, layer], outputs)
-        model.input(respond, [digit, model, layer], outputs)
-        layer.input(respond, [digit, model, layer], outputs)
-    return app
+
+def _page(gr: Any, options: dict[str, Any], first: str) -> dict[str, Any]:
+    """The page's components, laid out inside the app's ``gr.Blocks``, by name."""
+    gr.Markdown(
+        "# What the model sees\nDraw a digit (or upload a picture of one). The model is given the "
+        "28×28 image below; pick a layer to see its feature maps and, on the input, the receptive "
+        "field of its most active unit."
+    )
+    digit = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1):
+            model = gr.Dropdown(list(options), value=first, label="Checkpoint", elem_id="checkpoint")
+            with gr.Tab("Draw"):
+                sketch = gr.Sketchpad(
+                    label="Draw a digit",
+                    canvas_size=(280, 280),
+                    fixed_canvas=True,
+                    image_mode="RGBA",
+                    brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"),
+                    layers=False,
+                    transforms=(),
+                    elem_id="sketch",
+                )
+            with gr.Tab("Upload"):
+                upload = gr.File(label="An image of one digit", type="filepath", elem_id="upload")
+            message = gr.Markdown("Draw a digit on the canvas, or upload an image.", elem_id="message")
+        with gr.Column(scale=1):
+            given = gr.Image(label="What the model is given (28×28)", type="pil", interactive=False, elem_id="given")
+            prediction = gr.Markdown(elem_id="prediction")
+            probabilities = gr.Image(label="Probabilities", type="pil", interactive=False, elem_id="probabilities")
+    layer = gr.Radio([], label="Layer", elem_id="layer")
+    with gr.Row():
+        field = gr.Image(
+            label="Receptive field of the most active unit", type="pil", interactive=False, elem_id="field"
+        )
+        maps = gr.Image(label="Feature maps (the unit's channel framed)", type="pil", interactive=False, elem_id="maps")
+    text = gr.Markdown(elem_id="layer-text")
+
+    return {
+        "digit": digit,
+        "model": model,
+        "sketch": sketch,
+        "upload": upload,
+        "message": message,
+        "given": given,
+        "prediction": prediction,
+        "probabilities": probabilities,
+        "layer": layer,
+        "field": field,
+        "maps": maps,
+        "text": text,
+    }
 
 
 def free_port(host: str) -> int:

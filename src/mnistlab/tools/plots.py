@@ -7,7 +7,7 @@ from typing import Any
 
 import matplotlib
 
-from mnistlab.core.rundir import TARGET
+from mnistlab.core.rundir import TARGET, HistoryRow
 
 matplotlib.use("Agg")  # files only: no display needed
 
@@ -23,7 +23,7 @@ def _save(fig: Any, path: str | Path) -> Path:
     return path
 
 
-def plot_curves(history: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+def plot_curves(history: list[HistoryRow], path: str | Path, title: str = "") -> Path:
     """Loss and accuracy per epoch for train, validation and test (as recorded)."""
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))

@@ -21,6 +21,8 @@ from mnistlab.core.rundir import (
     LAST_TESTS,
     SUMMARY,
     TARGET,
+    HistoryRow,
+    Summary,
     read_config,
     read_history,
     read_summary,
@@ -33,8 +35,8 @@ from mnistlab.models.external import ensure_registered
 @dataclass(frozen=True)
 class RecordedRun:
     path: Path
-    summary: dict[str, Any]
-    history: list[dict[str, Any]]
+    summary: Summary
+    history: list[HistoryRow]
     config: dict[str, Any]
 
     @property

@@ -44,6 +44,9 @@ from mnistlab.core.rundir import (
     LAST_MIN,
     LAST_TESTS,
     SUMMARY,
+    HistoryRow,
+    Provenance,
+    Summary,
     check_run_dir,
     read_summary,
     refuse_existing_run,
@@ -65,7 +68,7 @@ ArrayPair = tuple[np.ndarray, np.ndarray]
 TEACHER_OUTPUTS = "teacher-outputs"  # under the data folder: the teachers' cached outputs (teachercache)
 
 
-def provenance(device: torch.device) -> dict[str, Any]:
+def provenance(device: torch.device) -> Provenance:
     """Where and with what a run was made (the commit of this code's own checkout, wherever the run's folder is)."""
     commit, dirty = _own_checkout_commit()
     return {
@@ -113,7 +116,7 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def summarize_history(history: list[dict[str, Any]], has_val: bool) -> dict[str, Any]:
+def summarize_history(history: list[HistoryRow], has_val: bool) -> dict[str, Any]:
     """The run's headline numbers, derived from its per-epoch history."""
     last = history[-1]
     tail = [h["test_acc"] for h in history[-LAST_K:] if h.get("test_acc") is not None]
@@ -163,7 +166,7 @@ def recipe_unstackable(config: TrainConfig) -> str | None:
     return None
 
 
-def fit(config: Any, **kwargs: Any) -> dict[str, Any]:
+def fit(config: Any, **kwargs: Any) -> Summary:
     """Train ``config.model`` per ``config`` into ``config.output_dir``; return the summary. ``config`` may also be
     a model (a name, a class or builder from a notebook: ``mnistlab.config_for``), trained with its own recipe."""
     if not isinstance(config, TrainConfig):
@@ -179,8 +182,8 @@ def fit_group(
     progress: bool = True,
     log: Callable[[str], None] = print,
     stop_after: int | None = None,
-    after_epoch: Callable[[int, list[list[dict[str, Any]]]], None] | None = None,
-) -> list[dict[str, Any]]:
+    after_epoch: Callable[[int, list[list[HistoryRow]]], None] | None = None,
+) -> list[Summary]:
     """Train ``configs`` (one model and recipe, one seed each) as one stacked network, each into its own
     run directory; return their summaries.
 
@@ -225,7 +228,7 @@ class Group:
     device: torch.device
     loaders: Loaders
     state: TrainingState
-    histories: list[list[dict[str, Any]]]
+    histories: list[list[HistoryRow]]
     best_scores: list[float]
     forward: Any  # the network the step calls (compiled or not)
     judged: Any  # the network evaluated: the moving average where there is one
@@ -270,7 +273,7 @@ def prepare(
         raise MnistlabError("the training split is empty; lower --val-size or raise --limit")
     teachers = Teachers.load(first, device)  # frozen, checked against their sha256 and the validation split
     state = TrainingState.create(build_stacked(configs, device), first, len(loaders.train), teachers)
-    histories: list[list[dict[str, Any]]] = [[] for _ in configs]
+    histories: list[list[HistoryRow]] = [[] for _ in configs]
     best_scores = [-math.inf] * len(configs)
     if resume:
         histories, best_scores = _restore(configs, state)
@@ -287,7 +290,7 @@ def prepare(
     return Group(configs, device, loaders, state, histories, best_scores, forward, judged, graphed, cache, start)
 
 
-def train_epoch(group: Group, epoch: int, *, progress: bool) -> list[dict[str, Any]]:
+def train_epoch(group: Group, epoch: int, *, progress: bool) -> list[HistoryRow]:
     """One epoch of every run in the group, then its evaluation: each run's history row."""
     first, loaders, state, device = group.configs[0], group.loaders, group.state, group.device
     torch.manual_seed(first.seed * 1_000 + epoch)  # dropout's masks follow (seed, epoch): resumable
@@ -311,22 +314,22 @@ def train_epoch(group: Group, epoch: int, *, progress: bool) -> list[dict[str, A
         val = vals[k] if vals else None
         test = tests[k] if tests else None
         rows.append(
-            {
-                "epoch": epoch,
-                "train_loss": train["loss"][k],
-                "train_acc": train["acc"][k],
-                "val_loss": val["loss"] if val else None,
-                "val_acc": val["acc"] if val else None,
-                "test_loss": test["loss"] if test else None,
-                "test_acc": test["acc"] if test else None,
-                "lr": lr,
-                "seconds": seconds,
-            }
+            HistoryRow(
+                epoch=epoch,
+                train_loss=train["loss"][k],
+                train_acc=train["acc"][k],
+                val_loss=val["loss"] if val else None,
+                val_acc=val["acc"] if val else None,
+                test_loss=test["loss"] if test else None,
+                test_acc=test["acc"] if test else None,
+                lr=lr,
+                seconds=seconds,
+            )
         )
     return rows
 
 
-def record_epoch(group: Group, rows: list[dict[str, Any]], *, log: Callable[[str], None]) -> None:
+def record_epoch(group: Group, rows: list[HistoryRow], *, log: Callable[[str], None]) -> None:
     """Each run's epoch into its checkpoints and history, every file of the group as one write: a write that
     fails (a full disk) leaves the group at its last complete epoch, its history never ahead of its checkpoint."""
     stacked = len(group.configs) > 1
@@ -347,9 +350,9 @@ def record_epoch(group: Group, rows: list[dict[str, Any]], *, log: Callable[[str
         raise
 
 
-def finish(group: Group) -> list[dict[str, Any]]:
+def finish(group: Group) -> list[Summary]:
     """Each run's summary, written to its folder."""
-    summaries = []
+    summaries: list[Summary] = []
     loaders = group.loaders
     params = sum(p.numel() for p in group.state.model.parameters()) // len(group.configs)
     where = {**provenance(group.device), "stacked": len(group.configs), "cuda_graph": group.graphed is not None}
@@ -357,7 +360,7 @@ def finish(group: Group) -> list[dict[str, Any]]:
     if group.cache is not None:
         where["teacher_cache"] = {"hits": group.cache.hits, "misses": group.cache.misses}
     for config, history in zip(group.configs, group.histories):
-        summary = {
+        summary: Summary = {  # type: ignore[typeddict-item]  (the headline's keys come from summarize_history)
             "model": config.model,
             "params": params,
             "seed": config.seed,
@@ -415,7 +418,7 @@ def build_stacked(configs: list[TrainConfig], device: torch.device) -> StackedNe
 def _save(
     configs: list[TrainConfig],
     state: TrainingState,
-    histories: list[list[dict[str, Any]]],
+    histories: list[list[HistoryRow]],
     best_scores: list[float],
     best_key: str,
 ) -> None:
@@ -462,7 +465,7 @@ def _recorded_threads(config: TrainConfig) -> int:
     return int(read_checkpoint(path).get("threads") or 0) if path.is_file() else 0
 
 
-def _restore(configs: list[TrainConfig], state: TrainingState) -> tuple[list[list[dict[str, Any]]], list[float]]:
+def _restore(configs: list[TrainConfig], state: TrainingState) -> tuple[list[list[HistoryRow]], list[float]]:
     """Load each run's ``last.pt`` into the stacked state; return the histories and best scores."""
     checkpoints = []
     for config in configs:
@@ -538,7 +541,7 @@ def graphed_trainer(
     return GraphedTrainer(config, state, loader, seeds)
 
 
-def _epoch_line(h: dict[str, Any], epochs: int) -> str:
+def _epoch_line(h: HistoryRow, epochs: int) -> str:
     parts = [f"epoch {h['epoch']:>2}/{epochs}", f"loss {h['train_loss']:.4f}", f"train {h['train_acc']:.2f}%"]
     if h["val_acc"] is not None:
         parts.append(f"val {h['val_acc']:.2f}%")

@@ -19,15 +19,20 @@ from typing import Any
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write_text, remove_litter
 from mnistlab.core.rundir import LAST_K, LAST_MEAN, LAST_MIN, RESULTS, TARGET
-from mnistlab.jobs.search import batch_size_of
-from mnistlab.lab.records import (
+from mnistlab.jobs.search import batch_size_of, best_row, finished
+from mnistlab.models import create_model, get_card, list_models
+from mnistlab.models.found import entries
+from mnistlab.models.registry import ModelCard
+from mnistlab.tools.analysis import LayerTable, analyze
+from mnistlab.tools.plots import plot_curves, plot_held_against_params, plot_search
+from mnistlab.tools.runs import RunGroup, find_runs
+from mnistlab_lab.models import FOUND
+from mnistlab_lab.records import (
     Candidate,
     ModelResult,
     RecordedRun,
     Searches,
-    best_row,
     chosen,
-    finished,
     load_searches,
     model_runs,
     read_run,
@@ -35,7 +40,7 @@ from mnistlab.lab.records import (
     tuning_scores,
     waiting,
 )
-from mnistlab.lab.studies import (
+from mnistlab_lab.studies import (
     EARLIER,
     PUBLIC_RECORD_PARAMS,
     RECORD_BUDGET,
@@ -49,12 +54,6 @@ from mnistlab.lab.studies import (
     lab_models,
     role,
 )
-from mnistlab.models import create_model, get_card, list_models
-from mnistlab.models.found import entries
-from mnistlab.models.registry import ModelCard
-from mnistlab.tools.analysis import LayerTable, analyze
-from mnistlab.tools.plots import plot_curves, plot_held_against_params, plot_search
-from mnistlab.tools.runs import RunGroup, find_runs
 
 # results/stacked/<model>-<n>seeds: one final recipe on many seeds at once; results/stacked/model8: Model 8's final
 # seeds stacked, beside its single runs
@@ -115,27 +114,28 @@ def _seconds(value: float) -> str:
     return f"{value / 60:.1f} min" if value >= 120 else f"{value:.0f} s"
 
 
-def analysis_sentences(result: ModelResult, previous: ModelResult | None) -> list[str]:
-    """What the numbers say, in words derived from them."""
-    if not result.runs:
-        return ["Not run yet: `mnistlab reproduce --models " + result.card.name + "`."]
-    out = []
-    train = result.stat("best_train_acc")
-    last = result.stat("last_test_acc")
+def _fit_sentence(train: float, last: float) -> str:
+    """Train against last test accuracy: overfitting, regularisation, or neither."""
     gap = train - last
     if gap > 0.3:
-        out.append(
+        return (
             f"Best train accuracy {train:.2f}% is {gap:.2f} points above the last test accuracy "
             f"{last:.2f}%: the model fits the training set better than it generalises (overfitting)."
         )
-    elif gap < -0.1:
-        out.append(
+    if gap < -0.1:
+        return (
             f"Last test accuracy {last:.2f}% is {-gap:.2f} points above the best train accuracy "
             f"{train:.2f}% (measured on augmented or dropped-out batches): the regularisation costs "
             "training accuracy, not test accuracy; there is no overfitting."
         )
-    else:
-        out.append(f"Train ({train:.2f}%) and last test accuracy ({last:.2f}%) are within {abs(gap):.2f} points.")
+    return f"Train ({train:.2f}%) and last test accuracy ({last:.2f}%) are within {abs(gap):.2f} points."
+
+
+def analysis_sentences(result: ModelResult, previous: ModelResult | None) -> list[str]:
+    """What the numbers say, in words derived from them."""
+    if not result.runs:
+        return ["Not run yet: `mnistlab reproduce --models " + result.card.name + "`."]
+    out = [_fit_sentence(result.stat("best_train_acc"), result.stat("last_test_acc"))]
     for run in result.runs:
         hits = sum(a >= TARGET for a in run.last3)
         out.append(
@@ -482,7 +482,7 @@ def searches_section(studies: Searches, figures: Figures) -> str:
     a plot, and the trials taken to final runs (the found models registered from it)."""
     if not studies:
         return ""
-    found = entries()
+    found = entries(FOUND)
     parts = [
         "## Searches",
         "",
@@ -504,11 +504,6 @@ def _search_part(
     parts: list[str] = []
     settings = study.user_attrs.get("settings", {})
     done = finished(rows)
-    over = sum(r["over_budget"] for r in rows)
-    pruned = sum(r["state"] == "PRUNED" and not r["over_budget"] for r in rows)
-    running = sum(r["state"] == "RUNNING" for r in rows)
-    stopped = sum(r["state"] == "FAIL" and bool(r["stopped"]) for r in rows)
-    failed = sum(r["state"] == "FAIL" for r in rows) - stopped
     budget = settings.get("max_params", max((r["params"] or 0) for r in rows))
     front = search_front(done)
     points, line = [(r["params"], r["score"]) for r in done], [(r["params"], r["score"]) for r in front]
@@ -522,12 +517,7 @@ def _search_part(
         f"Budget {budget:,} parameters; each trial on seeds {settings.get('seeds')}, "
         f"{settings.get('epochs')} epochs"
         + (f", the first {settings['limit']:,} images of each split" if settings.get("limit") else "")
-        + f". {len(rows)} trials: {len(done)} finished, {pruned} "
-        f"pruned by the median rule, {over} over the budget (not trained)"
-        + (f", {running} training or interrupted" if running else "")
-        + (f", {stopped} stopped at a deadline (a lent machine's end)" if stopped else "")
-        + (f", {failed} failed (their worker was stopped)" if failed else "")
-        + ".",
+        + f". {_trial_counts(rows)}.",
         "",
         *(
             ["Made by " + "; then ".join(f"`{c}`" for c in study.user_attrs["commands"]) + ".", ""]
@@ -539,25 +529,41 @@ def _search_part(
     ]
     if done:
         parts += [*trials_table(done, front).splitlines(), ""]
-    taken = [f for f in found if f["study"] == study.study_name]
-    if taken:
-        parts += [
-            "Taken to final runs: "
-            + ", ".join(
-                f"trial {f['trial']} as `{f['name']}` "
-                f"({f['params']:,} parameters; its final runs are in the table above)"
-                for f in taken
-            )
-            + ".",
-            "",
-        ]
-    else:
-        parts += [
-            "Taken to final runs: none yet (`mnistlab register --study "
-            f"{study.study_name} --trial N --name NAME`, then `mnistlab reproduce --models NAME`).",
-            "",
-        ]
-    return parts
+    return [*parts, _taken_line(study.study_name, found), ""]
+
+
+def _trial_counts(rows: list[dict[str, Any]]) -> str:
+    """How a search's trials ended, in words."""
+    over = sum(r["over_budget"] for r in rows)
+    pruned = sum(r["state"] == "PRUNED" and not r["over_budget"] for r in rows)
+    running = sum(r["state"] == "RUNNING" for r in rows)
+    stopped = sum(r["state"] == "FAIL" and bool(r["stopped"]) for r in rows)
+    failed = sum(r["state"] == "FAIL" for r in rows) - stopped
+    return (
+        f"{len(rows)} trials: {len(finished(rows))} finished, {pruned} "
+        f"pruned by the median rule, {over} over the budget (not trained)"
+        + (f", {running} training or interrupted" if running else "")
+        + (f", {stopped} stopped at a deadline (a lent machine's end)" if stopped else "")
+        + (f", {failed} failed (their worker was stopped)" if failed else "")
+    )
+
+
+def _taken_line(study: str, found: list[dict[str, Any]]) -> str:
+    """Which of a search's trials were registered and taken to final runs."""
+    taken = [f for f in found if f["study"] == study]
+    if not taken:
+        return (
+            f"Taken to final runs: none yet (`mnistlab register --study {study} --trial N --name NAME`, then "
+            "`mnistlab reproduce --models NAME`)."
+        )
+    return (
+        "Taken to final runs: "
+        + ", ".join(
+            f"trial {f['trial']} as `{f['name']}` ({f['params']:,} parameters; its final runs are in the table above)"
+            for f in taken
+        )
+        + "."
+    )
 
 
 def trials_table(done: list[dict[str, Any]], front: list[dict[str, Any]]) -> str:

@@ -5,7 +5,6 @@ and ``chosen`` applies a study's rule to pick its winner.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,10 @@ from typing import Any
 
 from mnistlab.core.errors import MnistlabError, first_line, optional
 from mnistlab.core.rundir import LAST_K, TARGET
-from mnistlab.lab.studies import Run, Study, candidate_name
+from mnistlab.jobs.search import trial_rows
 from mnistlab.models.registry import ModelCard
 from mnistlab.tools.runs import RecordedRun, Seeds, read_run
+from mnistlab_lab.studies import Run, Study, candidate_name
 
 
 def model_runs(results: Path, name: str) -> list[RecordedRun]:
@@ -108,40 +108,6 @@ def tuning_scores(results: Path, study: Study) -> list[Candidate]:
 
 
 # ------------------------------------------------------------------------------------------------- searches
-
-
-def trial_rows(study: Any) -> list[dict[str, Any]]:
-    """Every trial of an Optuna study as data: its number, state, parameters, score (worst seed's validation
-    mean), shape."""
-    rows = []
-    for t in study.trials:
-        score = t.value if t.value is not None and not math.isnan(t.value) else None
-        rows.append(
-            {
-                "trial": t.number,
-                "state": t.state.name,
-                "params": t.user_attrs.get("params"),
-                "over_budget": t.user_attrs.get("over_budget", False),
-                "score": score,
-                "arch": t.user_attrs.get("arch"),
-                "params_drawn": t.params,
-                "val_per_seed": t.user_attrs.get("val_per_seed"),
-                "stopped": t.user_attrs.get("stopped"),
-            }
-        )
-    return rows
-
-
-def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trials of ``trial_rows`` with a score (a pruned one's last reported value is not one)."""
-    return [r for r in rows if r["state"] == "COMPLETE" and r["score"] is not None]
-
-
-def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The trial to take to final runs: the best worst-seed score; of equal scores (to 1e-6), the fewest
-    parameters, since the record is about size; then the earliest."""
-    done = finished(rows)
-    return min(done, key=lambda r: (-round(r["score"], 6), r["params"], r["trial"])) if done else None
 
 
 Searches = list[tuple[Path, Any, list[dict[str, Any]]]]  # (its SQLite file, the study, its trials as rows)

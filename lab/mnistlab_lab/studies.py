@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from mnistlab.core.errors import MnistlabError
 from mnistlab.core.rundir import RESULTS as RESULTS_DIR
 from mnistlab.models import config_for, get_card, list_models
 from mnistlab.models.found import entries as found_entries
+from mnistlab_lab.models import FOUND
 
 RESULTS = Path(RESULTS_DIR)
 UNTESTED = {"test_every_epoch": False}  # a candidate on several validation seeds never evaluates the test set
@@ -85,7 +85,7 @@ def candidate_name(run: Run) -> str:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-LEDGER = resources.files("mnistlab.lab").joinpath("ledger")
+LEDGER = Path(__file__).with_name("ledger")
 STUDY_FIELDS = {"key", "title", "winner", "outcome", "rule", "candidates"}  # and mean_at_least, where, superseded
 CANDIDATE_FIELDS = {"name", "model", "seeds"}  # and overrides, why, against, base
 
@@ -233,7 +233,7 @@ def role(name: str) -> Role | None:
     family, a teacher)."""
     if name in ROLES:
         return ROLES[name]
-    return FOUND_ROLE if name in {entry["name"] for entry in found_entries()} else None
+    return FOUND_ROLE if name in {entry["name"] for entry in found_entries(FOUND)} else None
 
 
 def lab_models() -> list[str]:
