@@ -14,7 +14,8 @@ from mnistlab.core.config import Recipe, TrainConfig
 from mnistlab_lab.studies import STUDIES
 
 RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
-DISTILL_FIELDS = {"teachers", "distill_alpha", "distill_temperature", "teacher_view"}
+# the levers of a study that may leave its registered model without them: teachers and a starting network
+DISTILL_FIELDS = {"teachers", "distill_alpha", "distill_temperature", "teacher_view", "init"}
 
 
 def _as_json(value):

@@ -167,6 +167,10 @@ class Recipe:
     # from the teacher cache); "clean", each training image as it is, computed once for the split and gathered
     # into every batch (the student still sees its warp: the teachers' cost no longer grows with seeds or epochs)
     teacher_view: Literal["augmented", "clean"] = "augmented"
+    # pruning: start from a trained network of the same family cut to this model's widths, each layer keeping the
+    # channels with the largest BatchNorm scales (models.prune): a checkpoint, or a folder of runs (each seed starts
+    # from the run of its own seed; config_for names the file and its sha256)
+    init: str | None = _field(None, PER_RUN)
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):  # from JSON or a run's overrides: the one place dicts become Augment
@@ -220,6 +224,7 @@ class TrainConfig(Recipe):
     source_sha256: str | None = _field(None, NO_OPTION)
     # each teacher checkpoint's sha256, in the order of ``teachers``: a run refuses a teacher that changed
     teacher_sha256: tuple[str, ...] = _field((), NO_OPTION)
+    init_sha256: str | None = _field(None, PER_RUN, NO_OPTION)  # the sha256 of ``init``: a run refuses one that changed
 
     def __post_init__(self) -> None:
         super().__post_init__()

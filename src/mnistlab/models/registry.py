@@ -19,7 +19,7 @@ from mnistlab.core.config import Recipe, TrainConfig, recipe_values
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import sha256_file
 from mnistlab.core.perf import resolve_precision
-from mnistlab.core.rundir import checkpoints_in
+from mnistlab.core.rundir import checkpoints_in, read_config
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,8 @@ def card_config(model: str | ModelCard, *, base: Recipe | None = None, **overrid
                 f"{exc}; {card.tagged}'s recipe learns from the lab's runs under its repository's results/: run it "
                 "from a clone of the repository, or name your own teachers with --teacher"
             ) from None
+    if values.get("init") and not values.get("init_sha256"):
+        values["init"], values["init_sha256"] = init_file(values["init"], values.get("seed", 1))
     return TrainConfig(model=card.name, **values)
 
 
@@ -194,6 +196,19 @@ def teacher_files(paths: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], 
             raise MnistlabError(f"teacher {path}: no checkpoint there (a .pt file, a run folder, or a folder of runs)")
         files += [str(f) for f in found]
     return tuple(files), tuple(sha256_file(f) for f in files)
+
+
+def init_file(path: str, seed: int) -> tuple[str, str]:
+    """The checkpoint a run of ``seed`` starts from (``Recipe.init``): ``path`` itself when it names one checkpoint,
+    else the run of that seed in the folder of runs it names; and its sha256."""
+    found = checkpoints_in(path)
+    if len(found) > 1:
+        found = [f for f in found if read_config(f.parent).get("seed") == seed]
+    if len(found) != 1:
+        raise MnistlabError(
+            f"init {path}: no checkpoint there for seed {seed} (a .pt file, a run folder, or a folder of runs)"
+        )
+    return str(found[0]), sha256_file(found[0])
 
 
 # the run config's fields a builder is given, when it takes them; a config's ``arch`` (layers as data) is given whole

@@ -58,10 +58,19 @@ from mnistlab.data.mnist import resolve_data_dir
 from mnistlab.models import config_for
 from mnistlab.models.checkpoint import checkpoint_writer, read_checkpoint
 from mnistlab.models.external import ensure_registered, keep_copy
+from mnistlab.models.prune import cut_into
 from mnistlab.models.registry import build_model, get_card
 from mnistlab.models.stacking import StackedNet, stack, stack_problem, stack_states, unstack, unstack_state
 from mnistlab.training.graphstep import GraphedTrainer
-from mnistlab.training.step import EVAL_BATCH, Teachers, TrainingState, evaluate_slots, resolve_device, train_one_epoch
+from mnistlab.training.step import (
+    EVAL_BATCH,
+    Teachers,
+    TrainingState,
+    evaluate_slots,
+    load_parent,
+    resolve_device,
+    train_one_epoch,
+)
 from mnistlab.training.teachercache import CleanTargets, TeacherCache, cache_for
 
 ArrayPair = tuple[np.ndarray, np.ndarray]
@@ -403,12 +412,15 @@ def _loaders(config: TrainConfig, device: torch.device, data: tuple[ArrayPair, A
 
 
 def build_stacked(configs: list[TrainConfig], device: torch.device) -> StackedNet:
-    """Each run's model initialised under its own seed, stacked."""
+    """Each run's model initialised under its own seed (or cut from the network it starts from), stacked."""
     card = get_card(configs[0].model)  # one model for the group
     models = []
     for config in configs:
         torch.manual_seed(config.seed)
-        models.append(build_model(card, config.to_dict()))
+        model = build_model(card, config.to_dict())
+        if config.init is not None:  # pruning: the parent's weights, cut to this model's widths
+            cut_into(load_parent(config), model)
+        models.append(model)
     model = stack(models).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # measured faster for these convs on CPU

@@ -82,6 +82,25 @@ def make_average(model: nn.Module, decay: float) -> Average | None:
     return Average(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+def load_parent(config: TrainConfig) -> nn.Module:
+    """The trained network a run starts from (``Recipe.init``, cut to the run's widths by ``models.prune``), checked
+    as a teacher is: against its recorded sha256, and refused when it trained on the run's validation images."""
+    path = config.init
+    assert path is not None
+    if not Path(path).is_file():
+        raise MnistlabError(f"init {path} does not exist; the run needs the checkpoint it starts from as it was")
+    if config.init_sha256 is None or sha256_file(path) != config.init_sha256:
+        raise MnistlabError(f"init {path} changed since the run was configured (its sha256 differs)")
+    payload = read_checkpoint(path)
+    seen = payload["config"].get("val_size", 0)
+    if config.val_size and seen < config.val_size:
+        raise MnistlabError(
+            f"init {path} trained on validation images the run is scored on (its val_size is {seen}, the run's "
+            f"{config.val_size}): start from a run trained with --val-size {config.val_size}"
+        )
+    return model_from(payload, path)
+
+
 class Teachers(nn.Module):
     """Frozen teachers, stacked by architecture: one pass over the student's batch (every slot's images at once)
     gives their mean probability at the distillation temperature."""
