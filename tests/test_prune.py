@@ -108,7 +108,7 @@ def test_a_run_starts_from_the_run_of_its_own_seed_cut_to_its_widths(tmp_path, t
 def test_a_changed_parent_or_one_that_saw_the_validation_images_is_refused(tmp_path, tiny_data):
     quiet = dict(data=tiny_data, progress=False, log=lambda m: None)
     fit(tiny(tmp_path, "seen", arch=PARENT, val_size=0), **quiet)
-    with pytest.raises(MnistlabError, match="trained on validation images the run is scored on"):
+    with pytest.raises(MnistlabError, match="trained on validation images the student is scored on"):
         fit(tiny(tmp_path, "c1", arch=CHILD, init=str(tmp_path / "seen")), **quiet)
     fit(tiny(tmp_path, "parent", arch=PARENT), **quiet)
     config = tiny(tmp_path, "c2", arch=CHILD, init=str(tmp_path / "parent"))

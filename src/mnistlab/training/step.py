@@ -82,23 +82,29 @@ def make_average(model: nn.Module, decay: float) -> Average | None:
     return Average(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def load_parent(config: TrainConfig) -> nn.Module:
-    """The trained network a run starts from (``Recipe.init``, cut to the run's widths by ``models.prune``), checked
-    as a teacher is: against its recorded sha256, and refused when it trained on the run's validation images."""
-    path = config.init
-    assert path is not None
+def checked_checkpoint(path: str, recorded: str | None, val_size: int, role: str) -> dict[str, Any]:
+    """A checkpoint a run reads (``role``: a teacher, or the network it starts from), as the run was configured with
+    it: present, of its recorded sha256, and not trained on the images the run is scored on (its ``val_size`` at
+    least the run's); one line otherwise."""
     if not Path(path).is_file():
-        raise MnistlabError(f"init {path} does not exist; the run needs the checkpoint it starts from as it was")
-    if config.init_sha256 is None or sha256_file(path) != config.init_sha256:
-        raise MnistlabError(f"init {path} changed since the run was configured (its sha256 differs)")
+        raise MnistlabError(f"{role} {path} does not exist; the run needs it as it was configured")
+    if recorded is None or sha256_file(path) != recorded:
+        raise MnistlabError(f"{role} {path} changed since the run was configured (its sha256 differs)")
     payload = read_checkpoint(path)
     seen = payload["config"].get("val_size", 0)
-    if config.val_size and seen < config.val_size:
+    if val_size and seen < val_size:
         raise MnistlabError(
-            f"init {path} trained on validation images the run is scored on (its val_size is {seen}, the run's "
-            f"{config.val_size}): start from a run trained with --val-size {config.val_size}"
+            f"{role} {path} trained on validation images the student is scored on (its val_size is {seen}, the "
+            f"student's {val_size}): use runs trained with --val-size {val_size}"
         )
-    return model_from(payload, path)
+    return payload
+
+
+def load_parent(config: TrainConfig) -> nn.Module:
+    """The trained network a run starts from (``Recipe.init``, cut to the run's widths by ``models.prune``),
+    checked as its teachers are (``checked_checkpoint``)."""
+    assert config.init is not None
+    return model_from(checked_checkpoint(config.init, config.init_sha256, config.val_size, "init"), config.init)
 
 
 class Teachers(nn.Module):
@@ -123,17 +129,7 @@ class Teachers(nn.Module):
             raise MnistlabError("every teacher needs its sha256: build the config with mnistlab.models.config_for")
         by_model: dict[str, list[nn.Module]] = {}
         for path, recorded in zip(config.teachers, config.teacher_sha256):
-            if not Path(path).is_file():
-                raise MnistlabError(f"teacher {path} does not exist; the run needs its teachers as they were")
-            if sha256_file(path) != recorded:
-                raise MnistlabError(f"teacher {path} changed since the run was configured (its sha256 differs)")
-            payload = read_checkpoint(path)
-            seen = payload["config"].get("val_size", 0)
-            if config.val_size and seen < config.val_size:
-                raise MnistlabError(
-                    f"teacher {path} trained on validation images the student is scored on (its val_size is {seen}, "
-                    f"the student's {config.val_size}): use teachers trained with --val-size {config.val_size}"
-                )
+            payload = checked_checkpoint(path, recorded, config.val_size, "teacher")
             by_model.setdefault(payload["model"], []).append(model_from(payload, path))
         return cls([stack(models) for models in by_model.values()], config.distill_temperature).to(device)
 
