@@ -54,7 +54,7 @@ def test_a_tiny_study_runs_twice_and_the_second_continues_it(mnistlab, tmp_path)
     assert finished and all(t.user_attrs["params"] <= 3500 for t in finished)
     assert study.user_attrs["commands"] == ["mnistlab " + " ".join(args)] * 2  # what the report says made it
     for t in finished:  # the score is the worst seed's validation mean, from runs that never saw test
-        runs = [tmp_path / "results" / "search" / "record-3500" / f"trial{t.number}" / f"s{s}" for s in (1, 2)]
+        runs = [tmp_path / "runs" / "search" / "record-3500" / f"trial{t.number}" / f"s{s}" for s in (1, 2)]
         assert t.value == pytest.approx(min(t.user_attrs["val_per_seed"]))
         for run in runs:
             summary = json.loads((run / "summary.json").read_text())
@@ -112,7 +112,7 @@ def test_a_malformed_space_file_is_one_line_before_any_trial(mnistlab, tmp_path,
     )
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "results" / "search" / "record-3500.db").exists()  # no study was opened
+    assert not (tmp_path / "runs" / "search" / "record-3500.db").exists()  # no study was opened
 
 
 def test_every_recorded_space_file_loads():
@@ -228,7 +228,7 @@ def test_search_workers_on_a_local_ray_cluster(mnistlab, tmp_path):
     result = mnistlab(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "2 search workers on Ray" in result.stdout and "2 trials (2 new)" in result.stdout
-    assert not (tmp_path / "results" / "search" / "record-3500").exists()  # trial folders stayed on the workers
+    assert not (tmp_path / "runs" / "search" / "record-3500").exists()  # trial folders stayed on the workers
     study = optuna.load_study(study_name="record-3500", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 1
 
@@ -398,7 +398,7 @@ def test_a_study_with_teachers_draws_whether_and_how_to_learn_from_them(mnistlab
     study = optuna.load_study(study_name="record-3500", storage=f"sqlite:///{tmp_path / 's.db'}")
     trial = study.trials[0]
     assert trial.params["distill"] is True and 0.2 <= trial.params["distill_alpha"] <= 0.9
-    config = json.loads((tmp_path / "results" / "search" / "record-3500" / "trial0" / "s1" / "config.json").read_text())
+    config = json.loads((tmp_path / "runs" / "search" / "record-3500" / "trial0" / "s1" / "config.json").read_text())
     assert config["teachers"] == [str(teacher / "last.pt")] and len(config["teacher_sha256"]) == 1
     assert config["distill_alpha"] == trial.params["distill_alpha"]
     other = mnistlab(*args[:-1], str(teacher.parent / "s2"), cwd=tmp_path)

@@ -22,11 +22,12 @@ from mnistlab.cli import (
 )
 from mnistlab.core.config import TrainConfig
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.rundir import RESULTS, run_status
+from mnistlab.core.rundir import run_status
+from mnistlab_lab import RESULTS_DIR
 
 
 @click.command()
-@results_option()
+@results_option(RESULTS_DIR)
 @click.option("--output", type=click.Path(), default="REPORT.md", show_default=True)
 @click.option(
     "--readme",
@@ -54,7 +55,7 @@ def report(results: str, output: str, readme: str) -> None:
     default=None,
     help="the final runs' seeds, for every model [each model's own: 1 to its final_seeds in the lab's ledger, 3 for most]",
 )
-@results_option()
+@results_option(RESULTS_DIR)
 @click.option(
     "--tuning/--no-tuning",
     default=True,
@@ -119,7 +120,7 @@ def reproduce(
     if workers < 1:
         raise MnistlabError(f"--workers must be at least 1, got {workers}")
     unlike = epochs is not None or limit is not None or precision not in (None, "fp32")
-    if unlike and Path(results).resolve() == Path(RESULTS).resolve():
+    if unlike and Path(results).resolve() == Path(RESULTS_DIR).resolve():
         raise MnistlabError(
             "--epochs, --limit and a --precision other than fp32 make runs unlike the recorded ones: write them "
             "elsewhere with --results DIR"

@@ -18,7 +18,7 @@ from typing import Any
 
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import atomic_write_text, remove_litter
-from mnistlab.core.rundir import LAST_K, LAST_MEAN, LAST_MIN, RESULTS, TARGET
+from mnistlab.core.rundir import LAST_K, LAST_MEAN, LAST_MIN, TARGET
 from mnistlab.jobs.search import batch_size_of, best_row, finished
 from mnistlab.models import create_model, get_card, list_models
 from mnistlab.models.found import entries
@@ -45,6 +45,7 @@ from mnistlab_lab.studies import (
     PUBLIC_RECORD_PARAMS,
     RECORD_BUDGET,
     RECORD_STUDIES,
+    RESULTS,
     STUDIES,
     TEACHER_SET,
     Role,
@@ -1048,7 +1049,7 @@ def model_section(result: ModelResult, against: ModelResult | None, figures: Fig
     return lines, differences
 
 
-def write_report(results: Path = Path(RESULTS), output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
+def write_report(results: Path = RESULTS, output: Path = Path("REPORT.md"), readme: Path | None = None) -> Path:
     """Write the report; with ``readme``, also refresh the comparison table in the README. Every run is read
     (``collect``) and the text rendered (``render``) before anything is written: then the figures, the README and
     the report, each file atomically."""

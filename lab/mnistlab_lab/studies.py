@@ -18,9 +18,9 @@ from typing import Any
 
 from mnistlab.core.config import Recipe, TrainConfig
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.rundir import RESULTS as RESULTS_DIR
 from mnistlab.models import config_for, get_card, list_models
 from mnistlab.models.found import entries as found_entries
+from mnistlab_lab import RESULTS_DIR
 from mnistlab_lab.models import FOUND
 
 RESULTS = Path(RESULTS_DIR)

@@ -31,10 +31,11 @@ from mnistlab.core.config import (
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import check_writable
 from mnistlab.core.rundir import (
+    FINALS,
     LAST_MEAN,
     LAST_MIN,
     LAST_TESTS,
-    RESULTS,
+    RUNS,
     Summary,
     check_folder,
     default_run_dir,
@@ -91,9 +92,9 @@ data_dir_option = click.option(
 quiet_option = click.option("--quiet", is_flag=True, help="no progress bars")
 
 
-def results_option(help: str | None = None) -> Any:
+def results_option(default: str, help: str | None = None) -> Any:
     """``--results``: where recorded runs (and a search's study) are."""
-    return click.option("--results", type=click.Path(), default=RESULTS, show_default=True, help=help)
+    return click.option("--results", type=click.Path(), default=default, show_default=True, help=help)
 
 
 def workers_option(help: str) -> Any:
@@ -591,7 +592,7 @@ def search(
     help="a checkpoint to show first [the final runs under --results, Model 8 seed 1 first; without any, the "
     "Model 8 the package ships]",
 )
-@results_option("where the shipped final runs are")
+@results_option(FINALS, "where the final runs to show are (a clone of the repository: the lab's)")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True, help="0: a free port")
 def demo(checkpoint: str | None, results: str, host: str, port: int) -> None:
@@ -639,7 +640,7 @@ def cluster_for(use_ray: bool, address: str | None, **settings: Any) -> Any:
 @click.option("--trial", type=int, required=True, help="the finished trial to register")
 @click.option("--name", required=True, help="the new model's name (lower case, e.g. found3k5)")
 @click.option("--storage", default=None, help="the study's SQLAlchemy URL [sqlite:///<results>/search/<study>.db]")
-@results_option()
+@results_option(RUNS, "where the study is (search/<study>.db)")
 def register(study_name: str, trial: int, name: str, storage: str | None, results: str) -> None:
     """Register a search trial as a model (layers and recipe as data) in your found.json ($MNISTLAB_FOUND, else
     $MNISTLAB_HOME, else your user data folder)."""

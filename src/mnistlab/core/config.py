@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.rundir import CONFIG, RESULTS, default_run_dir, read_config
+from mnistlab.core.rundir import CONFIG, RUNS, default_run_dir, read_config
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 # a field's roles (metadata keys; absent means no): how and where a run executes, not what it computes;
@@ -347,7 +347,7 @@ class SearchSettings:
     seeds: tuple[int, ...] = (1, 2, 3, 4)
     epochs: int = _help(15, "epochs of every trial")
     limit: int | None = _help(None, "keep only the first N images of each split (a first try)")
-    results: str = _help(RESULTS, "where the study (search/<name>.db) and its scratch folders live")
+    results: str = _help(RUNS, "where the study (search/<name>.db) and its scratch folders live")
     device: Device = _help("auto", "where each trial trains")
     threads: int = _help(0, "torch CPU threads (0: torch's default)")
     sampler_seed: int = 0  # the sampler's draws follow it: a study re-made from scratch draws the same trials

@@ -107,8 +107,10 @@ HISTORY_KEYS = tuple(HistoryRow.__annotations__)
 SUMMARY_KEYS = tuple(Summary.__annotations__)
 
 
-RUNS = "runs"  # where a run trained by hand goes: runs/<model>
-RESULTS = "results"  # the recorded runs: results/<model>/seed<k>, results/tuning/..., results/search/...
+# where the demo's picker looks for final runs (it writes nothing there): a clone of the repository keeps the lab's
+# there; elsewhere there are none, and the package's own Model 8 is shown
+FINALS = "results"
+RUNS = "runs"  # where a user's runs and searches go: runs/<model>, runs/search/<name>.db (results/ is the lab's)
 
 
 def default_run_dir(model: str) -> str:

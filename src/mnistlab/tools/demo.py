@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mnistlab.core.errors import MnistlabError
-from mnistlab.core.rundir import RESULTS
+from mnistlab.core.rundir import FINALS
 from mnistlab.models.checkpoint import model_from, read_checkpoint
 from mnistlab.models.registry import get_card, list_models
 from mnistlab.tools.insight import IMAGE, Block, Inspection, LayerView, blocks, inspect_digit, shipped_checkpoints
@@ -244,7 +244,7 @@ PICK_BRUSH = """() => {
 }"""
 
 
-def build(results: str | Path = RESULTS, checkpoint: str | Path | None = None, models: list[str] | None = None) -> Any:
+def build(results: str | Path = FINALS, checkpoint: str | Path | None = None, models: list[str] | None = None) -> Any:
     """The Gradio app (not launched): its picker offers ``checkpoint`` and the final runs of ``models``."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
