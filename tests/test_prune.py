@@ -117,3 +117,8 @@ def test_a_changed_parent_or_one_that_saw_the_validation_images_is_refused(tmp_p
         fit(config, **quiet)
     with pytest.raises(MnistlabError, match="no checkpoint there for seed 3"):
         tiny(tmp_path, "c3", arch=CHILD, seed=3, init=str(tmp_path / "nothing"))
+    # a folder of runs that holds one run, of another seed, starts no run of this seed from it
+    fit(tiny(tmp_path, "ones/s1", arch=PARENT), **quiet)
+    with pytest.raises(MnistlabError, match="no checkpoint there for seed 2"):
+        tiny(tmp_path, "c4", arch=CHILD, seed=2, init=str(tmp_path / "ones"))
+    assert tiny(tmp_path, "c5", arch=CHILD, seed=2, init=str(tmp_path / "ones" / "s1")).init.endswith("s1/last.pt")

@@ -328,3 +328,11 @@ def test_a_report_killed_while_it_drew_leaves_no_litter_after_the_next(tmp_path)
     write_report(tmp_path / "results", tmp_path / "REPORT.md")
     assert not litter.exists() and mine.read_text() == "mine"
     assert (figures / "model8-curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_table_cell_keeps_a_bar_of_its_text_inside_it():
+    from mnistlab_lab.report import table
+
+    assert table(["what", "n"], [["8-15 | pool", 1], [None, ""]]) == (
+        "| what | n |\n|---|---|\n| 8-15 \\| pool | 1 |\n| |  |\n"
+    )

@@ -654,7 +654,9 @@ def teacher98k(dropout: float = 0.0) -> nn.Module:
 # The models our searches found and `mnistlab register` wrote into the lab's own list (MNISTLAB_FOUND set to it).
 FOUND = Path(__file__).with_name("found.json")
 LEDGER = Path(__file__).with_name("ledger")
-found.register_entries(FOUND, outside=False, replace=True)  # also when MNISTLAB_FOUND names it
+FOUND_NAMES = {
+    e["name"] for e in found.register_entries(FOUND, outside=False, replace=True)
+}  # also when MNISTLAB_FOUND names it
 LAB_NAMES = tuple(name for name in list_models(outside=False) if name not in _PACKAGE)
 
 
@@ -663,10 +665,9 @@ def _listed() -> None:
     roles, read here as data: ``studies`` needs these models registered first): a study's losing candidate and a
     model with no part (a teacher) are listed with --all only."""
     roles = json.loads(LEDGER.joinpath("ledger.json").read_bytes())["roles"]
-    found_names = {entry["name"] for entry in found.entries(FOUND)}
     for name in LAB_NAMES:
         part = roles.get(name)
-        if name in found_names:
+        if name in FOUND_NAMES:
             continue
         if part is None:
             annotate(name, listed=False, note="not a student: a teacher")

@@ -64,10 +64,14 @@ SPATIAL = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMax
 
 def table(header: Sequence[str | None], rows: Iterable[Sequence[Any]]) -> str:
     """A markdown table, a newline after its last row. A cell None is left blank (``| |``); any other cell is
-    written as ``str`` gives it, so "" keeps its two spaces (``|  |``)."""
+    written as ``str`` gives it, so "" keeps its two spaces (``|  |``), a ``|`` in it escaped (a layout's
+    "8-15 | pool" stays in its cell)."""
+
+    def cell(value: Any) -> str:
+        return " " if value is None else " " + str(value).replace("|", "\\|") + " "
 
     def line(cells: Sequence[Any]) -> str:
-        return "|" + "|".join(" " if c is None else f" {c} " for c in cells) + "|"
+        return "|" + "|".join(map(cell, cells)) + "|"
 
     return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]) + "\n"
 
@@ -574,7 +578,7 @@ def trials_table(done: list[dict[str, Any]], front: list[dict[str, Any]]) -> str
     for r in sorted(done, key=lambda r: -r["score"])[:12]:
         drawn, arch = r["params_drawn"], r["arch"]
         shape = (
-            f"{'-'.join(map(str, arch['stem']))} \\| {len(arch['body'])}x{arch['body'][0]} "
+            f"{'-'.join(map(str, arch['stem']))} | {len(arch['body'])}x{arch['body'][0]} "
             f"{'sep' if arch['factored'] else 'full'}, {arch['padded']} padded"
         )
         rows.append(

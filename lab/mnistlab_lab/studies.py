@@ -22,6 +22,7 @@ from mnistlab.models import config_for, get_card, list_models
 from mnistlab.models.found import entries as found_entries
 from mnistlab_lab import RESULTS_DIR
 from mnistlab_lab.models import FOUND
+from mnistlab_lab.models import LEDGER as LAB_LEDGER
 
 RESULTS = Path(RESULTS_DIR)
 UNTESTED = {"test_every_epoch": False}  # a candidate on several validation seeds never evaluates the test set
@@ -85,7 +86,7 @@ def candidate_name(run: Run) -> str:
 # ------------------------------------------------------------------------------------------------ loading
 
 
-LEDGER = Path(__file__).with_name("ledger")
+LEDGER = LAB_LEDGER  # the ledger as data: ledger.json and a file per study
 STUDY_FIELDS = {"key", "title", "winner", "outcome", "rule", "candidates"}  # and mean_at_least, where, superseded
 CANDIDATE_FIELDS = {"name", "model", "seeds"}  # and overrides, why, against, base
 

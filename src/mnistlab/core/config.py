@@ -6,7 +6,7 @@ build its options and parse a config without loading either. A model's own recip
 
 Each field is declared once, and everything about it is written there: its type (a ``Literal`` for a field that takes
 one of a list: its choices), its range (``within="(0, 10]"``) and its name in messages, read back by the checks of a
-config made in code or read from JSON and by the CLI's options (``field_spec``); and its roles (``dataclasses.field``
+config made in code or read from JSON and by the CLI's options (``field_specs``); and its roles (``dataclasses.field``
 metadata): whether it only says how and where the run executes (it may change on resume), whether it may differ
 between the runs of one stacked group, and whether ``mnistlab train`` offers it as an option of its own.
 """

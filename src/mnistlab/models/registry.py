@@ -11,6 +11,7 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -19,7 +20,7 @@ from mnistlab.core.config import Recipe, TrainConfig, recipe_values
 from mnistlab.core.errors import MnistlabError
 from mnistlab.core.fileio import sha256_file
 from mnistlab.core.perf import resolve_precision
-from mnistlab.core.rundir import checkpoints_in, read_config
+from mnistlab.core.rundir import LAST, checkpoints_in, read_config
 
 
 @dataclass(frozen=True)
@@ -199,10 +200,10 @@ def teacher_files(paths: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], 
 
 
 def init_file(path: str, seed: int) -> tuple[str, str]:
-    """The checkpoint a run of ``seed`` starts from (``Recipe.init``): ``path`` itself when it names one checkpoint,
-    else the run of that seed in the folder of runs it names; and its sha256."""
+    """The checkpoint a run of ``seed`` starts from (``Recipe.init``): the one ``path`` names (a .pt file or a run
+    folder), else the run of that seed in the folder of runs it names, however many it holds; and its sha256."""
     found = checkpoints_in(path)
-    if len(found) > 1:
+    if not (Path(path).is_file() or Path(path, LAST).is_file()):  # a folder of runs: the run of this seed
         found = [f for f in found if read_config(f.parent).get("seed") == seed]
     if len(found) != 1:
         raise MnistlabError(
