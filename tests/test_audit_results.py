@@ -15,7 +15,7 @@ from mnistlab_lab.studies import STUDIES
 
 RECIPE_FIELDS = [f.name for f in dataclasses.fields(Recipe)]
 # the levers of a study that may leave its registered model without them: teachers and a starting network
-DISTILL_FIELDS = {"teachers", "distill_alpha", "distill_temperature", "teacher_view", "init"}
+DISTILL_FIELDS = {"teachers", "distill_alpha", "distill_temperature", "teacher_view", "attention", "init"}
 
 
 def _as_json(value):

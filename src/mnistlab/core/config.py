@@ -167,6 +167,10 @@ class Recipe:
     # from the teacher cache); "clean", each training image as it is, computed once for the split and gathered
     # into every batch (the student still sees its warp: the teachers' cost no longer grows with seeds or epochs)
     teacher_view: Literal["augmented", "clean"] = "augmented"
+    # attention transfer (with teachers): the student also matches the teachers' attention maps (each block's channel
+    # energy as a unit vector) at the blocks whose maps have the same size, this weight times half their squared
+    # distance (0: off; training.attention). The clean view warps the teachers' maps of the unwarped image instead
+    attention: float = _field(0.0, within="[0, 100000]", what="attention weight")
     # pruning: start from a trained network of the same family cut to this model's widths, each layer keeping the
     # channels with the largest BatchNorm scales (models.prune): a checkpoint, or a folder of runs (each seed starts
     # from the run of its own seed; config_for names the file and its sha256)
@@ -177,6 +181,8 @@ class Recipe:
             object.__setattr__(self, "augment", Augment(**self.augment))
         object.__setattr__(self, "teachers", tuple(self.teachers))  # from JSON: a list
         _check_fields(self)
+        if self.attention and not self.teachers:
+            raise MnistlabError("attention transfer needs teachers: name them (--teacher PATH) or set attention to 0")
 
 
 def check_seeds(seeds: Sequence[Any], shown: str) -> tuple[int, ...]:

@@ -77,6 +77,7 @@ class Provenance(TypedDict, total=False):
     precision: str
     native_bf16: bool
     teacher_cache: dict[str, int]
+    attention_maps: dict[str, int]  # the clean view's attention tables: read (hits) or made (misses)
 
 
 class Summary(TypedDict):

@@ -71,7 +71,7 @@ from mnistlab.training.step import (
     resolve_device,
     train_one_epoch,
 )
-from mnistlab.training.teachercache import CleanTargets, TeacherCache, cache_for
+from mnistlab.training.teachercache import CleanMaps, CleanTargets, TeacherCache, cache_for, maps_for
 
 ArrayPair = tuple[np.ndarray, np.ndarray]
 TEACHER_OUTPUTS = "teacher-outputs"  # under the data folder: the teachers' cached outputs (teachercache)
@@ -243,6 +243,7 @@ class Group:
     judged: Any  # the network evaluated: the moving average where there is one
     graphed: GraphedTrainer | None
     cache: TeacherCache | CleanTargets | None  # the teachers' outputs: once per epoch's images, or once in all
+    maps: CleanMaps | None  # the clean view's attention maps (attention transfer), once in all
     start: float
 
     @property
@@ -295,8 +296,10 @@ def prepare(
     forward = torch.compile(state.model) if first.compile else state.model
     judged = forward if state.averaged is None else state.scored
     graphed = graphed_trainer(config=first, state=state, loader=loaders.train, seeds=_seeds(configs), device=device)
-    cache = cache_for(configs, teachers, data, device, lambda: resolve_data_dir(first.data_dir) / TEACHER_OUTPUTS)
-    return Group(configs, device, loaders, state, histories, best_scores, forward, judged, graphed, cache, start)
+    kept = lambda: resolve_data_dir(first.data_dir) / TEACHER_OUTPUTS  # noqa: E731
+    cache = cache_for(configs, teachers, data, device, kept)
+    maps = maps_for(configs, teachers, state.attention, data, device, kept)
+    return Group(configs, device, loaders, state, histories, best_scores, forward, judged, graphed, cache, maps, start)
 
 
 def train_epoch(group: Group, epoch: int, *, progress: bool) -> list[HistoryRow]:
@@ -311,8 +314,11 @@ def train_epoch(group: Group, epoch: int, *, progress: bool) -> list[HistoryRow]
         bar = tqdm(total=len(loaders.train), desc=f"epoch {epoch}/{first.epochs}", leave=False, disable=not progress)
         with bar:
             known = None if group.cache is None else group.cache.targets(epoch, loaders.train, state.teachers, device)
+            maps = None if group.maps is None else group.maps.epoch(epoch, loaders.train, state.teachers, device)
             stacked = loaders.train.stacked(_seeds(group.configs))
-            train = train_one_epoch(state, stacked, forward=group.forward, device=device, progress=bar, targets=known)
+            train = train_one_epoch(
+                state, stacked, forward=group.forward, device=device, progress=bar, targets=known, maps=maps
+            )
     lr = state.optimizer.param_groups[0]["lr"]
     vals = evaluate_slots(group.judged, loaders.val, device=device) if loaders.val is not None else None
     tests = evaluate_slots(group.judged, loaders.test, device=device) if first.test_every_epoch else None
@@ -368,6 +374,8 @@ def finish(group: Group) -> list[Summary]:
     where |= {"precision": group.configs[0].precision, "native_bf16": perf.native_bf16()}
     if group.cache is not None:
         where["teacher_cache"] = {"hits": group.cache.hits, "misses": group.cache.misses}
+    if group.maps is not None:
+        where["attention_maps"] = {"hits": group.maps.hits, "misses": group.maps.misses}
     for config, history in zip(group.configs, group.histories):
         summary: Summary = {  # type: ignore[typeddict-item]  (the headline's keys come from summarize_history)
             "model": config.model,
@@ -549,6 +557,8 @@ def graphed_trainer(
     if config.precision != "fp32":  # the graph captures the float32 step
         return None
     if config.teachers and config.teacher_view == "clean":  # the graph asks the teachers of its own batch
+        return None
+    if config.attention:  # the graph's step has no taps on the blocks' maps
         return None
     return GraphedTrainer(config, state, loader, seeds)
 

@@ -8,7 +8,7 @@ CUDA graph. Both build on this module; it imports neither. A network here is sta
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from mnistlab.core.fileio import sha256_file
 from mnistlab.data.loader import TensorLoader
 from mnistlab.models.checkpoint import model_from, read_checkpoint
 from mnistlab.models.stacking import StackedNet, stack
+from mnistlab.training.attention import Attention
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
@@ -150,7 +151,8 @@ class Teachers(nn.Module):
 class TrainingState:
     """What training changes, and the one place that says when the rate schedule steps and what the loss is: the
     stacked network, its optimizer, the scheduler of the recipe's kind (``config.scheduler``), the moving
-    average, and the loss's settings (label smoothing; the teachers, their share and temperature)."""
+    average, and the loss's settings (label smoothing; the teachers, their share and temperature, and attention
+    transfer from them)."""
 
     model: StackedNet
     optimizer: torch.optim.Optimizer
@@ -162,12 +164,16 @@ class TrainingState:
     distill_alpha: float = 0.0
     distill_temperature: float = 1.0
     precision: str = "fp32"  # the forward pass's: fp32, or bf16 autocast (the weights and the loss stay float32)
+    attention: Attention | None = None  # attention transfer from the teachers (``training.attention``)
 
     @classmethod
     def create(
         cls, model: StackedNet, config: TrainConfig, steps_per_epoch: int, teachers: Teachers | None = None
     ) -> TrainingState:
         optimizer = make_optimizer(model, config)
+        attention = None
+        if config.attention and teachers is not None:
+            attention = Attention.create(config.attention, model, list(teachers.groups))  # type: ignore[arg-type]
         return cls(
             model,
             optimizer,
@@ -179,23 +185,37 @@ class TrainingState:
             config.distill_alpha,
             config.distill_temperature,
             config.precision,
+            attention,
         )
 
     def losses(
-        self, images: torch.Tensor, log_probs: torch.Tensor, labels: torch.Tensor, target: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        log_probs: torch.Tensor,
+        labels: torch.Tensor,
+        target: torch.Tensor | None = None,
+        maps: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Each slot's loss, [K]: cross-entropy on the labels; with teachers, (1 - alpha) of it plus alpha T^2
-        times the KL divergence from the teachers' mean probability to the student's, both at temperature T.
-        ``target`` is that mean probability when already known (``teachercache``): the teachers' own output."""
+        times the KL divergence from the teachers' mean probability to the student's, both at temperature T; with
+        attention transfer, plus its term (``Attention.loss``). ``target`` is that mean probability and ``maps`` the
+        teachers' attention maps when already known (``teachercache``); otherwise the teachers look at ``images``."""
         hard = slot_losses(log_probs, labels, self.label_smoothing)
         if self.teachers is None:
             return hard
-        if target is None:
-            target = self.teachers.probabilities(images)  # (B, K, 10)
+        attention = self.attention
+        if target is None or (attention is not None and maps is None):
+            computed = self.teachers.probabilities(images)  # (B, K, 10); the teachers' maps from the same pass
+            target = computed if target is None else target
+            if attention is not None and maps is None:
+                maps = attention.teachers.mean(*images.shape[:2])
         t = self.distill_temperature
         student = F.log_softmax(log_probs / t, dim=-1)  # log-probabilities / T: the logits / T, shifted
         kl = (target * (target.clamp_min(1e-12).log() - student)).sum(-1).mean(0)  # (K,)
-        return (1 - self.distill_alpha) * hard + self.distill_alpha * t * t * kl
+        total = (1 - self.distill_alpha) * hard + self.distill_alpha * t * t * kl
+        if attention is not None:
+            total = total + attention.loss(log_probs.shape[1], maps)  # type: ignore[arg-type]
+        return total
 
     @property
     def scored(self) -> StackedNet:
@@ -232,11 +252,13 @@ def train_one_epoch(
     device: torch.device = torch.device("cpu"),
     progress: tqdm | None = None,
     targets: list[torch.Tensor] | None = None,
+    maps: Callable[[int], list[torch.Tensor]] | None = None,
 ) -> dict[str, list[float]]:
     """One pass over ``batches`` ([B, K, 28, 28] images, [B, K] labels) of ``state``'s stacked network (run
     through ``forward``, e.g. its compiled form, when given); the loss is the sum of the K slots' losses. The
     schedule and the moving average follow every batch. ``targets``: the teachers' outputs for each batch, when
-    read from their cache. Returns each slot's mean loss and accuracy (%)."""
+    read from their cache; ``maps``: batch i's attention targets, when read from a table. Returns each slot's
+    mean loss and accuracy (%)."""
     model = state.model
     forward = model if forward is None else forward  # not `or`: a compiled module has no truth value
     forward.train()
@@ -247,7 +269,8 @@ def train_one_epoch(
         labels = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=state.precision == "bf16"):
             log_probs = forward(images).float()  # (B, K, 10); the loss in float32 whatever the forward's precision
-        losses = state.losses(images, log_probs, labels, None if targets is None else targets[index])  # (K,)
+        known = None if targets is None else targets[index]
+        losses = state.losses(images, log_probs, labels, known, None if maps is None else maps(index))  # (K,)
         state.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         state.optimizer.step()

@@ -11,7 +11,8 @@ so a run that reads them computes, bit for bit, what a run that does not would.
 
 With the recipe's ``teacher_view`` "clean" the teachers look at each training image as it is, once for the split:
 ``CleanTargets`` keeps one [N, 10] table (``<cache>/<key>.pt`` as well, keyed by the same things less the seeds,
-epoch, batch size and augmentation) and every epoch's batch gathers its images' rows.
+epoch, batch size and augmentation) and every epoch's batch gathers its images' rows; with attention transfer,
+``CleanMaps`` keeps the teachers' attention maps of the same images, which each batch warps by its own warps.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from mnistlab.core.config import TrainConfig
 from mnistlab.core.fileio import atomic_write, remove_litter
 from mnistlab.data.loader import TensorLoader, normalize
+from mnistlab.training.attention import Attention, warp_maps
 from mnistlab.training.step import Teachers
 
 FORMAT = "mnistlab-teacher-outputs"
@@ -218,6 +220,91 @@ def cache_for(
         remove_litter(kept, None, older_than=STALE)  # what a killed run left; never a live writer's
     if first.teacher_view == "clean":
         return CleanTargets(kept, configs, data_fingerprint(data), device)
-    if kept is None:
+    if kept is None or first.attention:  # attention transfer reads the teachers' maps of the same pass: live
         return None
     return TeacherCache(kept, configs, data_fingerprint(data), device)
+
+
+class CleanMaps:
+    """The clean view's attention maps (``training.attention``): the teachers' mean unit map of every training image
+    unwarped at each compared block, one [N, H*W] table per block, computed once (or read from ``folder``); each
+    epoch's batch gathers its images' rows and warps them by its own warps."""
+
+    def __init__(
+        self, folder: Path | None, configs: list[TrainConfig], attention: Attention, data: str, device: torch.device
+    ) -> None:
+        first = configs[0]
+        self.folder = folder
+        self.seeds = tuple(c.seed for c in configs)
+        self.attention = attention
+        pairs = [[p.size, p.stride, p.student, list(p.teachers)] for p in attention.pairs]
+        self.identity = {**_teachers_identity(first, data, device), "view": "clean-maps", "pairs": pairs}
+        self._tables: list[torch.Tensor] | None = None
+        self.hits = self.misses = 0
+
+    def epoch(
+        self, epoch: int, loader: TensorLoader, teachers: Teachers, device: torch.device
+    ) -> Callable[[int], list[torch.Tensor]]:
+        """Batch ``index``'s target maps of epoch ``epoch`` ([B, K, H*W] per pair), made when the step asks."""
+        tables = self.tables(loader, teachers, device)
+        plans = [loader.plan(seed, epoch) for seed in self.seeds]
+        n, size = loader.num_samples, loader.batch_size
+        orders = torch.stack([torch.arange(n) if p.order is None else p.order for p in plans]).to(device)  # [K, N]
+        thetas = None if plans[0].theta is None else torch.stack([p.theta for p in plans]).to(device)  # [K, N, 2, 3]
+
+        def batch(index: int) -> list[torch.Tensor]:
+            cut = slice(index * size, min((index + 1) * size, n))
+            theta = None if thetas is None else thetas[:, cut]
+            return [warp_maps(table[orders[:, cut]], theta, pair) for table, pair in zip(tables, self.attention.pairs)]
+
+        return batch
+
+    def tables(self, loader: TensorLoader, teachers: Teachers, device: torch.device) -> list[torch.Tensor]:
+        """The [N, H*W] tables of ``loader``'s images: made (or read) on the first call, then kept."""
+        if self._tables is not None:
+            return self._tables
+        key = _digest(self.identity)
+        path = None if self.folder is None else self.folder / f"{key}.pt"
+        n, sides = loader.num_samples, [p.size for p in self.attention.pairs]
+        stored = None if path is None else _read(path, key, lambda t: _are_maps(t, n, sides))
+        if stored is not None:
+            self.hits += 1
+            self._tables = [t.to(device) for t in stored]
+            return self._tables
+        self.misses += 1
+        pixels, chunks = loader.pixels, []
+        for start in range(0, n, CleanTargets.CHUNK):
+            images = normalize(pixels[start : start + CleanTargets.CHUNK].to(device))  # [C, 1, 28, 28]: one slot
+            teachers.probabilities(images)
+            chunks.append([m[:, 0] for m in self.attention.teachers.mean(len(images), 1)])
+        self._tables = [torch.cat(parts) for parts in zip(*chunks)]
+        if path is not None:
+            tables = [t.cpu() for t in self._tables]
+            payload = {"key": key, "targets": tables, "sha256": content_digest(tables)}
+            atomic_write(path, lambda f: torch.save(payload, f))
+        return self._tables
+
+
+def _are_maps(tables: object, images: int, sides: list[int]) -> bool:
+    if not isinstance(tables, list) or len(tables) != len(sides):
+        return False
+    return all(
+        torch.is_tensor(t) and t.shape == (images, s * s) and bool(torch.isfinite(t).all())
+        for t, s in zip(tables, sides)
+    )
+
+
+def maps_for(
+    configs: list[TrainConfig],
+    teachers: Teachers | None,
+    attention: Attention | None,
+    data: tuple[tuple[np.ndarray, np.ndarray], ...] | None,
+    device: torch.device,
+    folder: Callable[[], Path],
+) -> CleanMaps | None:
+    """Where the group's attention targets come from: the clean view's tables (kept in ``folder`` when the config
+    keeps the cache on); None: the teachers' pass over the student's own batch gives them (the augmented view)."""
+    first = configs[0]
+    if teachers is None or attention is None or first.teacher_view != "clean":
+        return None
+    return CleanMaps(folder() if first.teacher_cache else None, configs, attention, data_fingerprint(data), device)
