@@ -23,6 +23,24 @@ def test_the_public_names_are_importable_from_the_package_and_documented():
         assert f"``{field}``" in mnistlab.fit.__doc__, field
 
 
+def test_fit_documents_every_recipe_field_and_no_choice_a_field_lacks():
+    """``fit``'s docstring names each recipe field, and a field's choices written there are its declared ones (a
+    scheduler it listed, "cosine", never existed)."""
+    import re
+
+    from mnistlab.core.config import Recipe, TrainConfig, field_specs
+
+    text = " ".join(mnistlab.fit.__doc__.split())
+    for name in field_specs(Recipe):
+        assert f"``{name}``" in text, name
+    for spec in field_specs(TrainConfig).values():
+        listed = re.search(rf"``{spec.name}`` \(([a-z0-9]+(?:, [a-z0-9]+)+)[);]", text)
+        if spec.choices:
+            assert listed and set(listed.group(1).split(", ")) == {*spec.choices, *spec.also}, spec.name
+        else:
+            assert not listed, spec.name  # a list of words in brackets after a field without choices
+
+
 def test_fit_by_name_gives_the_run_back_and_a_resume_of_it_says_it_is_finished(tmp_path, tiny_data):
     run = mnistlab.fit("model8", output_dir=tmp_path / "m8", data=tiny_data, **TINY)
     assert run.summary["params"] == 7500 and len(run.history) == 2 and run.config["model"] == "model8"
