@@ -183,3 +183,13 @@ def test_attention_asks_for_teachers_and_leaves_the_captured_graph(teacher):
         config_for("sepnet3k", teachers=[str(teacher)], attention=-1.0)
     config = config_for("sepnet3k", teachers=[str(teacher)], attention=100.0, val_size=100)
     assert graphed_trainer(config=config, state=None, loader=None, seeds=(1,), device=torch.device("cuda")) is None
+
+
+def test_the_moving_average_has_no_taps(teacher):
+    """The weights evaluated (the moving average's copy) are not tapped: only the training pass feeds the term."""
+    config = config_for("sepnet3k", teachers=[str(teacher)], attention=100.0, val_size=100, ema=0.999)
+    teachers = Teachers.load(config, torch.device("cpu"))
+    state = TrainingState.create(stack([create_model("sepnet3k")]), config, 10, teachers)
+    tapped = [p.student for p in state.attention.pairs]
+    assert all(state.model.features.get_submodule(name)._forward_hooks for name in tapped)
+    assert not any(state.averaged.module.features.get_submodule(name)._forward_hooks for name in tapped)

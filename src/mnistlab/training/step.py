@@ -171,6 +171,7 @@ class TrainingState:
         cls, model: StackedNet, config: TrainConfig, steps_per_epoch: int, teachers: Teachers | None = None
     ) -> TrainingState:
         optimizer = make_optimizer(model, config)
+        averaged = make_average(model, config.ema)  # a copy of the network before its taps: the average has none
         attention = None
         if config.attention and teachers is not None:
             attention = Attention.create(config.attention, model, list(teachers.groups))  # type: ignore[arg-type]
@@ -178,7 +179,7 @@ class TrainingState:
             model,
             optimizer,
             make_scheduler(optimizer, config, steps_per_epoch),
-            make_average(model, config.ema),
+            averaged,
             config.scheduler,
             config.label_smoothing,
             teachers,
