@@ -90,13 +90,13 @@ def fit(
     Recipe fields (each defaults to the model's recipe): ``epochs``, ``batch_size``, ``optimizer`` (sgd, adam, adamw),
     ``lr`` (onecycle: the peak), ``momentum``, ``nesterov``, ``weight_decay``, ``scheduler`` (onecycle, step,
     plateau, none; one-cycle reads ``pct_start``, ``div_factor`` and ``final_div_factor``, a step schedule
-    ``step_size`` and ``gamma``, a plateau ``gamma`` and ``patience``), ``label_smoothing``, ``dropout``, ``ema`` (a moving average's decay),
-    ``augment`` (a dict: ``rotation`` and ``shear`` degrees, ``translate`` and ``scale`` fractions), ``teachers`` (run
-    folders or checkpoints to learn from), ``distill_alpha``, ``distill_temperature``, ``teacher_view`` (augmented,
-    clean), ``attention`` (attention transfer's weight), ``init`` (a trained network to start from, cut to the
-    model's widths); run fields: ``seed``, ``limit`` (only the first N images of each split: a quick try),
-    ``val_size`` (images held out of training for selection), ``test_every_epoch``, ``threads``, ``device`` (auto, cpu, cuda, mps), ``precision`` (fp32, bf16, auto),
-    ``data_dir``.
+    ``step_size`` and ``gamma``, a plateau ``gamma`` and ``patience``), ``label_smoothing``, ``dropout``, ``ema``
+    (a moving average's decay), ``augment`` (a dict: ``rotation`` and ``shear`` degrees, ``translate`` and ``scale``
+    fractions), ``teachers`` (run folders or checkpoints to learn from), ``distill_alpha``, ``distill_temperature``,
+    ``teacher_view`` (augmented, clean), ``attention`` (attention transfer's weight), ``init`` (a trained network to
+    start from, cut to the model's widths); run fields: ``seed``, ``limit`` (only the first N images of each split: a
+    quick try), ``val_size`` (images held out of training for selection), ``test_every_epoch``, ``threads``,
+    ``device`` (auto, cpu, cuda, mps), ``precision`` (fp32, bf16, auto), ``data_dir``.
 
     A ``TrainConfig`` (``mnistlab.config_for(...)``) as ``model`` is the engine's form: it trains that config
     exactly (keywords go to ``fit_group``: ``data``, ``stop_after``) and gives its summary dict.

@@ -86,8 +86,9 @@ def matched_pairs(student: Net, teachers: list[Net]) -> list[Pair]:
     sizes = [s for s in mine if all(s in t and t[s].stride == mine[s].stride for t in theirs)]
     if not sizes:
         raise MnistlabError(
-            "attention transfer needs blocks whose maps have the same size in the student and its teachers; these "
-            "share none: set attention to 0 or choose teachers of a like shape"
+            "attention transfer needs blocks whose maps have the same size in the student and its teachers (the "
+            "layers of its feature stack; a model from a file or module is one layer, its maps hidden inside): these "
+            "share none: set attention to 0, or choose teachers or a layer stack of a like shape"
         )
     return [Pair(s, mine[s].stride, mine[s].name, tuple(t[s].name for t in theirs)) for s in sizes]
 
