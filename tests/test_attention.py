@@ -168,10 +168,13 @@ def test_the_clean_view_warps_its_kept_table_and_gives_the_same_numbers_read_bac
     fit_group(group("second"), data=tiny_data, **QUIET)  # reads them
     assert read_summary(tmp_path / "first" / "s1")["provenance"]["attention_maps"] == {"hits": 0, "misses": 1}
     assert read_summary(tmp_path / "second" / "s1")["provenance"]["attention_maps"] == {"hits": 1, "misses": 0}
+    kept = max((tmp_path / "data" / "teacher-outputs").glob("*.pt"), key=lambda f: f.stat().st_size)  # the maps
+    kept.write_bytes(b"damaged")
+    fit_group(group("third"), data=tiny_data, **QUIET)  # made again
+    assert read_summary(tmp_path / "third" / "s1")["provenance"]["attention_maps"] == {"hits": 0, "misses": 1}
     for seed in (1, 2):
         plain = strip(read_history(tmp_path / "plain" / f"s{seed}"))
-        assert strip(read_history(tmp_path / "first" / f"s{seed}")) == plain
-        assert strip(read_history(tmp_path / "second" / f"s{seed}")) == plain
+        assert all(strip(read_history(tmp_path / name / f"s{seed}")) == plain for name in ("first", "second", "third"))
     fit_group(group("without", attention=0.0), data=tiny_data, **QUIET)
     assert strip(read_history(tmp_path / "without" / "s1")) != strip(read_history(tmp_path / "plain" / "s1"))
 

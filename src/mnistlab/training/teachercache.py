@@ -114,26 +114,35 @@ class CleanTargets:
         """The [N, 10] table of ``loader``'s images: made (or read) on the first call, then kept."""
         if self._table is not None:
             return self._table
-        key = self.key()
-        path = None if self.folder is None else self.folder / f"{key}.pt"
-        n = loader.num_samples
-        stored = None if path is None else _read(path, key, lambda t: _is_table(t, n))
-        if stored is not None:
-            self.hits += 1
-            self._table = stored.to(device)
-            return self._table
-        self.misses += 1
-        pixels = loader.pixels
-        chunks = [
-            teachers.probabilities(normalize(pixels[start : start + self.CHUNK].to(device)))[:, 0]
-            for start in range(0, n, self.CHUNK)
-        ]  # each [C, 10]: the images as [C, 1, 28, 28], one slot
-        self._table = torch.cat(chunks)
-        if path is not None:
-            table = self._table.cpu()
-            payload = {"key": key, "targets": table, "sha256": content_digest(table)}
-            atomic_write(path, lambda f: torch.save(payload, f))
+        n, pixels = loader.num_samples, loader.pixels
+
+        def make() -> torch.Tensor:
+            chunks = [
+                teachers.probabilities(normalize(pixels[start : start + self.CHUNK].to(device)))[:, 0]
+                for start in range(0, n, self.CHUNK)
+            ]  # each [C, 10]: the images as [C, 1, 28, 28], one slot
+            return torch.cat(chunks)
+
+        self._table, hit = _kept_table(self.folder, self.key(), lambda t: _is_table(t, n), make, device)
+        self.hits, self.misses = self.hits + hit, self.misses + (not hit)
         return self._table
+
+
+def _kept_table(
+    folder: Path | None, key: str, whole: Callable[[object], bool], make: Callable[[], Any], device: torch.device
+) -> tuple[Any, bool]:
+    """A clean view's table (a tensor, or a list of them) under ``key``: read from ``folder`` when it holds it whole
+    (True), or made by ``make`` and kept there (False)."""
+    path = None if folder is None else folder / f"{key}.pt"
+    stored = None if path is None else _read(path, key, whole)
+    if stored is not None:
+        return (stored.to(device) if torch.is_tensor(stored) else [t.to(device) for t in stored]), True
+    made = make()
+    if path is not None:
+        kept = made.cpu() if torch.is_tensor(made) else [t.cpu() for t in made]
+        payload = {"key": key, "targets": kept, "sha256": content_digest(kept)}
+        atomic_write(path, lambda f: torch.save(payload, f))
+    return made, False
 
 
 def _teachers_identity(config: TrainConfig, data: str, device: torch.device) -> dict[str, Any]:
@@ -263,25 +272,19 @@ class CleanMaps:
         """The [N, H*W] tables of ``loader``'s images: made (or read) on the first call, then kept."""
         if self._tables is not None:
             return self._tables
+        n, sides, pixels = loader.num_samples, [p.size for p in self.attention.pairs], loader.pixels
+
+        def make() -> list[torch.Tensor]:
+            chunks = []
+            for start in range(0, n, CleanTargets.CHUNK):
+                images = normalize(pixels[start : start + CleanTargets.CHUNK].to(device))  # [C, 1, 28, 28]: one slot
+                teachers.probabilities(images)
+                chunks.append([m[:, 0] for m in self.attention.teachers.mean(len(images), 1)])
+            return [torch.cat(parts) for parts in zip(*chunks)]
+
         key = _digest(self.identity)
-        path = None if self.folder is None else self.folder / f"{key}.pt"
-        n, sides = loader.num_samples, [p.size for p in self.attention.pairs]
-        stored = None if path is None else _read(path, key, lambda t: _are_maps(t, n, sides))
-        if stored is not None:
-            self.hits += 1
-            self._tables = [t.to(device) for t in stored]
-            return self._tables
-        self.misses += 1
-        pixels, chunks = loader.pixels, []
-        for start in range(0, n, CleanTargets.CHUNK):
-            images = normalize(pixels[start : start + CleanTargets.CHUNK].to(device))  # [C, 1, 28, 28]: one slot
-            teachers.probabilities(images)
-            chunks.append([m[:, 0] for m in self.attention.teachers.mean(len(images), 1)])
-        self._tables = [torch.cat(parts) for parts in zip(*chunks)]
-        if path is not None:
-            tables = [t.cpu() for t in self._tables]
-            payload = {"key": key, "targets": tables, "sha256": content_digest(tables)}
-            atomic_write(path, lambda f: torch.save(payload, f))
+        self._tables, hit = _kept_table(self.folder, key, lambda t: _are_maps(t, n, sides), make, device)
+        self.hits, self.misses = self.hits + hit, self.misses + (not hit)
         return self._tables
 
 
